@@ -1,0 +1,32 @@
+# make reproduce  - set up .venv if needed, then run notebooks 01-05 on $(PROFILE) (default: smoke)
+# make test       - set up .venv if needed, then the test suite (unit tests + the smoke pipeline)
+PROFILE ?= smoke
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# The smoke profile never touches the hub: fail at once instead of waiting on network time-outs.
+ifeq ($(PROFILE),smoke)
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+endif
+
+.PHONY: setup reproduce test lab bench clean
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+reproduce: setup
+	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) $(ARGS)
+
+test: setup
+	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest $(ARGS)
+
+lab: setup
+	$(VENV)/bin/jupyter lab notebooks/
+
+clean:
+	rm -rf outputs/smoke outputs/test-*

@@ -1,0 +1,1 @@
+"""toolsft-repro: the importable code behind the notebooks (see README.md)."""

@@ -1,0 +1,78 @@
+"""Tokenizer and model loading.
+
+`paper`: facebook/opt-350m by hub name or local folder, through the Auto classes.
+`smoke`: a byte-level BPE tokenizer trained here on the training text, and a tiny OPT built from
+`OPTConfig`; both saved with save_pretrained so everything downstream loads them like a hub model.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Iterable
+
+from lib import config
+
+# OPT's own special tokens: <s> (bos, also used as OPT's pad), </s> eos, <unk>, <pad>.
+SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
+
+
+def tokenizer_dir(cfg: dict) -> Path:
+    return config.path(cfg, cfg["output_dir"]) / "tokenizer"
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int):
+    """A byte-level BPE like OPT's (GPT-2 style), trained on our own text."""
+    from tokenizers import ByteLevelBPETokenizer
+    from transformers import PreTrainedTokenizerFast
+
+    bpe = ByteLevelBPETokenizer()
+    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
+                            special_tokens=SPECIAL_TOKENS)
+    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+                                   unk_token="<unk>", pad_token="<pad>")
+
+
+def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
+    """The profile's tokenizer with the profile's chat template.
+
+    Tiny model: load outputs/<profile>/tokenizer/ if it exists, else train it on `train_texts` and
+    save it there. Hub model: AutoTokenizer.from_pretrained(model.name_or_path).
+    """
+    from transformers import AutoTokenizer
+
+    name = cfg["model"]["name_or_path"]
+    if name:
+        tokenizer = _from_pretrained(AutoTokenizer, name)
+    else:
+        folder = tokenizer_dir(cfg)
+        if (folder / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        else:
+            if train_texts is None:
+                raise FileNotFoundError(
+                    f"no tokenizer at {folder}: run the data stage (01) first, which trains it")
+            tokenizer = train_tokenizer(train_texts, cfg["model"]["tiny"]["vocab_size"])
+            tokenizer.chat_template = cfg["model"]["chat_template"]
+            tokenizer.save_pretrained(str(folder))
+    tokenizer.chat_template = cfg["model"]["chat_template"]
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def _from_pretrained(auto_class, name: str, **kwargs):
+    try:
+        return auto_class.from_pretrained(name, **kwargs)
+    except OSError as err:
+        raise OSError(
+            f"could not load '{name}' ({err.__class__.__name__}: {str(err).splitlines()[0]}). "
+            "Without hub access, download it elsewhere (e.g. `huggingface-cli download "
+            f"{name} --local-dir /path/to/{name.split('/')[-1]}`) and set model.name_or_path "
+            "in your profile to that folder.") from err
+
+
+def max_positions(cfg: dict) -> int:
+    """The model's number of position embeddings (2048 for every OPT)."""
+    if cfg["model"]["name_or_path"]:
+        from transformers import AutoConfig
+        return _from_pretrained(AutoConfig, cfg["model"]["name_or_path"]).max_position_embeddings
+    return cfg["model"]["tiny"]["max_position_embeddings"]

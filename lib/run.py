@@ -1,0 +1,161 @@
+"""Run the numbered notebooks in order with papermill: `python -m lib.run --profile smoke`.
+
+Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage whose outputs are
+all newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs)
+is skipped unless --force; a failing stage stops the run naming the notebook and the failing cell.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from lib import config
+
+NOTEBOOK_DIR = config.ROOT / "notebooks"
+LIB_DIR = config.ROOT / "lib"
+
+
+@dataclass(frozen=True)
+class Stage:
+    number: str
+    notebook: str
+    outputs: tuple[str, ...]       # relative to outputs/<profile>/
+
+
+STAGES = (
+    Stage("01", "01_data_prep.ipynb", ("sft", "data_stats.json")),
+    Stage("02", "02_train.ipynb", ("model", "train_summary.json")),
+    Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json")),
+    Stage("04", "04_judge.ipynb", ("judgments", "pass_rate.csv")),
+    Stage("05", "05_figures.ipynb", ("figures",)),
+)
+
+
+class StageFailed(RuntimeError):
+    pass
+
+
+def _newest_mtime(paths) -> float:
+    newest = 0.0
+    for p in paths:
+        p = Path(p)
+        if p.is_dir():
+            newest = max([newest] + [f.stat().st_mtime for f in p.rglob("*") if f.is_file()])
+        elif p.exists():
+            newest = max(newest, p.stat().st_mtime)
+    return newest
+
+
+def _oldest_mtime(paths) -> float | None:
+    """Oldest file among the outputs, or None when any output is missing."""
+    oldest = None
+    for p in paths:
+        p = Path(p)
+        files = [f for f in p.rglob("*") if f.is_file()] if p.is_dir() else [p]
+        if not files or not all(f.exists() for f in files):
+            return None
+        t = min(f.stat().st_mtime for f in files)
+        oldest = t if oldest is None else min(oldest, t)
+    return oldest
+
+
+def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
+    out = config.path(cfg, cfg["output_dir"])
+    outputs = [out / o for o in stage.outputs]
+    oldest_output = _oldest_mtime(outputs)
+    if oldest_output is None:
+        return False
+    inputs = [Path(cfg["config_path"]), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.glob("*.py")]
+    inputs += [out / o for s in previous for o in s.outputs]
+    return _newest_mtime(inputs) < oldest_output
+
+
+def select(only: str | None = None, start: str | None = None) -> list[Stage]:
+    known = {s.number for s in STAGES}
+    for arg in (only, start):
+        if arg is not None and arg not in known:
+            raise SystemExit(f"unknown stage '{arg}' (stages: {', '.join(sorted(known))})")
+    if only:
+        return [s for s in STAGES if s.number == only]
+    return [s for s in STAGES if start is None or s.number >= start]
+
+
+def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict) -> Path:
+    import papermill
+
+    source = NOTEBOOK_DIR / stage.notebook
+    executed = config.output_dir(cfg, "notebooks") / stage.notebook
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed),
+            parameters={"profile": profile, "overrides": overrides},
+            kernel_name="python3", cwd=str(config.ROOT), progress_bar=False,
+        )
+    except papermill.PapermillExecutionError as err:
+        raise StageFailed(
+            f"stage {stage.number} failed: {source.relative_to(config.ROOT)}, cell {err.exec_count} "
+            f"(executed copy: {executed}):\n{err.ename}: {err.evalue}") from None
+    return executed
+
+
+def run(profile: str = "smoke", overrides: dict | None = None, only: str | None = None,
+        start: str | None = None, force: bool = False, log=print) -> list[Path]:
+    overrides = overrides or {}
+    cfg = config.load(profile, overrides)
+    stages = select(only, start)
+    executed = []
+    for stage in stages:
+        previous = [s for s in STAGES if s.number < stage.number]
+        if not force and is_up_to_date(cfg, stage, previous):
+            log(f"[{stage.number}] {stage.notebook}: up to date, skipped (--force reruns it)")
+            continue
+        if not (NOTEBOOK_DIR / stage.notebook).exists():
+            log(f"[{stage.number}] {stage.notebook}: no such notebook yet, stopping here")
+            break
+        log(f"[{stage.number}] {stage.notebook}: running on profile '{profile}' ...", flush=True)
+        t0 = time.time()
+        executed.append(run_stage(cfg, stage, profile, overrides))
+        log(f"[{stage.number}] {stage.notebook}: done in {time.time() - t0:.1f} s -> {executed[-1]}",
+            flush=True)
+    return executed
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.run", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke", help="configs/<profile>.yaml (default: smoke)")
+    parser.add_argument("--from", dest="start", help="first stage to run, e.g. 02")
+    parser.add_argument("--only", help="run this stage alone, e.g. 01")
+    parser.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
+    args = parser.parse_args(argv)
+    import yaml
+    overrides = {}
+    for item in args.set:
+        key, sep, value = item.partition("=")
+        if not sep:
+            parser.error(f"--set takes KEY=VALUE, got '{item}'")
+        overrides[key] = yaml.safe_load(value)
+    t0 = time.time()
+    try:
+        run(args.profile, overrides, args.only, args.start, args.force,
+            log=lambda *a, **k: print(*a, **k))
+    except (StageFailed, config.ConfigError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    print(f"finished in {time.time() - t0:.1f} s")
+    cfg = config.load(args.profile, overrides)
+    index = config.path(cfg, cfg["output_dir"]) / "figures" / "index.json"
+    if index.exists():
+        print("tables and figures:")
+        for name, where in json.loads(index.read_text()).items():
+            print(f"  {name}: {where}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
