@@ -34,8 +34,9 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int):
 def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
     """The profile's tokenizer with the profile's chat template.
 
-    Tiny model: load outputs/<profile>/tokenizer/ if it exists, else train it on `train_texts` and
-    save it there. Hub model: AutoTokenizer.from_pretrained(model.name_or_path).
+    Tiny model: given `train_texts` (the data stage does this), train it on them and save it to
+    outputs/<profile>/tokenizer/; without, load it from there. Hub model:
+    AutoTokenizer.from_pretrained(model.name_or_path), `train_texts` ignored.
     """
     from transformers import AutoTokenizer
 
@@ -44,15 +45,15 @@ def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
         tokenizer = _from_pretrained(AutoTokenizer, name)
     else:
         folder = tokenizer_dir(cfg)
-        if (folder / "tokenizer.json").exists():
-            tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        else:
-            if train_texts is None:
-                raise FileNotFoundError(
-                    f"no tokenizer at {folder}: run the data stage (01) first, which trains it")
+        if train_texts is not None:
             tokenizer = train_tokenizer(train_texts, cfg["model"]["tiny"]["vocab_size"])
             tokenizer.chat_template = cfg["model"]["chat_template"]
             tokenizer.save_pretrained(str(folder))
+        elif (folder / "tokenizer.json").exists():
+            tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        else:
+            raise FileNotFoundError(
+                f"no tokenizer at {folder}: run the data stage (01) first, which trains it")
     tokenizer.chat_template = cfg["model"]["chat_template"]
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
