@@ -1,0 +1,132 @@
+"""lib.tools: offline recorded responses, the virtual API server over HTTP, RapidAPI requests."""
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+
+from lib import tools
+
+
+@pytest.fixture
+def toolenv(tmp_path):
+    (tmp_path / "tools" / "Weather").mkdir(parents=True)
+    (tmp_path / "tools" / "Weather" / "weather_api.json").write_text(json.dumps({
+        "tool_name": "Weather API!", "standardized_name": "weather_api", "tool_description": "Weather",
+        "title": "Weather", "api_list": [
+            {"name": "Current Weather", "url": "https://weather-api.p.rapidapi.com/current/{city}",
+             "description": "now", "method": "GET",
+             "required_parameters": [{"name": "city", "type": "STRING", "description": "", "default": ""}],
+             "optional_parameters": [{"name": "units", "type": "STRING", "description": "", "default": "metric"}]},
+            {"name": "Report", "url": "https://weather-api.p.rapidapi.com/report", "description": "",
+             "method": "POST", "required_parameters": [],
+             "optional_parameters": [{"name": "Text Body", "type": "STRING", "description": "", "default": ""}]},
+        ]}))
+    rows = [
+        {"category": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
+         "arguments": {"city": "Paris", "units": "metric"}, "response": {"temp": 21}},
+        {"category": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
+         "arguments": {"city": "Oslo"}, "response": {"temp": 3}},
+        {"category": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
+         "arguments": {"city": "paris"}, "response": {"temp": 99}},
+    ]
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tmp_path
+
+
+def obs(text):
+    data = json.loads(text)
+    assert set(data) == {"error", "response"}
+    return data
+
+
+def test_offline_matching_levels(toolenv):
+    env = tools.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
+    # 1. exact canonical JSON, names given the way the query writes them
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"units": "metric", "city": "Paris"}))["response"] == {"temp": 21}
+    # exact beats loose: {"city": "paris"} has its own recording
+    assert obs(env.call("weather", "weather_api", "current_weather", {"city": "paris"}))["response"] == {"temp": 99}
+    # 2. loose: case and whitespace in values, empty values dropped
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": " OSLO", "units": ""}))["response"] == {"temp": 3}
+    # 3. required parameters only (units differs)
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Oslo", "units": "imperial"}))["response"] == {"temp": 3}
+    miss = obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Rome"}))
+    assert miss["response"] == "" and "No recorded response" in miss["error"] and "Rome" in miss["error"]
+    assert "No recorded response" in obs(env.call("Weather", "Weather API!", "Report", {}))["error"]
+
+
+def test_offline_without_docs_has_no_required_level(toolenv):
+    env = tools.OfflineToolEnv(toolenv / "responses.jsonl")
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Oslo", "units": "x"}))["error"]
+
+
+def test_offline_bad_record_names_line(tmp_path):
+    (tmp_path / "r.jsonl").write_text('{"category": "a", "tool_name": "b", "api_name": "c", "arguments": {}, "response": 1}\n'
+                                      '{"category": "a", "tool_name": "b", "api_name": "c", "response": 1}\n')
+    with pytest.raises(ValueError, match="line 2: missing field 'arguments'"):
+        tools.OfflineToolEnv(tmp_path / "r.jsonl")
+
+
+class _Virtual(BaseHTTPRequestHandler):
+    seen = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((self.path, body))
+        if body["api_name"] == "boom":
+            self.send_response(500)
+            self.end_headers()
+            return
+        reply = json.dumps({"error": "", "response": {"echo": json.loads(body["tool_input"])}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def server():
+    httpd = HTTPServer(("127.0.0.1", 0), _Virtual)
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{httpd.server_port}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_virtual_server_over_http(server):
+    _Virtual.seen.clear()
+    env = tools.VirtualToolEnv(server + "/virtual", toolbench_key="tb-key")
+    out = obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Paris"}))
+    assert out == {"error": "", "response": {"echo": {"city": "Paris"}}}
+    path, body = _Virtual.seen[0]
+    assert path == "/virtual"
+    assert body == {"category": "Weather", "tool_name": "weather_api", "api_name": "current_weather",
+                    "tool_input": '{"city": "Paris"}', "strip": "truncate", "toolbench_key": "tb-key"}
+    assert "HTTP 500" in obs(env.call("Weather", "Weather API!", "boom", {}))["error"]
+    dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
+    assert "unreachable" in obs(dead.call("a", "b", "c", {}))["error"]
+
+
+def test_rapidapi_request_is_built_from_the_docs(toolenv):
+    env = tools.RapidApiToolEnv(toolenv / "tools", rapidapi_key="secret-key")
+    get = env.build_request("Weather API!", "Current Weather", {"city": "São Paulo", "units": "metric"})
+    assert get["method"] == "GET" and get["body"] is None
+    assert get["url"] == "https://weather-api.p.rapidapi.com/current/S%C3%A3o%20Paulo?units=metric"
+    assert get["headers"] == {"X-RapidAPI-Key": "secret-key", "X-RapidAPI-Host": "weather-api.p.rapidapi.com"}
+    post = env.build_request("weather_api", "report", {"text_body": "hi"})
+    assert post["method"] == "POST" and json.loads(post["body"]) == {"Text Body": "hi"}
+    assert "no documentation" in obs(env.call("Weather", "Weather API!", "Nope", {}))["error"]
+
+
+def test_secret_comes_from_env(monkeypatch):
+    monkeypatch.setenv("MY_TEST_KEY", "k")
+    assert tools.secret("MY_TEST_KEY") == "k"
+    monkeypatch.delenv("MY_TEST_KEY")
+    with pytest.raises(RuntimeError, match="MY_TEST_KEY"):
+        tools.secret("MY_TEST_KEY")
+    assert tools.secret("MY_TEST_KEY", required=False) == ""
