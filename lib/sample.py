@@ -1,0 +1,456 @@
+"""The project's own ToolBench-format sample corpus, generated from a seed (the offline default).
+
+ToolBench itself cannot be downloaded here, so this writes a small world in its formats
+(docs/formats.md): tools with API documentation across several categories, training records with
+Thought / Action / Action Input / Observation turns that end in Finish (give_answer, or
+give_up_and_restart when an API fails), test queries for the six groups, and the response each API
+returns for the offline tool environment. The groups are split as ToolBench splits them: *-instruction
+uses tools seen in training with new queries, G1-tool uses tools never seen in training, *-category
+uses categories never seen in training; G1 queries use one tool, G2 several tools of one category,
+G3 tools of several categories. Every value is synthetic; nothing is copied from ToolBench.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from pathlib import Path
+
+from lib import agent
+
+CITIES = ["Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Toronto", "Mumbai", "Sydney", "Cairo", "Berlin",
+          "Seoul", "Madrid", "Denver", "Hanoi", "Dublin", "Santiago"]
+NEW_CITIES = ["Reykjavik", "Accra", "Quito", "Tallinn", "Perth", "Osaka"]   # only in test queries
+CURRENCIES = ["USD", "EUR", "JPY", "GBP", "INR", "BRL", "CAD", "KES"]
+SYMBOLS = ["AAPL", "MSFT", "TSLA", "NVDA", "AMZN", "SAP", "SONY", "INFY"]
+COINS = ["bitcoin", "ethereum", "solana", "cardano", "dogecoin"]
+LEAGUES = ["Premier League", "La Liga", "Serie A", "Bundesliga", "MLS"]
+PLAYERS = ["Nikola Jokic", "Luka Doncic", "Jayson Tatum", "Stephen Curry", "Joel Embiid"]
+MOVIES = ["Inception", "Arrival", "Parasite", "Amelie", "Spirited Away", "Heat", "Up"]
+INGREDIENTS = ["chickpeas", "salmon", "mushrooms", "tofu", "lentils", "spinach", "eggplant"]
+FOODS = ["banana", "avocado", "oatmeal", "almonds", "broccoli", "yogurt"]
+WORDS = ["serendipity", "ephemeral", "ubiquitous", "resilient", "meticulous", "candid"]
+LANGS = ["French", "Spanish", "German", "Japanese", "Swahili", "Portuguese"]
+PHRASES = ["good morning", "where is the station", "thank you very much", "see you tomorrow"]
+ARTISTS = [("Adele", "Hello"), ("Queen", "Bohemian Rhapsody"), ("ABBA", "Dancing Queen"),
+           ("Coldplay", "Yellow"), ("Bob Marley", "Redemption Song")]
+COUNTRIES = ["Brazil", "Japan", "Kenya", "Canada", "India", "France"]
+EMAILS = ["ana@example.com", "li.wei@example.org", "sam@invalid", "kofi@example.net"]
+IPS = ["203.0.113.7", "198.51.100.23", "192.0.2.44", "203.0.113.150"]
+FLIGHTS = ["AF1234", "BA287", "JL44", "KQ101", "LH400", "QF12"]
+CONDITIONS = ["sunny", "cloudy", "light rain", "windy", "snow showers", "clear"]
+
+
+def P(name, kind, description, default=""):
+    return {"name": name, "type": kind, "description": description, "default": default}
+
+
+# category -> tool -> (tool description, [api spec]). An api spec holds its parameters, the query
+# phrasings that ask for it, a seeded response maker and the sentence a final answer uses.
+def _world():
+    s, n = "STRING", "NUMBER"
+    return {
+        "Weather": {
+            "WeatherNow": ("Current conditions and short forecasts for cities worldwide.", [
+                ("Current Weather", "Current temperature and conditions for a city.",
+                 [P("city", s, "City name", "London")], [], {"city": CITIES},
+                 ["What's the weather like in {city} right now?", "Tell me the current weather in {city}."],
+                 lambda a, r: {"city": a["city"], "temp_c": r.randint(-5, 35), "condition": r.choice(CONDITIONS)},
+                 lambda a, o: f"It is {o['temp_c']} C and {o['condition']} in {o['city']}"),
+                ("Forecast", "Daily forecast for the next days.",
+                 [P("city", s, "City name", "London")], [P("days", n, "Number of days (1-7)", 3)],
+                 {"city": CITIES},
+                 ["What is the forecast for {city} this week?", "Will it rain in {city} in the coming days?"],
+                 lambda a, r: {"city": a["city"], "days": [{"day": d + 1, "high_c": r.randint(0, 35),
+                                                            "condition": r.choice(CONDITIONS)} for d in range(3)]},
+                 lambda a, o: f"the forecast for {o['city']} is " + ", ".join(
+                     f"day {d['day']}: {d['condition']}, high {d['high_c']} C" for d in o["days"])),
+            ]),
+            "AirQualityHub": ("Air quality index and pollutants by city.", [
+                ("Air Quality", "Air quality index (AQI) for a city.",
+                 [P("city", s, "City name", "Delhi")], [], {"city": CITIES},
+                 ["How is the air quality in {city} today?", "Check the air quality index for {city}."],
+                 lambda a, r: {"city": a["city"], "aqi": r.randint(10, 180), "main_pollutant": r.choice(["pm25", "o3", "no2"])},
+                 lambda a, o: f"the air quality index in {o['city']} is {o['aqi']} (main pollutant {o['main_pollutant']})"),
+            ]),
+        },
+        "Finance": {
+            "CurrencyConverter": ("Live foreign exchange rates and conversion.", [
+                ("Convert", "Convert an amount between two currencies.",
+                 [P("from", s, "Source currency code", "USD"), P("to", s, "Target currency code", "EUR"),
+                  P("amount", n, "Amount to convert", 1)], [],
+                 {"from": CURRENCIES, "to": CURRENCIES, "amount": [10, 50, 100, 250, 1000]},
+                 ["How much is {amount} {from} in {to}?", "Convert {amount} {from} to {to} for me."],
+                 lambda a, r: {"from": a["from"], "to": a["to"], "amount": a["amount"],
+                               "result": round(a["amount"] * r.uniform(0.2, 3.0), 2)},
+                 lambda a, o: f"{o['amount']} {o['from']} is {o['result']} {o['to']}"),
+            ]),
+            "StockQuotes": ("Real-time stock quotes for listed companies.", [
+                ("Quote", "Latest price and daily change of a stock symbol.",
+                 [P("symbol", s, "Ticker symbol", "IBM")], [], {"symbol": SYMBOLS},
+                 ["What is the current stock price of {symbol}?", "Get me the latest quote for {symbol}."],
+                 lambda a, r: {"symbol": a["symbol"], "price": round(r.uniform(20, 900), 2),
+                               "change_pct": round(r.uniform(-4, 4), 2)},
+                 lambda a, o: f"{o['symbol']} trades at {o['price']} ({o['change_pct']}% today)"),
+            ]),
+            "CryptoTicker": ("Cryptocurrency prices and market caps.", [
+                ("Coin Price", "Price of a cryptocurrency in USD.",
+                 [P("coin", s, "Coin id", "bitcoin")], [], {"coin": COINS},
+                 ["What's the price of {coin} right now?", "Check the current {coin} price."],
+                 lambda a, r: {"coin": a["coin"], "usd": round(r.uniform(0.05, 70000), 2)},
+                 lambda a, o: f"{o['coin']} costs {o['usd']} USD"),
+            ]),
+        },
+        "Sports": {
+            "FootballLive": ("Football fixtures, live scores and standings.", [
+                ("Live Matches", "Matches being played now in a league.",
+                 [P("league", s, "League name", "Premier League")], [], {"league": LEAGUES},
+                 ["Are there any live {league} matches right now?", "Show me the live scores in the {league}."],
+                 lambda a, r: {"league": a["league"], "matches": [{"home": f"Team {r.randint(1, 20)}",
+                               "away": f"Team {r.randint(21, 40)}", "score": f"{r.randint(0, 3)}-{r.randint(0, 3)}"}]},
+                 lambda a, o: f"in the {o['league']} {o['matches'][0]['home']} vs {o['matches'][0]['away']} "
+                              f"is {o['matches'][0]['score']}"),
+                ("Standings", "League table.",
+                 [P("league", s, "League name", "Premier League")], [], {"league": LEAGUES},
+                 ["Who is leading the {league} table?", "Get the current {league} standings."],
+                 lambda a, r: {"league": a["league"], "leader": f"Team {r.randint(1, 20)}", "points": r.randint(20, 80)},
+                 lambda a, o: f"{o['leader']} leads the {o['league']} with {o['points']} points"),
+            ]),
+            "HoopsStats": ("Basketball player statistics.", [
+                ("Player Stats", "Season averages of a basketball player.",
+                 [P("player", s, "Player full name", "LeBron James")], [], {"player": PLAYERS},
+                 ["What are {player}'s stats this season?", "How many points is {player} averaging?"],
+                 lambda a, r: {"player": a["player"], "ppg": round(r.uniform(8, 33), 1), "rpg": round(r.uniform(2, 13), 1)},
+                 lambda a, o: f"{o['player']} averages {o['ppg']} points and {o['rpg']} rebounds"),
+            ]),
+        },
+        "Movies": {
+            "FilmBase": ("Movie search, details and ratings.", [
+                ("Search Movie", "Find a movie by title.",
+                 [P("title", s, "Movie title", "Alien")], [], {"title": MOVIES},
+                 ["Find the movie {title} for me.", "Can you look up the film {title}?"],
+                 lambda a, r: {"title": a["title"], "year": r.randint(1980, 2023), "movie_id": f"tt{r.randint(100000, 999999)}"},
+                 lambda a, o: f"{o['title']} ({o['year']}) has id {o['movie_id']}"),
+                ("Movie Rating", "Audience rating of a movie.",
+                 [P("title", s, "Movie title", "Alien")], [], {"title": MOVIES},
+                 ["How well rated is {title}?", "What rating does {title} have?"],
+                 lambda a, r: {"title": a["title"], "rating": round(r.uniform(5.5, 9.3), 1), "votes": r.randint(1000, 900000)},
+                 lambda a, o: f"{o['title']} is rated {o['rating']}/10 by {o['votes']} viewers"),
+            ]),
+            "StreamFinder": ("Where to stream a movie.", [
+                ("Where To Watch", "Streaming services that offer a movie.",
+                 [P("title", s, "Movie title", "Alien")], [P("country", s, "Country", "US")], {"title": MOVIES},
+                 ["Where can I stream {title}?", "Which service has {title} available?"],
+                 lambda a, r: {"title": a["title"], "services": r.sample(["Netflix", "Prime Video", "Max", "Disney+", "Mubi"], 2)},
+                 lambda a, o: f"{o['title']} streams on {' and '.join(o['services'])}"),
+            ]),
+        },
+        "Travel": {
+            "FlightTracker": ("Flight status and schedules.", [
+                ("Flight Status", "Status of a flight by number.",
+                 [P("flight_number", s, "IATA flight number", "BA117")], [], {"flight_number": FLIGHTS},
+                 ["Is flight {flight_number} on time?", "What's the status of flight {flight_number}?"],
+                 lambda a, r: {"flight": a["flight_number"], "status": r.choice(["on time", "delayed 25 min", "boarding", "landed"])},
+                 lambda a, o: f"flight {o['flight']} is {o['status']}"),
+            ]),
+            "HotelScout": ("Hotel search by city.", [
+                ("Search Hotels", "Hotels available in a city.",
+                 [P("city", s, "City name", "Rome")], [P("max_price", n, "Maximum price per night", 200)], {"city": CITIES},
+                 ["Find me a hotel in {city}.", "What hotels are available in {city}?"],
+                 lambda a, r: {"city": a["city"], "hotels": [{"name": f"Hotel {r.choice(['Aurora', 'Central', 'Lotus', 'Harbor'])}",
+                                                               "price": r.randint(60, 300)}]},
+                 lambda a, o: f"{o['hotels'][0]['name']} in {o['city']} costs {o['hotels'][0]['price']} per night"),
+            ]),
+            "WorldClock": ("Time zones and local time.", [
+                ("Local Time", "Current local time in a city.",
+                 [P("city", s, "City name", "New York")], [], {"city": CITIES},
+                 ["What time is it in {city}?", "Tell me the local time in {city}."],
+                 lambda a, r: {"city": a["city"], "time": f"{r.randint(0, 23):02d}:{r.randint(0, 59):02d}", "utc_offset": r.randint(-8, 10)},
+                 lambda a, o: f"it is {o['time']} in {o['city']} (UTC{o['utc_offset']:+d})"),
+            ]),
+        },
+        "Food": {
+            "RecipeBox": ("Recipes by ingredient.", [
+                ("Search Recipes", "Recipes that use an ingredient.",
+                 [P("ingredient", s, "Main ingredient", "rice")], [], {"ingredient": INGREDIENTS},
+                 ["Give me a recipe with {ingredient}.", "What can I cook with {ingredient}?"],
+                 lambda a, r: {"ingredient": a["ingredient"], "recipes": [f"{a['ingredient'].title()} {r.choice(['curry', 'salad', 'stew', 'bowl'])}"]},
+                 lambda a, o: f"you could make {o['recipes'][0]}"),
+            ]),
+            "NutriFacts": ("Nutrition facts of foods.", [
+                ("Nutrition", "Calories and macros per 100 g.",
+                 [P("food", s, "Food name", "apple")], [], {"food": FOODS},
+                 ["How many calories are in {food}?", "What are the nutrition facts of {food}?"],
+                 lambda a, r: {"food": a["food"], "kcal": r.randint(30, 600), "protein_g": round(r.uniform(0, 25), 1)},
+                 lambda a, o: f"100 g of {o['food']} has {o['kcal']} kcal and {o['protein_g']} g protein"),
+            ]),
+        },
+        "Education": {
+            "WordWise": ("English dictionary and thesaurus.", [
+                ("Define", "Definition of an English word.",
+                 [P("word", s, "The word", "apple")], [], {"word": WORDS},
+                 ["What does {word} mean?", "Define the word {word}."],
+                 lambda a, r: {"word": a["word"], "definition": f"a {r.choice(['quality', 'state', 'way'])} of being {a['word'][:4]}-like"},
+                 lambda a, o: f"'{o['word']}' means {o['definition']}"),
+                ("Synonyms", "Synonyms of a word.",
+                 [P("word", s, "The word", "happy")], [], {"word": WORDS},
+                 ["Give me synonyms for {word}.", "What are other words for {word}?"],
+                 lambda a, r: {"word": a["word"], "synonyms": r.sample(["lucky", "fleeting", "common", "hardy", "careful", "frank"], 2)},
+                 lambda a, o: f"synonyms of {o['word']} are {', '.join(o['synonyms'])}"),
+            ]),
+            "TriviaBank": ("Trivia questions by topic.", [
+                ("Random Question", "A random trivia question on a topic.",
+                 [P("topic", s, "Topic", "science")], [], {"topic": ["science", "history", "geography", "art"]},
+                 ["Ask me a {topic} trivia question.", "I want a trivia question about {topic}."],
+                 lambda a, r: {"topic": a["topic"], "question": f"Which {a['topic']} fact number {r.randint(1, 99)} is true?"},
+                 lambda a, o: f"here is a {o['topic']} question: {o['question']}"),
+            ]),
+        },
+        # Categories below are never seen in training: they feed G1-category and G2-category.
+        "Music": {
+            "LyricFind": ("Song lyrics search.", [
+                ("Lyrics", "Lyrics of a song.",
+                 [P("artist", s, "Artist", "Prince"), P("song", s, "Song title", "Purple Rain")], [],
+                 {"artist,song": ARTISTS},
+                 ["Find the lyrics of {song} by {artist}.", "Show me the words to {artist}'s {song}."],
+                 lambda a, r: {"artist": a["artist"], "song": a["song"], "first_line": f"line {r.randint(1, 9)} of {a['song']}"},
+                 lambda a, o: f"{o['song']} by {o['artist']} begins with '{o['first_line']}'"),
+            ]),
+            "ChartWatch": ("Music charts by country.", [
+                ("Top Songs", "Top songs in a country this week.",
+                 [P("country", s, "Country", "US")], [], {"country": COUNTRIES},
+                 ["What are the top songs in {country} this week?", "Show me the music chart for {country}."],
+                 lambda a, r: {"country": a["country"], "top": [f"Song {r.randint(1, 99)}", f"Song {r.randint(100, 199)}"]},
+                 lambda a, o: f"the top songs in {o['country']} are {', '.join(o['top'])}"),
+            ]),
+        },
+        "Communication": {
+            "MailCheck": ("Email address validation.", [
+                ("Validate Email", "Check whether an email address is deliverable.",
+                 [P("email", s, "Email address", "me@example.com")], [], {"email": EMAILS},
+                 ["Is {email} a valid email address?", "Check if the email {email} is deliverable."],
+                 lambda a, r: {"email": a["email"], "valid": "@example" in a["email"], "mx_found": r.random() > 0.2},
+                 lambda a, o: f"{o['email']} is {'valid' if o['valid'] else 'not valid'}"),
+            ]),
+            "IPInsight": ("IP address geolocation.", [
+                ("IP Info", "Location and owner of an IP address.",
+                 [P("ip", s, "IPv4 address", "8.8.8.8")], [], {"ip": IPS},
+                 ["Where is the IP address {ip} located?", "Look up the IP {ip}."],
+                 lambda a, r: {"ip": a["ip"], "country": r.choice(COUNTRIES), "isp": f"ISP {r.randint(1, 50)}"},
+                 lambda a, o: f"{o['ip']} is in {o['country']} ({o['isp']})"),
+            ]),
+            "LinguaBridge": ("Text translation.", [
+                ("Translate", "Translate text into a language.",
+                 [P("text", s, "Text to translate", "hello"), P("target", s, "Target language", "French")], [],
+                 {"text": PHRASES, "target": LANGS},
+                 ["Translate '{text}' into {target}.", "How do you say '{text}' in {target}?"],
+                 lambda a, r: {"text": a["text"], "target": a["target"], "translation": f"[{a['target'][:2].lower()}] {a['text']}"},
+                 lambda a, o: f"'{o['text']}' in {o['target']} is '{o['translation']}'"),
+            ]),
+        },
+    }
+
+
+UNSEEN_CATEGORIES = ("Music", "Communication")
+UNSEEN_TOOLS = ("AirQualityHub", "CryptoTicker", "StreamFinder")   # categories seen, tools not
+FAILURE_RATE = 0.12          # training trajectories where an API fails and the model gives up
+G3_SHARE = 0.5               # ToolBench's G3 has half as many test queries as each other group
+
+
+class _Api:
+    def __init__(self, category, tool, tool_description, spec):
+        (self.name, self.description, self.required, self.optional, self.values, self.phrasings,
+         self._respond, self._summarise) = spec
+        self.category, self.tool, self.tool_description = category, tool, tool_description
+        self.function = agent.api_function_name(self.name, tool)
+
+    def api_entry(self) -> dict:
+        return {"category_name": self.category, "tool_name": self.tool, "api_name": self.name,
+                "api_description": self.description, "required_parameters": self.required,
+                "optional_parameters": self.optional, "method": "GET"}
+
+    def draw_arguments(self, rng: random.Random, unseen_values: bool) -> dict:
+        args = {}
+        for key, pool in self.values.items():
+            if key == "city" and unseen_values:
+                pool = NEW_CITIES
+            value = rng.choice(pool)
+            if "," in key:
+                args.update(zip(key.split(","), value))
+            else:
+                args[key] = value
+        return args
+
+    def response(self, args: dict) -> dict:
+        # Seeded by the call itself, so the same call always gets the same response.
+        digest = hashlib.sha256(f"{self.function}|{json.dumps(args, sort_keys=True)}".encode()).hexdigest()
+        return self._respond(args, random.Random(int(digest[:16], 16)))
+
+    def summarise(self, response: dict) -> str:
+        return self._summarise(None, response)
+
+
+def _apis(world) -> list[_Api]:
+    return [_Api(category, tool, description, spec)
+            for category, tools in world.items() for tool, (description, specs) in tools.items()
+            for spec in specs]
+
+
+def _query(rng, tools: list[list[_Api]], unseen_values: bool):
+    """A query over some of the given tools' APIs: (api_list, calls [(api, args)], text)."""
+    calls, sentences = [], []
+    for apis in tools:
+        chosen = rng.sample(apis, k=min(len(apis), rng.choice([1, 1, 2])))
+        for api in chosen:
+            args = api.draw_arguments(rng, unseen_values)
+            calls.append((api, args))
+            sentences.append(rng.choice(api.phrasings).format(**args))
+    openers = ["", "I'm planning my week. ", "Quick question. ", "I need some help. ", "For a project, "]
+    joiners = [" Also, ", " Additionally, ", " And ", " "]
+    text = rng.choice(openers) + sentences[0]
+    for sentence in sentences[1:]:
+        text += rng.choice(joiners) + sentence[0].lower() + sentence[1:]
+    api_list = [api.api_entry() for apis in tools for api in apis]
+    return api_list, calls, text
+
+
+def _observation(response) -> str:
+    # ToolBench's function turns: JSON with an error string and the response as a Python repr.
+    return json.dumps({"error": "", "response": repr(response)})
+
+
+def _conversation(query_text: str, api_list: list, calls, fail_at: int | None) -> list[dict]:
+    """The full conversation (ToolBench from/value turns) of one solved or abandoned query."""
+    functions = agent.functions_for_query({"query": query_text, "query_id": 0, "api_list": api_list})
+    turns = [{"from": "system", "value": agent.system_prompt(functions)},
+             {"from": "user", "value": agent.user_message(query_text)}]
+    facts = []
+    for k, (api, args) in enumerate(calls):
+        purpose = api.description[0].lower() + api.description[1:].rstrip(".")
+        thought = (f"The user wants the {purpose}. I will call {api.function}." if k == 0
+                   else f"Next I need the {purpose}, so I will call {api.function}.")
+        turns.append({"from": "assistant", "value": agent.format_step(thought, api.function,
+                                                                        json.dumps(args, indent=2))})
+        if k == fail_at:
+            turns.append({"from": "function", "value": json.dumps(
+                {"error": "Rate limit error...", "response": ""})})
+            finish = {"return_type": "give_up_and_restart"}
+            turns.append({"from": "assistant", "value": agent.format_step(
+                f"The call to {api.function} failed, so I cannot finish the task. I will give up and restart.",
+                "Finish", json.dumps(finish, indent=2))})
+            return turns
+        response = api.response(args)
+        turns.append({"from": "function", "value": _observation(response)})
+        facts.append(api.summarise(response))
+    answer = " ".join(f[0].upper() + f[1:] + ("" if f.endswith(("?", ".")) else ".") for f in facts)
+    finish = {"return_type": "give_answer", "final_answer": answer}
+    turns.append({"from": "assistant", "value": agent.format_step(
+        "I have all the information the user asked for, so I can give the final answer.", "Finish",
+        json.dumps(finish, indent=2))})
+    return turns
+
+
+def _records(query_text: str, turns: list[dict]) -> list[dict]:
+    """One training record per assistant step, as ToolBench's preprocessing makes them."""
+    return [{"id": f"Step {i}: {query_text}", "conversations": turns[:i + 1]}
+            for i, turn in enumerate(turns) if turn["from"] == "assistant"]
+
+
+def _tool_groups(apis: list[_Api]) -> dict:
+    by_tool: dict[tuple, list[_Api]] = {}
+    for api in apis:
+        by_tool.setdefault((api.category, api.tool), []).append(api)
+    return by_tool
+
+
+def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per_group: int = 8) -> dict:
+    """Write the sample corpus under out_dir; returns its manifest (also written as MANIFEST.json)."""
+    rng = random.Random(seed)
+    out_dir = Path(out_dir)
+    apis = _apis(_world())
+    by_tool = _tool_groups(apis)
+    seen = {k: v for k, v in by_tool.items() if k[0] not in UNSEEN_CATEGORIES and k[1] not in UNSEEN_TOOLS}
+    unseen_tool = {k: v for k, v in by_tool.items() if k[1] in UNSEEN_TOOLS}
+    unseen_cat = {k: v for k, v in by_tool.items() if k[0] in UNSEEN_CATEGORIES}
+
+    def same_category(pool: dict, k: int) -> list[list[_Api]]:
+        categories = sorted({c for c, _ in pool if sum(c == c2 for c2, _ in pool) >= 2})
+        category = rng.choice(categories)
+        tools = sorted(t for t in pool if t[0] == category)
+        return [pool[t] for t in rng.sample(tools, k=min(k, len(tools)))]
+
+    def across_categories(pool: dict, k: int) -> list[list[_Api]]:
+        categories = rng.sample(sorted({c for c, _ in pool}), k=k)
+        return [pool[rng.choice(sorted(t for t in pool if t[0] == c))] for c in categories]
+
+    def single(pool: dict) -> list[list[_Api]]:
+        return [pool[rng.choice(sorted(pool))]]
+
+    responses: dict[tuple, dict] = {}
+
+    def record_responses(calls):
+        for api, args in calls:
+            key = (api.tool, api.name, json.dumps(args, sort_keys=True))
+            responses[key] = {"category": api.category, "tool_name": api.tool, "api_name": api.name,
+                              "arguments": args, "response": api.response(args)}
+
+    # Training: G1/G2/G3-style queries over the seen tools only.
+    records, train_texts = [], []
+    shapes = [lambda: single(seen), lambda: same_category(seen, 2), lambda: across_categories(seen, 2)]
+    for _ in range(train_queries):
+        api_list, calls, text = _query(rng, rng.choice(shapes)(), unseen_values=False)
+        fail_at = rng.randrange(len(calls)) if rng.random() < FAILURE_RATE else None
+        records += _records(text, _conversation(text, api_list, calls, fail_at))
+        train_texts.append(text)
+        record_responses(calls)
+
+    # Test: the six groups, split the way ToolBench splits them.
+    plans = {
+        "G1_instruction": lambda: single(seen),
+        "G1_category": lambda: single(unseen_cat),
+        "G1_tool": lambda: single(unseen_tool),
+        "G2_instruction": lambda: same_category(seen, 2),
+        "G2_category": lambda: same_category(unseen_cat, 2),
+        "G3_instruction": lambda: across_categories(seen, 3),
+    }
+    tests, query_id = {}, 1
+    for group, plan in plans.items():
+        count = max(1, round(queries_per_group * (G3_SHARE if group.startswith("G3") else 1)))
+        tests[group] = []
+        while len(tests[group]) < count:
+            api_list, calls, text = _query(rng, plan(), unseen_values=rng.random() < 0.5)
+            if text in train_texts:
+                continue
+            relevant = [[api.tool, api.name] for api, _ in calls]
+            tests[group].append({"api_list": api_list, "query": text, "relevant APIs": relevant,
+                                 "query_id": query_id})
+            query_id += 1
+            record_responses(calls)
+
+    _write_json(out_dir / "train" / "toolllama_G123_dfs_train.json", records)
+    for group, queries in tests.items():
+        _write_json(out_dir / "test_instruction" / f"{group}.json", queries)
+    for (category, tool), tool_apis in by_tool.items():
+        _write_json(out_dir / "toolenv" / "tools" / category / f"{tool}.json", {
+            "tool_name": tool, "standardized_name": agent.standardize_name(tool),
+            "title": tool, "tool_description": tool_apis[0].tool_description, "home_url": "",
+            "host": f"{agent.standardize_name(tool)}.example.invalid",
+            "api_list": [{"name": a.name, "url": f"https://{agent.standardize_name(tool)}.example.invalid/"
+                          f"{agent.standardize_name(a.name)}", "description": a.description, "method": "GET",
+                          "required_parameters": a.required, "optional_parameters": a.optional}
+                         for a in tool_apis]})
+    lines = [json.dumps(r, sort_keys=True) for _, r in sorted(responses.items())]
+    (out_dir / "toolenv" / "responses.jsonl").write_text("\n".join(lines) + "\n")
+    manifest = {"seed": seed, "train_queries": train_queries, "train_records": len(records),
+                "test_queries": {g: len(q) for g, q in tests.items()}, "tools": len(by_tool),
+                "apis": len(apis), "categories": len({a.category for a in apis}),
+                "recorded_responses": len(lines), "unseen_categories": list(UNSEEN_CATEGORIES),
+                "unseen_tools": list(UNSEEN_TOOLS),
+                "note": "synthetic ToolBench-format sample made by lib/sample.py; not ToolBench data"}
+    _write_json(out_dir / "MANIFEST.json", manifest)
+    return manifest
+
+
+def _write_json(path: Path, value) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(value, indent=1, ensure_ascii=False) + "\n")
