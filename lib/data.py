@@ -283,10 +283,12 @@ def percentiles(values, qs=(50, 90, 95, 99)) -> dict:
 # ---------------------------------------------------------------- the stage
 
 def ensure_sample(cfg: dict) -> None:
-    """Generate the project's own sample corpus into data.sample_dir if it is missing."""
+    """(Re)generate the project's own sample corpus in data.sample_dir when missing or stale."""
+    from lib import sample
+
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"])
-    if cfg["data"]["generate_sample"] and not (sample_dir / "MANIFEST.json").exists():
-        from lib import sample
+    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"]):
+        shutil.rmtree(sample_dir, ignore_errors=True)
         sample.generate(sample_dir, seed=cfg["seed"])
 
 
@@ -385,3 +387,35 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def describe(stats: dict) -> str:
+    """A few readable lines about a data_stats.json, for the notebook."""
+    choice = stats["examples_per_choice"]
+    lines = [
+        f"source: {stats['source']}",
+        f"records read: {stats['records_read']:,}   used: {stats['records_used']:,}   "
+        f"dropped: {stats['dropped'] or 'none'}",
+        f"examples written ({stats['example_per']}): {stats['examples_written']:,}",
+        f"  one per record would give {choice['record']:,}; one per assistant turn {choice['assistant_turn']:,}"
+        f"  (the paper reports {stats['paper_examples']:,})",
+        f"tokens per example: {stats['token_length_percentiles']}",
+        f"longer than the model's {stats['max_positions']} positions: {stats['over_max_positions']:,}",
+        f"tokenizer: {stats['tokenizer']}",
+    ]
+    if stats.get("stamp"):
+        lines.insert(0, f"[{stats['stamp']}]")
+    return "\n".join(lines)
+
+
+def render_example(cfg: dict, index: int = 0, width: int = 1200) -> str:
+    """One training example as the model sees it, the trained-on completion between >>> and <<<."""
+    from datasets import load_from_disk
+    from lib import model
+
+    example = load_from_disk(str(config.path(cfg, cfg["output_dir"]) / "sft"))[index]
+    tokenizer = model.load_tokenizer(cfg)
+    prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+    shown = prompt if len(prompt) <= width else prompt[: width // 2] + "\n[...]\n" + prompt[-width // 2:]
+    return f"{shown}>>>{full[len(prompt):]}<<<"

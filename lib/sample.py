@@ -307,9 +307,13 @@ def _query(rng, tools: list[list[_Api]], unseen_values: bool):
             sentences.append(rng.choice(api.phrasings).format(**args))
     openers = ["", "I'm planning my week. ", "Quick question. ", "I need some help. ", "For a project, "]
     joiners = [" Also, ", " Additionally, ", " And ", " "]
-    text = rng.choice(openers) + sentences[0]
+    def join(before: str, sentence: str) -> str:
+        lower = before.endswith((", ", "And ", "Also, ", "Additionally, ")) or before.endswith(" And ")
+        return before + (sentence[0].lower() + sentence[1:] if lower else sentence)
+
+    text = join(rng.choice(openers), sentences[0])
     for sentence in sentences[1:]:
-        text += rng.choice(joiners) + sentence[0].lower() + sentence[1:]
+        text = join(text + rng.choice(joiners), sentence)
     api_list = [api.api_entry() for apis in tools for api in apis]
     return api_list, calls, text
 
@@ -361,6 +365,18 @@ def _tool_groups(apis: list[_Api]) -> dict:
     for api in apis:
         by_tool.setdefault((api.category, api.tool), []).append(api)
     return by_tool
+
+
+def fingerprint(seed: int, train_queries: int, queries_per_group: int) -> str:
+    """Identifies what generate() would write: this file's code and the arguments."""
+    code = Path(__file__).read_bytes()
+    return hashlib.sha256(code + f"|{seed}|{train_queries}|{queries_per_group}".encode()).hexdigest()[:16]
+
+
+def is_current(out_dir: Path, seed: int, train_queries: int = 240, queries_per_group: int = 8) -> bool:
+    manifest = Path(out_dir) / "MANIFEST.json"
+    return manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint(
+        seed, train_queries, queries_per_group)
 
 
 def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per_group: int = 8) -> dict:
@@ -441,7 +457,8 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
                          for a in tool_apis]})
     lines = [json.dumps(r, sort_keys=True) for _, r in sorted(responses.items())]
     (out_dir / "toolenv" / "responses.jsonl").write_text("\n".join(lines) + "\n")
-    manifest = {"seed": seed, "train_queries": train_queries, "train_records": len(records),
+    manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group),
+                "seed": seed, "train_queries": train_queries, "train_records": len(records),
                 "test_queries": {g: len(q) for g, q in tests.items()}, "tools": len(by_tool),
                 "apis": len(apis), "categories": len({a.category for a in apis}),
                 "recorded_responses": len(lines), "unseen_categories": list(UNSEEN_CATEGORIES),
