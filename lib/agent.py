@@ -11,6 +11,7 @@ utils.py, preprocess_toolllama_data.py) and the real sample files in toolbench-s
 from __future__ import annotations
 
 import json
+import os
 import re
 
 # ToolBench's name rules (toolbench/utils.py::standardize, change_name), re-implemented.
@@ -254,3 +255,523 @@ def parse_step(text: str, function_names=None):
     if not isinstance(args, dict):
         return thought, action, action_input, "Action Input must be a JSON object"
     return thought, action, action_input, None
+
+
+# ---------------------------------------------------------------------------------------------
+# One query: taking a step, ReAct and DFSDT as coroutines (they yield a conversation that needs
+# the next assistant turn and receive the generated text), so a driver can batch many queries.
+# ---------------------------------------------------------------------------------------------
+
+FINISH_OK = json.dumps({"response": "successfully giving the final answer."})
+GIVE_UP = json.dumps({"response": "chose to give up and restart"})
+
+
+class Query:
+    """A test query made ready for the loop: its functions, prompt and function -> API map."""
+
+    def __init__(self, record: dict, group: str, tool_docs: dict | None = None):
+        self.record, self.group = record, group
+        self.query_id, self.text = record["query_id"], record["query"]
+        self.functions = functions_for_query(record)
+        self.apis = {api_function_name(a["api_name"], a["tool_name"]): a for a in record["api_list"]}
+        self.system = system_prompt(self.functions, tool_descriptions_for_query(record, tool_docs))
+
+    def start(self) -> list[dict]:
+        return [{"role": "system", "content": self.system}, {"role": "user", "content": user_message(self.text)}]
+
+
+def _truncate(text: str, limit: int | None) -> str:
+    return text if not limit or len(text) <= limit else text[:limit] + "..."
+
+
+def take_step(query: Query, text: str, env, max_observation_length: int | None = None) -> dict:
+    """Parse one generated turn and act on it. Returns the step record:
+    {thought, action, action_input, observation, parse_error, finish, final_answer, assistant}
+    where finish is None, "give_answer" or "give_up"; `assistant` is the turn as the model sees it."""
+    thought, action, action_input, error = parse_step(text, {fn["name"] for fn in query.functions})
+    step = {"thought": thought, "action": action, "action_input": action_input, "observation": "",
+            "parse_error": error, "finish": None, "final_answer": ""}
+    step["assistant"] = format_step(thought, action, action_input) if action else "\n" + text.strip()
+    if error is not None:
+        step["observation"] = json.dumps({"error": error, "response": ""})
+        return step
+    args = json.loads(action_input, strict=False) if action_input else {}
+    if action == "Finish":
+        kind = args.get("return_type")
+        if kind == "give_up_and_restart":
+            step["finish"], step["observation"] = "give_up", GIVE_UP
+        elif kind == "give_answer" and "final_answer" in args:
+            step["finish"], step["observation"] = "give_answer", FINISH_OK
+            step["final_answer"] = str(args["final_answer"])
+        else:
+            problem = ("must have \"final_answer\"" if kind == "give_answer"
+                       else "must have \"return_type\" give_answer or give_up_and_restart")
+            step["parse_error"] = f"Finish {problem}"
+            step["observation"] = json.dumps({"error": problem, "response": ""})
+        return step
+    api = query.apis[action]
+    step["observation"] = _truncate(env.call(api["category_name"], api["tool_name"], api["api_name"], args),
+                                    max_observation_length)
+    return step
+
+
+def _turns(step: dict) -> list[dict]:
+    return [{"role": "assistant", "content": step["assistant"]},
+            {"role": "function", "content": step["observation"]}]
+
+
+def _public(step: dict) -> dict:
+    return {k: step[k] for k in ("thought", "action", "action_input", "observation", "parse_error")}
+
+
+def observation_error(step: dict) -> bool:
+    """A step whose observation reports an error (parse error, unknown API, failed call)."""
+    if step["parse_error"]:
+        return True
+    try:
+        data = json.loads(step["observation"])
+    except (json.JSONDecodeError, TypeError):
+        return False
+    return isinstance(data, dict) and bool(data.get("error"))
+
+
+def react(query: Query, env, max_iterations: int, max_observation_length=None):
+    """ReAct ("CoT@1"): one chain, ending at Finish or after max_iterations turns."""
+    messages, steps = query.start(), []
+    for _ in range(max_iterations):
+        text = yield messages
+        step = take_step(query, text, env, max_observation_length)
+        steps.append(step)
+        messages = messages + _turns(step)
+        if step["finish"]:
+            break
+    finish = steps[-1]["finish"] if steps and steps[-1]["finish"] else "max_iterations"
+    return {"steps": steps, "finish_type": finish, "tree": None,
+            "final_answer": steps[-1]["final_answer"] if steps else ""}
+
+
+def dfsdt(query: Query, env, max_iterations: int, width: int, max_expansions: int,
+          max_observation_length=None):
+    """DFSDT as in ToolLLM: depth-first over a tree of steps. Each node gets up to `width` children,
+    sampled one at a time; a child that gives up, reports an error (parse error or an error
+    observation) or reaches depth `max_iterations` is a dead end and the search backtracks to try a
+    sibling; the search stops at the first give_answer or after `max_expansions` generations.
+    The returned chain is the path to the answer, else the last path explored."""
+    root = {"step": None, "children": [], "messages": query.start(), "path": []}
+    state = {"expansions": 0, "last": root}
+
+    def expand(node):
+        for _ in range(width):
+            if state["expansions"] >= max_expansions:
+                return None
+            text = yield node["messages"]
+            state["expansions"] += 1
+            step = take_step(query, text, env, max_observation_length)
+            child = {"step": step, "children": [], "messages": node["messages"] + _turns(step),
+                     "path": node["path"] + [step]}
+            node["children"].append(child)
+            state["last"] = child
+            if step["finish"] == "give_answer":
+                return child
+            if step["finish"] or observation_error(step) or len(child["path"]) >= max_iterations:
+                continue
+            found = yield from expand(child)
+            if found is not None:
+                return found
+        return None
+
+    found = yield from expand(root)
+    leaf = found or state["last"]
+    steps = leaf["path"]
+    if found:
+        finish = "give_answer"
+    elif steps and steps[-1]["finish"] == "give_up":
+        finish = "give_up"
+    else:
+        finish = "max_iterations"
+
+    def tree(node):
+        return {"step": _public(node["step"]) if node["step"] else None,
+                "children": [tree(c) for c in node["children"]]}
+
+    return {"steps": steps, "finish_type": finish, "tree": tree(root),
+            "final_answer": found["step"]["final_answer"] if found else "", "expansions": state["expansions"]}
+
+
+# ---------------------------------------------------------------------------------------------
+# ToolEval's converted answer (ToolBench tooleval/convert_to_answer_format.py, checked against the
+# real converted files in toolbench-sample/).
+# ---------------------------------------------------------------------------------------------
+
+def tooleval_answer(query_text: str, method: str, steps: list[dict], finish_type: str,
+                    truncate: bool = False) -> dict:
+    """{method, total_steps, final_answer, answer_details} as ToolEval's converter writes it.
+
+    answer_details is a one-path tree of {role, message, next}: system (message ""), user (the
+    query), then per step a 'tool' node {name, arguments, response} (Finish's response is ""). As
+    the converter does, a finished run (give_answer: ToolBench's valid_data) lists only the calls;
+    an unfinished one also has an 'assistant' node with each Thought before its call.
+    final_answer is Finish's raw Action Input (a JSON string), "" without a give_answer.
+    With `truncate`, messages are str()-ed and cut to 100 characters, like ToolBench's original
+    converter (StableToolBench's keeps them whole, which is the default here).
+    """
+    nodes = [("system", ""), ("user", query_text)]
+    for step in steps:
+        if finish_type != "give_answer" and step["thought"]:
+            nodes.append(("assistant", step["thought"]))
+        if step["action"]:
+            nodes.append(("tool", {"name": step["action"], "arguments": step["action_input"],
+                                   "response": "" if step["action"] == "Finish" else step["observation"]}))
+    details = []
+    for role, message in reversed(nodes):
+        if truncate:
+            message = str(message)[:100] if role != "system" else ""
+        details = [{"role": role, "message": message, "next": details}]
+    final = steps[-1]["action_input"] if finish_type == "give_answer" else ""
+    return {"method": method, "total_steps": len(nodes), "final_answer": final, "answer_details": details}
+
+
+TOOLEVAL_METHOD = {"react": "CoT@1", "dfsdt": "DFS_woFilter_w2"}
+
+
+def to_tooleval(lines: list[dict]) -> dict:
+    """Trajectory lines -> ToolEval's converted file: {query_id: {query, available_tools, answer}}."""
+    return {str(l["query_id"]): {"query": l["query"], "available_tools": l["available_tools"], "answer": l["answer"]}
+            for l in lines}
+
+
+# ---------------------------------------------------------------------------------------------
+# Backends: generate(conversations) -> [Generation] for a batch of conversations.
+# ---------------------------------------------------------------------------------------------
+
+class Generation:
+    __slots__ = ("text", "tokens", "truncated")
+
+    def __init__(self, text: str, tokens: int = 0, truncated: bool = False):
+        self.text, self.tokens, self.truncated = text, tokens, truncated
+
+
+# The chat template renders every turn as "Role: value\n"; a model that runs past its eos into the
+# next turn is cut there.
+_TURN_STARTS = ("\nFunction: ", "\nUser: ", "\nSystem: ", "\nAssistant: ")
+
+
+def cut_at_next_turn(text: str) -> str:
+    ends = [text.find(t) for t in _TURN_STARTS if text.find(t) >= 0]
+    return text[:min(ends)] if ends else text
+
+
+class HFBackend:
+    """A local causal LM: batched generation with KV cache and left padding.
+
+    Prompts are the conversation rendered with the tokenizer's chat template (the training one,
+    add_generation_prompt=True) and tokenized without extra special tokens, as training did. A prompt
+    longer than the model's positions minus max_new_tokens loses its oldest tokens (left truncation)
+    and is counted. temperature > 0 samples (do_sample) with torch seeded from the config seed and a
+    call counter before each batch, so a run is reproducible for the same batches; temperature 0 is
+    greedy. Generation stops at eos or after max_new_tokens.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
+                 max_positions: int | None = None):
+        import torch
+
+        self.torch, self.model, self.tokenizer = torch, model.eval(), tokenizer
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.max_positions = max_positions or model.config.max_position_embeddings
+        self.max_prompt = self.max_positions - max_new_tokens
+        if self.max_prompt <= 0:
+            raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {self.max_positions} positions")
+        self.calls = 0
+        tokenizer.padding_side = "left"
+
+    def encode(self, conversation: list[dict]) -> tuple[list[int], bool]:
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt:
+            return ids[-self.max_prompt:], True
+        return ids, False
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        torch = self.torch
+        encoded = [self.encode(c) for c in conversations]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded])
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded])
+        sample = self.temperature and self.temperature > 0
+        kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
+            else dict(do_sample=False)
+        torch.manual_seed(self.seed + self.calls)
+        self.calls += 1
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=pad,
+                                      eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+        results = []
+        for row, (_, truncated) in zip(out[:, width:].tolist(), encoded):
+            eos = self.tokenizer.eos_token_id
+            n = row.index(eos) + 1 if eos in row else len(row)
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            results.append(Generation(cut_at_next_turn(text), n, truncated))
+        return results
+
+
+def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
+    """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from lib import config, model as model_lib
+
+    inf = cfg["inference"]
+    folder = config.path(cfg, model_dir or inf.get("model_dir") or f"{cfg['output_dir']}/model")
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer.chat_template = cfg["model"]["chat_template"]
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer = model_lib.load_tokenizer(cfg)
+    return HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat endpoint through the `openai` client.
+
+    The conversation goes as chat messages; function turns (observations) go as user messages
+    prefixed "Observation: ", since plain chat endpoints have no function role without native
+    function calling. The key comes from the env var the config names and is never stored.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
+                 seed: int | None = None, client=None):
+        import openai
+
+        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
+
+    @staticmethod
+    def chat_messages(conversation: list[dict]) -> list[dict]:
+        return [{"role": "user", "content": "Observation: " + m["content"]} if m["role"] == "function"
+                else {"role": m["role"], "content": m["content"]} for m in conversation]
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        results = []
+        for conversation in conversations:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=self.chat_messages(conversation), temperature=self.temperature,
+                max_tokens=self.max_new_tokens, seed=self.seed)
+            usage = getattr(reply, "usage", None)
+            results.append(Generation(reply.choices[0].message.content or "",
+                                      getattr(usage, "completion_tokens", 0) or 0))
+        return results
+
+
+def make_backend(cfg: dict):
+    inf = cfg["inference"]
+    if inf["backend"] == "hf":
+        return load_hf_backend(cfg)
+    if inf["backend"] == "openai":
+        from lib.tools import secret
+
+        if not inf["openai_base_url"] or not inf["openai_model"]:
+            raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
+        return OpenAIBackend(inf["openai_base_url"], inf["openai_model"],
+                             secret(inf["openai_api_key_env"], required=False), inf["max_new_tokens"],
+                             inf["temperature"], cfg["seed"])
+    raise ValueError(f"inference.backend must be hf or openai, got '{inf['backend']}'")
+
+
+# ---------------------------------------------------------------------------------------------
+# Trajectory files: append-only JSONL, resumable.
+# ---------------------------------------------------------------------------------------------
+
+def read_trajectories(path) -> list[dict]:
+    """The complete lines of a trajectory file. A torn last line (a crash mid-write) is cut off the
+    file so later appends start on a clean line; a bad line elsewhere is an error."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines, good_end = [], 0
+    for number, chunk in enumerate(raw.split(b"\n"), 1):
+        end = good_end + len(chunk) + 1
+        if not chunk.strip():
+            good_end = min(end, len(raw))
+            continue
+        try:
+            line = json.loads(chunk)
+            if end > len(raw):          # no newline after it: written but not finished
+                raise ValueError
+        except ValueError:
+            if end >= len(raw):
+                with open(path, "r+b") as fh:
+                    fh.truncate(good_end)
+                break
+            raise ValueError(f"{path}: line {number} is not valid JSON") from None
+        lines.append(line)
+        good_end = end
+    return lines
+
+
+def append_line(fh, line: dict) -> None:
+    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
+    fh.flush()
+    os.fsync(fh.fileno())
+
+
+def load_queries(path) -> list[dict]:
+    """test_instruction/<group>.json, every record checked (errors name file, index, query_id, field)."""
+    from pathlib import Path
+
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no test queries at {path}")
+    try:
+        records = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as err:
+        raise QueryError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
+    if not isinstance(records, list):
+        raise QueryError(f"{path}: expected a JSON list of queries")
+    for i, record in enumerate(records):
+        check_query(record, str(path), i)
+    return records
+
+
+def trajectory_line(query: Query, method: str, result: dict, tokens: int, truncated: int) -> dict:
+    steps = result["steps"]
+    return {
+        "query_id": query.query_id, "group": query.group, "query": query.text, "method": method,
+        "available_tools": query.functions, "finish_type": result["finish_type"],
+        "final_answer": result["final_answer"], "total_steps": len(steps),
+        "parse_errors": sum(1 for s in _all_steps(result) if s["parse_error"]),
+        "tokens_generated": tokens, "prompts_truncated": truncated,
+        "steps": [_public(s) for s in steps], "tree": result["tree"],
+        "answer": tooleval_answer(query.text, TOOLEVAL_METHOD[method], steps, result["finish_type"]),
+    }
+
+
+def _all_steps(result: dict):
+    if result["tree"] is None:
+        return result["steps"]
+    out, todo = [], [result["tree"]]
+    while todo:
+        node = todo.pop()
+        if node["step"]:
+            out.append(node["step"])
+        todo.extend(node["children"])
+    return out
+
+
+def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
+              batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
+              max_observation_length: int | None = None, log=None) -> dict:
+    """Run the queries not yet in `path`, batch_size conversations per generate call; each query's
+    line is appended (flushed, fsynced) as soon as it finishes. Returns this call's counters."""
+    import collections
+    import time
+
+    done = {str(l["query_id"]) for l in read_trajectories(path)}
+    pending = collections.deque(q for q in queries if str(q.query_id) not in done)
+    counters = {"skipped": len(queries) - len(pending), "ran": 0, "tokens": 0, "truncated": 0,
+                "generate_calls": 0, "wall_s": 0.0}
+    active = []     # [query, coroutine, prompt, tokens, truncated]
+    t0 = time.perf_counter()
+    with open(path, "a", encoding="utf-8") as fh:
+        while pending or active:
+            while pending and len(active) < batch_size:
+                q = pending.popleft()
+                if method == "react":
+                    co = react(q, env, max_iterations, max_observation_length)
+                elif method == "dfsdt":
+                    co = dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length)
+                else:
+                    raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
+                active.append([q, co, next(co), 0, 0])
+            generations = backend.generate([a[2] for a in active])
+            counters["generate_calls"] += 1
+            still = []
+            for entry, gen in zip(active, generations):
+                entry[3] += gen.tokens
+                entry[4] += int(gen.truncated)
+                try:
+                    entry[2] = entry[1].send(gen.text)
+                    still.append(entry)
+                except StopIteration as stop:
+                    append_line(fh, trajectory_line(entry[0], method, stop.value, entry[3], entry[4]))
+                    counters["ran"] += 1
+                    counters["tokens"] += entry[3]
+                    counters["truncated"] += entry[4]
+                    if log:
+                        log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
+            active = still
+    counters["wall_s"] = time.perf_counter() - t0
+    return counters
+
+
+def summarize(lines: list[dict], counters: dict | None = None) -> dict:
+    """Per-group figures from the trajectory lines (so a resumed run counts every query)."""
+    counters = counters or {}
+    tokens = sum(l["tokens_generated"] for l in lines)
+    wall = counters.get("wall_s", 0.0)
+    return {
+        "queries": len(lines),
+        "finished_with_answer": sum(l["finish_type"] == "give_answer" for l in lines),
+        "gave_up": sum(l["finish_type"] == "give_up" for l in lines),
+        "hit_limit": sum(l["finish_type"] == "max_iterations" for l in lines),
+        "parse_errors": sum(l["parse_errors"] for l in lines),
+        "steps": sum(l["total_steps"] for l in lines),
+        "tokens_generated": tokens,
+        "prompts_truncated": sum(l.get("prompts_truncated", 0) for l in lines),
+        "ran_now": counters.get("ran", 0), "skipped_done": counters.get("skipped", 0),
+        "wall_time_s": round(wall, 3),
+        "tokens_per_s": round(counters.get("tokens", 0) / wall, 1) if wall > 0 else None,
+    }
+
+
+def run(cfg: dict, backend=None, env=None, log=print) -> dict:
+    """Stage 03: every configured group's queries through the model and the tool environment.
+
+    Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json."""
+    from lib import config, tools
+
+    inf = cfg["inference"]
+    out = config.output_dir(cfg, "trajectories")
+    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    tool_docs = {k: d.get("tool_description", "")
+                 for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
+    env = env or tools.make_env(cfg)
+    backend = backend or make_backend(cfg)
+    groups = {}
+    for group in inf["groups"]:
+        records = load_queries(test_dir / f"{group}.json")[:inf["max_queries_per_group"] or None]
+        queries = [Query(r, group, tool_docs) for r in records]
+        path = out / f"{group}.jsonl"
+        counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],
+                             inf["batch_size"], inf["dfsdt_width"], inf["dfsdt_max_expansions"],
+                             inf.get("max_observation_length"))
+        wanted = {str(q.query_id) for q in queries}
+        groups[group] = summarize([l for l in read_trajectories(path) if str(l["query_id"]) in wanted], counters)
+        if log:
+            g = groups[group]
+            log(f"[03] {group}: {g['queries']} queries, {g['finished_with_answer']} answered, "
+                f"{g['ran_now']} run now in {g['wall_time_s']} s")
+    lines_all = [l for g in inf["groups"] for l in read_trajectories(out / f"{g}.jsonl")]
+    total = summarize(lines_all)
+    total["wall_time_s"] = round(sum(g["wall_time_s"] for g in groups.values()), 3)
+    total["ran_now"] = sum(g["ran_now"] for g in groups.values())
+    total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())
+    ran_tokens = sum(g["tokens_per_s"] * g["wall_time_s"] for g in groups.values() if g["tokens_per_s"])
+    total["tokens_per_s"] = round(ran_tokens / total["wall_time_s"], 1) if total["wall_time_s"] else None
+    summary = {"method": inf["method"], "backend": inf["backend"], "tool_env": inf["tool_env"],
+               "temperature": inf["temperature"], "max_iterations": inf["max_iterations"],
+               "batch_size": inf["batch_size"], "max_new_tokens": inf["max_new_tokens"],
+               "groups": groups, "total": total, "stamp": cfg.get("stamp")}
+    path = config.path(cfg, cfg["output_dir"]) / "inference_summary.json"
+    path.write_text(json.dumps(summary, indent=2))
+    return summary

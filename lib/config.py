@@ -41,7 +41,8 @@ SCHEMA: dict[str, Any] = {
         "temperature": ANY, "max_iterations": ANY, "batch_size": ANY, "max_new_tokens": ANY,
         "dfsdt_width": ANY, "dfsdt_max_expansions": ANY, "openai_base_url": ANY,
         "openai_model": ANY, "openai_api_key_env": ANY, "virtual_server_url": ANY,
-        "toolbench_key_env": ANY, "rapidapi_key_env": ANY,
+        "toolbench_key_env": ANY, "rapidapi_key_env": ANY, "model_dir": ANY,
+        "max_observation_length": ANY,
     },
     "judge": {
         "kind": ANY, "evaluate_times": ANY, "base_url": ANY, "model": ANY, "api_key_env": ANY,

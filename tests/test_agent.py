@@ -1,5 +1,7 @@
 """lib.agent: ToolBench's prompt, function names, step parser; the search loops; the stage."""
 import ast
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
 import glob
 import json
 from pathlib import Path
@@ -113,3 +115,322 @@ def test_parse_step_errors():
     assert agent.parse_step("Thought: x\nAction: Finish\nAction Input: [1]", names)[3] == "Action Input must be a JSON object"
     step = agent.format_step("t", "Finish", '{"return_type": "give_up_and_restart"}')
     assert agent.parse_step(step, names) == ("t", "Finish", '{"return_type": "give_up_and_restart"}', None)
+
+
+# ---------------------------------------------------------------------------------------------
+# The loops, with a scripted backend and a tiny offline environment.
+# ---------------------------------------------------------------------------------------------
+from lib import tools  # noqa: E402
+
+CW = "current_weather_for_weather_api"
+
+
+def step(action, args, thought="t"):
+    return agent.format_step(thought, action, json.dumps(args))
+
+
+ANSWER = step("Finish", {"return_type": "give_answer", "final_answer": "21 degrees"})
+GIVE_UP = step("Finish", {"return_type": "give_up_and_restart"})
+
+
+class Scripted:
+    """Returns canned outputs: script(conversation) -> text, or a list consumed in order."""
+
+    def __init__(self, script):
+        self.script, self.calls, self.batches = script, 0, []
+
+    def generate(self, conversations):
+        self.batches.append(len(conversations))
+        out = []
+        for conversation in conversations:
+            text = self.script(conversation) if callable(self.script) else self.script[self.calls]
+            self.calls += 1
+            out.append(agent.Generation(text, tokens=len(text.split()), truncated=False))
+        return out
+
+
+@pytest.fixture
+def env(tmp_path):
+    rows = [{"category": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
+             "arguments": {"city": "Paris"}, "response": {"temp": 21}}]
+    (tmp_path / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return tools.OfflineToolEnv(tmp_path / "responses.jsonl")
+
+
+def query(qid=7, group="G1_instruction"):
+    return agent.Query(dict(QUERY, query_id=qid), group, {"weather_api": "Weather for all"})
+
+
+def drive(coroutine, outputs):
+    prompts = [next(coroutine)]
+    try:
+        for text in outputs:
+            prompts.append(coroutine.send(text))
+    except StopIteration as stop:
+        return stop.value, prompts
+    raise AssertionError("the loop did not finish")
+
+
+def test_react_calls_tool_then_finishes(env):
+    q = query()
+    result, prompts = drive(agent.react(q, env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    assert result["finish_type"] == "give_answer" and result["final_answer"] == "21 degrees"
+    first, second = result["steps"]
+    assert json.loads(first["observation"]) == {"error": "", "response": {"temp": 21}}
+    # the second prompt is the conversation so far, roles as in training
+    assert [m["role"] for m in prompts[1]] == ["system", "user", "assistant", "function"]
+    assert prompts[1][1]["content"] == "\nWhat is the weather in Paris?\nBegin!\n"
+    assert prompts[1][2]["content"] == '\nThought: t\nAction: current_weather_for_weather_api\nAction Input: {"city": "Paris"}'
+    assert "1.weather_api: Weather for all\n" in prompts[0][0]["content"]
+
+
+def test_react_parse_errors_become_observations_and_limit(env):
+    bad = ["Thought: no action here", step("nope_for_x", {}), "Thought: x\nAction: Finish\nAction Input: {bad",
+           step("Finish", {"return_type": "give_answer"})]
+    result, prompts = drive(agent.react(query(), env, 4), bad)
+    assert result["finish_type"] == "max_iterations" and len(result["steps"]) == 4
+    errors = [s["parse_error"] for s in result["steps"]]
+    assert errors[0] == "missing 'Action:'" and errors[1] == "unknown function 'nope_for_x'"
+    assert "not valid JSON" in errors[2] and "final_answer" in errors[3]
+    assert all(json.loads(s["observation"])["error"] for s in result["steps"])
+    assert prompts[-1][-1]["role"] == "function"       # the model saw the last error
+
+
+def test_react_give_up_ends_the_chain(env):
+    result, _ = drive(agent.react(query(), env, 10), [GIVE_UP])
+    assert result["finish_type"] == "give_up" and result["final_answer"] == ""
+
+
+def test_dfsdt_backtracks_after_give_up_and_errors(env):
+    # root: child 1 errors (unknown API) -> sibling 2 calls the tool -> its child 1 gives up ->
+    # sibling 2 answers.
+    outputs = [step("nope", {}), step(CW, {"city": "Paris"}), GIVE_UP, ANSWER]
+    result, prompts = drive(agent.dfsdt(query(), env, 10, 2, 20), outputs)
+    assert result["finish_type"] == "give_answer" and result["expansions"] == 4
+    assert [s["action"] for s in result["steps"]] == [CW, "Finish"]
+    tree = result["tree"]
+    assert [c["step"]["action"] for c in tree["children"]] == ["nope", CW]
+    assert [c["step"]["action"] for c in tree["children"][1]["children"]] == ["Finish", "Finish"]
+    # the sibling after a dead end is sampled from the same parent conversation
+    assert prompts[1] == prompts[0] and prompts[3] == prompts[2]
+
+
+def test_dfsdt_stops_at_max_expansions_and_depth(env):
+    call = step(CW, {"city": "Paris"})
+    result, _ = drive(agent.dfsdt(query(), env, 2, 2, 5), [call] * 5)
+    # depth 2 leaves: root -> a -> (a1, a2) ; root -> b -> (b1) = 5 generations
+    assert result["expansions"] == 5 and result["finish_type"] == "max_iterations"
+    assert len(result["steps"]) == 2
+
+
+def test_tooleval_answer_structure(env):
+    result, _ = drive(agent.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    answer = agent.tooleval_answer("What is the weather in Paris?", "CoT@1", result["steps"], "give_answer")
+    assert answer["total_steps"] == 4 and json.loads(answer["final_answer"])["final_answer"] == "21 degrees"
+    system = answer["answer_details"][0]
+    assert system["role"] == "system" and system["message"] == ""
+    user = system["next"][0]
+    tool = user["next"][0]
+    assert tool["role"] == "tool" and tool["message"]["name"] == CW
+    finish = tool["next"][0]
+    assert finish["message"]["response"] == "" and finish["next"] == []
+    failed = agent.tooleval_answer("q", "CoT@1", result["steps"][:1], "max_iterations")
+    assert failed["final_answer"] == "" and failed["answer_details"][0]["next"][0]["next"][0]["role"] == "assistant"
+
+
+def _shape(node):
+    return (node["role"], type(node["message"]).__name__, [_shape(n) for n in node["next"]])
+
+
+@needs_sample
+@pytest.mark.parametrize("path,method,truncate", [
+    ("toolbench/tooleval/results/default_evalset/gpt-3.5-turbo_CoT/G1_instruction.json", "CoT@1", True),
+    ("stabletoolbench/data_example/model_predictions_converted/virtual_chatgpt_cot/G1_instruction.json", "CoT@1", False),
+])
+def test_converter_matches_real_converted_files(env, path, method, truncate):
+    real = json.loads((SAMPLE / path).read_text())
+    item = next(v for v in real.values() if v["answer"]["final_answer"])
+    assert set(item) == {"query", "available_tools", "answer"}
+    result, _ = drive(agent.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    ours = agent.tooleval_answer("What is the weather in Paris?", method, result["steps"], "give_answer", truncate)
+    assert set(ours) == set(item["answer"])
+    theirs_root, ours_root = item["answer"]["answer_details"][0], ours["answer_details"][0]
+    assert set(ours_root) == set(theirs_root) == {"role", "message", "next"}
+    assert (theirs_root["role"], theirs_root["message"]) == (ours_root["role"], ours_root["message"]) == ("system", "")
+    # a finished CoT run: system -> user -> tool calls (Finish last), one path, same node types
+    def chain(node):
+        return [(node["role"], type(node["message"]).__name__)] + (chain(node["next"][0]) if node["next"] else [])
+    real_chain = chain(theirs_root)
+    assert real_chain[0][0] == "system" and real_chain[1][0] == "user"
+    tool_kinds = {kind for role, kind in real_chain if role == "tool"}
+    assert tool_kinds == {kind for role, kind in chain(ours_root) if role == "tool"}
+    assert item["answer"]["total_steps"] == len(real_chain)
+    assert ours["total_steps"] == len(chain(ours_root))
+    # the real final_answer is Finish's raw JSON arguments, as ours
+    assert '"return_type"' in item["answer"]["final_answer"]
+    assert set(item["available_tools"][0]) == set(query().functions[0])
+
+
+def test_run_group_batches_writes_and_resumes(env, tmp_path):
+    queries = [query(i) for i in range(5)]
+    path = tmp_path / "G1_instruction.jsonl"
+
+    def script(conversation):      # answer on the second turn, one query (id 3) gives up
+        if "3" in conversation[1]["content"]:
+            return GIVE_UP
+        return ANSWER if len(conversation) > 2 else step(CW, {"city": "Paris"})
+
+    for q in queries:
+        q.text = f"query {q.query_id}"
+    backend = Scripted(script)
+    counters = agent.run_group(queries[:3], backend, env, path, batch_size=2)
+    assert counters["ran"] == 3 and backend.batches[0] == 2
+    # simulated crash: a torn last line after the three complete ones
+    with open(path, "a") as fh:
+        fh.write('{"query_id": 3, "group": "G1_instr')
+    lines = agent.read_trajectories(path)
+    assert [l["query_id"] for l in lines] == [0, 1, 2]
+    assert path.read_text().endswith("}\n")          # the torn tail was cut off
+    counters = agent.run_group(queries, backend, env, path, batch_size=8)
+    assert counters == dict(counters, skipped=3, ran=2)
+    lines = agent.read_trajectories(path)
+    assert sorted(l["query_id"] for l in lines) == [0, 1, 2, 3, 4]
+    by_id = {l["query_id"]: l for l in lines}
+    assert by_id[3]["finish_type"] == "give_up" and by_id[4]["final_answer"] == "21 degrees"
+    line = by_id[4]
+    assert set(line) >= {"query_id", "group", "query", "method", "available_tools", "finish_type", "final_answer",
+                         "total_steps", "parse_errors", "tokens_generated", "steps", "tree", "answer"}
+    assert line["available_tools"][-1]["name"] == "Finish" and line["answer"]["method"] == "CoT@1"
+    summary = agent.summarize(lines)
+    assert (summary["queries"], summary["finished_with_answer"], summary["gave_up"]) == (5, 4, 1)
+
+
+def test_read_trajectories_rejects_a_bad_middle_line(tmp_path):
+    path = tmp_path / "x.jsonl"
+    path.write_text('{"query_id": 1}\nnot json\n{"query_id": 2}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        agent.read_trajectories(path)
+
+
+def test_load_queries_names_file_and_record(tmp_path):
+    path = tmp_path / "G1_tool.json"
+    path.write_text(json.dumps([QUERY, dict(QUERY, query_id=9, api_list="x")]))
+    with pytest.raises(agent.QueryError, match=r"G1_tool.json: record 1 \(query_id 9\): field 'api_list'"):
+        agent.load_queries(path)
+
+
+# ---------------------------------------------------------------------------------------------
+# Real backends: a tiny random OPT, and an OpenAI-compatible server on loopback.
+# ---------------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def tiny_hf():
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    from lib import config, model as model_lib
+
+    cfg = config.load("smoke")
+    texts = [agent.system_prompt(agent.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
+    tok = model_lib.train_tokenizer(texts, 400)
+    tok.chat_template = cfg["model"]["chat_template"]
+    torch.manual_seed(0)
+    model = OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=64, ffn_dim=128, num_hidden_layers=2,
+                                     num_attention_heads=2, word_embed_proj_dim=64, max_position_embeddings=512,
+                                     pad_token_id=tok.pad_token_id, bos_token_id=tok.bos_token_id,
+                                     eos_token_id=tok.eos_token_id))
+    return cfg, model, tok
+
+
+def test_hf_backend_batches_truncates_and_is_seeded(tiny_hf):
+    cfg, model, tok = tiny_hf
+    backend = agent.HFBackend(model, tok, max_new_tokens=16, temperature=0.1, seed=1)
+    short = [{"role": "user", "content": "hi"}]
+    long = query().start()
+    outs = backend.generate([short, long])
+    assert len(outs) == 2 and all(1 <= o.tokens <= 16 for o in outs)
+    assert outs[0].truncated is False and outs[1].truncated is True     # 512 positions - 16
+    ids, truncated = backend.encode(long)
+    assert truncated and len(ids) == 512 - 16
+    rendered = tok.apply_chat_template(long, add_generation_prompt=True, tokenize=False)
+    assert rendered.endswith("Begin!\n\nAssistant: ")
+    # left padding gives the same output for the short prompt alone as in the batch (greedy)
+    greedy = agent.HFBackend(model, tok, max_new_tokens=8, temperature=0, seed=1)
+    alone = greedy.generate([short])[0].text
+    assert greedy.generate([short, long])[0].text == alone
+    # sampling is reproducible from the seed
+    a = agent.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
+    b = agent.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
+    assert [o.text for o in a] == [o.text for o in b]
+
+
+def test_cut_at_next_turn():
+    assert agent.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
+
+
+class _Chat(BaseHTTPRequestHandler):
+    seen = []
+
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+        type(self).seen.append((self.path, self.headers.get("Authorization"), body))
+        reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
+                            "choices": [{"index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": ANSWER}}],
+                            "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16}}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(reply)))
+        self.end_headers()
+        self.wfile.write(reply)
+
+    def log_message(self, *args):
+        pass
+
+
+def test_openai_backend_over_real_http(env, tmp_path):
+    httpd = HTTPServer(("127.0.0.1", 0), _Chat)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    try:
+        backend = agent.OpenAIBackend(f"http://127.0.0.1:{httpd.server_port}/v1", "baseline-model", "sk-test",
+                                      max_new_tokens=64, temperature=0.1, seed=3)
+        counters = agent.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
+    finally:
+        httpd.shutdown()
+        httpd.server_close()
+    path, auth, body = _Chat.seen[-1]
+    assert path == "/v1/chat/completions" and auth == "Bearer sk-test"
+    assert body["model"] == "baseline-model" and body["temperature"] == 0.1 and body["max_tokens"] == 64
+    assert [m["role"] for m in body["messages"]] == ["system", "user"]
+    line = agent.read_trajectories(tmp_path / "g.jsonl")[0]
+    assert line["finish_type"] == "give_answer" and line["tokens_generated"] == 11
+    assert counters["tokens"] == 11
+    assert "sk-test" not in (tmp_path / "g.jsonl").read_text()
+    assert agent.OpenAIBackend.chat_messages([{"role": "function", "content": "{}"}]) == \
+        [{"role": "user", "content": "Observation: {}"}]
+
+
+def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
+    from lib import config
+
+    cfg, model, tok = tiny_hf
+    test_dir = tmp_path / "test_instruction"
+    test_dir.mkdir()
+    for group in config.GROUPS[:2]:
+        (test_dir / f"{group}.json").write_text(json.dumps([dict(QUERY, query_id=i) for i in range(3)]))
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.test_dir": str(test_dir),
+                                "data.toolenv_dir": str(tmp_path / "toolenv"),
+                                "inference.groups": config.GROUPS[:2], "inference.max_iterations": 2,
+                                "inference.max_queries_per_group": 2})
+    env = tools.OfflineToolEnv.__new__(tools.OfflineToolEnv)
+    env.recordings, env.docs = {}, {}
+    backend = agent.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg["seed"])
+    summary = agent.run(cfg, backend=backend, env=env, log=None)
+    g = summary["groups"]["G1_instruction"]
+    assert g["queries"] == 2 and g["hit_limit"] + g["gave_up"] + g["finished_with_answer"] == 2
+    assert g["prompts_truncated"] > 0 and g["tokens_generated"] > 0 and g["tokens_per_s"] > 0
+    assert summary["total"]["queries"] == 4
+    saved = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
+    assert saved["groups"] == summary["groups"]
+    again = agent.run(cfg, backend=backend, env=env, log=None)
+    assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
