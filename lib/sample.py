@@ -368,8 +368,8 @@ def _tool_groups(apis: list[_Api]) -> dict:
 
 
 def fingerprint(seed: int, train_queries: int, queries_per_group: int) -> str:
-    """Identifies what generate() would write: this file's code and the arguments."""
-    code = Path(__file__).read_bytes()
+    """Identifies what generate() would write: its code (this file and the prompt format) and arguments."""
+    code = Path(__file__).read_bytes() + Path(agent.__file__).read_bytes()
     return hashlib.sha256(code + f"|{seed}|{train_queries}|{queries_per_group}".encode()).hexdigest()[:16]
 
 

@@ -1,0 +1,51 @@
+import pytest
+
+from lib import config
+
+
+def test_both_profiles_load_and_hold_the_papers_recipe():
+    paper = config.load("paper")
+    t = paper["train"]
+    assert (t["learning_rate"], t["warmup_steps"], t["per_device_train_batch_size"],
+            t["gradient_accumulation_steps"], t["max_grad_norm"], t["weight_decay"], t["num_train_epochs"],
+            t["fp16"], t["gradient_checkpointing"]) == (5e-5, 100, 8, 4, 0.3, 0.01, 1, True, True)
+    assert paper["model"]["name_or_path"] == "facebook/opt-350m"
+    assert paper["inference"]["temperature"] == 0.1 and paper["inference"]["max_iterations"] == 10
+    assert paper["judge"]["evaluate_times"] >= 4
+    smoke = config.load("smoke")
+    assert smoke["stamp"] and smoke["model"]["name_or_path"] is None
+    assert smoke["model"]["chat_template"] == paper["model"]["chat_template"]
+
+
+def test_overrides_dotted_and_nested_keep_the_rest():
+    cfg = config.load("smoke", {"train.max_steps": 5, "inference": {"batch_size": 2}})
+    assert cfg["train"]["max_steps"] == 5 and cfg["train"]["learning_rate"] == 3e-3
+    assert cfg["inference"]["batch_size"] == 2 and cfg["inference"]["temperature"] == 0.1
+    assert config.load("smoke", {"lora": {"r": 8}})["lora"] == {"r": 8}
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"trian.max_steps": 5}, "unknown key 'trian'"),
+    ({"data.exampel_per": "record"}, "unknown key 'data.exampel_per'"),
+    ({"train.learning_rat": 1e-3}, "SFTConfig has no field 'train.learning_rat'"),
+    ({"lora": {"rank": 8}}, "LoraConfig has no field 'lora.rank'"),
+    ({"data": 3}, "'data' must be a mapping"),
+])
+def test_unknown_keys_are_rejected_with_their_path(overrides, message):
+    with pytest.raises(config.ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        config.load("smoke", overrides)
+
+
+def test_unknown_profile_lists_the_known_ones(tmp_path):
+    with pytest.raises(config.ConfigError, match="no profile 'nope'.*known: .*smoke"):
+        config.load("nope")
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("profile: mine\nmodle: {}\n")
+    with pytest.raises(config.ConfigError, match=f"{bad}: unknown key 'modle'"):
+        config.load(str(bad))
+
+
+def test_paths_resolve_against_the_repository(tmp_path):
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "o")})
+    assert config.path(cfg, "data/sample") == config.ROOT / "data" / "sample"
+    assert config.output_dir(cfg, "figures") == tmp_path / "o" / "figures" and (tmp_path / "o" / "figures").is_dir()

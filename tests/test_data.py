@@ -1,0 +1,242 @@
+import json
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from lib import config, data, sample
+
+SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "toolbench-sample"
+needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
+
+SYSTEM = "You are a helper. At each step, call a function."
+
+
+def record(rid="Step 4: weather in Oslo", turns=None):
+    turns = turns or [
+        ("system", SYSTEM),
+        ("user", "\nweather in Oslo\nBegin!\n"),
+        ("assistant", '\nThought: look it up\nAction: current_weather_for_weathernow\nAction Input: {"city": "Oslo"}'),
+        ("function", '{"error": "", "response": "{\'temp_c\': 3}"}'),
+        ("assistant", '\nThought: done\nAction: Finish\nAction Input: {"return_type": "give_answer", "final_answer": "3 C"}'),
+    ]
+    return {"id": rid, "conversations": [{"from": f, "value": v} for f, v in turns]}
+
+
+def write_list(path, records):
+    path.write_text(json.dumps(records))
+    return path
+
+
+def collect(path, on_bad="raise"):
+    dropped = Counter()
+    return list(data.iter_valid_records(path, on_bad, dropped)), dropped
+
+
+# ---------------------------------------------------------------- transformation
+
+def test_record_mode_trains_the_last_assistant_turn():
+    [example] = data.examples_from_record(record(), "record")
+    assert example["id"] == "Step 4: weather in Oslo"
+    assert [m["role"] for m in example["prompt"]] == ["system", "user", "assistant", "function"]
+    assert example["prompt"][1]["content"] == "\nweather in Oslo\nBegin!\n"
+    assert example["completion"] == [{"role": "assistant", "content":
+                                      '\nThought: done\nAction: Finish\nAction Input: '
+                                      '{"return_type": "give_answer", "final_answer": "3 C"}'}]
+
+
+def test_assistant_turn_mode_makes_one_example_per_assistant_turn():
+    first, second = data.examples_from_record(record(), "assistant_turn")
+    assert [m["role"] for m in first["prompt"]] == ["system", "user"]
+    assert first["completion"][0]["content"].startswith("\nThought: look it up\nAction: current_weather")
+    assert len(second["prompt"]) == 4
+    with pytest.raises(ValueError, match="example_per"):
+        data.examples_from_record(record(), "conversation")
+
+
+def test_rendered_example_marks_exactly_the_completion_as_assistant_tokens(tmp_path):
+    # The chat template's generation tags give the positions the loss is computed on.
+    from lib import model
+    cfg = config.load("smoke")
+    tok = model.train_tokenizer(["Thought: Action: Action Input: System: User: Function: Assistant: " * 20,
+                                 json.dumps(record())], vocab_size=300)
+    tok.chat_template = cfg["model"]["chat_template"]
+    [example] = data.examples_from_record(record(), "record")
+    messages = example["prompt"] + example["completion"]
+    text = tok.apply_chat_template(messages, tokenize=False)
+    prompt_text = tok.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+    assert text.startswith(prompt_text)
+    assert text == (f"System: {SYSTEM}\nUser: \nweather in Oslo\nBegin!\n\n"
+                    f"Assistant: {record()['conversations'][2]['value']}</s>\n"
+                    f"Function: {record()['conversations'][3]['value']}\n"
+                    f"Assistant: {example['completion'][0]['content']}</s>\n")
+    out = tok.apply_chat_template(messages, tokenize=True, return_dict=True, return_assistant_tokens_mask=True)
+    ids, mask = out["input_ids"], out["assistant_masks"]
+    marked = tok.decode([i for i, m in zip(ids, mask) if m])
+    # Both assistant turns are marked by the template; TRL's completion mask then keeps only the last.
+    assert marked == record()["conversations"][2]["value"] + "</s>" + example["completion"][0]["content"] + "</s>"
+
+
+def test_percentiles_are_nearest_rank():
+    assert data.percentiles(range(1, 101)) == {"p50": 50, "p90": 90, "p95": 95, "p99": 99, "max": 100}
+    assert data.percentiles([7]) == {"p50": 7, "p90": 7, "p95": 7, "p99": 7, "max": 7}
+
+
+# ---------------------------------------------------------------- reading
+
+def test_json_list_is_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
+    records = [record(f"Step 2: q{i} " + "x" * 50) for i in range(40)]
+    path = write_list(tmp_path / "train.json", records)
+    original = data._decoded_chunks
+    monkeypatch.setattr(data, "_decoded_chunks", lambda p: original(p, size=37))
+    assert [r for _, r in data.iter_json_list(path)] == records
+
+
+def test_jsonl_and_list_give_the_same_records(tmp_path):
+    records = [record(f"Step 4: q{i}") for i in range(3)]
+    jsonl = tmp_path / "train.jsonl"
+    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
+    assert collect(jsonl)[0] == collect(write_list(tmp_path / "train.json", records))[0] == records
+
+
+@pytest.mark.parametrize("mutate, reason, field", [
+    (lambda r: r.pop("conversations"), "missing_conversations", "conversations"),
+    (lambda r: r["conversations"][1].update({"from": "human"}), "unknown_role", "conversations[1].from"),
+    (lambda r: r["conversations"][3].update({"value": "  "}), "empty_value", "conversations[3].value"),
+    (lambda r: r.update({"conversations": [r["conversations"][0]]}), "no_assistant_turn", "conversations"),
+])
+def test_bad_records_name_file_record_and_field(tmp_path, mutate, reason, field):
+    bad = record("Step 4: the bad one")
+    mutate(bad)
+    path = write_list(tmp_path / "train.json", [record(), bad, record()])
+    with pytest.raises(data.DataError) as err:
+        collect(path)
+    assert (err.value.file, err.value.field, err.value.reason) == (str(path), field, reason)
+    assert "record 1 (id 'Step 4: the bad one')" in str(err.value) and str(path) in str(err.value)
+    kept, dropped = collect(path, "skip")
+    assert len(kept) == 2 and dropped == {reason: 1}
+
+
+def test_non_utf8_bytes_are_reported_against_their_field(tmp_path):
+    good = json.dumps(record()).encode()
+    bad = json.dumps(record("Step 4: latin")).encode().replace(b"3 C", b"3 \xb0C")
+    path = tmp_path / "train.jsonl"
+    path.write_bytes(good + b"\n" + bad + b"\n")
+    with pytest.raises(data.DataError, match=r"line 2 \(id 'Step 4: latin'\): field 'conversations\[4\].value'"):
+        collect(path)
+    kept, dropped = collect(path, "skip")
+    assert len(kept) == 1 and dropped == {"non_utf8": 1}
+
+
+def test_malformed_json_line_is_skippable_but_a_broken_list_always_raises(tmp_path):
+    path = tmp_path / "train.jsonl"
+    path.write_text(json.dumps(record()) + "\n{\"id\": \"Step 2: cut\", \"conversations\": [\n")
+    with pytest.raises(data.DataError, match=r"line 2: field '\(json\)'"):
+        collect(path)
+    assert collect(path, "skip")[1] == {"malformed_json": 1}
+    broken = tmp_path / "train.json"
+    broken.write_text("[" + json.dumps(record()) + ", {\"id\": \"Step 2\", \"conversations\": [}]")
+    with pytest.raises(data.DataError, match="record 1: field '\\(json\\)': malformed JSON"):
+        collect(broken, "skip")
+    with pytest.raises(data.DataError, match="expected a JSON list"):
+        collect(write_list(tmp_path / "obj.json", {"id": "x"}))
+
+
+def test_raw_answer_files_become_toolbench_records(tmp_path):
+    functions = [{"name": "current_weather_for_weathernow", "parameters": {}}]
+    system = "Intro, with a function call to actually excute your step.\nTools:\n"
+    call = {"name": "current_weather_for_weathernow", "arguments": "{\"city\": \"Oslo\"}"}
+    messages = [{"role": "system", "content": system}, {"role": "user", "content": "\nOslo?\nBegin!\n"},
+                {"role": "assistant", "content": "I will look.", "function_call": None},
+                {"role": "assistant", "content": None, "function_call": call}]
+    del messages[2]["function_call"]
+    answer = {"answer_generation": {"valid_data": True, "query": "Oslo?", "function": functions,
+                                    "train_messages": [messages, messages[:3]], "final_answer": "",
+                                    "finish_type": "give_answer"}}
+    folder = tmp_path / "G1_answer"
+    folder.mkdir()
+    (folder / "1_ChatGPT_DFS_woFilter_w2.json").write_text(json.dumps(answer))
+    (folder / "2_ChatGPT_DFS_woFilter_w2.json").write_text(json.dumps({"answer_generation": {"valid_data": False}}))
+    kept, dropped = collect(tmp_path)
+    assert dropped == {"last_turn_not_a_call": 1, "invalid_answer_file": 1}
+    [rec] = kept
+    assert rec["id"] == "Step 3: Oslo?"
+    assert rec["conversations"][0]["value"] == (
+        "Intro, with a function call to actually excute your step. Your output should follow this format:"
+        "\nThought:\nAction\nAction Input:\n\nTools:\n\nSpecifically, you have access to the following APIs: "
+        + str(functions))
+    assert rec["conversations"][2] == {"from": "assistant", "value":
+                                       "\nThought: I will look.\nAction: current_weather_for_weathernow"
+                                       "\nAction Input: {\"city\": \"Oslo\"}"}
+
+
+@needs_samples
+def test_real_raw_answers_reproduce_toolbench_preprocessing():
+    derived = json.loads((SAMPLES / "derived" / "toolllama_format_from_data_example.json").read_text())
+    ours, dropped = collect(SAMPLES / "data_example" / "answer")
+    key = lambda r: json.dumps(r, sort_keys=True)
+    assert sorted(map(key, ours)) == sorted(map(key, derived))
+    assert dropped == {"invalid_answer_file": 1, "last_turn_not_a_call": 1}
+
+
+@needs_samples
+def test_real_sample_files_parse():
+    records, dropped = collect(SAMPLES / "derived" / "toolllama_format_from_data_example.json")
+    assert len(records) == 33 and not dropped
+    examples = [e for r in records for e in data.examples_from_record(r, "assistant_turn")]
+    assert all(e["completion"][0]["content"].startswith("\nThought:") for e in examples)
+    for path in (SAMPLES / "stabletoolbench" / "solvable_queries" / "test_instruction").glob("*.json"):
+        queries = json.loads(path.read_text())
+        assert queries and all({"query", "query_id", "api_list", "relevant APIs"} <= set(q) for q in queries)
+
+
+# ---------------------------------------------------------------- the sample corpus and the stage
+
+def test_sample_generator_is_deterministic_and_splits_like_toolbench(tmp_path):
+    a = sample.generate(tmp_path / "a", seed=7, train_queries=30, queries_per_group=4)
+    sample.generate(tmp_path / "b", seed=7, train_queries=30, queries_per_group=4)
+    for f in (tmp_path / "a").rglob("*.json*"):
+        assert f.read_bytes() == (tmp_path / "b" / f.relative_to(tmp_path / "a")).read_bytes(), f
+    assert a["test_queries"] == {"G1_instruction": 4, "G1_category": 4, "G1_tool": 4, "G2_instruction": 4,
+                                 "G2_category": 4, "G3_instruction": 2}
+    train = json.loads((tmp_path / "a" / "train" / "toolllama_G123_dfs_train.json").read_text())
+    train_tools = {t for r in train for t in r["conversations"][0]["value"].split("'name': '")[1:]}
+    train_functions = {t.split("'")[0] for t in train_tools}
+    for group in ("G1_tool", "G1_category", "G2_category"):
+        for q in json.loads((tmp_path / "a" / "test_instruction" / f"{group}.json").read_text()):
+            assert q["relevant APIs"] and q["api_list"]
+            tools = {api["tool_name"] for api in q["api_list"]}
+            assert tools & set(sample.UNSEEN_TOOLS + ()) or {a["category_name"] for a in q["api_list"]} & set(
+                sample.UNSEEN_CATEGORIES), (group, tools)
+            assert not any(f.endswith(sample.agent.standardize_name(t)) for f in train_functions for t in tools)
+    responses = [json.loads(l) for l in (tmp_path / "a" / "toolenv" / "responses.jsonl").read_text().splitlines()]
+    assert all({"category", "tool_name", "api_name", "arguments", "response"} <= set(r) for r in responses)
+    outcomes = Counter(r["conversations"][-1]["value"].split('"return_type": "')[1].split('"')[0]
+                       for r in train if "Action: Finish" in r["conversations"][-1]["value"])
+    assert outcomes["give_answer"] > outcomes["give_up_and_restart"] > 0
+
+
+def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
+    from datasets import load_from_disk
+    sample.generate(tmp_path / "sample", seed=3, train_queries=12, queries_per_group=2)
+    train = tmp_path / "sample" / "train" / "toolllama_G123_dfs_train.json"
+    records = json.loads(train.read_text())
+    records.insert(5, {"id": "Step 2: broken", "conversations": []})
+    train.write_text(json.dumps(records))
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                "data.train_path": str(train), "data.on_bad_record": "skip",
+                                "data.example_per": "assistant_turn", "model.tokenizer_train_texts": 50})
+    stats = data.prepare(cfg)
+    assert stats["records_read"] == len(records) and stats["records_used"] == len(records) - 1
+    assert stats["dropped"] == {"missing_conversations": 1}
+    assert stats["examples_written"] == stats["examples_per_choice"]["assistant_turn"] > len(records)
+    assert stats["examples_per_choice"]["record"] == len(records) - 1
+    sft = load_from_disk(str(tmp_path / "out" / "sft"))
+    assert len(sft) == stats["examples_written"]
+    assert set(sft.column_names) == {"id", "prompt", "completion", "n_tokens", "n_completion_tokens"}
+    assert all(n > c > 0 for n, c in zip(sft["n_tokens"], sft["n_completion_tokens"]))
+    assert stats["token_length_percentiles"]["max"] == max(sft["n_tokens"])
+    written = json.loads((tmp_path / "out" / "data_stats.json").read_text())
+    assert written["examples_written"] == stats["examples_written"]
+    assert Path(stats["histogram"]).stat().st_size > 5000
+    assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").exists()

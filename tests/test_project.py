@@ -1,0 +1,90 @@
+"""The package itself: environments in step, notebooks clean and parameterised, the runner's CLI."""
+import ast
+import json
+import re
+import tomllib
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib import config, run
+
+ROOT = config.ROOT
+
+
+def _names(requirements):
+    return {re.split(r"[<>=!~\[ ]", r.strip())[0].lower().replace("_", "-") for r in requirements}
+
+
+def test_environment_yml_and_pyproject_name_the_same_packages():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = _names(project["dependencies"] + project["optional-dependencies"]["dev"])
+    env = yaml.safe_load((ROOT / "environment.yml").read_text())
+    pip = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict))
+    assert _names(pip) == wanted
+    # ... and with the same version constraints.
+    assert sorted(pip) == sorted(project["dependencies"] + project["optional-dependencies"]["dev"])
+
+
+def test_torch_is_pinned_and_installed_first():
+    makefile = (ROOT / "Makefile").read_text()
+    assert makefile.index("pip install --quiet torch==2.13.0") < makefile.index('pip install --quiet -e ".[dev]"')
+    assert "torch==2.13.0" in tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+
+
+NOTEBOOKS = sorted((ROOT / "notebooks").glob("*.ipynb"))
+
+
+def test_the_five_stage_notebooks_exist_in_order():
+    assert [p.name for p in NOTEBOOKS] == [s.notebook for s in run.STAGES]
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_notebooks_are_committed_clean_and_parameterised(path):
+    nb = json.loads(path.read_text())
+    assert nb["metadata"]["kernelspec"]["name"] == "python3" and nb["metadata"]["language_info"]["name"]
+    for cell in nb["cells"]:
+        assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
+    params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
+    assert len(params) == 1, f"{path.name} needs one cell tagged 'parameters'"
+    tree = ast.parse("".join(params[0]["source"]))
+    assigned = {}
+    for node in tree.body:
+        assert isinstance(node, ast.Assign), f"{path.name}: parameters cell holds assignments only"
+        assigned[node.targets[0].id] = ast.literal_eval(node.value)   # plain literals only
+    assert assigned == {"profile": "smoke", "overrides": {}}
+    assert nb["cells"][0]["cell_type"] == "markdown" and "".join(nb["cells"][0]["source"]).startswith("# ")
+    for cell in nb["cells"]:
+        if cell["cell_type"] == "code":
+            for node in ast.walk(ast.parse("".join(cell["source"]))):
+                if isinstance(node, (ast.FunctionDef, ast.ClassDef)):
+                    assert node.end_lineno - node.lineno < 6, f"{path.name}: logic belongs in lib/"
+
+
+def test_runner_rejects_unknown_stages_and_bad_settings(capsys):
+    with pytest.raises(SystemExit, match="unknown stage '07'"):
+        run.select(only="07")
+    assert [s.number for s in run.select(start="03")] == ["03", "04", "05"]
+    assert run.main(["--set", "trian.x=1"]) == 1
+    assert "unknown key 'trian'" in capsys.readouterr().err
+
+
+def test_up_to_date_check_follows_mtimes(tmp_path):
+    import os
+    import shutil
+    profile = tmp_path / "profile.yaml"
+    shutil.copy(config.CONFIG_DIR / "smoke.yaml", profile)
+    cfg = config.load(str(profile), {"output_dir": str(tmp_path / "out")})
+    stage = run.STAGES[0]
+    assert not run.is_up_to_date(cfg, stage, [])
+    (tmp_path / "out" / "sft").mkdir(parents=True)
+    (tmp_path / "out" / "sft" / "data.arrow").write_text("x")
+    (tmp_path / "out" / "data_stats.json").write_text("{}")
+    newest_input = max(p.stat().st_mtime for p in [profile, *run.LIB_DIR.glob("*.py"),
+                                                    run.NOTEBOOK_DIR / stage.notebook])
+    for output in (tmp_path / "out" / "sft" / "data.arrow", tmp_path / "out" / "data_stats.json"):
+        os.utime(output, (newest_input + 5, newest_input + 5))
+    assert run.is_up_to_date(cfg, stage, [])
+    os.utime(profile, (newest_input + 10, newest_input + 10))
+    assert not run.is_up_to_date(cfg, stage, [])
