@@ -1,0 +1,56 @@
+"""The whole smoke reproduction, notebooks 01-05 through papermill, checked end to end."""
+import csv
+import json
+
+import nbformat
+import pytest
+
+from lib import run
+
+pytestmark = pytest.mark.slow
+
+
+def test_all_five_notebooks_ran(smoke_run):
+    assert [p.name for p in smoke_run["executed"]] == [s.notebook for s in run.STAGES]
+    for path in smoke_run["executed"]:
+        nb = nbformat.read(path, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.get("outputs", [])
+                  if o.get("output_type") == "error"]
+        assert not errors, f"{path.name}: {errors[0]['ename']}"
+        # papermill injected the profile and the temporary output folder.
+        assert any("injected-parameters" in c.metadata.get("tags", []) for c in nb.cells)
+
+
+def test_every_stage_wrote_its_outputs(smoke_run):
+    out = smoke_run["out"]
+    for stage in run.STAGES:
+        for name in stage.outputs:
+            assert (out / name).exists(), f"stage {stage.number} did not write {name}"
+
+
+def test_data_stage_counts_match_the_sample(smoke_run):
+    out, cfg = smoke_run["out"], smoke_run["cfg"]
+    stats = json.loads((out / "data_stats.json").read_text())
+    manifest = json.loads((run.config.path(cfg, cfg["data"]["sample_dir"]) / "MANIFEST.json").read_text())
+    assert stats["records_used"] == manifest["train_records"] == stats["examples_per_choice"]["record"]
+    assert stats["stamp"] == "smoke profile: not the paper's numbers"
+
+
+def test_one_trajectory_per_test_query_and_a_pass_rate_per_group(smoke_run):
+    out, cfg = smoke_run["out"], smoke_run["cfg"]
+    test_dir = run.config.path(cfg, cfg["data"]["test_dir"])
+    groups = cfg["inference"]["groups"]
+    for group in groups:
+        queries = json.loads((test_dir / f"{group}.json").read_text())
+        lines = (out / "trajectories" / f"{group}.jsonl").read_text().splitlines()
+        assert sorted(json.loads(l)["query_id"] for l in lines) == sorted(q["query_id"] for q in queries)
+    with open(out / "pass_rate.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert {r["group"] for r in rows} >= set(groups) | {"overall"}
+    assert all(r["judge"].startswith("offline") for r in rows)
+
+
+def test_figures_index_names_existing_files(smoke_run):
+    index = json.loads((smoke_run["out"] / "figures" / "index.json").read_text())
+    assert index and all((smoke_run["out"] / "figures" / p).exists() or __import__("pathlib").Path(p).exists()
+                         for p in index.values())
