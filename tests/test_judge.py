@@ -1,0 +1,532 @@
+"""Stage 04 (lib/judge.py): ToolEval's rules, the checks, statistics, and the LLM judge end to end
+against a scripted OpenAI-compatible server on 127.0.0.1 (real HTTP through the openai client)."""
+from __future__ import annotations
+
+import copy
+import csv
+import json
+import math
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+
+from lib import config, judge
+
+SAMPLE = Path("/work/shared/toolbench-sample/stabletoolbench")
+SECRET = "sk-test-DO-NOT-STORE-4f2a9c"
+
+
+# ------------------------------------------------------------------------------------------------
+# Hand-made queries and trajectories
+# ------------------------------------------------------------------------------------------------
+def api(tool, name, required=()):
+    return {"category_name": "Data", "tool_name": tool, "api_name": name, "api_description": "",
+            "required_parameters": [{"name": r, "type": "STRING", "description": "", "default": ""}
+                                    for r in required],
+            "optional_parameters": [], "method": "GET"}
+
+
+def query(qid, text="What is the weather in Paris?"):
+    return {"query": text, "query_id": qid,
+            "api_list": [api("Weather Hub", "Get Weather", ["city"]), api("Weather Hub", "Get Time")],
+            "relevant APIs": [["Weather Hub", "Get Weather"], ["Weather Hub", "Get Time"]]}
+
+
+def step(action, action_input="{}", observation='{"error": "", "response": "ok"}', parse_error=None):
+    return {"thought": "t", "action": action, "action_input": action_input,
+            "observation": observation, "parse_error": parse_error}
+
+
+def finish(answer="It is 20 C in Paris."):
+    return step("Finish", json.dumps({"return_type": "give_answer", "final_answer": answer}), "")
+
+
+def traj(qid, steps, text="What is the weather in Paris?", finish_type="give_answer", answer=None,
+         parse_errors=0, method="react"):
+    steps = copy.deepcopy(steps)
+    if answer is None:
+        answer = (json.loads(steps[-1]["action_input"]).get("final_answer", "")
+                  if steps and steps[-1]["action"] == "Finish" else "")
+    return {"query_id": qid, "group": "G1_instruction", "query": text, "method": method,
+            "available_tools": [], "finish_type": finish_type, "final_answer": answer,
+            "total_steps": len(steps), "parse_errors": parse_errors, "steps": steps,
+            "answer": {"method": "CoT@1", "total_steps": len(steps) + 2,
+                       "final_answer": steps[-1]["action_input"] if finish_type == "give_answer" else "",
+                       "answer_details": []}}
+
+
+GOOD = [step("get_weather_for_weather_hub", '{"city": "Paris"}'), finish()]
+
+
+def write_jsonl(path: Path, rows):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
+
+
+def make_cfg(tmp_path, trajs_by_group, queries_by_group=None, **judge_overrides):
+    out = tmp_path / "out"
+    for group, rows in trajs_by_group.items():
+        write_jsonl(out / "trajectories" / f"{group}.jsonl", rows)
+    test_dir = tmp_path / "test"
+    test_dir.mkdir(exist_ok=True)
+    for group, rows in (queries_by_group or {}).items():
+        (test_dir / f"{group}.json").write_text(json.dumps(rows), encoding="utf-8")
+    overrides = {"output_dir": str(out), "data": {"test_dir": str(test_dir)},
+                 "inference": {"groups": list(trajs_by_group)},
+                 "judge": {"retry_backoff_s": 0.001, "timeout_s": 2, "max_workers": 1,
+                           **judge_overrides}}
+    return config.load("smoke", overrides)
+
+
+def read_csv(path):
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+# ------------------------------------------------------------------------------------------------
+# ToolEval's rules on fixed inputs
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer,task,label", [
+    ("Solved", "Solvable", "Passed"), ("Solved", "Unsure", "Passed"), ("Solved", "Unsolvable", "Passed"),
+    ("Unsolved", "Solvable", "Failed"), ("Unsolved", "Unsure", "Unsure"),
+    ("Unsolved", "Unsolvable", "Passed"), ("Unsure", "Solvable", "Unsure"),
+    ("Unsure", "Unsure", "Unsure"), ("Unsure", "Unsolvable", "Passed")])
+def test_assessment_label_is_toolevals_is_passed(answer, task, label):
+    assert judge.assessment_label(answer, task) == label
+
+
+def test_majority_vote_tie_passes_and_unsure_is_a_seeded_coin():
+    assert judge.majority(["pass", "fail"]) is True
+    assert judge.majority(["pass", "pass", "fail", "fail"]) is True
+    assert judge.majority(["pass", "fail", "fail"]) is False
+    assert judge.majority(["fail"] * 4) is False
+    assert judge.vote("Passed", judge.seeded_rng(1)) == ("pass", False)
+    assert judge.vote("Failed", judge.seeded_rng(1)) == ("fail", False)
+    coins = [judge.vote("Unsure", judge.seeded_rng(7, "G1", q, 0)) for q in range(400)]
+    assert all(flag for _, flag in coins)
+    assert 150 < sum(v == "pass" for v, _ in coins) < 250            # a fair coin
+    again = [judge.vote("Unsure", judge.seeded_rng(7, "G1", q, 0)) for q in range(400)]
+    assert coins == again                                             # and a reproducible one
+
+
+def test_mean_score_runs_is_stabletoolbenchs_per_run_mean():
+    runs = judge.mean_score_runs([[1, 0.5, 0, 1], [0, 0, 0, 0], [1, 1, 0.5]], 4)
+    assert runs == pytest.approx([2 / 3, 0.5, 0.5 / 3, 1 / 3])       # a missing run scores 0
+
+
+def _wilson_by_quadratic(k, n, z=1.959963984540054):
+    # The interval's ends are the p with |k/n - p| = z sqrt(p(1-p)/n): solve a p^2 + b p + c = 0.
+    phat = k / n
+    a, b, c = 1 + z * z / n, -(2 * phat + z * z / n), phat * phat
+    disc = math.sqrt(b * b - 4 * a * c)
+    return (-b - disc) / (2 * a), (-b + disc) / (2 * a)
+
+
+def test_wilson_interval_known_values():
+    low, high = judge.wilson(8, 10)
+    assert (round(low, 4), round(high, 4)) == (0.4902, 0.9433)
+    for k, n in [(0, 10), (10, 10), (77, 100), (155, 200), (1, 3)]:
+        assert judge.wilson(k, n) == pytest.approx(_wilson_by_quadratic(k, n), abs=1e-12)
+    assert judge.wilson(0, 10)[0] == 0.0 and round(judge.wilson(0, 10)[1], 4) == 0.2775
+
+
+def test_fleiss_kappa_matches_the_textbook_example_and_agreement():
+    # Fleiss (1971) as tabulated on Wikipedia: 10 subjects, 14 raters, 5 categories -> 0.210.
+    table = [[0, 0, 0, 0, 14], [0, 2, 6, 4, 2], [0, 0, 3, 5, 6], [0, 3, 9, 2, 0], [2, 2, 8, 1, 1],
+             [7, 7, 0, 0, 0], [3, 2, 6, 3, 0], [2, 5, 3, 2, 2], [6, 5, 2, 1, 0], [0, 2, 2, 3, 7]]
+    labels = [[c for c, count in enumerate(row) for _ in range(count)] for row in table]
+    assert judge.fleiss_kappa(labels, categories=range(5)) == pytest.approx(0.2099, abs=1e-4)
+    assert judge.pairwise_agreement([["Solved"] * 4]) == 1.0
+    assert judge.pairwise_agreement([["Solved", "Solved", "Unsure", "Unsure"]]) == pytest.approx(2 / 6)
+    assert math.isnan(judge.fleiss_kappa([["Solved"] * 4, ["Solved"] * 4]))    # no variation
+
+
+# ------------------------------------------------------------------------------------------------
+# Deterministic checks and pre-checks
+# ------------------------------------------------------------------------------------------------
+def test_checks_on_a_clean_trajectory():
+    c = judge.deterministic_checks(traj(1, GOOD), query(1))
+    assert c["finished"] and c["valid_names"] and c["valid_inputs"]
+    assert c["hallucinated"] == [] and c["hallucination_rate"] == 0
+    assert c["successful_calls"] == 1
+    assert c["relevant_hits"] == ["get_weather_for_weather_hub"] and c["relevant_recall"] == 0.5
+    assert c["parse_error_rate"] == 0
+
+
+def test_checks_flag_hallucinations_bad_inputs_missing_params_and_parse_errors():
+    steps = [step("get_weather_for_weather_hub", "{}"),                  # missing required 'city'
+             step("get_time_for_weather_hub", "not json"),               # invalid JSON
+             step("get_stock_for_wall_street", '{"s": "X"}'),            # not in the api_list
+             step("", "", "", parse_error="no Action"), finish()]
+    c = judge.deterministic_checks(traj(2, steps, parse_errors=1), query(2))
+    assert c["hallucinated"] == ["get_stock_for_wall_street"] and not c["valid_names"]
+    assert c["hallucination_rate"] == pytest.approx(1 / 4)
+    assert c["invalid_inputs"] == 2 and c["missing_required"] == ["get_weather_for_weather_hub.city"]
+    assert c["relevant_recall"] == 1.0
+    assert c["parse_errors"] == 1 and c["parse_error_rate"] == pytest.approx(1 / 5)
+    assert c["finished"]
+
+
+def test_checks_without_the_query_fall_back_to_available_tools():
+    t = traj(3, [step("f_for_t", '{"a": 1}'), finish()])
+    t["available_tools"] = [{"name": "f_for_t", "parameters": {"required": ["a", "b"]}}]
+    c = judge.deterministic_checks(t, None)
+    assert c["valid_names"] and c["missing_required"] == ["f_for_t.b"]
+    assert c["relevant_recall"] is None
+
+
+def test_prechecks_fail_without_the_judge():
+    assert judge.precheck(traj(1, GOOD)) is None
+    assert judge.precheck(traj(1, GOOD[:1], finish_type="max_iterations")) == "no Finish call"
+    give_up = [step("Finish", '{"return_type": "give_up_and_restart"}', "")]
+    assert "gave up" in judge.precheck(traj(1, give_up, finish_type="give_up"))
+    assert judge.precheck(traj(1, [GOOD[0], finish("  ")])) == "empty final answer"
+
+
+def test_a_bad_trajectory_line_names_file_line_query_and_field(tmp_path):
+    path = tmp_path / "G1_instruction.jsonl"
+    bad = traj(42, GOOD)
+    del bad["finish_type"]
+    write_jsonl(path, [traj(1, GOOD), bad])
+    with pytest.raises(judge.JudgeInputError) as err:
+        judge.read_trajectories(path)
+    assert all(s in str(err.value) for s in (str(path), "line 2", "42", "finish_type"))
+    bad = traj(7, GOOD)
+    bad["steps"][0]["action_input"] = {"city": "Paris"}
+    write_jsonl(path, [bad])
+    with pytest.raises(judge.JudgeInputError, match=r"line 1, query_id 7: field 'steps\[0\].action_input'"):
+        judge.read_trajectories(path)
+    path.write_text('{"query_id": 1,\n', encoding="utf-8")
+    with pytest.raises(judge.JudgeInputError, match="line 1.*not valid JSON"):
+        judge.read_trajectories(path)
+
+
+@pytest.mark.skipif(not SAMPLE.exists(), reason="real ToolBench sample not present")
+def test_checks_and_prechecks_on_real_stabletoolbench_files():
+    queries = {str(q["query_id"]): q for q in json.loads(
+        (SAMPLE / "solvable_queries_example/test_instruction/G1_instruction.json").read_text())}
+    prechecked = []
+    converted = json.loads((SAMPLE / "data_example/model_predictions_converted/virtual_chatgpt_cot/"
+                            "G1_instruction.json").read_text())
+    judged = json.loads((SAMPLE / "data_example/pass_rate_results/virtual_chatgpt_cot/"
+                         "G1_instruction_virtual_chatgpt_cot.json").read_text())
+    for qid, example in converted.items():
+        steps, node = [], example["answer"]["answer_details"][0]
+        while node:
+            if node["role"] == "tool":
+                steps.append(step(node["message"]["name"], node["message"]["arguments"],
+                                  node["message"]["response"]))
+            node = node["next"][0] if node["next"] else None
+        finished = bool(steps) and steps[-1]["action"] == "Finish"
+        t = traj(qid, steps, example["query"], "give_answer" if finished else "max_iterations",
+                 answer=json.loads(steps[-1]["action_input"])["final_answer"] if finished else "")
+        t["answer"] = example["answer"]
+        c = judge.deterministic_checks(t, queries[qid])
+        assert c["valid_names"], (qid, c["hallucinated"])      # our names == ToolBench's names
+        assert c["valid_inputs"] and c["relevant_recall"] is not None and c["relevant_hits"]
+        # StableToolBench marked the run without a final Finish Unsolved in every round.
+        if judge.precheck(t):
+            assert set(judged[qid]["is_solved"].values()) == {"AnswerStatus.Unsolved"}
+            prechecked.append(qid)
+    assert prechecked == ["588"]
+
+
+# ------------------------------------------------------------------------------------------------
+# The offline judge through judge.run
+# ------------------------------------------------------------------------------------------------
+def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_path):
+    g1 = [traj(1, GOOD), traj(2, GOOD[:1], finish_type="max_iterations"),
+          traj(3, [step("get_stock_for_x", "{}"), finish()])]
+    g3 = [traj(10, GOOD), traj(11, [step("get_weather_for_weather_hub", '{"city": "P"}',
+                                          '{"error": "500", "response": ""}'), finish()])]
+    qs = {"G1_instruction": [query(1), query(2), query(3)], "G3_instruction": [query(10), query(11)]}
+    cfg = make_cfg(tmp_path, {"G1_instruction": g1, "G3_instruction": g3}, qs, kind="offline")
+    table = judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    rows = read_csv(out / "pass_rate.csv")
+    assert list(rows[0]) == judge.CSV_COLUMNS
+    assert {r["aggregation"] for r in rows} == {"majority_vote", "mean_score"}
+    assert {r["judge"] for r in rows} == {"offline judge"}
+    by = {(r["aggregation"], r["group"]): r for r in rows}
+    # q1 Solved (pass), q2 no Finish (fail), q3 hallucinated -> Unsure (coins), q10 Solved,
+    # q11 only an erroring call -> Unsolved (fail).
+    assert by["mean_score", "G1_instruction"]["pass_rate"] == "50.0"      # (1 + 0 + 0.5) / 3
+    assert by["mean_score", "G3_instruction"]["pass_rate"] == "50.0"
+    assert by["mean_score", "overall"]["pass_rate"] == "50.0"            # 2.5 / 5
+    recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
+    assert recs[1]["passed"] and not recs[2]["passed"] and recs[2]["precheck"] == "no Finish call"
+    assert all(a["coin"] for a in recs[3]["assessments"])
+    assert recs[3]["passed"] == judge.majority([a["vote"] for a in recs[3]["assessments"]])
+    passed = sum(r["passed"] for r in recs.values()) + 1                # + q10
+    overall = by["majority_vote", "overall"]
+    assert int(overall["n"]) == 5 and int(overall["passed"]) == passed
+    assert float(overall["pass_rate"]) == round(100 * passed / 5, 2)
+    assert float(overall["ci_low"]) == round(100 * judge.wilson(passed, 5)[0], 2)
+    assert "offline judge" in (out / "pass_rate.md").read_text() and "NOT ToolEval" in (
+        out / "pass_rate.md").read_text()
+    assert list(table["aggregation"].unique()) == ["majority_vote", "mean_score"]
+    checks = {r["group"]: r for r in read_csv(out / "checks.csv")}
+    assert checks["G1_instruction"]["finished"] == "66.67"
+    # Deterministic, and a rerun judges nothing again.
+    before = (out / "pass_rate.csv").read_text()
+    lines = (out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()
+    (out / "judgments" / "G1_instruction.jsonl").write_text(
+        "\n".join(lines[:2]) + "\n" + lines[2][:40], encoding="utf-8")   # cut mid-line
+    judge.run(cfg, log=lambda *a: None)
+    after_lines = (out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()
+    assert len(after_lines) == 3 and after_lines[2] == lines[2]
+    assert (out / "pass_rate.csv").read_text() == before
+
+
+def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
+    ours = [traj(1, GOOD), traj(2, GOOD), traj(3, GOOD[:1], finish_type="max_iterations")]
+    ref = [traj(1, GOOD[:1], finish_type="max_iterations"), traj(2, GOOD),
+           traj(3, [step("get_weather_for_weather_hub", '{"city": "P"}'), finish()])]
+    write_jsonl(tmp_path / "ref" / "trajectories" / "G1_instruction.jsonl", ref)
+    cfg = make_cfg(tmp_path, {"G1_instruction": ours}, {"G1_instruction": [query(i) for i in (1, 2, 3)]},
+                   kind="offline", win_rate_reference=str(tmp_path / "ref"))
+    judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    prefs = {r["query_id"]: r for r in judge._read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
+    assert prefs[1]["outcome"] == "win" and prefs[1]["rounds"][0]["why"] == "pass beats fail"
+    assert prefs[2]["outcome"] == "tie"                       # identical runs
+    assert prefs[3]["outcome"] == "loss"
+    rows = {r["group"]: r for r in read_csv(out / "win_rate.csv")}
+    assert (rows["overall"]["wins"], rows["overall"]["ties"], rows["overall"]["losses"]) == ("1", "1", "1")
+    assert rows["overall"]["judge"] == "offline judge"
+    assert (out / "reference_judgments" / "G1_instruction.jsonl").exists()
+
+
+# ------------------------------------------------------------------------------------------------
+# The LLM judge against a scripted OpenAI-compatible server
+# ------------------------------------------------------------------------------------------------
+class FakeServer:
+    """POST /v1/chat/completions; `script` (a list, consumed first) then `respond(body)`.
+    Script items: ("status", code) | ("sleep", seconds) | ("content", text)."""
+
+    def __init__(self, respond):
+        self.respond, self.script, self.requests, self.auth = respond, [], [], set()
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append(body)
+                server.auth.add(self.headers.get("Authorization"))
+                action = server.script.pop(0) if server.script else ("content", server.respond(body))
+                if action[0] == "sleep":
+                    time.sleep(action[1])
+                    action = ("content", server.respond(body))
+                if action[0] == "status":
+                    payload, code = {"error": {"message": "scripted", "type": "x"}}, action[1]
+                else:
+                    payload, code = {"id": "c", "object": "chat.completion", "created": 0,
+                                     "model": body["model"], "choices": [{
+                                         "index": 0, "finish_reason": "stop",
+                                         "message": {"role": "assistant", "content": action[1]}}],
+                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1,
+                                               "total_tokens": 2}}, 200
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+
+def function_of(body) -> str:
+    text = body["messages"][-1]["content"]
+    for marker, name in (("Answer_0:", "select_better_answer"), ("Run:\n", "parse_answer_status"),
+                         ("task_status", "check_task_solvable"), ("Final answer:", "check_answer_status")):
+        if marker in text:
+            return name
+    raise AssertionError(text[:200])
+
+
+def scripted_judge(body) -> str:
+    """Replies by the marker in the query: SOLVED, UNSOLVED (solvable), UNSURE (all unsure),
+    NOPE (unsolved, task unsolvable -> pass), JUNK (never valid JSON)."""
+    text, fn = body["messages"][-1]["content"], function_of(body)
+    if "JUNK" in text:
+        return "I think it is solved, probably."
+    if fn == "select_better_answer":
+        a0 = text.split("Answer_0:")[1].split("Answer_1:")[0]
+        return json.dumps({"reason": "r", "index": 0 if "BETTER" in a0 else 1})
+    if fn == "check_task_solvable":
+        status = "Unsure" if "UNSURE" in text else "Unsolvable" if "NOPE" in text else "Solvable"
+        return f'```json\n{{"reason": "r", "task_status": "{status}"}}\n```'
+    for marker, status in (("UNSOLVED", "Unsolved"), ("SOLVED", "Solved"), ("UNSURE", "Unsure"),
+                           ("NOPE", "Unsolved")):
+        if marker in text:
+            return json.dumps({"reason": "because", "answer_status": status.lower()})
+    raise AssertionError(text[:200])
+
+
+@pytest.fixture
+def server():
+    srv = FakeServer(scripted_judge)
+    yield srv
+    srv.close()
+
+
+def llm_cfg(tmp_path, server, trajs, monkeypatch, **extra):
+    monkeypatch.setenv("JUDGE_TEST_KEY", SECRET)
+    return make_cfg(tmp_path, {"G1_instruction": trajs}, {"G1_instruction": [query(t["query_id"]) for t in trajs]},
+                    kind="llm", base_url=server.url, model="fake-judge", api_key_env="JUDGE_TEST_KEY",
+                    **extra)
+
+
+def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, monkeypatch):
+    trajs = [traj(1, GOOD, "SOLVED please"), traj(2, GOOD, "UNSOLVED please"),
+             traj(3, GOOD, "UNSURE please"), traj(4, GOOD, "NOPE please"),
+             traj(5, GOOD[:1], "SOLVED but never finished", finish_type="max_iterations")]
+    cfg = llm_cfg(tmp_path, server, trajs, monkeypatch, max_workers=3)
+    judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    # Requests per assessment: SOLVED 1, UNSOLVED 2 (answer, task), UNSURE 3 (answer, whole run,
+    # task), NOPE 2, pre-check fail 0; four assessments each.
+    assert len(server.requests) == 4 * (1 + 2 + 3 + 2 + 0)
+    assert server.auth == {f"Bearer {SECRET}"}
+    seeds = sorted({r["seed"] for r in server.requests})
+    assert seeds == [cfg["judge"]["seed"] + i for i in range(4)]     # distinct samples per index
+    assert {r["temperature"] for r in server.requests} == {0.2}
+    recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
+    assert recs[1]["passed"] and recs[1]["score_mean"] == 1.0 and recs[1]["votes"]["pass"] == 4
+    assert not recs[2]["passed"] and recs[2]["score_mean"] == 0.0
+    assert recs[3]["score_mean"] == 0.5 and all(a["coin"] for a in recs[3]["assessments"])
+    assert [c["function"] for c in recs[3]["assessments"][0]["calls"]] == [
+        "check_answer_status", "parse_answer_status", "check_task_solvable"]
+    assert recs[4]["passed"] and recs[4]["score_mean"] == 0.0       # Unsolvable task passes ToolEval
+    assert recs[5]["precheck"] == "no Finish call" and recs[5]["assessments"][0]["calls"] == []
+    assert recs[1]["judge"] == "fake-judge"
+    rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
+    assert rows["mean_score", "overall"]["pass_rate"] == "30.0"       # (1 + 0 + .5 + 0 + 0) / 5
+    assert rows["majority_vote", "overall"]["judge"] == "fake-judge"
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["agreement"]["overall"]["queries_judged"] == 4
+    assert summary["agreement"]["overall"]["mean_pairwise_agreement"] == 1.0
+    for f in out.rglob("*"):
+        if f.is_file():
+            assert SECRET not in f.read_text(encoding="utf-8", errors="ignore"), f
+    # A rerun - even with the judgments deleted - is answered from the cache: nothing is sent.
+    sent = len(server.requests)
+    before = (out / "pass_rate.csv").read_text()
+    (out / "judgments" / "G1_instruction.jsonl").unlink()
+    judge.run(cfg, log=lambda *a: None)
+    assert len(server.requests) == sent
+    assert (out / "pass_rate.csv").read_text() == before
+    assert json.loads((out / "judge_summary.json").read_text())["requests"]["cache_hits"] == sent
+
+
+def test_llm_judge_resumes_an_interrupted_run(tmp_path, server, monkeypatch):
+    trajs = [traj(i, GOOD, f"SOLVED number {i}") for i in range(1, 4)]
+    cfg = llm_cfg(tmp_path, server, trajs, monkeypatch, evaluate_times=2)
+    calls = {"n": 0}
+    original = judge.judge_query
+
+    def crash_on_third(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(judge, "judge_query", crash_on_third)
+    with pytest.raises(KeyboardInterrupt):
+        judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    assert len((out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()) == 2
+    monkeypatch.setattr(judge, "judge_query", original)
+    sent = len(server.requests)
+    judge.run(cfg, log=lambda *a: None)
+    assert len(server.requests) == sent + 2                          # only query 3, two assessments
+    assert len((out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()) == 3
+
+
+def test_retries_on_429_5xx_and_timeout_then_succeed(tmp_path, server, monkeypatch):
+    cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED")], monkeypatch, evaluate_times=1,
+                  timeout_s=0.3)
+    server.script = [("status", 429), ("status", 503), ("sleep", 1.0)]
+    t0 = time.time()
+    judge.run(cfg, log=lambda *a: None)
+    assert time.time() - t0 < 5
+    assert len(server.requests) == 4
+    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    assert summary["requests"]["retries"] == 3
+    rec = judge._read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
+    assert rec["passed"] and rec["assessments"][0]["answer_status"] == "Solved"
+
+
+def test_persistent_server_errors_raise_after_max_retries(tmp_path, server, monkeypatch):
+    cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED")], monkeypatch, evaluate_times=1,
+                  max_retries=2)
+    server.script = [("status", 500)] * 3
+    with pytest.raises(judge.JudgeRequestError, match="3 times"):
+        judge.run(cfg, log=lambda *a: None)
+    assert len(server.requests) == 3
+    assert not (Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl").read_text()
+
+
+def test_malformed_replies_are_asked_again_then_counted_unsure(tmp_path, server, monkeypatch):
+    cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED"), traj(2, GOOD, "JUNK")], monkeypatch,
+                  evaluate_times=1, malformed_retries=2)
+    server.script = [("content", "{not json"), ("content", '{"answer_status": "Maybe"}')]
+    judge.run(cfg, log=lambda *a: None)
+    recs = {r["query_id"]: r for r in judge._read_jsonl(
+        Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")}
+    first = recs[1]["assessments"][0]
+    assert first["answer_status"] == "Solved" and first["calls"][0]["attempts"] == 3
+    junk = recs[2]["assessments"][0]
+    assert junk["malformed"] and junk["answer_status"] == "Unsure" and junk["task_status"] == "Unsure"
+    assert junk["label"] == "Unsure" and junk["coin"]
+    # answer check (3 attempts) + whole-run check (3) + task check (3) for JUNK, 3 for SOLVED
+    assert len(server.requests) == 12
+    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    assert summary["agreement"]["overall"]["malformed_assessments"] == 1
+
+
+def test_missing_key_for_openai_is_a_clear_error_without_the_value(tmp_path, monkeypatch):
+    monkeypatch.delenv("OPENAI_API_KEY", raising=False)
+    cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)]}, kind="llm",
+                   base_url="https://api.openai.com/v1")
+    with pytest.raises(judge.JudgeRequestError, match="OPENAI_API_KEY"):
+        judge.run(cfg, log=lambda *a: None)
+
+
+def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_path, server, monkeypatch):
+    better = [step("get_weather_for_weather_hub", '{"city": "Paris"}'), finish("BETTER: 20 C")]
+    ours = [traj(1, better, "SOLVED a"), traj(2, GOOD, "SOLVED b"), traj(3, GOOD, "SOLVED c")]
+    ref = [traj(1, GOOD, "SOLVED a"), traj(2, better, "SOLVED b"),
+           traj(3, GOOD[:1], "SOLVED c", finish_type="max_iterations")]
+    write_jsonl(tmp_path / "ref" / "trajectories" / "G1_instruction.jsonl", ref)
+    cfg = llm_cfg(tmp_path, server, ours, monkeypatch, win_rate_reference=str(tmp_path / "ref"))
+    judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    prefs = {r["query_id"]: r for r in judge._read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
+    assert prefs[1]["outcome"] == "win" and prefs[2]["outcome"] == "loss"
+    assert prefs[3]["outcome"] == "win" and all(r["call"] is None for r in prefs[3]["rounds"])
+    orders = {r["why"] for q in (1, 2) for r in prefs[q]["rounds"]}
+    assert orders == {"judge, shown order output first", "judge, shown order reference first"}
+    selects = [r for r in server.requests if function_of(r) == "select_better_answer"]
+    assert len(selects) == 8                                          # 2 queries x 4 rounds
+    rows = {r["group"]: r for r in read_csv(out / "win_rate.csv")}
+    assert rows["overall"]["win_rate"] == "66.67" and rows["overall"]["losses"] == "1"
+    sent = len(server.requests)
+    judge.run(cfg, log=lambda *a: None)
+    assert len(server.requests) == sent
