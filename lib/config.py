@@ -33,7 +33,9 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,
+        "over_max_positions": ANY,
     },
+    "format_check": {"heldout": ANY, "max_new_tokens": ANY},
     "train": "SFTConfig",
     "lora": "LoraConfig",
     "inference": {

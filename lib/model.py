@@ -77,3 +77,53 @@ def max_positions(cfg: dict) -> int:
         from transformers import AutoConfig
         return _from_pretrained(AutoConfig, cfg["model"]["name_or_path"]).max_position_embeddings
     return cfg["model"]["tiny"]["max_position_embeddings"]
+
+
+def tiny_config(cfg: dict, tokenizer):
+    """OPTConfig for the smoke model: cfg["model"]["tiny"] sizes, OPT's defaults for everything else.
+
+    vocab_size and the special-token ids come from the tokenizer, not from the YAML: the BPE may end
+    up with fewer merges than asked for, and an id mismatch would silently train on the wrong tokens.
+    """
+    from transformers import OPTConfig
+
+    kwargs = dict(cfg["model"]["tiny"] or {})
+    kwargs.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
+                  eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return OPTConfig(**kwargs)
+
+
+def load_model(cfg: dict, tokenizer):
+    """The profile's causal LM: the hub/local model by name, or a freshly initialised tiny OPT.
+
+    The tiny model's weights depend on the torch RNG: seed (transformers.set_seed) before calling.
+    """
+    from transformers import AutoModelForCausalLM, OPTForCausalLM
+
+    name = cfg["model"]["name_or_path"]
+    if name:
+        model = _from_pretrained(AutoModelForCausalLM, name)
+        # OPT's checkpoints carry 50272 rows for a 50265-token tokenizer; only grow, never shrink.
+        if len(tokenizer) > model.get_input_embeddings().num_embeddings:
+            model.resize_token_embeddings(len(tokenizer))
+    else:
+        if not cfg["model"].get("tiny"):
+            raise ValueError(f"{cfg['config_path']}: model.name_or_path is null, so model.tiny must "
+                             "hold the OPTConfig sizes of the model to build")
+        model = OPTForCausalLM(tiny_config(cfg, tokenizer))
+    for target in (model.config, model.generation_config):
+        target.bos_token_id = tokenizer.bos_token_id
+        target.eos_token_id = tokenizer.eos_token_id
+        target.pad_token_id = tokenizer.pad_token_id
+    return model
+
+
+def save(model, tokenizer, folder) -> Path:
+    """save_pretrained model (safetensors) and tokenizer side by side, loadable by the Auto classes."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    if not (folder / "model.safetensors").exists() and not list(folder.glob("model-*.safetensors")):
+        raise RuntimeError(f"save_pretrained wrote no safetensors file in {folder}")
+    return folder

@@ -1,0 +1,398 @@
+"""Stage 02: supervised fine-tuning with TRL's SFTTrainer, read top to bottom in `run(cfg)`.
+
+seed -> load sft/ -> tokenizer + model -> SFTTrainer (resuming from the last checkpoint) -> save
+model/ -> format check on held-out prompts -> train_summary.json + loss curve.
+
+The profile's `train:` section is SFTConfig verbatim (output_dir is set here, to
+outputs/<profile>/checkpoints); `lora:` is peft's LoraConfig verbatim (null: full fine-tuning).
+Keys of our own, because no library has them:
+  model.over_max_positions  truncate (TRL keeps the start; an example whose prompt alone fills the
+                            window has no completion left and TRL drops it) | drop (drop every
+                            example longer than the window before training).
+  format_check.heldout      examples of sft/ kept out of training to measure the format rate on
+                            (0: none kept out, the format rates are null).
+  format_check.max_new_tokens   greedy generation budget for that check.
+
+train_log.jsonl: one line per logging step:
+  step, epoch, loss, learning_rate, grad_norm, tokens_per_s (non-padding tokens since the previous
+  line), num_tokens, mean_token_accuracy.
+
+Single process: `python -m lib.train --profile smoke` (the notebook calls `run`).
+Several GPUs, same code: `accelerate launch --num_processes 4 -m lib.train --profile paper`
+(per_device_train_batch_size and gradient_accumulation_steps are per process: with 4 GPUs use
+gradient_accumulation_steps=1 to keep the paper's effective batch of 32).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import math
+import re
+import shutil
+import time
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from lib import config
+from lib import model as model_lib
+
+PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
+PAPER_STEPS = 5_860          # what the paper says one epoch at batch 8 x 4 took
+PAPER_BATCH, PAPER_ACCUM = 8, 4
+
+
+# ---------------------------------------------------------------------------------------------
+# The stage
+
+
+def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
+    """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs."""
+    from transformers import set_seed
+
+    t0 = time.time()
+    out = config.output_dir(cfg)
+    set_seed(cfg["seed"])
+
+    # Data: the stage-01 dataset, minus a held-out slice for the format check.
+    dataset, heldout = load_data(cfg)
+
+    # Tokenizer and model (the tiny one is initialised from the seed just set).
+    tokenizer = model_lib.load_tokenizer(cfg)
+    model = model_lib.load_model(cfg, tokenizer)
+    untrained_rate = format_rate(model, tokenizer, heldout, cfg)
+
+    # Training arguments: the profile's SFTConfig, with what this machine can do.
+    args, precision = sft_config(cfg, log=log)
+    dataset, lengths = limit_length(dataset, tokenizer, cfg, args.max_length)
+    fresh = prepare_output(cfg, args.output_dir, dataset, log=log)
+    trainer = make_trainer(cfg, model, tokenizer, dataset, args,
+                           [JsonlLogger(out / "train_log.jsonl"), *(callbacks or [])])
+    # TRL drops examples whose completion was cut away entirely by its (keep_start) truncation.
+    lengths["dropped_too_long"] += len(dataset) - len(trainer.train_dataset)
+    lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
+
+    # Train, resuming from the last checkpoint of this same run if there is one.
+    last = None if fresh else last_checkpoint(args.output_dir)
+    if last:
+        log(f"resuming from {last}")
+        trim_log(out / "train_log.jsonl", int(last.rsplit("-", 1)[-1]))
+    result = trainer.train(resume_from_checkpoint=last)
+
+    # Save: a LoRA run is merged, so downstream loads model/ like any full model.
+    trained = trainer.model
+    if cfg.get("lora"):
+        trained = trained.merge_and_unload()
+    if not trainer.is_world_process_zero():
+        return {}
+    model_lib.save(trained, tokenizer, out / "model")
+
+    # Evaluate: does greedy output now follow Thought / Action / Action Input?
+    trained_rate = format_rate(trained, tokenizer, heldout, cfg)
+    records = read_log(out / "train_log.jsonl")
+    plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png")
+    summary = {
+        "examples": len(trainer.train_dataset),
+        "heldout_examples": len(heldout),
+        "optimizer_steps": trainer.state.global_step,
+        "effective_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps
+        * args.world_size,
+        "precision": precision,
+        "device": str(args.device),
+        "wall_time_s": round(time.time() - t0, 1),
+        "train_runtime_s": round(result.metrics["train_runtime"], 1),
+        "tokens_per_s": round(trainer._total_train_tokens / max(result.metrics["train_runtime"], 1e-9), 1),
+        "final_loss": records[-1]["loss"] if records else None,
+        "mean_loss": round(sum(r["loss"] for r in records) / len(records), 4) if records else None,
+        "max_length": args.max_length,
+        **lengths,
+        "lora": bool(cfg.get("lora")),
+        "resumed_from": last,
+        "paper_examples": PAPER_EXAMPLES,
+        "paper_steps_at_batch_32": paper_steps(),
+        "format_rate_trained": trained_rate,
+        "format_rate_untrained": untrained_rate,
+        "stamp": cfg.get("stamp"),
+    }
+    (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# Data
+
+
+def load_data(cfg: dict):
+    """outputs/<profile>/sft/ split into (train, heldout); the held-out slice is a seeded sample."""
+    from datasets import DatasetDict, load_from_disk
+
+    folder = config.path(cfg, cfg["output_dir"]) / "sft"
+    if not folder.exists():
+        raise FileNotFoundError(f"no training data at {folder}: run the data stage (01) first")
+    dataset = load_from_disk(str(folder))
+    if isinstance(dataset, DatasetDict):
+        dataset = dataset["train"]
+    missing = {"prompt", "completion"} - set(dataset.column_names)
+    if missing:
+        raise ValueError(f"{folder}: missing column(s) {sorted(missing)}; expected TRL's "
+                         "conversational prompt-completion form (docs/formats.md)")
+    n = int(cfg["format_check"]["heldout"] or 0)
+    if n >= len(dataset):
+        raise ValueError(f"{cfg['config_path']}: format_check.heldout={n} leaves nothing to train "
+                         f"on ({len(dataset)} examples in {folder})")
+    if n == 0:
+        return dataset, dataset.select([])
+    split = dataset.train_test_split(test_size=n, seed=cfg["seed"], shuffle=True)
+    return split["train"], split["test"]
+
+
+def sequence_lengths(dataset, tokenizer) -> list[int]:
+    """Tokens of prompt + completion exactly as TRL tokenizes them (the chat template)."""
+    return [len(tokenizer.apply_chat_template(p + c, tokenize=True, return_dict=True)["input_ids"])
+            for p, c in zip(dataset["prompt"], dataset["completion"])]
+
+
+def limit_length(dataset, tokenizer, cfg: dict, max_length: int):
+    """Count (and with over_max_positions: drop, remove) the examples longer than max_length."""
+    policy = cfg["model"].get("over_max_positions") or "truncate"
+    if policy not in ("truncate", "drop"):
+        raise ValueError(f"{cfg['config_path']}: model.over_max_positions must be 'truncate' or "
+                         f"'drop', got {policy!r}")
+    lengths = sequence_lengths(dataset, tokenizer)
+    too_long = [i for i, n in enumerate(lengths) if n > max_length]
+    stats = {"over_max_length": len(too_long), "over_max_positions_policy": policy,
+             "truncated": 0, "dropped_too_long": 0,
+             "padding_free_tokens": sum(min(n, max_length) for n in lengths)}
+    if policy == "drop" and too_long:
+        keep = sorted(set(range(len(dataset))) - set(too_long))
+        dataset = dataset.select(keep)
+        stats["dropped_too_long"] = len(too_long)
+    elif policy == "truncate":
+        stats["truncated"] = len(too_long)
+    return dataset, stats
+
+
+# ---------------------------------------------------------------------------------------------
+# Trainer configuration
+
+
+def precision_kwargs(train: dict, cuda: bool) -> tuple[dict, str, str | None]:
+    """(fp16/bf16 kwargs, precision used, note): fp16 needs CUDA; without it we fall back to fp32.
+
+    bf16 is honoured on CPU too (torch's CPU autocast). SFTConfig defaults bf16 to True when
+    neither is set, so both are always passed explicitly.
+    """
+    fp16, bf16 = bool(train.get("fp16")), bool(train.get("bf16"))
+    note = None
+    if fp16 and not cuda:
+        fp16, note = False, "fp16 was requested but there is no CUDA device: training in fp32"
+    if bf16 and cuda:
+        import torch
+        if not torch.cuda.is_bf16_supported():
+            bf16, fp16, note = False, True, "bf16 is not supported by this GPU: training in fp16"
+    used = "fp16" if fp16 else "bf16" if bf16 else "fp32"
+    return {"fp16": fp16, "bf16": bf16}, used, note
+
+
+def sft_config(cfg: dict, log=print):
+    """SFTConfig(**cfg["train"]) with output_dir, precision and max_length fitted to the machine."""
+    import torch
+    from trl import SFTConfig
+
+    train = dict(cfg["train"] or {})
+    cuda = torch.cuda.is_available() and not train.get("use_cpu")
+    mixed, precision, note = precision_kwargs(train, cuda)
+    if note:
+        log(note)
+    train.update(mixed)
+    limit = model_lib.max_positions(cfg)
+    if train.get("max_length") is None or train["max_length"] > limit:
+        log(f"train.max_length={train.get('max_length')} exceeds the model's {limit} positions: "
+            f"using {limit}")
+        train["max_length"] = limit
+    args = SFTConfig(output_dir=str(config.output_dir(cfg, "checkpoints")), **train)
+    return args, precision
+
+
+def make_trainer(cfg: dict, model, tokenizer, dataset, args, callbacks=()):
+    """TRL's SFTTrainer; it tokenizes with the tokenizer's chat template and builds the labels."""
+    from trl import SFTTrainer
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                      peft_config=lora_config(cfg), callbacks=list(callbacks))
+
+
+def lora_config(cfg: dict):
+    if not cfg.get("lora"):
+        return None
+    from peft import LoraConfig
+    return LoraConfig(**cfg["lora"])
+
+
+# ---------------------------------------------------------------------------------------------
+# Checkpoints and the training log
+
+
+def run_fingerprint(cfg: dict, dataset) -> str:
+    """What a checkpoint must share with this run to be resumed: the knobs and the data."""
+    keys = {k: cfg.get(k) for k in ("seed", "model", "train", "lora", "format_check")}
+    keys["data"] = dataset._fingerprint
+    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def prepare_output(cfg: dict, checkpoints: str, dataset, log=print) -> bool:
+    """Keep checkpoints of this same run (to resume); clear those of another. True if fresh."""
+    folder = Path(checkpoints)
+    stamp = folder / "run_fingerprint.txt"
+    fingerprint = run_fingerprint(cfg, dataset)
+    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+        return False
+    if any(folder.glob("checkpoint-*")):
+        log(f"{folder}: checkpoints from a different config or data, starting afresh")
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    stamp.write_text(fingerprint + "\n")
+    log_path = config.path(cfg, cfg["output_dir"]) / "train_log.jsonl"
+    log_path.unlink(missing_ok=True)
+    return True
+
+
+def last_checkpoint(folder: str) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+    return get_last_checkpoint(folder) if Path(folder).is_dir() else None
+
+
+def read_log(path) -> list[dict]:
+    path = Path(path)
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def trim_log(path, step: int) -> None:
+    """Forget log lines written after the checkpoint we resume from: those steps run again."""
+    kept = [r for r in read_log(path) if r["step"] <= step]
+    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
+
+
+class JsonlLogger(TrainerCallback):
+    """Appends one line per Trainer log to train_log.jsonl, with the tokens/s since the last one."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        # TRL's num_tokens counter restarts at 0 in every process, resumed or not.
+        self.last_time, self.last_tokens = time.time(), 0
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs or "loss" not in logs:
+            return
+        now, tokens = time.time(), logs.get("num_tokens", 0)
+        record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4),
+                  "loss": logs["loss"], "learning_rate": logs.get("learning_rate"),
+                  "grad_norm": logs.get("grad_norm"),
+                  "tokens_per_s": round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
+                  "num_tokens": tokens, "mean_token_accuracy": logs.get("mean_token_accuracy")}
+        self.last_time, self.last_tokens = now, tokens
+        with open(self.path, "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(record) + "\n")
+
+
+def plot_curves(records: list[dict], png) -> Path:
+    """Loss and learning rate against optimizer step, one panel each."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    steps = [r["step"] for r in records]
+    fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.5))
+    ax_loss.plot(steps, [r["loss"] for r in records], marker=".")
+    ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="loss")
+    ax_lr.plot(steps, [r["learning_rate"] for r in records], color="tab:orange")
+    ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate")
+    fig.tight_layout()
+    fig.savefig(png, dpi=110)
+    plt.close(fig)
+    return Path(png)
+
+
+# ---------------------------------------------------------------------------------------------
+# Format check and the paper's arithmetic
+
+
+# ToolBench's assistant turn: "\nThought: ...\nAction: <fn>\nAction Input: <json object>".
+# NOTE: a minimal check kept here until lib/agent.py's parse_step exists; switch to it then, so the
+# project has one parser.
+_STEP = re.compile(r"Thought:(?P<thought>.*?)\nAction:[ \t]*(?P<action>[^\n]*?)[ \t]*\n"
+                   r"Action Input:[ \t]*(?P<input>.*)", re.S)
+
+
+def parses(text: str) -> bool:
+    """True if text is a Thought / Action / Action Input step with a JSON-object Action Input."""
+    match = _STEP.search(text)
+    if not match or not re.fullmatch(r"[A-Za-z0-9_.\-]+", match["action"]):
+        return False
+    try:
+        return isinstance(json.loads(match["input"].strip()), dict)
+    except json.JSONDecodeError:
+        return False
+
+
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8):
+    """Greedy completions of chat prompts (left-padded batches), decoded without special tokens."""
+    import torch
+
+    side, tokenizer.padding_side = tokenizer.padding_side, "left"
+    model.eval()
+    texts = []
+    try:
+        for i in range(0, len(prompts), batch_size):
+            rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+                        for p in prompts[i:i + batch_size]]
+            batch = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
+            batch = batch.to(model.device)
+            with torch.no_grad():
+                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
+                                     pad_token_id=tokenizer.pad_token_id,
+                                     eos_token_id=tokenizer.eos_token_id)
+            texts += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+    finally:
+        tokenizer.padding_side = side
+    return texts
+
+
+def format_rate(model, tokenizer, heldout, cfg: dict) -> float | None:
+    """Share of held-out prompts whose greedy completion parses as a ReAct step (None: no slice)."""
+    if len(heldout) == 0:
+        return None
+    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
+    return round(sum(parses(t) for t in texts) / len(texts), 4)
+
+
+def steps_per_epoch(examples: int, batch: int, accum: int, processes: int = 1) -> dict:
+    """Optimizer steps for one epoch: floor (older Trainers, len//accum) and ceil (transformers 5)."""
+    batches = math.ceil(examples / (batch * processes))
+    return {"floor": batches // accum, "ceil": math.ceil(batches / accum)}
+
+
+def paper_steps() -> dict:
+    return {**steps_per_epoch(PAPER_EXAMPLES, PAPER_BATCH, PAPER_ACCUM), "paper": PAPER_STEPS,
+            "examples_over_32": round(PAPER_EXAMPLES / (PAPER_BATCH * PAPER_ACCUM), 2)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
+    args = parser.parse_args(argv)
+    import yaml
+    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    summary = run(config.load(args.profile, overrides))
+    print(json.dumps(summary, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,257 @@
+"""Stage 02 (lib/train.py, lib/model.py) on hand-made tiny data: config mapping, loss mask,
+length limits, resume, determinism, model loading. The notebook itself runs in the pipeline test."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from datasets import Dataset
+from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
+
+from lib import config, model as model_lib, train
+
+SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
+          "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
+          "'parameters': {'city': 'string'}}, {'name': 'Finish'}]")
+CITIES = ["Paris", "Berlin", "Madrid", "Rome", "Oslo", "Vienna", "Lisbon", "Prague", "Dublin",
+          "Athens", "Warsaw", "Zurich"]
+
+
+def record(i: int, city: str) -> dict:
+    query = f"What is the weather in {city} today?" + " Please be quick." * 12 * (i % 3)
+    completion = (f"\nThought: I should look up the weather in {city}.\nAction: get_weather_for_meteo\n"
+                  f"Action Input: {{\"city\": \"{city}\"}}")
+    return {"id": f"Step 1: {query}",
+            "prompt": [{"role": "system", "content": SYSTEM},
+                       {"role": "user", "content": f"\n{query}\nBegin!\n"}],
+            "completion": [{"role": "assistant", "content": completion}]}
+
+
+TINY = {"num_hidden_layers": 1, "hidden_size": 32, "ffn_dim": 64, "num_attention_heads": 2,
+        "word_embed_proj_dim": 32, "max_position_embeddings": 512, "vocab_size": 400}
+FAST_TRAIN = {"num_train_epochs": 1, "per_device_train_batch_size": 4, "logging_steps": 1,
+              "save_steps": 2, "save_total_limit": 10, "warmup_steps": 0, "learning_rate": 3e-3,
+              "dataset_num_proc": None, "max_length": 512}
+
+
+def make_cfg(tmp_path, **overrides) -> dict:
+    base = {"output_dir": str(tmp_path), "model": {"tiny": TINY},
+            "format_check": {"heldout": 4, "max_new_tokens": 12}, "train": FAST_TRAIN}
+    for key, value in overrides.items():
+        base[key] = value
+    return config.load("smoke", base)
+
+
+@pytest.fixture(scope="module")
+def records():
+    return [record(i, CITIES[i % len(CITIES)]) for i in range(28)]
+
+
+@pytest.fixture
+def cfg(tmp_path, records):
+    """A smoke config in tmp_path with sft/ and tokenizer/ as stage 01 would leave them."""
+    cfg = make_cfg(tmp_path)
+    Dataset.from_list(records).save_to_disk(str(tmp_path / "sft"))
+    texts = [m["content"] for r in records for m in r["prompt"] + r["completion"]]
+    tokenizer = model_lib.train_tokenizer(texts * 4, TINY["vocab_size"])
+    tokenizer.chat_template = cfg["model"]["chat_template"]
+    tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
+    return cfg
+
+
+class Crash(RuntimeError):
+    pass
+
+
+class CrashAfter(TrainerCallback):
+    """Simulates a killed job: raises once step k is logged (k between two checkpoints)."""
+
+    def __init__(self, step):
+        self.step = step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if state.global_step == self.step:
+            raise Crash(f"killed after step {self.step}")
+
+
+def test_paper_step_arithmetic():
+    steps = train.paper_steps()
+    # 187,542 / 8 -> 23,443 batches; / 4 -> 5,860.75: floor is the paper's 5,860, ceil today's Trainer.
+    assert (steps["floor"], steps["ceil"], steps["paper"]) == (5860, 5861, 5860)
+    assert train.steps_per_epoch(100, 8, 4) == {"floor": 3, "ceil": 4}
+
+
+def test_train_section_is_sftconfig_verbatim(cfg, tmp_path):
+    from trl import SFTConfig
+    args, precision = train.sft_config(cfg)
+    direct = SFTConfig(output_dir=str(tmp_path / "checkpoints"), **cfg["train"])
+    assert args.to_dict() == direct.to_dict()          # nothing renamed, dropped or added
+    assert (args.learning_rate, args.per_device_train_batch_size) == (3e-3, 4)
+    assert args.output_dir == str(tmp_path / "checkpoints")
+    assert precision == "fp32"
+
+
+def test_fp16_without_cuda_falls_back(tmp_path, cfg):
+    notes = []
+    args, precision = train.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "fp16": True}), log=notes.append)
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    assert (args.fp16, precision) == (False, "fp32") and "fp16" in notes[0]
+
+
+def test_max_length_capped_at_model_positions(tmp_path, cfg):
+    notes = []
+    args, _ = train.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": 4096}), log=notes.append)
+    assert args.max_length == TINY["max_position_embeddings"] and "512 positions" in notes[0]
+
+
+def _trainer(cfg, dataset=None):
+    tokenizer = model_lib.load_tokenizer(cfg)
+    model = model_lib.load_model(cfg, tokenizer)
+    args, _ = train.sft_config(cfg)
+    dataset = dataset if dataset is not None else train.load_data(cfg)[0]
+    return train.make_trainer(cfg, model, tokenizer, dataset, args), tokenizer
+
+
+@pytest.mark.parametrize("completion_only", [True, False])
+def test_loss_mask_exact_positions(tmp_path, records, cfg, completion_only):
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": completion_only})
+    example = records[:1]
+    trainer, tokenizer = _trainer(cfg, Dataset.from_list(example))
+    prepared = trainer.train_dataset[0]
+    prompt = tokenizer.apply_chat_template(example[0]["prompt"], add_generation_prompt=True)["input_ids"]
+    full = tokenizer.apply_chat_template(example[0]["prompt"] + example[0]["completion"])["input_ids"]
+    assert prepared["input_ids"] == full and full[:len(prompt)] == prompt
+    assert tokenizer.eos_token_id in full[len(prompt):]   # the model learns to stop
+    if completion_only:
+        assert prepared["labels"][:len(prompt)] == [-100] * len(prompt)
+        assert prepared["labels"][len(prompt):] == full[len(prompt):]
+        assert tokenizer.decode(full[len(prompt):]).startswith("\nThought:")
+    else:
+        assert prepared["labels"] == full
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_too_long_counted(tmp_path, cfg, policy):
+    cfg = make_cfg(tmp_path, model={"tiny": TINY, "over_max_positions": policy})
+    tokenizer = model_lib.load_tokenizer(cfg)
+    dataset = train.load_data(cfg)[0]
+    lengths = train.sequence_lengths(dataset, tokenizer)
+    prompt_lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"])
+                      for p in dataset["prompt"]]
+    # Three prompt lengths, far apart: the shortest fit, the middle ones are cut inside their
+    # completion, the longest lose it all.
+    limit = (min(prompt_lengths) + max(prompt_lengths)) // 2 + 5
+    over = sum(n > limit for n in lengths)
+    no_completion = sum(p >= limit for p in prompt_lengths)
+    assert 0 < no_completion < over < len(dataset)
+    kept, stats = train.limit_length(dataset, tokenizer, cfg, limit)
+    assert stats["over_max_length"] == over
+    if policy == "drop":
+        assert (len(kept), stats["dropped_too_long"], stats["truncated"]) == (len(dataset) - over, over, 0)
+        assert max(train.sequence_lengths(kept, tokenizer)) <= limit
+    else:
+        assert (len(kept), stats["truncated"], stats["dropped_too_long"]) == (len(dataset), over, 0)
+        # TRL then truncates to max_length and drops those left without completion tokens.
+        cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": limit})
+        trainer, _ = _trainer(cfg, kept)
+        assert len(trainer.train_dataset) == len(dataset) - no_completion
+        assert max(len(x) for x in trainer.train_dataset["input_ids"]) == limit
+
+
+def test_tiny_model_tied_to_tokenizer(cfg):
+    tokenizer = model_lib.load_tokenizer(cfg)
+    m = model_lib.load_model(cfg, tokenizer)
+    assert m.config.vocab_size == len(tokenizer) <= TINY["vocab_size"]
+    assert (m.config.bos_token_id, m.config.eos_token_id, m.config.pad_token_id) == (
+        tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id)
+    assert m.config.num_hidden_layers == 1 and m.config.model_type == "opt"
+
+
+def test_run_resume_and_determinism(cfg, tmp_path_factory):
+    # Reference: an uninterrupted run.
+    summary = train.run(cfg)
+    out = config.path(cfg, cfg["output_dir"])
+    log = train.read_log(out / "train_log.jsonl")
+    steps = summary["optimizer_steps"]
+    assert steps == train.steps_per_epoch(24, 4, 1)["ceil"] == 6
+    assert [r["step"] for r in log] == list(range(1, steps + 1))
+    assert summary["examples"] == 24 and summary["heldout_examples"] == 4
+    assert (out / "model" / "model.safetensors").exists() and (out / "figures" / "loss_curve.png").exists()
+    saved = json.loads((out / "train_summary.json").read_text())
+    assert saved["final_loss"] == log[-1]["loss"] and saved["stamp"] == cfg["stamp"]
+    assert 0 <= saved["format_rate_trained"] <= 1 and saved["precision"] == "fp32"
+    # Downstream loads model/ like any hub model.
+    reloaded = AutoModelForCausalLM.from_pretrained(str(out / "model"))
+    assert AutoTokenizer.from_pretrained(str(out / "model")).chat_template == cfg["model"]["chat_template"]
+    assert reloaded.config.vocab_size == len(AutoTokenizer.from_pretrained(str(out / "model")))
+
+    # Same seed, another folder: the same losses, bit for bit.
+    other = tmp_path_factory.mktemp("again")
+    for name in ("sft", "tokenizer"):
+        shutil.copytree(out / name, other / name)
+    cfg2 = make_cfg(other)
+    assert train.run(cfg2)["final_loss"] == summary["final_loss"]
+
+    # Killed after step 3 (between checkpoints 2 and 4), then rerun: resumes from checkpoint-2.
+    crashed = tmp_path_factory.mktemp("crashed")
+    for name in ("sft", "tokenizer"):
+        shutil.copytree(out / name, crashed / name)
+    cfg3 = make_cfg(crashed)
+    with pytest.raises(Crash):
+        train.run(cfg3, callbacks=[CrashAfter(3)])
+    assert [r["step"] for r in train.read_log(crashed / "train_log.jsonl")] == [1, 2, 3]
+    resumed = train.run(cfg3)
+    assert resumed["resumed_from"].endswith("checkpoint-2")
+    relog = train.read_log(crashed / "train_log.jsonl")
+    assert [r["step"] for r in relog] == list(range(1, steps + 1))     # unique and complete
+    assert resumed["optimizer_steps"] == steps
+    assert [r["loss"] for r in relog] == pytest.approx([r["loss"] for r in log], rel=1e-5)
+
+
+def test_checkpoints_of_another_config_are_not_resumed(cfg):
+    checkpoints = config.output_dir(cfg, "checkpoints")
+    (checkpoints / "checkpoint-99").mkdir()
+    dataset = train.load_data(cfg)[0]
+    assert train.prepare_output(cfg, str(checkpoints), dataset) is True
+    assert not (checkpoints / "checkpoint-99").exists()
+    (checkpoints / "checkpoint-99").mkdir()
+    assert train.prepare_output(cfg, str(checkpoints), dataset) is False   # same run: keep, resume
+    other = make_cfg(config.path(cfg, cfg["output_dir"]), train={**FAST_TRAIN, "learning_rate": 1e-4})
+    assert train.prepare_output(other, str(checkpoints), dataset) is True
+
+
+def test_parses_thought_action_input():
+    good = '\nThought: look it up\nAction: get_weather_for_meteo\nAction Input: {"city": "Paris"}'
+    assert train.parses(good)
+    assert not train.parses("Thought: hmm\nAction: get_weather_for_meteo")
+    assert not train.parses('Action: x\nAction Input: {"a": 1}')
+    assert not train.parses('Thought: t\nAction: get weather\nAction Input: {"a": 1}')
+    assert not train.parses('Thought: t\nAction: f\nAction Input: {"a": ')
+
+
+def test_hub_model_unreachable_says_how_to_point_at_a_local_copy(monkeypatch):
+    import huggingface_hub.constants
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cfg = config.load("paper", {"model.name_or_path": "facebook/opt-350m-not-cached-here"})
+    with pytest.raises(OSError, match="set model.name_or_path"):
+        model_lib.load_tokenizer(cfg)
+    with pytest.raises(OSError, match="local-dir"):
+        model_lib.max_positions(cfg)
+
+
+def test_paper_profile_loads_a_local_folder(cfg, tmp_path):
+    tokenizer = model_lib.load_tokenizer(cfg)
+    torch.manual_seed(0)
+    tiny = model_lib.load_model(cfg, tokenizer)
+    folder = model_lib.save(tiny, tokenizer, tmp_path / "local-opt")
+    paper = config.load("paper", {"model.name_or_path": str(folder)})
+    loaded_tokenizer = model_lib.load_tokenizer(paper)
+    loaded = model_lib.load_model(paper, loaded_tokenizer)
+    assert loaded_tokenizer.chat_template == paper["model"]["chat_template"]
+    assert model_lib.max_positions(paper) == TINY["max_position_embeddings"]
+    for (name, a), (_, b) in zip(tiny.state_dict().items(), loaded.state_dict().items()):
+        assert torch.equal(a, b), name
