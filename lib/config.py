@@ -49,7 +49,8 @@ SCHEMA: dict[str, Any] = {
     "judge": {
         "kind": ANY, "evaluate_times": ANY, "base_url": ANY, "model": ANY, "api_key_env": ANY,
         "temperature": ANY, "max_retries": ANY, "timeout_s": ANY, "seed": ANY,
-        "win_rate_reference": ANY,
+        "win_rate_reference": ANY, "max_tokens": ANY, "retry_backoff_s": ANY,
+        "malformed_retries": ANY, "max_workers": ANY,
     },
     "report": {
         "paper_results": ANY, "toolbench_results": ANY, "runs": ANY, "contamination_ngram": ANY,
