@@ -53,8 +53,8 @@ SCHEMA: dict[str, Any] = {
         "malformed_retries": ANY, "max_workers": ANY,
     },
     "report": {
-        "paper_results": ANY, "toolbench_results": ANY, "runs": ANY, "contamination_ngram": ANY,
-        "contamination_threshold": ANY,
+        "paper_results": ANY, "toolbench_results": ANY, "paper_claims": ANY, "runs": ANY,
+        "contamination_ngram": ANY, "contamination_threshold": ANY,
     },
 }
 
