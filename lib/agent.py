@@ -775,3 +775,50 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     path = config.path(cfg, cfg["output_dir"]) / "inference_summary.json"
     path.write_text(json.dumps(summary, indent=2))
     return summary
+
+
+# ---------------------------------------------------------------------------------------------
+# For the notebook: one trajectory as text, the summary as a table.
+# ---------------------------------------------------------------------------------------------
+
+def render_trajectory(line: dict, width: int = 300) -> str:
+    """A trajectory line as readable text: the query, then Thought / Action / Observation per step."""
+    def cut(text):
+        text = str(text)
+        return text if len(text) <= width else text[:width] + f" ... [{len(text) - width} more characters]"
+
+    out = [f"[{line['group']} / query {line['query_id']} / {line['method']}] {line['query']}",
+           f"tools: {', '.join(f['name'] for f in line['available_tools'])}", ""]
+    for k, step in enumerate(line["steps"], 1):
+        out.append(f"step {k}  Thought: {cut(step['thought'])}")
+        out.append(f"        Action: {step['action'] or '(none)'}  Action Input: {cut(step['action_input'])}")
+        if step["parse_error"]:
+            out.append(f"        parse error: {step['parse_error']}")
+        out.append(f"        Observation: {cut(step['observation'])}")
+    out.append("")
+    out.append(f"finish: {line['finish_type']}; final answer: {cut(line['final_answer']) or '(none)'}; "
+               f"{line['tokens_generated']} tokens generated, {line['parse_errors']} parse errors")
+    return "\n".join(out)
+
+
+def pick_trajectory(cfg: dict) -> dict | None:
+    """The trajectory the notebook shows: the longest answered one, else the longest of all."""
+    from lib import config
+
+    out = config.path(cfg, cfg["output_dir"]) / "trajectories"
+    lines = [l for g in cfg["inference"]["groups"] for l in read_trajectories(out / f"{g}.jsonl")]
+    if not lines:
+        return None
+    return max(lines, key=lambda l: (l["finish_type"] == "give_answer", l["total_steps"]))
+
+
+SUMMARY_COLUMNS = ["queries", "finished_with_answer", "gave_up", "hit_limit", "parse_errors", "steps",
+                   "tokens_generated", "wall_time_s", "tokens_per_s", "prompts_truncated"]
+
+
+def summary_table(summary: dict):
+    """inference_summary.json as a DataFrame, one row per group and a total row."""
+    import pandas as pd
+
+    rows = {**summary["groups"], "total": summary["total"]}
+    return pd.DataFrame([{c: rows[g].get(c) for c in SUMMARY_COLUMNS} for g in rows], index=list(rows))
