@@ -34,6 +34,16 @@ OFFLINE_NOTE = "offline judge, not ToolEval"
 PAPER_AGGREGATION = "majority"          # the paper says majority voting over >= 4 assessments
 
 
+def is_majority(aggregation: str) -> bool:
+    """'majority' or stage 04's 'majority_vote': the aggregation the paper comparison uses."""
+    return aggregation.startswith(PAPER_AGGREGATION)
+
+
+def is_offline(judge: str) -> bool:
+    """'offline' or 'offline judge': the rule-based judge, not ToolEval."""
+    return judge.startswith("offline")
+
+
 # ----------------------------------------------------------------------------- small helpers
 def group_label(group: str) -> str:
     """File names use G1_instruction; tables print G1-instruction."""
@@ -114,7 +124,7 @@ def reference_series(path: Path, kind: str) -> list[dict]:
 def read_pass_rate(path: Path, label: str) -> list[dict]:
     """Series from a stage-04 pass_rate.csv: one per method and aggregation, majority first."""
     rows = _read_csv(path)
-    aggregations = sorted({r["aggregation"] for r in rows}, key=lambda a: (a != PAPER_AGGREGATION, a))
+    aggregations = sorted({r["aggregation"] for r in rows}, key=lambda a: (not is_majority(a), a))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     series = []
     for method in methods:
@@ -133,7 +143,7 @@ def _run_series(rows, label, method, agg, primary, path, several_methods) -> dic
          "aggregation": agg, "judge": ",".join(sorted({r["judge"] for r in rows})),
          "primary": primary, "printed": {}, "value": {}, "n": {}, "ci": {}}
     for r in rows:
-        n, passed = int(r["n"]), int(r["passed"])
+        n, passed = int(r["n"]), float(r["passed"])        # a mean score's "passed" is fractional
         s["value"][r["group"]] = float(r["pass_rate"])
         s["printed"][r["group"]] = r["pass_rate"]
         s["n"][r["group"]] = n
@@ -141,7 +151,7 @@ def _run_series(rows, label, method, agg, primary, path, several_methods) -> dic
         # A missing interval is computed only for majority votes (a pass count); a mean of
         # 1 / 0.5 / 0 scores has no Wilson interval, so none is shown.
         s["ci"][r["group"]] = (tuple(map(float, ci)) if all(ci) else
-                               wilson(passed, n) if agg == PAPER_AGGREGATION else (None, None))
+                               wilson(passed, n) if is_majority(agg) else (None, None))
     return s
 
 
@@ -204,7 +214,7 @@ def captions(cfg: dict, runs: list[dict]) -> list[str]:
     """Lines every table and figure carries: stamp, judge, aggregation."""
     lines = [cfg["stamp"]] if cfg.get("stamp") else []
     judges = {j for s in runs for j in s["judge"].split(",") if j}
-    if "offline" in judges:
+    if any(map(is_offline, judges)):
         lines.append(f"Reproduced rows: {OFFLINE_NOTE} (rule-based).")
     elif judges:
         lines.append(f"Reproduced rows judged by: {', '.join(sorted(judges))}.")
@@ -569,7 +579,7 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
             lines.append(_line("ours", f"{s['label']} overall pass rate vs the paper's {paper_ours}", paper_ours,
                                f"{s['value']['overall']:.2f} [{fmt(lo)}, {fmt(hi)}] ({s['aggregation']}, "
                                f"judge {s['judge']})", scope or inside, "paper's figure inside our Wilson 95% interval",
-                               OFFLINE_NOTE if "offline" in s["judge"] else ""))
+                               OFFLINE_NOTE if is_offline(s["judge"]) else ""))
     return lines
 
 

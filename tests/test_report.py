@@ -29,15 +29,16 @@ def read_csv(path) -> list[dict]:
 
 
 def write_pass_rate(path: Path, rows=FIXED, judge="offline", aggregations=("mean", "majority")) -> Path:
-    """A stage-04 pass_rate.csv; 'mean' rows first so the reader must pick majority itself."""
+    """A stage-04 pass_rate.csv; 'mean' rows first so the reader must pick majority itself.
+    Aggregation names may be the issue's (majority, mean) or stage 04's (majority_vote, mean_score)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     lines = ["method,group,n,passed,pass_rate,ci_low,ci_high,aggregation,judge"]
     total_n, total_p = sum(r[1] for r in rows), sum(r[2] for r in rows)
     for agg in aggregations:
         for g, n, p in rows + [("overall", total_n, total_p)]:
-            rate = 100 * p / n + (2.5 if agg == "mean" else 0.0)
-            lo, hi = report.wilson(p, n) if agg == "majority" else ("", "")
-            ci = f"{lo:.2f},{hi:.2f}" if agg == "majority" else ","
+            rate = 100 * p / n + (0.0 if agg.startswith("majority") else 2.5)
+            lo, hi = report.wilson(p, n) if agg.startswith("majority") else ("", "")
+            ci = f"{lo:.2f},{hi:.2f}" if agg.startswith("majority") else ","
             lines.append(f"react,{g},{n},{p},{rate:.2f},{ci},{agg},{judge}")
     path.write_text("\n".join(lines) + "\n")
     return path
@@ -242,6 +243,19 @@ def test_paper_profile_without_upstream_outputs(tmp_path):
     assert audit["data prep yields 187,542 examples"]["verdict"] == "not available"
     assert audit["training runs 5,860 steps"]["verdict"] == "not available"
     assert paths["radar_png"].stat().st_size > 30_000
+
+
+def test_stage_04_names_majority_vote_and_offline_judge(tmp_path):
+    """Stage 04 writes aggregation majority_vote / mean_score and judge "offline judge"."""
+    cfg = load_cfg(tmp_path)
+    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", judge="offline judge",
+                    aggregations=("mean_score", "majority_vote"))
+    paths = report.run(cfg)
+    t1 = {r["row"]: r for r in read_csv(paths["table1_csv"])}
+    assert t1["Reproduced (smoke)"]["aggregation"] == "majority_vote"
+    assert t1["Reproduced (smoke)"]["pass_rate"] == f"{100 * 43 / 110:.2f}"
+    assert t1["Reproduced (smoke), mean_score"]["ci_low"] == ""      # no Wilson interval for a mean
+    assert report.OFFLINE_NOTE in paths["radar_svg"].read_text()
 
 
 def test_judge_note_absent_for_llm_judge(tmp_path):
