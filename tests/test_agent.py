@@ -457,3 +457,15 @@ def test_inference_prompt_matches_the_sample_training_prompts():
             if tool not in tools_in_order:
                 tools_in_order.append(tool)
         assert agent.system_prompt(fns, [(t, docs.get(t, "")) for t in tools_in_order]) == text
+
+
+def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
+    outputs = iter([step("nope", {}), step(CW, {"city": "Paris"}), ANSWER])
+    backend = Scripted(lambda conversation: next(outputs))
+    agent.run_group([query(1)], backend, env, tmp_path / "g.jsonl", method="dfsdt", dfsdt_width=2)
+    line = agent.read_trajectories(tmp_path / "g.jsonl")[0]
+    assert line["method"] == "dfsdt" and line["finish_type"] == "give_answer"
+    assert line["parse_errors"] == 1 and line["total_steps"] == 2      # the dead end counts, off the chain
+    assert len(line["tree"]["children"]) == 2 and line["answer"]["method"] == "DFS_woFilter_w2"
+    with pytest.raises(ValueError, match="react or dfsdt"):
+        agent.run_group([query(2)], backend, env, tmp_path / "h.jsonl", method="bfs")
