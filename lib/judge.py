@@ -18,9 +18,9 @@ What this module does, top to bottom in `run(cfg)`:
      pass; Unsolved + Solvable -> fail; every other pair is Unsure and, as ToolEval does, decided by a
      coin - here a seeded one (seed, group, query id, assessment index), so reruns agree.
    Two aggregations, both reported and named in pass_rate.csv's `aggregation` column:
-   - `majority_vote` (the paper's "majority voting"; ToolBench's rule): a query passes when its pass
+   - `majority` (the paper's "majority voting"; ToolBench's rule): a query passes when its pass
      votes >= its fail votes (a tie passes, as in ToolBench's final pass-rate count).
-   - `mean_score` (StableToolBench's "solvable pass rate"): each assessment run scores a query
+   - `mean` (StableToolBench's "solvable pass rate"): each assessment run scores a query
      1 (Solved) / 0.5 (Unsure) / 0 (Unsolved or pre-check fail) on the answer label alone; a run's
      rate is the mean over queries; the figure is the mean over runs, with the std over runs
      (population std, as numpy's default) in pass_rate.md and judge_summary.json.
@@ -80,7 +80,7 @@ from lib import agent, config
 ANSWER_LABELS = ("Solved", "Unsolved", "Unsure")
 TASK_LABELS = ("Solvable", "Unsolvable", "Unsure")
 SCORE = {"Solved": 1.0, "Unsure": 0.5, "Unsolved": 0.0}
-AGGREGATIONS = ("majority_vote", "mean_score")
+AGGREGATIONS = ("majority", "mean")
 OFFLINE = "offline judge"
 Z95 = 1.959963984540054
 
@@ -646,7 +646,7 @@ def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -
             recs = [r for g in judged for r in judged[g]] if group == "overall" else judged[group]
             n = len(recs)
             methods = sorted({str(r.get("method")) for r in recs}) or ["?"]
-            if aggregation == "majority_vote":
+            if aggregation == "majority":
                 passed = sum(r["passed"] for r in recs)
                 std = None
             else:
@@ -742,13 +742,13 @@ def caption(judge_name: str, times: int, stamp: str | None) -> str:
 
 def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str | None) -> str:
     parts = [f"{caption(judge_name, times, stamp)}.", ""]
-    notes = {"majority_vote": "majority vote (paper; ToolBench: pass if pass votes >= fail votes, "
+    notes = {"majority": "majority vote (paper; ToolBench: pass if pass votes >= fail votes, "
                               "Unsure decided by a seeded coin)",
-             "mean_score": "mean score (StableToolBench: Solved 1 / Unsure 0.5 / Unsolved 0 per "
+             "mean": "mean score (StableToolBench: Solved 1 / Unsure 0.5 / Unsolved 0 per "
                            "run, mean over runs; std over runs in percentage points)"}
     for aggregation in AGGREGATIONS:
         sub = [r for r in rows if r["aggregation"] == aggregation]
-        cols = CSV_COLUMNS + (["std_over_runs"] if aggregation == "mean_score" else [])
+        cols = CSV_COLUMNS + (["std_over_runs"] if aggregation == "mean" else [])
         parts += [f"**{notes[aggregation]}** - pass rates in %, Wilson 95% intervals:", "",
                   markdown_table(sub, cols), ""]
     return "\n".join(parts)

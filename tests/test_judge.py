@@ -144,6 +144,29 @@ def test_fleiss_kappa_matches_the_textbook_example_and_agreement():
     assert math.isnan(judge.fleiss_kappa([["Solved"] * 4, ["Solved"] * 4]))    # no variation
 
 
+def test_cache_key_separates_model_messages_params_index_and_attempt():
+    msgs, params = [{"role": "user", "content": "q"}], {"temperature": 0.2, "seed": 1}
+    key = judge.request_key("m", msgs, params, 0, 0)
+    assert key == judge.request_key("m", [dict(m) for m in msgs], dict(params), 0, 0)
+    others = [judge.request_key("m2", msgs, params, 0, 0),
+              judge.request_key("m", [{"role": "user", "content": "q2"}], params, 0, 0),
+              judge.request_key("m", msgs, {"temperature": 0.3, "seed": 1}, 0, 0),
+              judge.request_key("m", msgs, params, 1, 0), judge.request_key("m", msgs, params, 0, 1)]
+    assert len({key, *others}) == 6
+
+
+def test_parse_reply_accepts_fenced_or_wrapped_json_and_rejects_bad_labels():
+    assert judge.parse_reply("check_answer_status", '```json\n{"answer_status": "solved"}\n```')[
+        "answer_status"] == "Solved"
+    assert judge.parse_reply("check_task_solvable", 'Sure! {"task_status": "Unsolvable"} done')[
+        "task_status"] == "Unsolvable"
+    assert judge.parse_reply("select_better_answer", '{"index": "1"}')["index"] == 1
+    for fn, text in [("check_answer_status", '{"answer_status": "Maybe"}'),
+                     ("check_answer_status", "Solved"), ("check_answer_status", ""),
+                     ("select_better_answer", '{"index": 2}'), ("check_task_solvable", "[1, 2]")]:
+        assert judge.parse_reply(fn, text) is None, text
+
+
 # ------------------------------------------------------------------------------------------------
 # Deterministic checks and pre-checks
 # ------------------------------------------------------------------------------------------------
@@ -248,26 +271,26 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     out = Path(cfg["output_dir"])
     rows = read_csv(out / "pass_rate.csv")
     assert list(rows[0]) == judge.CSV_COLUMNS
-    assert {r["aggregation"] for r in rows} == {"majority_vote", "mean_score"}
+    assert {r["aggregation"] for r in rows} == {"majority", "mean"}
     assert {r["judge"] for r in rows} == {"offline judge"}
     by = {(r["aggregation"], r["group"]): r for r in rows}
     # q1 Solved (pass), q2 no Finish (fail), q3 hallucinated -> Unsure (coins), q10 Solved,
     # q11 only an erroring call -> Unsolved (fail).
-    assert by["mean_score", "G1_instruction"]["pass_rate"] == "50.0"      # (1 + 0 + 0.5) / 3
-    assert by["mean_score", "G3_instruction"]["pass_rate"] == "50.0"
-    assert by["mean_score", "overall"]["pass_rate"] == "50.0"            # 2.5 / 5
+    assert by["mean", "G1_instruction"]["pass_rate"] == "50.0"      # (1 + 0 + 0.5) / 3
+    assert by["mean", "G3_instruction"]["pass_rate"] == "50.0"
+    assert by["mean", "overall"]["pass_rate"] == "50.0"            # 2.5 / 5
     recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     assert recs[1]["passed"] and not recs[2]["passed"] and recs[2]["precheck"] == "no Finish call"
     assert all(a["coin"] for a in recs[3]["assessments"])
     assert recs[3]["passed"] == judge.majority([a["vote"] for a in recs[3]["assessments"]])
     passed = sum(r["passed"] for r in recs.values()) + 1                # + q10
-    overall = by["majority_vote", "overall"]
+    overall = by["majority", "overall"]
     assert int(overall["n"]) == 5 and int(overall["passed"]) == passed
     assert float(overall["pass_rate"]) == round(100 * passed / 5, 2)
     assert float(overall["ci_low"]) == round(100 * judge.wilson(passed, 5)[0], 2)
     assert "offline judge" in (out / "pass_rate.md").read_text() and "NOT ToolEval" in (
         out / "pass_rate.md").read_text()
-    assert list(table["aggregation"].unique()) == ["majority_vote", "mean_score"]
+    assert list(table["aggregation"].unique()) == ["majority", "mean"]
     checks = {r["group"]: r for r in read_csv(out / "checks.csv")}
     assert checks["G1_instruction"]["finished"] == "66.67"
     # Deterministic, and a rerun judges nothing again.
@@ -417,8 +440,8 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     assert recs[5]["precheck"] == "no Finish call" and recs[5]["assessments"][0]["calls"] == []
     assert recs[1]["judge"] == "fake-judge"
     rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
-    assert rows["mean_score", "overall"]["pass_rate"] == "30.0"       # (1 + 0 + .5 + 0 + 0) / 5
-    assert rows["majority_vote", "overall"]["judge"] == "fake-judge"
+    assert rows["mean", "overall"]["pass_rate"] == "30.0"       # (1 + 0 + .5 + 0 + 0) / 5
+    assert rows["majority", "overall"]["judge"] == "fake-judge"
     summary = json.loads((out / "judge_summary.json").read_text())
     assert summary["agreement"]["overall"]["queries_judged"] == 4
     assert summary["agreement"]["overall"]["mean_pairwise_agreement"] == 1.0
