@@ -383,3 +383,24 @@ def test_contamination_threshold_and_sft_source(tmp_path):
     assert by["G2_category"]["exact_dups"] == 1 and by["G1_instruction"]["near_dups"] == 1
     strict, _ = report.contamination(report.test_queries(cfg), queries, 8, 0.99)
     assert {r["group"]: r for r in strict}["G1_instruction"]["near_dups"] == 0
+
+
+def test_params_counted_from_safetensors_headers(tmp_path):
+    import numpy as np
+    from safetensors.numpy import save_file
+
+    save_file({"a": np.zeros((3, 4), np.float32), "b": np.zeros(5, np.float16)}, str(tmp_path / "model.safetensors"))
+    assert report.count_params(tmp_path) == 17
+    assert report.count_params(tmp_path / "missing") is None
+
+
+def test_nothing_upstream_at_all(tmp_path):
+    """The paper profile's default data paths absent too: every output still written, marked so."""
+    cfg = config.load("paper", {"output_dir": str(tmp_path / "out"),
+                                "data.test_dir": str(tmp_path / "no_tests"),
+                                "data.train_path": str(tmp_path / "no_train.json")})
+    paths = report.run(cfg)
+    (row,) = read_csv(paths["contamination_csv"])
+    assert (row["group"], row["n_test"], row["train_source"]) == ("overall", "0", "not available")
+    audit = {r["claim"]: r["verdict"] for r in read_csv(paths["audit_csv"])}
+    assert audit["test queries in data.test_dir"] == "not available"
