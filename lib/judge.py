@@ -618,15 +618,16 @@ def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: LLMJudg
         return judge_query(traj, checks, judge, times, seed, group)
 
     out_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(out_path, "a", encoding="utf-8") as fh:
-        pool = ThreadPoolExecutor(max(1, workers)) if judge is not None and workers > 1 else None
-        results = pool.map(one, todo) if pool else map(one, todo)
-        for rec in results:
-            fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-            fh.flush()
-            done[str(rec["query_id"])] = rec
-        if pool:
-            pool.shutdown()
+    pool = ThreadPoolExecutor(workers) if judge is not None and workers > 1 else None
+    try:
+        with open(out_path, "a", encoding="utf-8") as fh:
+            for rec in (pool.map(one, todo) if pool else map(one, todo)):
+                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
+                fh.flush()
+                done[str(rec["query_id"])] = rec
+    finally:
+        if pool:                  # on an error, queries not yet started are not sent at all
+            pool.shutdown(cancel_futures=True)
     return [done[str(t["query_id"])] for t in trajs]
 
 
