@@ -323,10 +323,11 @@ def _observation(response) -> str:
     return json.dumps({"error": "", "response": repr(response)})
 
 
-def _conversation(query_text: str, api_list: list, calls, fail_at: int | None) -> list[dict]:
+def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict) -> list[dict]:
     """The full conversation (ToolBench from/value turns) of one solved or abandoned query."""
-    functions = agent.functions_for_query({"query": query_text, "query_id": 0, "api_list": api_list})
-    turns = [{"from": "system", "value": agent.system_prompt(functions)},
+    query = {"query": query_text, "query_id": 0, "api_list": api_list}
+    tools = agent.tool_descriptions_for_query(query, tool_docs)
+    turns = [{"from": "system", "value": agent.system_prompt(agent.functions_for_query(query), tools)},
              {"from": "user", "value": agent.user_message(query_text)}]
     facts = []
     for k, (api, args) in enumerate(calls):
@@ -410,13 +411,16 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
             responses[key] = {"category": api.category, "tool_name": api.tool, "api_name": api.name,
                               "arguments": args, "response": api.response(args)}
 
+    # The task description lists each tool with its description, as the tool documentation has it.
+    tool_docs = {agent.standardize_name(api.tool): api.tool_description for api in apis}
+
     # Training: G1/G2/G3-style queries over the seen tools only.
     records, train_texts = [], []
     shapes = [lambda: single(seen), lambda: same_category(seen, 2), lambda: across_categories(seen, 2)]
     for _ in range(train_queries):
         api_list, calls, text = _query(rng, rng.choice(shapes)(), unseen_values=False)
         fail_at = rng.randrange(len(calls)) if rng.random() < FAILURE_RATE else None
-        records += _records(text, _conversation(text, api_list, calls, fail_at))
+        records += _records(text, _conversation(text, api_list, calls, fail_at, tool_docs))
         train_texts.append(text)
         record_responses(calls)
 

@@ -436,18 +436,13 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
 
 
-SAMPLE_DIR = Path(__file__).resolve().parent.parent / "data" / "sample"
-
-
-@pytest.mark.skipif(not (SAMPLE_DIR / "train").exists(), reason="no generated sample corpus")
-@pytest.mark.xfail(strict=True, reason="lib/sample.py builds training prompts with agent.system_prompt(functions), "
-                   "i.e. tool descriptions 'None'; it should pass agent.tool_descriptions_for_query(query, docs). "
-                   "Remove this marker once it does.")
-def test_inference_prompt_matches_the_sample_training_prompts():
+def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
     """The system prompt built at inference (tool descriptions from the tool documents, as ToolBench)
     must be the text the training records hold for the same functions."""
-    docs = {k: d.get("tool_description", "") for k, d in tools.load_tool_docs(SAMPLE_DIR / "toolenv" / "tools").items()}
-    records = json.loads(next((SAMPLE_DIR / "train").glob("*.json")).read_text())[:50]
+    from lib import sample
+    sample.generate(tmp_path, seed=5, train_queries=30, queries_per_group=2)
+    docs = {k: d.get("tool_description", "") for k, d in tools.load_tool_docs(tmp_path / "toolenv" / "tools").items()}
+    records = json.loads(next((tmp_path / "train").glob("*.json")).read_text())
     for record in records:
         text = record["conversations"][0]["value"]
         fns = ast.literal_eval(text.split("Specifically, you have access to the following APIs: ", 1)[1])
