@@ -28,7 +28,6 @@ import argparse
 import hashlib
 import json
 import math
-import re
 import shutil
 import time
 from pathlib import Path
@@ -51,6 +50,8 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs."""
     from transformers import set_seed
 
+    import datasets
+    datasets.disable_progress_bars()      # a progress bar per map() drowns the notebook's output
     t0 = time.time()
     out = config.output_dir(cfg)
     set_seed(cfg["seed"])
@@ -321,22 +322,11 @@ def plot_curves(records: list[dict], png) -> Path:
 # Format check and the paper's arithmetic
 
 
-# ToolBench's assistant turn: "\nThought: ...\nAction: <fn>\nAction Input: <json object>".
-# NOTE: a minimal check kept here until lib/agent.py's parse_step exists; switch to it then, so the
-# project has one parser.
-_STEP = re.compile(r"Thought:(?P<thought>.*?)\nAction:[ \t]*(?P<action>[^\n]*?)[ \t]*\n"
-                   r"Action Input:[ \t]*(?P<input>.*)", re.S)
-
-
 def parses(text: str) -> bool:
-    """True if text is a Thought / Action / Action Input step with a JSON-object Action Input."""
-    match = _STEP.search(text)
-    if not match or not re.fullmatch(r"[A-Za-z0-9_.\-]+", match["action"]):
-        return False
-    try:
-        return isinstance(json.loads(match["input"].strip()), dict)
-    except json.JSONDecodeError:
-        return False
+    """True if text is a usable Thought / Action / Action Input step, by the agent's own parser
+    (the one stage 03 runs on every generated turn), so train and inference agree on 'parses'."""
+    from lib.agent import parse_step
+    return parse_step(text)[3] is None
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8):
@@ -396,3 +386,17 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
+    """A few held-out prompts with the trained model's greedy completion, for the notebook."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = config.path(cfg, cfg["output_dir"]) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    heldout = load_data(cfg)[1].select(range(min(n, int(cfg["format_check"]["heldout"] or 0))))
+    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
+    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": parses(t),
+             "reference": c[0]["content"]}
+            for p, c, t in zip(heldout["prompt"], heldout["completion"], texts)]

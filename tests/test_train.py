@@ -227,9 +227,9 @@ def test_parses_thought_action_input():
     good = '\nThought: look it up\nAction: get_weather_for_meteo\nAction Input: {"city": "Paris"}'
     assert train.parses(good)
     assert not train.parses("Thought: hmm\nAction: get_weather_for_meteo")
-    assert not train.parses('Action: x\nAction Input: {"a": 1}')
-    assert not train.parses('Thought: t\nAction: get weather\nAction Input: {"a": 1}')
     assert not train.parses('Thought: t\nAction: f\nAction Input: {"a": ')
+    assert not train.parses('Thought: t\nAction: f\nAction Input: [1, 2]')
+    assert not train.parses("Thought: Thought: Thought: the the the")
 
 
 def test_hub_model_unreachable_says_how_to_point_at_a_local_copy(monkeypatch):
@@ -255,3 +255,23 @@ def test_paper_profile_loads_a_local_folder(cfg, tmp_path):
     assert model_lib.max_positions(paper) == TINY["max_position_embeddings"]
     for (name, a), (_, b) in zip(tiny.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
+
+
+def test_lora_run_saves_a_merged_model(cfg, tmp_path):
+    lora = {"r": 4, "lora_alpha": 8, "lora_dropout": 0.0, "target_modules": ["q_proj", "v_proj"],
+            "task_type": "CAUSAL_LM"}
+    cfg = make_cfg(tmp_path, lora=lora, train={**FAST_TRAIN, "max_steps": 2, "save_strategy": "no"},
+                   format_check={"heldout": 2, "max_new_tokens": 4})
+    tokenizer = model_lib.load_tokenizer(cfg)
+    torch.manual_seed(cfg["seed"])
+    base = model_lib.load_model(cfg, tokenizer).state_dict()
+    summary = train.run(cfg)
+    assert summary["lora"] and summary["optimizer_steps"] == 2
+    merged = AutoModelForCausalLM.from_pretrained(str(tmp_path / "model"))
+    names = set(merged.state_dict())
+    assert not any("lora" in n for n in names) and names == set(base)
+    # Only the adapted projections moved.
+    q = "model.decoder.layers.0.self_attn.q_proj.weight"
+    k = "model.decoder.layers.0.self_attn.k_proj.weight"
+    assert not torch.equal(merged.state_dict()[q], base[q])
+    assert torch.equal(merged.state_dict()[k], base[k])
