@@ -535,7 +535,9 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
     else:
         tokenizer = model_lib.load_tokenizer(cfg)
-    return HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    backend = HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    backend.fingerprint = config.file_digest(folder)
+    return backend
 
 
 class OpenAIBackend:
@@ -579,9 +581,11 @@ def make_backend(cfg: dict):
 
         if not inf["openai_base_url"] or not inf["openai_model"]:
             raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
-        return OpenAIBackend(inf["openai_base_url"], inf["openai_model"],
-                             secret(inf["openai_api_key_env"], required=False), inf["max_new_tokens"],
-                             inf["temperature"], cfg["seed"])
+        backend = OpenAIBackend(inf["openai_base_url"], inf["openai_model"],
+                                secret(inf["openai_api_key_env"], required=False), inf["max_new_tokens"],
+                                inf["temperature"], cfg["seed"])
+        backend.fingerprint = f"{inf['openai_base_url']} {inf['openai_model']}"
+        return backend
     raise ValueError(f"inference.backend must be hf or openai, got '{inf['backend']}'")
 
 
@@ -741,12 +745,16 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     from lib import config, tools
 
     inf = cfg["inference"]
-    out = config.output_dir(cfg, "trajectories")
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    backend = backend or make_backend(cfg)
+    # Resume only what this model, these settings and these queries produced.
+    settings = {k: v for k, v in inf.items() if k not in ("groups", "max_queries_per_group")}
+    out = config.resumable_dir(cfg, "trajectories", {
+        "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
+        "seed": cfg["seed"], "queries": config.file_digest(test_dir)})
     tool_docs = {k: d.get("tool_description", "")
                  for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
     env = env or tools.make_env(cfg)
-    backend = backend or make_backend(cfg)
     groups = {}
     for group in inf["groups"]:
         records = load_queries(test_dir / f"{group}.json")[:inf["max_queries_per_group"] or None]

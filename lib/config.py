@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
+import json
 import os
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -157,3 +160,34 @@ def output_dir(cfg: dict, *folders: str) -> Path:
     target = path(cfg, cfg["output_dir"]).joinpath(*folders)
     target.mkdir(parents=True, exist_ok=True)
     return target
+
+
+def file_digest(*paths) -> str:
+    """sha256 over the given files' bytes (folders: their files, sorted), to tell inputs apart."""
+    digest = hashlib.sha256()
+    for p in map(Path, paths):
+        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
+            if f.is_file():
+                digest.update(f.name.encode())
+                with open(f, "rb") as fh:
+                    while chunk := fh.read(1 << 20):
+                        digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def resumable_dir(cfg: dict, name: str, key: dict) -> Path:
+    """outputs/<profile>/<name>/ for an append-only, resumable stage.
+
+    `key` says what the folder's contents are made from (model, settings, inputs). A rerun with the
+    same key resumes; with another key the old folder is moved aside to <name>.previous/ (so nothing
+    written is lost) and the stage starts afresh instead of mixing results of two different runs.
+    """
+    folder = output_dir(cfg) / name
+    stamp, text = folder / "RUN_KEY.json", json.dumps(key, sort_keys=True, indent=1, default=str)
+    if folder.exists() and any(folder.iterdir()) and (not stamp.exists() or stamp.read_text() != text):
+        previous = folder.with_name(f"{name}.previous")
+        shutil.rmtree(previous, ignore_errors=True)
+        folder.rename(previous)
+    folder.mkdir(parents=True, exist_ok=True)
+    stamp.write_text(text)
+    return folder

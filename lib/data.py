@@ -7,11 +7,16 @@ Input, any of ToolBench's own forms (docs/formats.md):
     ToolBench's preprocess_toolllama_data.py does (one record per `train_messages` entry).
 A record is `{"id": "Step N: <query>", "conversations": [{"from", "value"}, ...]}`.
 
-Output: TRL's conversational prompt-completion examples. `example_per: record` makes one example per
-record, its last assistant turn the completion (what ToolLLaMA trains on, since the earlier turns of a
-conversation are records of their own); `example_per: assistant_turn` makes one example per assistant
-turn of every record. The loss is on the completion only, so the long system prompt with its function
-list is context, not target.
+Output: TRL's conversational prompt-completion examples, the completion an assistant turn:
+  record          one example per record, its last assistant turn the completion. ToolLLaMA's
+                  choice: the earlier turns of a conversation are records of their own.
+  assistant_turn  one example per assistant turn of every record.
+  conversation    one example per conversation: a record that the next record of the same query
+                  extends (ToolBench writes a query's steps as growing prefixes) is left out, so each
+                  conversation is seen once, whole. Meant for training on every token
+                  (completion_only_loss: false), where the prefix records would repeat the same text.
+With completion_only_loss (the paper profile), the loss is on the completion only, so the long system
+prompt with its function list is context, not target.
 """
 from __future__ import annotations
 
@@ -28,7 +33,7 @@ from typing import Iterator
 from lib import config
 
 ROLES = ("system", "user", "assistant", "function")
-EXAMPLE_PER = ("record", "assistant_turn")
+EXAMPLE_PER = ("record", "assistant_turn", "conversation")
 PAPER_EXAMPLES = 187_542
 # The sentence ToolBench's process_system_message anchors on, and what it adds after it.
 SYSTEM_ANCHOR = "with a function call to actually excute your step."
@@ -243,11 +248,32 @@ def _messages(conversations: list[dict]) -> list[dict]:
     return [{"role": t["from"], "content": t["value"]} for t in conversations]
 
 
+def extends(record: dict, nxt: dict) -> bool:
+    """Whether `nxt` is `record` continued: the same query, and record's turns are its first turns."""
+    query = lambda r: r["id"].partition(": ")[2]
+    n = len(record["conversations"])
+    return (query(record) == query(nxt) and len(nxt["conversations"]) > n
+            and nxt["conversations"][:n] == record["conversations"])
+
+
+def with_extension_flags(records) -> Iterator[dict]:
+    """Each record with `extended`: whether the record after it continues it (one record of lookahead)."""
+    previous = None
+    for record in records:
+        if previous is not None:
+            yield previous | {"extended": extends(previous, record)}
+        previous = record
+    if previous is not None:
+        yield previous | {"extended": False}
+
+
 def examples_from_record(record: dict, example_per: str) -> list[dict]:
-    """Prompt-completion examples of one record (see the module docstring for the two choices)."""
+    """Prompt-completion examples of one record (see the module docstring for the choices)."""
     messages = _messages(record["conversations"])
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
-    if example_per == "record":
+    if example_per == "conversation" and record.get("extended"):
+        turns = []
+    elif example_per in ("record", "conversation"):
         turns = turns[-1:]
     elif example_per != "assistant_turn":
         raise ValueError(f"data.example_per must be one of {EXAMPLE_PER}, got {example_per!r}")
@@ -256,8 +282,9 @@ def examples_from_record(record: dict, example_per: str) -> list[dict]:
 
 def _to_examples(batch: dict, example_per: str) -> dict:
     out = {"id": [], "prompt": [], "completion": []}
-    for rid, conversations in zip(batch["id"], batch["conversations"]):
-        for example in examples_from_record({"id": rid, "conversations": conversations}, example_per):
+    for rid, conversations, extended in zip(batch["id"], batch["conversations"], batch["extended"]):
+        record = {"id": rid, "conversations": conversations, "extended": extended}
+        for example in examples_from_record(record, example_per):
             for key in out:
                 out[key].append(example[key])
     return out
@@ -314,14 +341,18 @@ def prepare(cfg: dict) -> dict:
                 return
             yield record
 
+    def flagged():
+        yield from with_extension_flags(records())
+
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
-        raw = Dataset.from_generator(records, cache_dir=str(work), keep_in_memory=False)
+        raw = Dataset.from_generator(flagged, cache_dir=str(work), keep_in_memory=False)
         num_proc = data["num_proc"] if len(raw) >= 1000 else None
         per_choice = raw.map(lambda b: {"turns": [sum(t["from"] == "assistant" for t in c)
                                                   for c in b["conversations"]]},
                              batched=True, num_proc=num_proc, remove_columns=raw.column_names)
-        examples_per_choice = {"record": len(raw), "assistant_turn": int(sum(per_choice["turns"]))}
+        examples_per_choice = {"record": len(raw), "assistant_turn": int(sum(per_choice["turns"])),
+                               "conversation": len(raw) - int(sum(raw["extended"]))}
         sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
                       fn_kwargs={"example_per": data["example_per"]})
         tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
@@ -364,7 +395,10 @@ def _tokenizer_texts(cfg: dict, sft):
     if cfg["model"]["name_or_path"]:
         return None
     limit = min(len(sft), cfg["model"]["tokenizer_train_texts"] or len(sft))
-    return (m["content"] for row in sft.select(range(limit)) for m in row["prompt"] + row["completion"])
+    # Role-prefixed as the chat template renders them, so "Assistant:" and the like become whole
+    # tokens: a small model then sees at once where a turn starts.
+    return (f"{m['role'].capitalize()}: {m['content']}"
+            for row in sft.select(range(limit)) for m in row["prompt"] + row["completion"])
 
 
 def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
@@ -397,8 +431,8 @@ def describe(stats: dict) -> str:
         f"records read: {stats['records_read']:,}   used: {stats['records_used']:,}   "
         f"dropped: {stats['dropped'] or 'none'}",
         f"examples written ({stats['example_per']}): {stats['examples_written']:,}",
-        f"  one per record would give {choice['record']:,}; one per assistant turn {choice['assistant_turn']:,}"
-        f"  (the paper reports {stats['paper_examples']:,})",
+        "  per choice: " + ", ".join(f"{k} {v:,}" for k, v in choice.items())
+        + f"  (the paper reports {stats['paper_examples']:,})",
         f"tokens per example: {stats['token_length_percentiles']}",
         f"longer than the model's {stats['max_positions']} positions: {stats['over_max_positions']:,}",
         f"tokenizer: {stats['tokenizer']}",

@@ -918,11 +918,13 @@ def run(cfg: dict, log=print):
         raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
     trajs = {g: read_trajectories(traj_dir / f"{g}.jsonl") for g in groups}
 
-    # Judge (resuming from judgments/<group>.jsonl).
+    # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same).
+    judgments = config.resumable_dir(cfg, "judgments", {
+        "judge": jcfg, "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))})
     judged = {}
     for group in groups:
         queries = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")
-        judged[group] = judge_group(trajs[group], queries, out / "judgments" / f"{group}.jsonl",
+        judged[group] = judge_group(trajs[group], queries, judgments / f"{group}.jsonl",
                                     judge, times, seed, group, int(jcfg["max_workers"]))
         log(f"{group}: {len(judged[group])} queries judged by {name}")
 

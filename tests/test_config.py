@@ -19,7 +19,7 @@ def test_both_profiles_load_and_hold_the_papers_recipe():
 
 def test_overrides_dotted_and_nested_keep_the_rest():
     cfg = config.load("smoke", {"train.max_steps": 5, "inference": {"batch_size": 2}})
-    assert cfg["train"]["max_steps"] == 5 and cfg["train"]["learning_rate"] == 3e-3
+    assert cfg["train"]["max_steps"] == 5 and cfg["train"]["learning_rate"] == 4e-3
     assert cfg["inference"]["batch_size"] == 2 and cfg["inference"]["temperature"] == 0.1
     assert config.load("smoke", {"lora": {"r": 8}})["lora"] == {"r": 8}
 
@@ -49,3 +49,21 @@ def test_paths_resolve_against_the_repository(tmp_path):
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "o")})
     assert config.path(cfg, "data/sample") == config.ROOT / "data" / "sample"
     assert config.output_dir(cfg, "figures") == tmp_path / "o" / "figures" and (tmp_path / "o" / "figures").is_dir()
+
+
+def test_resumable_dir_resumes_the_same_run_and_sets_another_aside(tmp_path):
+    cfg = config.load("smoke", {"output_dir": str(tmp_path)})
+    folder = config.resumable_dir(cfg, "trajectories", {"model": "a"})
+    (folder / "G1_instruction.jsonl").write_text("line\n")
+    assert (config.resumable_dir(cfg, "trajectories", {"model": "a"}) / "G1_instruction.jsonl").exists()
+    fresh = config.resumable_dir(cfg, "trajectories", {"model": "b"})
+    assert not (fresh / "G1_instruction.jsonl").exists()
+    assert (tmp_path / "trajectories.previous" / "G1_instruction.jsonl").read_text() == "line\n"
+
+
+def test_file_digest_changes_with_content(tmp_path):
+    (tmp_path / "a.json").write_text("1")
+    before = config.file_digest(tmp_path)
+    (tmp_path / "a.json").write_text("2")
+    assert config.file_digest(tmp_path) != before
+    assert config.file_digest(tmp_path / "a.json") == config.file_digest(tmp_path)

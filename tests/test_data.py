@@ -51,7 +51,7 @@ def test_assistant_turn_mode_makes_one_example_per_assistant_turn():
     assert first["completion"][0]["content"].startswith("\nThought: look it up\nAction: current_weather")
     assert len(second["prompt"]) == 4
     with pytest.raises(ValueError, match="example_per"):
-        data.examples_from_record(record(), "conversation")
+        data.examples_from_record(record(), "dialogue")
 
 
 def test_rendered_example_marks_exactly_the_completion_as_assistant_tokens(tmp_path):
@@ -231,6 +231,7 @@ def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
     assert stats["dropped"] == {"missing_conversations": 1}
     assert stats["examples_written"] == stats["examples_per_choice"]["assistant_turn"] > len(records)
     assert stats["examples_per_choice"]["record"] == len(records) - 1
+    assert stats["examples_per_choice"]["conversation"] == 12
     sft = load_from_disk(str(tmp_path / "out" / "sft"))
     assert len(sft) == stats["examples_written"]
     assert set(sft.column_names) == {"id", "prompt", "completion", "n_tokens", "n_completion_tokens"}
@@ -240,3 +241,18 @@ def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
     assert written["examples_written"] == stats["examples_written"]
     assert Path(stats["histogram"]).stat().st_size > 5000
     assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_conversation_mode_keeps_only_records_no_later_record_extends():
+    short = record("Step 2: weather in Oslo")
+    short["conversations"] = short["conversations"][:3]
+    other = record("Step 4: weather in Lima")
+    flagged = list(data.with_extension_flags([short, record(), other]))
+    assert [r["extended"] for r in flagged] == [True, False, False]
+    examples = [e for r in flagged for e in data.examples_from_record(r, "conversation")]
+    assert [e["id"] for e in examples] == ["Step 4: weather in Oslo", "Step 4: weather in Lima"]
+    assert len(examples[0]["prompt"]) == 4
+    # A record is extended only by the same query's continuation, not by another query or a branch.
+    branch = record("Step 4: weather in Oslo")
+    branch["conversations"][2] = {"from": "assistant", "value": "\nThought: other\nAction: x\nAction Input: {}"}
+    assert not data.extends(short, other) and not data.extends(short, branch) and data.extends(short, record())
