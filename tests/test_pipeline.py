@@ -54,3 +54,9 @@ def test_figures_index_names_existing_files(smoke_run):
     index = json.loads((smoke_run["out"] / "figures" / "index.json").read_text())
     assert index and all((smoke_run["out"] / "figures" / p).exists() or __import__("pathlib").Path(p).exists()
                          for p in index.values())
+
+
+def test_the_smoke_model_learned_the_step_format(smoke_run):
+    summary = json.loads((smoke_run["out"] / "train_summary.json").read_text())
+    assert summary["format_rate_untrained"] == 0.0
+    assert summary["format_rate_trained"] >= 0.25, summary["format_rate_trained"]
