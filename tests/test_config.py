@@ -67,3 +67,10 @@ def test_file_digest_changes_with_content(tmp_path):
     (tmp_path / "a.json").write_text("2")
     assert config.file_digest(tmp_path) != before
     assert config.file_digest(tmp_path / "a.json") == config.file_digest(tmp_path)
+
+
+def test_lora_profile_is_smoke_plus_an_adapter():
+    smoke, lora = config.load("smoke"), config.load("lora")
+    own = ("profile", "output_dir", "stamp", "lora", "config_path")
+    assert {k: v for k, v in lora.items() if k not in own} == {k: v for k, v in smoke.items() if k not in own}
+    assert lora["lora"]["r"] > 0 and smoke["lora"] is None
