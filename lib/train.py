@@ -92,7 +92,7 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
     trained_rate = format_rate(trained, tokenizer, heldout, cfg)
     records = read_log(out / "train_log.jsonl")
-    plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png")
+    plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.get("stamp"))
     summary = {
         "examples": len(trainer.train_dataset),
         "heldout_examples": len(heldout),
@@ -300,8 +300,8 @@ class JsonlLogger(TrainerCallback):
             fh.write(json.dumps(record) + "\n")
 
 
-def plot_curves(records: list[dict], png) -> Path:
-    """Loss and learning rate against optimizer step, one panel each."""
+def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
+    """Loss and learning rate against optimizer step, one panel each; `stamp` across it if set."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -312,6 +312,9 @@ def plot_curves(records: list[dict], png) -> Path:
     ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="loss")
     ax_lr.plot(steps, [r["learning_rate"] for r in records], color="tab:orange")
     ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate")
+    if stamp:
+        fig.text(0.5, 0.5, stamp, ha="center", va="center", fontsize=16, color="#C44E52", alpha=0.35,
+                 rotation=12)
     fig.tight_layout()
     fig.savefig(png, dpi=110)
     plt.close(fig)
