@@ -1,6 +1,12 @@
 import os
+from pathlib import Path
 
 import pytest
+
+# ../shared/ beside the checkout (as laid out for developers and CI) holds the design and real
+# ToolBench/StableToolBench sample files; tests that read them skip when it is absent.
+SHARED = Path(os.environ.get("TOOLSFT_SHARED", Path(__file__).resolve().parents[2] / "shared"))
+TOOLBENCH_SAMPLE = SHARED / "toolbench-sample"
 
 # Tests never reach the hub; fail fast instead of waiting on network time-outs.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -10,7 +10,7 @@ import pytest
 
 from lib import agent
 
-SAMPLE = Path("/work/shared/toolbench-sample")
+from conftest import TOOLBENCH_SAMPLE as SAMPLE
 needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="toolbench-sample not present")
 
 QUERY = {

@@ -6,7 +6,7 @@ import pytest
 
 from lib import config, data, sample
 
-SAMPLES = Path(__file__).resolve().parents[2] / "shared" / "toolbench-sample"
+from conftest import TOOLBENCH_SAMPLE as SAMPLES
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
 
 SYSTEM = "You are a helper. At each step, call a function."

@@ -15,7 +15,9 @@ import pytest
 
 from lib import config, judge
 
-SAMPLE = Path("/work/shared/toolbench-sample/stabletoolbench")
+from conftest import TOOLBENCH_SAMPLE
+
+SAMPLE = TOOLBENCH_SAMPLE / "stabletoolbench"
 SECRET = "sk-test-DO-NOT-STORE-4f2a9c"
 
 

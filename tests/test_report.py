@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
+from conftest import SHARED, TOOLBENCH_SAMPLE
 from lib import config, report
 
 ROOT = config.ROOT
-DESIGN = Path("/work/shared/DESIGN.md")                      # outside the repo: checked when present
-LEADERBOARD = Path("/work/shared/toolbench-sample/toolbench/tooleval/results/"
-                   "leaderboard_ChatGPT-DFSDT_winrate.csv")
+DESIGN = SHARED / "DESIGN.md"                                # outside the repo: checked when present
+LEADERBOARD = TOOLBENCH_SAMPLE / "toolbench" / "tooleval" / "results" / "leaderboard_ChatGPT-DFSDT_winrate.csv"
 GROUPS = config.GROUPS
 STAMP = "smoke profile: not the paper's numbers"
 
