@@ -154,8 +154,9 @@ def test_too_long_counted(tmp_path, cfg, policy):
         assert max(train.sequence_lengths(kept, tokenizer)) <= limit
     else:
         assert (len(kept), stats["truncated"], stats["dropped_too_long"]) == (len(dataset), over, 0)
-        # TRL then truncates to max_length and drops those left without completion tokens.
-        cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": limit})
+        # TRL then truncates to max_length and, with the loss on completions only, drops those left
+        # without completion tokens.
+        cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": limit, "completion_only_loss": True})
         trainer, _ = _trainer(cfg, kept)
         assert len(trainer.train_dataset) == len(dataset) - no_completion
         assert max(len(x) for x in trainer.train_dataset["input_ids"]) == limit
