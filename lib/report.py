@@ -798,7 +798,10 @@ def run(cfg: dict) -> dict[str, Path]:
     paths["contamination_md"] = _write_text(folder / "contamination.md", contamination_markdown(
         rows_c, source, n, threshold, caption, stamp))
 
-    index = {name: _relative(cfg, p) for name, p in paths.items()}
+    # The earlier stages' figures belong in the index too, where they exist.
+    earlier = {"token_lengths_png": folder / "token_lengths.png", "loss_curve_png": folder / "loss_curve.png"}
+    index = {name: _relative(cfg, p) for name, p in {**{k: p for k, p in earlier.items() if p.exists()},
+                                                      **paths}.items()}
     paths["index"] = _write_text(folder / "index.json", json.dumps(index, indent=2) + "\n")
     return paths
 
