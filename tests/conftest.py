@@ -25,3 +25,57 @@ def smoke_run(tmp_path_factory):
     overrides = {"output_dir": str(out)}
     executed = run.run("smoke", overrides, force=True)
     return {"out": out, "executed": executed, "cfg": config.load("smoke", overrides)}
+
+
+class LoopbackServer:
+    """A JSON-over-HTTP server on 127.0.0.1 for tests that need a real peer (OpenAI-compatible
+    endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)`; every
+    request is kept in `requests` as (path, headers, body). Use as a context manager or close()."""
+
+    def __init__(self, respond):
+        import json
+        import threading
+        from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+        self.respond, self.requests = respond, []
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):
+                pass
+
+            def do_POST(self):
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                server.requests.append((self.path, self.headers, body))
+                status, payload = server.respond(self.path, self.headers, body)
+                data = json.dumps(payload).encode()
+                try:
+                    self.send_response(status)
+                    self.send_header("Content-Type", "application/json")
+                    self.send_header("Content-Length", str(len(data)))
+                    self.end_headers()
+                    self.wfile.write(data)
+                except (BrokenPipeError, ConnectionResetError):   # the client gave up (a timeout test)
+                    pass
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.httpd.shutdown()
+        self.httpd.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def chat_completion(model: str, content: str, completion_tokens: int = 1) -> dict:
+    """An OpenAI chat.completion reply carrying `content`."""
+    return {"id": "c", "object": "chat.completion", "created": 0, "model": model,
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": content}}],
+            "usage": {"prompt_tokens": 5, "completion_tokens": completion_tokens,
+                      "total_tokens": 5 + completion_tokens}}

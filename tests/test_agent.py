@@ -1,13 +1,12 @@
 """lib.agent: ToolBench's prompt, function names, step parser; the search loops; the stage."""
 import ast
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 import glob
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import LoopbackServer, chat_completion
 from lib import agent
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLE
@@ -368,38 +367,13 @@ def test_cut_at_next_turn():
     assert agent.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
 
 
-class _Chat(BaseHTTPRequestHandler):
-    seen = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, self.headers.get("Authorization"), body))
-        reply = json.dumps({"id": "x", "object": "chat.completion", "created": 0, "model": body["model"],
-                            "choices": [{"index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": ANSWER}}],
-                            "usage": {"prompt_tokens": 5, "completion_tokens": 11, "total_tokens": 16}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
-
-
 def test_openai_backend_over_real_http(env, tmp_path):
-    httpd = HTTPServer(("127.0.0.1", 0), _Chat)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    try:
-        backend = agent.OpenAIBackend(f"http://127.0.0.1:{httpd.server_port}/v1", "baseline-model", "sk-test",
+    with LoopbackServer(lambda path, headers, body: (200, chat_completion(body["model"], ANSWER, 11))) as server:
+        backend = agent.OpenAIBackend(server.url + "/v1", "baseline-model", "sk-test",
                                       max_new_tokens=64, temperature=0.1, seed=3)
         counters = agent.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
-    finally:
-        httpd.shutdown()
-        httpd.server_close()
-    path, auth, body = _Chat.seen[-1]
-    assert path == "/v1/chat/completions" and auth == "Bearer sk-test"
+    path, headers, body = server.requests[-1]
+    assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sk-test"
     assert body["model"] == "baseline-model" and body["temperature"] == 0.1 and body["max_tokens"] == 64
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
     line = agent.read_trajectories(tmp_path / "g.jsonl")[0]

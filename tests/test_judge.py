@@ -6,16 +6,14 @@ import copy
 import csv
 import json
 import math
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
 
 from lib import config, judge
 
-from conftest import TOOLBENCH_SAMPLE
+from conftest import TOOLBENCH_SAMPLE, LoopbackServer, chat_completion
 
 SAMPLE = TOOLBENCH_SAMPLE / "stabletoolbench"
 SECRET = "sk-test-DO-NOT-STORE-4f2a9c"
@@ -328,52 +326,28 @@ def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The LLM judge against a scripted OpenAI-compatible server
 # ------------------------------------------------------------------------------------------------
-class FakeServer:
+class FakeServer(LoopbackServer):
     """POST /v1/chat/completions; `script` (a list, consumed first) then `respond(body)`.
     Script items: ("status", code) | ("sleep", seconds) | ("content", text)."""
 
     def __init__(self, respond):
-        self.respond, self.script, self.requests, self.auth = respond, [], [], set()
-        server = self
+        self.judge_respond, self.script, self.auth = respond, [], set()
+        super().__init__(self._reply)
+        self.url += "/v1"
 
-        class Handler(BaseHTTPRequestHandler):
-            def log_message(self, *args):
-                pass
+    @property
+    def bodies(self):
+        return [body for _, _, body in self.requests]
 
-            def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                server.requests.append(body)
-                server.auth.add(self.headers.get("Authorization"))
-                action = server.script.pop(0) if server.script else ("content", server.respond(body))
-                if action[0] == "sleep":
-                    time.sleep(action[1])
-                    action = ("content", server.respond(body))
-                if action[0] == "status":
-                    payload, code = {"error": {"message": "scripted", "type": "x"}}, action[1]
-                else:
-                    payload, code = {"id": "c", "object": "chat.completion", "created": 0,
-                                     "model": body["model"], "choices": [{
-                                         "index": 0, "finish_reason": "stop",
-                                         "message": {"role": "assistant", "content": action[1]}}],
-                                     "usage": {"prompt_tokens": 1, "completion_tokens": 1,
-                                               "total_tokens": 2}}, 200
-                data = json.dumps(payload).encode()
-                try:
-                    self.send_response(code)
-                    self.send_header("Content-Type", "application/json")
-                    self.send_header("Content-Length", str(len(data)))
-                    self.end_headers()
-                    self.wfile.write(data)
-                except (BrokenPipeError, ConnectionResetError):
-                    pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
-
-    def close(self):
-        self.httpd.shutdown()
-        self.httpd.server_close()
+    def _reply(self, path, headers, body):
+        self.auth.add(headers.get("Authorization"))
+        action = self.script.pop(0) if self.script else ("content", self.judge_respond(body))
+        if action[0] == "sleep":
+            time.sleep(action[1])
+            action = ("content", self.judge_respond(body))
+        if action[0] == "status":
+            return action[1], {"error": {"message": "scripted", "type": "x"}}
+        return 200, chat_completion(body["model"], action[1])
 
 
 def function_of(body) -> str:
@@ -429,9 +403,9 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     # task), NOPE 2, pre-check fail 0; four assessments each.
     assert len(server.requests) == 4 * (1 + 2 + 3 + 2 + 0)
     assert server.auth == {f"Bearer {SECRET}"}
-    seeds = sorted({r["seed"] for r in server.requests})
+    seeds = sorted({r["seed"] for r in server.bodies})
     assert seeds == [cfg["judge"]["seed"] + i for i in range(4)]     # distinct samples per index
-    assert {r["temperature"] for r in server.requests} == {0.2}
+    assert {r["temperature"] for r in server.bodies} == {0.2}
     recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     assert recs[1]["passed"] and recs[1]["score_mean"] == 1.0 and recs[1]["votes"]["pass"] == 4
     assert not recs[2]["passed"] and recs[2]["score_mean"] == 0.0
@@ -548,7 +522,7 @@ def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_
     assert prefs[3]["outcome"] == "win" and all(r["call"] is None for r in prefs[3]["rounds"])
     orders = {r["why"] for q in (1, 2) for r in prefs[q]["rounds"]}
     assert orders == {"judge, shown order output first", "judge, shown order reference first"}
-    selects = [r for r in server.requests if function_of(r) == "select_better_answer"]
+    selects = [r for r in server.bodies if function_of(r) == "select_better_answer"]
     assert len(selects) == 8                                          # 2 queries x 4 rounds
     rows = {r["group"]: r for r in read_csv(out / "win_rate.csv")}
     assert rows["overall"]["win_rate"] == "66.67" and rows["overall"]["losses"] == "1"

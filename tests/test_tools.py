@@ -1,10 +1,9 @@
 """lib.tools: offline recorded responses, the virtual API server over HTTP, RapidAPI requests."""
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import pytest
 
+from conftest import LoopbackServer
 from lib import tools
 
 
@@ -67,43 +66,23 @@ def test_offline_bad_record_names_line(tmp_path):
         tools.OfflineToolEnv(tmp_path / "r.jsonl")
 
 
-class _Virtual(BaseHTTPRequestHandler):
-    seen = []
-
-    def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-        type(self).seen.append((self.path, body))
-        if body["api_name"] == "boom":
-            self.send_response(500)
-            self.end_headers()
-            return
-        reply = json.dumps({"error": "", "response": {"echo": json.loads(body["tool_input"])}}).encode()
-        self.send_response(200)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(reply)))
-        self.end_headers()
-        self.wfile.write(reply)
-
-    def log_message(self, *args):
-        pass
+def _virtual(path, headers, body):
+    if body["api_name"] == "boom":
+        return 500, {"error": "boom"}
+    return 200, {"error": "", "response": {"echo": json.loads(body["tool_input"])}}
 
 
 @pytest.fixture
 def server():
-    httpd = HTTPServer(("127.0.0.1", 0), _Virtual)
-    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{httpd.server_port}"
-    httpd.shutdown()
-    httpd.server_close()
+    with LoopbackServer(_virtual) as server:
+        yield server
 
 
 def test_virtual_server_over_http(server):
-    _Virtual.seen.clear()
-    env = tools.VirtualToolEnv(server + "/virtual", toolbench_key="tb-key")
+    env = tools.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb-key")
     out = obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Paris"}))
     assert out == {"error": "", "response": {"echo": {"city": "Paris"}}}
-    path, body = _Virtual.seen[0]
+    path, _, body = server.requests[0]
     assert path == "/virtual"
     assert body == {"category": "Weather", "tool_name": "weather_api", "api_name": "current_weather",
                     "tool_input": '{"city": "Paris"}', "strip": "truncate", "toolbench_key": "tb-key"}
