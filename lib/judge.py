@@ -135,12 +135,11 @@ def read_trajectories(path: str | Path) -> list[dict]:
 
 
 def load_queries(path: str | Path | None) -> dict[str, dict]:
-    """ToolBench test queries by str(query_id); {} when the file is absent."""
+    """ToolBench test queries by str(query_id), read and checked by stage 03's reader; {} when the
+    file is absent."""
     if path is None or not Path(path).exists():
         return {}
-    with open(path, encoding="utf-8") as fh:
-        data = json.load(fh)
-    return {str(q["query_id"]): q for q in data}
+    return {str(q["query_id"]): q for q in agent.load_queries(path)}
 
 
 # --------------------------------------------------------------------------------------------

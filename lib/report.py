@@ -76,14 +76,14 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def wilson(passed: int, n: int, z: float = 1.959964) -> tuple[float, float]:
-    """Wilson score 95% interval for passed/n, in percent."""
+def wilson(passed: int, n: int) -> tuple[float, float]:
+    """Wilson score 95% interval for passed/n (stage 04's), in percent; 0-100 with no queries."""
+    from lib import judge
+
     if n == 0:
         return (0.0, 100.0)
-    p = passed / n
-    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
-    return (100 * max(0.0, centre - half), 100 * min(1.0, centre + half))
+    low, high = judge.wilson(passed, n)
+    return (100 * low, 100 * high)
 
 
 def _read_csv(path: Path) -> list[dict]:
@@ -633,31 +633,22 @@ def training_queries(cfg: dict) -> tuple[list[tuple[str, str]], str]:
     files), else from outputs/<profile>/sft/ (role=user prompt messages)."""
     train = config.path(cfg, cfg["data"]["train_path"])
     sft = config.path(cfg, cfg["output_dir"]) / "sft"
-    if train is not None and train.is_dir():
-        return list(_answer_queries(train)), str(train)
     if train is not None and train.exists():
-        return list(_record_queries(train)), str(train)
+        return list(_file_queries(train)), str(train)
     if sft.exists():
         return list(_sft_queries(sft)), str(sft)
     return [], "not available"
 
 
-def _record_queries(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        head = fh.read(1)
-        fh.seek(0)
-        records = json.load(fh) if head == "[" else (json.loads(l) for l in fh if l.strip())
-        for i, rec in enumerate(records):
-            user = next((t["value"] for t in rec["conversations"] if t["from"] == "user"), None)
-            if user is not None:
-                yield str(rec.get("id", i)), _user_query(user)
+def _file_queries(path: Path):
+    """User queries of a training file or answer folder, read as stage 01 reads them (streamed)."""
+    from lib import data
 
-
-def _answer_queries(folder: Path):
-    for f in sorted(folder.rglob("*.json")):
-        answer = json.loads(f.read_text(encoding="utf-8")).get("answer_generation", {})
-        if answer.get("query"):
-            yield f.name, answer["query"]
+    for _, where, record, _ in data.iter_records(path):
+        turns = (record.get("conversations") or []) if isinstance(record, dict) else []
+        user = next((t["value"] for t in turns if t.get("from") == "user"), None)
+        if user is not None:
+            yield str(record.get("id", where)), _user_query(user)
 
 
 def _sft_queries(folder: Path):
