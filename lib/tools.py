@@ -165,6 +165,17 @@ class OfflineToolEnv(ToolEnv):
         return observation(record["response"])
 
 
+def _send(request, timeout: float, service: str) -> tuple[str, str | None]:
+    """(reply text, None), or ("", an error observation) when `service` fails or cannot be reached."""
+    try:
+        with urllib.request.urlopen(request, timeout=timeout) as reply:
+            return reply.read().decode("utf-8", errors="replace"), None
+    except urllib.error.HTTPError as err:
+        return "", observation(error=f"{service} answered HTTP {err.code}")
+    except (urllib.error.URLError, TimeoutError, OSError) as err:
+        return "", observation(error=f"{service} unreachable ({type(err).__name__})")
+
+
 class VirtualToolEnv(ToolEnv):
     """StableToolBench's virtual API server (server/main.py there).
 
@@ -191,13 +202,9 @@ class VirtualToolEnv(ToolEnv):
         body = json.dumps(self.payload(category, tool_name, api_name, arguments)).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                text = reply.read().decode("utf-8", errors="replace")
-        except urllib.error.HTTPError as err:
-            return observation(error=f"virtual API server answered HTTP {err.code}")
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            return observation(error=f"virtual API server unreachable ({type(err).__name__})")
+        text, failed = _send(request, self.timeout, "virtual API server")
+        if failed:
+            return failed
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
@@ -252,13 +259,9 @@ class RapidApiToolEnv(ToolEnv):
             return observation(error=str(err.args[0]))
         request = urllib.request.Request(spec["url"], data=spec["body"], method=spec["method"],
                                          headers=spec["headers"])
-        try:
-            with urllib.request.urlopen(request, timeout=self.timeout) as reply:
-                text = reply.read().decode("utf-8", errors="replace")
-        except urllib.error.HTTPError as err:
-            return observation(error=f"RapidAPI answered HTTP {err.code}")
-        except (urllib.error.URLError, TimeoutError, OSError) as err:
-            return observation(error=f"RapidAPI unreachable ({type(err).__name__})")
+        text, failed = _send(request, self.timeout, "RapidAPI")
+        if failed:
+            return failed
         try:
             return observation(json.loads(text))
         except json.JSONDecodeError:
