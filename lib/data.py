@@ -405,6 +405,7 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    from lib import report
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.hist(lengths, bins=cfg["data"]["histogram_bins"], color="#4C72B0")
@@ -413,10 +414,8 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     ax.set_ylabel("examples")
     ax.set_title(f"Training example lengths, {len(lengths):,} examples")
     ax.legend()
-    if cfg["stamp"]:
-        fig.text(0.5, 0.5, cfg["stamp"], ha="center", va="center", fontsize=16, color="#C44E52",
-                 alpha=0.35, rotation=20)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if cfg["stamp"] else (0, 0, 1, 1))    # room for the banner
+    report.stamp_figure(fig, cfg["stamp"], size=18)
     path = config.output_dir(cfg, "figures") / "token_lengths.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -298,14 +298,20 @@ def table2_markdown(rows: list[dict], caption: list[str], stamp) -> str:
 
 
 # ----------------------------------------------------------------------------- figures
-def _stamp_and_caption(fig: Figure, caption: list[str], stamp: str | None) -> None:
-    text = "\n".join(textwrap.fill(line, 150) for line in caption)
-    fig.text(0.01, 0.01, text, fontsize=7.5, va="bottom", ha="left", color="#333333")
+def stamp_figure(fig, stamp: str | None, size: float = 26) -> None:
+    """The profile's stamp across a figure and in a red banner at its top right (nothing if None).
+    Every stage's plots use it, so a smoke figure can never pass for the paper's."""
     if stamp:
-        fig.text(0.5, 0.55, stamp, fontsize=26, color="red", alpha=0.15, rotation=25,
+        fig.text(0.5, 0.55, stamp, fontsize=size, color="red", alpha=0.15, rotation=25,
                  ha="center", va="center", weight="bold")
         fig.text(0.99, 0.985, stamp, fontsize=10, color="white", ha="right", va="top", weight="bold",
                  bbox={"facecolor": "red", "edgecolor": "none", "pad": 3})
+
+
+def _stamp_and_caption(fig: Figure, caption: list[str], stamp: str | None) -> None:
+    text = "\n".join(textwrap.fill(line, 150) for line in caption)
+    fig.text(0.01, 0.01, text, fontsize=7.5, va="bottom", ha="left", color="#333333")
+    stamp_figure(fig, stamp)
 
 
 def _save(fig: Figure, folder: Path, stem: str) -> tuple[Path, Path]:

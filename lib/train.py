@@ -312,10 +312,9 @@ def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
     ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="loss")
     ax_lr.plot(steps, [r["learning_rate"] for r in records], color="tab:orange")
     ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate")
-    if stamp:
-        fig.text(0.5, 0.5, stamp, ha="center", va="center", fontsize=16, color="#C44E52", alpha=0.35,
-                 rotation=12)
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if stamp else (0, 0, 1, 1))    # room for the stamp's banner
+    from lib import report
+    report.stamp_figure(fig, stamp, size=18)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return Path(png)
