@@ -497,8 +497,11 @@ class HFBackend:
         encoded = [self.encode(c) for c in conversations]
         width = max(len(ids) for ids, _ in encoded)
         pad = self.tokenizer.pad_token_id
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded])
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded])
+        # Inputs go where the model is (the GPU when load_hf_backend found one).
+        device = self.model.device
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded],
+                                 device=device)
         sample = self.temperature and self.temperature > 0
         kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
             else dict(do_sample=False)
@@ -509,12 +512,22 @@ class HFBackend:
                                       max_new_tokens=self.max_new_tokens, pad_token_id=pad,
                                       eos_token_id=self.tokenizer.eos_token_id, **kwargs)
         results = []
-        for row, (_, truncated) in zip(out[:, width:].tolist(), encoded):
+        for row, (_, truncated) in zip(out[:, width:].cpu().tolist(), encoded):
             eos = self.tokenizer.eos_token_id
             n = row.index(eos) + 1 if eos in row else len(row)
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             results.append(Generation(cut_at_next_turn(text), n, truncated))
         return results
+
+
+def inference_device(dtype: str | None) -> tuple[str, str]:
+    """(device, dtype) for generation: the GPU when there is one, in inference.dtype (null: the
+    saved dtype); half precision on a CPU is slow or unsupported, so there it is float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", dtype or "auto"
+    return "cpu", "float32" if dtype in ("float16", "bfloat16") else dtype or "auto"
 
 
 def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
@@ -527,7 +540,8 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     folder = config.path(cfg, model_dir or inf.get("model_dir") or f"{cfg['output_dir']}/model")
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
-    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True)
+    device, dtype = inference_device(inf.get("dtype"))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
     if (folder / "tokenizer_config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
         tokenizer.chat_template = cfg["model"]["chat_template"]

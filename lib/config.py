@@ -36,7 +36,7 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,
-        "over_max_positions": ANY,
+        "over_max_positions": ANY, "dtype": ANY,
     },
     "format_check": {"heldout": ANY, "max_new_tokens": ANY},
     "train": "SFTConfig",
@@ -47,7 +47,7 @@ SCHEMA: dict[str, Any] = {
         "dfsdt_width": ANY, "dfsdt_max_expansions": ANY, "openai_base_url": ANY,
         "openai_model": ANY, "openai_api_key_env": ANY, "virtual_server_url": ANY,
         "toolbench_key_env": ANY, "rapidapi_key_env": ANY, "model_dir": ANY,
-        "max_observation_length": ANY,
+        "max_observation_length": ANY, "dtype": ANY,
     },
     "judge": {
         "kind": ANY, "evaluate_times": ANY, "base_url": ANY, "model": ANY, "api_key_env": ANY,

@@ -14,6 +14,17 @@ from lib import config
 # OPT's own special tokens: <s> (bos, also used as OPT's pad), </s> eos, <unk>, <pad>.
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
 
+# facebook/opt-350m's architecture (its config.json on the hub): the one post-LayerNorm OPT, with a
+# 512-wide embedding projected to and from the 1024-wide decoder. Its weights are stored in float16.
+OPT_350M = dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, ffn_dim=4096,
+                word_embed_proj_dim=512, vocab_size=50272, max_position_embeddings=2048,
+                do_layer_norm_before=False, activation_function="relu", dropout=0.1,
+                attention_dropout=0.0, layerdrop=0.0, enable_bias=True)
+
+# Mixed precision keeps float32 master weights and casts per operation: a model loaded in half
+# precision makes the fp16 GradScaler fail at the first step ("Attempting to unscale FP16 gradients").
+DTYPES = ("float32", "float16", "bfloat16", "auto")
+
 
 def tokenizer_dir(cfg: dict) -> Path:
     return config.path(cfg, cfg["output_dir"]) / "tokenizer"
@@ -93,16 +104,33 @@ def tiny_config(cfg: dict, tokenizer):
     return OPTConfig(**kwargs)
 
 
+def load_dtype(cfg: dict) -> str:
+    """model.dtype, checked against the training precision: fp16/bf16 training needs float32."""
+    dtype = cfg["model"].get("dtype") or "float32"
+    if dtype not in DTYPES:
+        raise ValueError(f"{cfg['config_path']}: model.dtype must be one of {', '.join(DTYPES)}, "
+                         f"got {dtype!r}")
+    train = cfg.get("train") or {}
+    if (train.get("fp16") or train.get("bf16")) and dtype != "float32":
+        raise ValueError(
+            f"{cfg['config_path']}: model.dtype={dtype} with train.fp16/bf16: mixed precision keeps "
+            "float32 master weights (a half-precision model fails at the first optimizer step with "
+            "'Attempting to unscale FP16 gradients'); set model.dtype: float32")
+    return dtype
+
+
 def load_model(cfg: dict, tokenizer):
     """The profile's causal LM: the hub/local model by name, or a freshly initialised tiny OPT.
 
-    The tiny model's weights depend on the torch RNG: seed (transformers.set_seed) before calling.
+    A hub/local model is loaded in model.dtype (float32 unless set: the hub's opt-350m is stored in
+    float16, and transformers would otherwise keep the stored dtype). The tiny model's weights
+    depend on the torch RNG: seed (transformers.set_seed) before calling.
     """
     from transformers import AutoModelForCausalLM, OPTForCausalLM
 
     name = cfg["model"]["name_or_path"]
     if name:
-        model = _from_pretrained(AutoModelForCausalLM, name)
+        model = _from_pretrained(AutoModelForCausalLM, name, dtype=load_dtype(cfg))
         # OPT's checkpoints carry 50272 rows for a 50265-token tokenizer; only grow, never shrink.
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
@@ -127,3 +155,24 @@ def save(model, tokenizer, folder) -> Path:
     if not (folder / "model.safetensors").exists() and not list(folder.glob("model-*.safetensors")):
         raise RuntimeError(f"save_pretrained wrote no safetensors file in {folder}")
     return folder
+
+
+def save_stand_in(folder, texts: Iterable[str], vocab_size: int = 8192, dtype: str = "float16",
+                  **sizes) -> Path:
+    """A local folder shaped like the hub's facebook/opt-350m, for dry runs without hub access.
+
+    OPT_350M with `sizes` overriding it (e.g. num_hidden_layers=2, hidden_size=64), random weights
+    stored in `dtype` as the hub checkpoint is, and a byte-level BPE trained on `texts` in place of
+    OPT's GPT-2 tokenizer (the embedding keeps 50272 rows, as opt-350m's does for its 50265 tokens).
+    Loaded through model.name_or_path exactly like the real checkpoint.
+    """
+    import torch
+    from transformers import OPTConfig, OPTForCausalLM
+
+    tokenizer = train_tokenizer(texts, vocab_size)
+    shape = {**OPT_350M, **sizes}
+    shape["vocab_size"] = max(shape["vocab_size"], len(tokenizer))
+    model = OPTForCausalLM(OPTConfig(**shape, bos_token_id=tokenizer.bos_token_id,
+                                     eos_token_id=tokenizer.eos_token_id,
+                                     pad_token_id=tokenizer.pad_token_id))
+    return save(model.to(getattr(torch, dtype)), tokenizer, folder)

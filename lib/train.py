@@ -67,12 +67,14 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     # Training arguments: the profile's SFTConfig, with what this machine can do.
     args, precision = sft_config(cfg, log=log)
     dataset, lengths = limit_length(dataset, tokenizer, cfg, args.max_length)
+    check_not_empty(cfg, len(dataset), args.max_length, lengths)
     fresh = prepare_output(cfg, args.output_dir, dataset, log=log)
     trainer = make_trainer(cfg, model, tokenizer, dataset, args,
                            [JsonlLogger(out / "train_log.jsonl"), *(callbacks or [])])
     # TRL drops examples whose completion was cut away entirely by its (keep_start) truncation.
     lengths["dropped_too_long"] += len(dataset) - len(trainer.train_dataset)
     lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
+    check_not_empty(cfg, len(trainer.train_dataset), args.max_length, lengths)
 
     # Train, resuming from the last checkpoint of this same run if there is one.
     last = None if fresh else last_checkpoint(args.output_dir)
@@ -104,7 +106,9 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
         "wall_time_s": round(time.time() - t0, 1),
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
         "tokens_per_s": round(trainer._total_train_tokens / max(result.metrics["train_runtime"], 1e-9), 1),
+        # The last logged window's loss; None when the run ended before logging_steps was reached.
         "final_loss": records[-1]["loss"] if records else None,
+        "train_loss": round(result.training_loss, 4),        # mean over every step of this run
         "mean_loss": round(sum(r["loss"] for r in records) / len(records), 4) if records else None,
         "max_length": args.max_length,
         **lengths,
@@ -146,6 +150,19 @@ def load_data(cfg: dict):
         return dataset, dataset.select([])
     split = dataset.train_test_split(test_size=n, seed=cfg["seed"], shuffle=True)
     return split["train"], split["test"]
+
+
+def check_not_empty(cfg: dict, left: int, max_length: int, lengths: dict) -> None:
+    """Stop with the reason when the length limit left nothing to train on (TRL would only fail
+    later with 'num_samples=0')."""
+    if left > 0:
+        return
+    raise ValueError(
+        f"{cfg['config_path']}: no training example left: {lengths['over_max_length']} examples are "
+        f"longer than train.max_length={max_length} tokens and {lengths['dropped_too_long']} were "
+        f"dropped (model.over_max_positions={lengths['over_max_positions_policy']}; truncation keeps "
+        "the start, so an example whose prompt fills the window keeps no completion to learn). Raise "
+        "train.max_length (at most the model's positions) or use shorter examples (data.example_per).")
 
 
 def sequence_lengths(dataset, tokenizer) -> list[int]:
@@ -300,6 +317,17 @@ class JsonlLogger(TrainerCallback):
             fh.write(json.dumps(record) + "\n")
 
 
+def describe(summary: dict) -> str:
+    """The training summary in two lines, for the notebook and the terminal."""
+    final = summary["final_loss"]
+    final = f"{final:.3f}" if final is not None else "none logged (fewer steps than logging_steps)"
+    return (f"{summary['examples']:,} examples, {summary['optimizer_steps']:,} optimizer steps, "
+            f"{summary['tokens_per_s']:,.0f} tokens/s, {summary['wall_time_s']:.0f} s, "
+            f"final loss {final}, mean loss of the run {summary['train_loss']:.3f}\n"
+            f"longer than {summary['max_length']} tokens: {summary['over_max_length']} "
+            f"(truncated {summary['truncated']}, dropped {summary['dropped_too_long']})")
+
+
 def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
     """Loss and learning rate against optimizer step, one panel each; `stamp` across it if set."""
     import matplotlib
@@ -308,6 +336,10 @@ def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
 
     steps = [r["step"] for r in records]
     fig, (ax_loss, ax_lr) = plt.subplots(1, 2, figsize=(10, 3.5))
+    if not records:         # the run ended before train.logging_steps was reached
+        for ax in (ax_loss, ax_lr):
+            ax.text(0.5, 0.5, "no logging step reached\n(fewer steps than train.logging_steps)",
+                    ha="center", va="center", transform=ax.transAxes)
     ax_loss.plot(steps, [r["loss"] for r in records], marker=".")
     ax_loss.set(xlabel="optimizer step", ylabel="training loss", title="loss")
     ax_lr.plot(steps, [r["learning_rate"] for r in records], color="tab:orange")

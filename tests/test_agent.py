@@ -438,3 +438,33 @@ def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
     assert len(line["tree"]["children"]) == 2 and line["answer"]["method"] == "DFS_woFilter_w2"
     with pytest.raises(ValueError, match="react or dfsdt"):
         agent.run_group([query(2)], backend, env, tmp_path / "h.jsonl", method="bfs")
+
+
+def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
+    """Stage 03 on a GPU: the prompts must go where the model is, and the model to the GPU."""
+    import torch
+    from types import SimpleNamespace
+
+    from lib import model as model_lib
+
+    tokenizer = model_lib.train_tokenizer(["Thought: a\nAction: b\nAction Input: {}"] * 20, 300)
+    tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+
+    class ElsewhereModel:           # stands for a model on the GPU: its device is not the CPU
+        device = torch.device("meta")
+        config = SimpleNamespace(max_position_embeddings=64)
+
+        def eval(self):
+            return self
+
+        def generate(self, input_ids, attention_mask, **kwargs):
+            assert input_ids.device == self.device and attention_mask.device == self.device
+            new = torch.full((input_ids.shape[0], 2), tokenizer.eos_token_id)
+            return torch.cat([torch.zeros(input_ids.shape, dtype=torch.long), new], dim=1)
+
+    backend = agent.HFBackend(ElsewhereModel(), tokenizer, max_new_tokens=4, temperature=0, seed=0)
+    assert backend.generate([[{"role": "user", "content": "hi"}]])[0].tokens == 1
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert agent.inference_device("float16") == ("cuda", "float16")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert agent.inference_device("float16") == ("cpu", "float32")

@@ -276,3 +276,46 @@ def test_lora_run_saves_a_merged_model(cfg, tmp_path):
     k = "model.decoder.layers.0.self_attn.k_proj.weight"
     assert not torch.equal(merged.state_dict()[q], base[q])
     assert torch.equal(merged.state_dict()[k], base[k])
+
+
+def test_half_precision_checkpoint_is_loaded_in_float32_for_mixed_precision(cfg, tmp_path):
+    """The hub's opt-350m is stored in float16; fp16 training needs float32 master weights."""
+    folder = model_lib.save_stand_in(tmp_path / "opt-350m-stand-in", [SYSTEM] * 20, vocab_size=300,
+                                     num_hidden_layers=1, hidden_size=32, ffn_dim=64,
+                                     num_attention_heads=2, word_embed_proj_dim=16)
+    assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
+    paper = config.load("paper", {"model.name_or_path": str(folder)})
+    assert paper["train"]["fp16"]
+    loaded = model_lib.load_model(paper, model_lib.load_tokenizer(paper))
+    assert {p.dtype for p in loaded.parameters()} == {torch.float32}
+    # Keeping the stored half precision with fp16 training is refused, naming the key.
+    half = config.load("paper", {"model.name_or_path": str(folder), "model.dtype": "float16"})
+    with pytest.raises(ValueError, match="model.dtype: float32"):
+        model_lib.load_model(half, model_lib.load_tokenizer(half))
+
+
+def test_stand_in_has_opt_350m_architecture_where_not_overridden(tmp_path):
+    folder = model_lib.save_stand_in(tmp_path / "m", [SYSTEM] * 20, vocab_size=300,
+                                     num_hidden_layers=1, hidden_size=32, ffn_dim=64,
+                                     num_attention_heads=2, word_embed_proj_dim=16)
+    saved = json.loads((folder / "config.json").read_text())
+    assert saved["vocab_size"] == 50272 and saved["max_position_embeddings"] == 2048
+    assert saved["do_layer_norm_before"] is False and saved["activation_function"] == "relu"
+
+
+def test_nothing_left_to_train_says_why(cfg, tmp_path):
+    """Every example longer than max_length with its completion cut away: a clear error, not
+    TRL's 'num_samples=0'."""
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": 40, "completion_only_loss": True})
+    with pytest.raises(ValueError, match=r"no training example left.*train.max_length=40"):
+        train.run(cfg)
+
+
+def test_run_shorter_than_one_logging_window_still_summarises(cfg, tmp_path):
+    """2 steps with logging_steps 10: no loss line is logged, yet the summary and curve are made."""
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "max_steps": 2, "logging_steps": 10,
+                                    "save_strategy": "no"}, format_check={"heldout": 0, "max_new_tokens": 4})
+    summary = train.run(cfg)
+    assert summary["final_loss"] is None and summary["train_loss"] > 0
+    assert (tmp_path / "figures" / "loss_curve.png").stat().st_size > 0
+    assert "final loss" in train.describe(summary)
