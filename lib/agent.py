@@ -688,7 +688,7 @@ def _all_steps(result: dict):
 
 def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
               batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
-              max_observation_length: int | None = None, log=None) -> dict:
+              max_observation_length: int | None = None, log=None, progress_log=None) -> dict:
     """Run the queries not yet in `path`, batch_size conversations per generate call; each query's
     line is appended (flushed, fsynced) as soon as it finishes. Returns this call's counters."""
     import collections
@@ -700,6 +700,10 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                 "generate_calls": 0, "wall_s": 0.0}
     active = []     # [query, coroutine, prompt, tokens, truncated]
     t0 = time.perf_counter()
+    from lib.progress import Progress
+    group = queries[0].group if queries else ""
+    progress = Progress(f"03 {group} queries", len(queries), log=progress_log or (lambda *a, **k: None),
+                        start_at=counters["skipped"])
     with open(path, "a", encoding="utf-8") as fh:
         while pending or active:
             while pending and len(active) < batch_size:
@@ -727,6 +731,8 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                     counters["truncated"] += entry[4]
                     if log:
                         log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
+                    progress.update(counters["skipped"] + counters["ran"],
+                                    f"{counters['tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
             active = still
     counters["wall_s"] = time.perf_counter() - t0
     return counters
@@ -776,7 +782,7 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
         path = out / f"{group}.jsonl"
         counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],
                              inf["batch_size"], inf["dfsdt_width"], inf["dfsdt_max_expansions"],
-                             inf.get("max_observation_length"))
+                             inf.get("max_observation_length"), progress_log=log)
         wanted = {str(q.query_id) for q in queries}
         groups[group] = summarize([l for l in read_trajectories(path) if str(l["query_id"]) in wanted], counters)
         if log:

@@ -1,8 +1,11 @@
 """Run the numbered notebooks in order with papermill: `python -m lib.run --profile smoke`.
 
-Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage whose outputs are
-all newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs)
-is skipped unless --force; a failing stage stops the run naming the notebook and the failing cell.
+Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished
+(outputs/<profile>/stages/NN.done, written only after its last cell ran) and whose outputs are all
+newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs) is
+skipped unless --force; a failing stage stops the run naming the notebook and the failing cell, and
+counts as not done however much it wrote. What the notebooks print goes to the terminal as well
+(the long stages print a progress line every 30 s).
 """
 from __future__ import annotations
 
@@ -63,8 +66,14 @@ def _oldest_mtime(paths) -> float | None:
     return oldest
 
 
+def done_marker(cfg: dict, stage: Stage) -> Path:
+    return config.path(cfg, cfg["output_dir"]) / "stages" / f"{stage.number}.done"
+
+
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg["output_dir"])
+    if not done_marker(cfg, stage).exists():
+        return False
     outputs = [out / o for o in stage.outputs]
     oldest_output = _oldest_mtime(outputs)
     if oldest_output is None:
@@ -86,26 +95,35 @@ def select(only: str | None = None, start: str | None = None) -> list[Stage]:
     return [s for s in STAGES if start is None or s.number >= start]
 
 
-def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict) -> Path:
+def _shown(path: Path) -> Path:
+    return path.relative_to(config.ROOT) if path.is_relative_to(config.ROOT) else path
+
+
+def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=None) -> Path:
+    """Execute the stage's notebook; `stdout` (e.g. sys.stdout) receives what its cells print."""
     import papermill
 
     source = NOTEBOOK_DIR / stage.notebook
     executed = config.output_dir(cfg, "notebooks") / stage.notebook
+    marker = done_marker(cfg, stage)
+    marker.unlink(missing_ok=True)      # a status flag, not an output: the stage is running again
     try:
         papermill.execute_notebook(
             str(source), str(executed),
             parameters={"profile": profile, "overrides": overrides},
-            kernel_name="python3", cwd=str(config.ROOT), progress_bar=False,
+            kernel_name="python3", cwd=str(config.ROOT), progress_bar=False, stdout_file=stdout,
         )
     except papermill.PapermillExecutionError as err:
         raise StageFailed(
-            f"stage {stage.number} failed: {source.relative_to(config.ROOT)}, cell {err.exec_count} "
+            f"stage {stage.number} failed: {_shown(source)}, cell {err.exec_count} "
             f"(executed copy: {executed}):\n{err.ename}: {err.evalue}") from None
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
     return executed
 
 
 def run(profile: str = "smoke", overrides: dict | None = None, only: str | None = None,
-        start: str | None = None, force: bool = False, log=print) -> list[Path]:
+        start: str | None = None, force: bool = False, log=print, stdout=None) -> list[Path]:
     overrides = overrides or {}
     cfg = config.load(profile, overrides)
     stages = select(only, start)
@@ -120,7 +138,7 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
             break
         log(f"[{stage.number}] {stage.notebook}: running on profile '{profile}' ...", flush=True)
         t0 = time.time()
-        executed.append(run_stage(cfg, stage, profile, overrides))
+        executed.append(run_stage(cfg, stage, profile, overrides, stdout))
         log(f"[{stage.number}] {stage.notebook}: done in {time.time() - t0:.1f} s -> {executed[-1]}",
             flush=True)
     return executed
@@ -145,7 +163,7 @@ def main(argv: list[str] | None = None) -> int:
     t0 = time.time()
     try:
         run(args.profile, overrides, args.only, args.start, args.force,
-            log=lambda *a, **k: print(*a, **k))
+            log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
     except (StageFailed, config.ConfigError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1

@@ -70,7 +70,7 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     check_not_empty(cfg, len(dataset), args.max_length, lengths)
     fresh = prepare_output(cfg, args.output_dir, dataset, log=log)
     trainer = make_trainer(cfg, model, tokenizer, dataset, args,
-                           [JsonlLogger(out / "train_log.jsonl"), *(callbacks or [])])
+                           [JsonlLogger(out / "train_log.jsonl"), StepProgress(log), *(callbacks or [])])
     # TRL drops examples whose completion was cut away entirely by its (keep_start) truncation.
     lengths["dropped_too_long"] += len(dataset) - len(trainer.train_dataset)
     lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
@@ -326,6 +326,27 @@ def describe(summary: dict) -> str:
             f"final loss {final}, mean loss of the run {summary['train_loss']:.3f}\n"
             f"longer than {summary['max_length']} tokens: {summary['over_max_length']} "
             f"(truncated {summary['truncated']}, dropped {summary['dropped_too_long']})")
+
+
+class StepProgress(TrainerCallback):
+    """A line every 30 s on the terminal: step, loss, tokens/s and the time left (lib.progress)."""
+
+    def __init__(self, log=print, every_s: float = 30.0):
+        self.log, self.every_s, self.progress, self.loss = log, every_s, None, None
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        from lib.progress import Progress
+        self.progress = Progress("02 train step", state.max_steps, self.every_s, self.log,
+                                 start_at=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if logs and "loss" in logs:
+            self.loss = logs["loss"]
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.progress and state.is_world_process_zero:
+            loss = f"loss {self.loss:.4f}" if self.loss is not None else ""
+            self.progress.update(state.global_step, loss)
 
 
 def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:

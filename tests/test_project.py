@@ -85,6 +85,41 @@ def test_up_to_date_check_follows_mtimes(tmp_path):
                                                     run.NOTEBOOK_DIR / stage.notebook])
     for output in (tmp_path / "out" / "sft" / "data.arrow", tmp_path / "out" / "data_stats.json"):
         os.utime(output, (newest_input + 5, newest_input + 5))
+    assert not run.is_up_to_date(cfg, stage, [])        # outputs, but the notebook never finished
+    run.done_marker(cfg, stage).parent.mkdir(parents=True)
+    run.done_marker(cfg, stage).write_text("")
     assert run.is_up_to_date(cfg, stage, [])
     os.utime(profile, (newest_input + 10, newest_input + 10))
     assert not run.is_up_to_date(cfg, stage, [])
+
+
+def _notebook(path, *cells):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.metadata.update({"kernelspec": {"name": "python3", "display_name": "Python 3", "language": "python"},
+                        "language_info": {"name": "python"}})
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\noverrides = {}", metadata={"tags": ["parameters"]})]
+    nb.cells += [nbformat.v4.new_code_cell(c) for c in cells]
+    nbformat.write(nb, str(path))
+
+
+def test_a_stage_that_fails_after_writing_outputs_is_not_done(tmp_path, monkeypatch, capsys):
+    """The training notebook once wrote model/ and train_summary.json, then failed in a later cell,
+    and the next run skipped it as up to date. Only a notebook that ran to its end counts."""
+    import io
+    out = tmp_path / "out"
+    writes = f"import pathlib; pathlib.Path({str(out / 'result.txt')!r}).write_text('x'); print('progress line 1')"
+    monkeypatch.setattr(run, "NOTEBOOK_DIR", tmp_path)
+    monkeypatch.setattr(run, "STAGES", (run.Stage("01", "01_fails.ipynb", ("result.txt",)),))
+    _notebook(tmp_path / "01_fails.ipynb", writes, "raise RuntimeError('a later cell fails')")
+    overrides = {"output_dir": str(out)}
+    stream = io.StringIO()
+    with pytest.raises(run.StageFailed, match="a later cell fails"):
+        run.run("smoke", overrides, stdout=stream)
+    assert (out / "result.txt").exists() and "progress line 1" in stream.getvalue()
+    cfg = config.load("smoke", overrides)
+    assert not run.is_up_to_date(cfg, run.STAGES[0], [])
+    # Fixed, it runs again (not skipped) and is then done.
+    _notebook(tmp_path / "01_fails.ipynb", writes)
+    assert len(run.run("smoke", overrides)) == 1
+    assert run.is_up_to_date(cfg, run.STAGES[0], [])

@@ -1,0 +1,17 @@
+"""lib/progress.py: the throttled progress lines the long stages print on the terminal."""
+from lib import progress
+
+
+def test_progress_lines_are_throttled_and_give_an_eta(monkeypatch):
+    now = [1000.0]
+    monkeypatch.setattr(progress.time, "time", lambda: now[0])
+    lines = []
+    p = progress.Progress("02 train step", 100, every_s=30, log=lambda line, **_: lines.append(line),
+                          start_at=20)          # resumed at step 20: only the steps run now count
+    for step in range(21, 101):
+        now[0] += 1.0                              # one step a second
+        p.update(step, "loss 1.0")
+    assert len(lines) == 4                         # at once, then 30 s and 60 s later, and the last step
+    assert lines[1] == "[02 train step] 51/100 (51.0%) loss 1.0 | elapsed 0:00:31, ETA 0:00:49"
+    assert lines[-1].startswith("[02 train step] 100/100 (100.0%)") and lines[-1].endswith("ETA 0:00:00")
+    assert progress.clock(5 * 3600 + 62) == "5:01:02"
