@@ -53,8 +53,10 @@ What this module does, top to bottom in `run(cfg)`:
    The offline judge breaks pass/pass and fail/fail pairs with a documented score (relevant-API
    recall, then fewer hallucinated / invalid calls, then fewer steps) and calls the rest ties.
 6. Statistics: per group and overall (query-weighted, as the paper's Table 1) pass rate with Wilson
-   95% intervals; agreement of the repeated assessments (mean pairwise agreement and Fleiss' kappa
-   over the answer labels of the queries the judge was asked about).
+   95% intervals (an overall over fewer than the six groups names the groups it pools, in
+   pass_rate.csv's `covers` and a note in pass_rate.md); agreement of the repeated assessments
+   (mean pairwise agreement and Fleiss' kappa over the answer labels of the queries the judge was
+   asked about).
 
 Outputs under outputs/<profile>/: `judgments/<group>.jsonl` (append-only, one line per query: every
 assessment with the judge's replies, the votes, both scores and the checks; a rerun skips query ids
@@ -637,8 +639,18 @@ def _pct(x: float) -> float:
     return round(100 * x, 2) if x == x else x
 
 
+def overall_note(groups: list[str]) -> str:
+    """'' when an overall pools all six groups; else which it pools, so that nobody reads it against
+    the paper's six-group overall (77.55) as like for like."""
+    if set(config.GROUPS) <= set(groups):
+        return ""
+    return (f"overall over {len(groups)} of {len(config.GROUPS)} groups: {', '.join(groups)}; "
+            "the paper's overall covers all six")
+
+
 def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -> list[dict]:
-    """pass_rate.csv rows: per group and overall (query-weighted), for both aggregations."""
+    """pass_rate.csv rows: per group and overall (query-weighted), for both aggregations; `covers`
+    names the groups a row pools."""
     rows = []
     groups = list(judged) + ["overall"]
     for aggregation in AGGREGATIONS:
@@ -657,7 +669,8 @@ def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -
             rows.append({"method": "+".join(methods), "group": group, "n": n, "passed": passed,
                          "pass_rate": _pct(passed / n) if n else float("nan"),
                          "ci_low": _pct(low), "ci_high": _pct(high), "aggregation": aggregation,
-                         "judge": judge_name, "std_over_runs": std})
+                         "judge": judge_name, "std_over_runs": std,
+                         "covers": "+".join(judged) if group == "overall" else group})
     return rows
 
 
@@ -667,30 +680,35 @@ def _std(values: list[float]) -> float:
 
 
 CSV_COLUMNS = ["method", "group", "n", "passed", "pass_rate", "ci_low", "ci_high", "aggregation",
-               "judge"]
-CHECK_COLUMNS = ["group", "n", "finished", "valid_names", "valid_inputs", "hallucination_rate",
-                 "relevant_recall", "parse_error_rate"]
+               "judge", "covers"]
+CHECK_COLUMNS = ["group", "n", "finished", "n_calls", "with_calls", "valid_names", "valid_inputs",
+                 "hallucination_rate", "relevant_recall", "parse_error_rate"]
+
+
+def _rate(part: float, whole: float) -> float | None:
+    """part / whole in percent; None (n/a) for 0 / 0, which is no evidence, not 100% or 0%."""
+    return _pct(part / whole) if whole else None
 
 
 def checks_rows(judged: dict[str, list[dict]]) -> list[dict]:
-    """Deterministic checks per group and overall, in percent."""
+    """Deterministic checks per group and overall, in percent. Valid names / inputs are shares of
+    the trajectories that made a call: one without calls is valid only vacuously."""
     rows = []
     for group in list(judged) + ["overall"]:
         recs = [r for g in judged for r in judged[g]] if group == "overall" else judged[group]
         checks = [r["checks"] for r in recs]
+        calling = [c for c in checks if c["n_calls"]]
         recalls = [c["relevant_recall"] for c in checks if c["relevant_recall"] is not None]
         calls = sum(c["n_calls"] for c in checks)
-        steps = sum(c["n_steps"] for c in checks)
-
-        def share(key):
-            return _pct(sum(bool(c[key]) for c in checks) / len(checks)) if checks else float("nan")
-        rows.append({"group": group, "n": len(checks), "finished": share("finished"),
-                     "valid_names": share("valid_names"), "valid_inputs": share("valid_inputs"),
-                     "hallucination_rate": _pct(sum(len(c["hallucinated"]) for c in checks)
-                                                / calls) if calls else 0.0,
-                     "relevant_recall": _pct(sum(recalls) / len(recalls)) if recalls else None,
-                     "parse_error_rate": _pct(sum(c["parse_errors"] for c in checks)
-                                              / steps) if steps else 0.0})
+        rows.append({"group": group, "n": len(checks),
+                     "finished": _rate(sum(c["finished"] for c in checks), len(checks)),
+                     "n_calls": calls, "with_calls": len(calling),
+                     "valid_names": _rate(sum(c["valid_names"] for c in calling), len(calling)),
+                     "valid_inputs": _rate(sum(c["valid_inputs"] for c in calling), len(calling)),
+                     "hallucination_rate": _rate(sum(len(c["hallucinated"]) for c in checks), calls),
+                     "relevant_recall": _rate(sum(recalls), len(recalls)),
+                     "parse_error_rate": _rate(sum(c["parse_errors"] for c in checks),
+                                               sum(c["n_steps"] for c in checks))})
     return rows
 
 
@@ -711,7 +729,7 @@ def agreement(judged: dict[str, list[dict]]) -> dict:
 
 def _fmt(value) -> str:
     if value is None:
-        return "-"
+        return "n/a"
     if isinstance(value, float):
         return "nan" if value != value else f"{value:.2f}"
     return str(value)
@@ -742,6 +760,9 @@ def caption(judge_name: str, times: int, stamp: str | None) -> str:
 
 def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str | None) -> str:
     parts = [f"{caption(judge_name, times, stamp)}.", ""]
+    groups = [r["group"] for r in rows if r["aggregation"] == AGGREGATIONS[0] and r["group"] != "overall"]
+    if overall_note(groups):
+        parts += [f"**Note: {overall_note(groups)}.**", ""]
     notes = {"majority": "majority vote (paper; ToolBench: pass if pass votes >= fail votes, "
                               "Unsure decided by a seeded coin)",
              "mean": "mean score (StableToolBench: Solved 1 / Unsure 0.5 / Unsolved 0 per "

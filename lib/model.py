@@ -157,19 +157,20 @@ def save(model, tokenizer, folder) -> Path:
     return folder
 
 
-def save_stand_in(folder, texts: Iterable[str], vocab_size: int = 8192, dtype: str = "float16",
+def save_stand_in(folder, texts: Iterable[str], tokenizer_vocab: int = 8192, dtype: str = "float16",
                   **sizes) -> Path:
     """A local folder shaped like the hub's facebook/opt-350m, for dry runs without hub access.
 
     OPT_350M with `sizes` overriding it (e.g. num_hidden_layers=2, hidden_size=64), random weights
-    stored in `dtype` as the hub checkpoint is, and a byte-level BPE trained on `texts` in place of
-    OPT's GPT-2 tokenizer (the embedding keeps 50272 rows, as opt-350m's does for its 50265 tokens).
+    stored in `dtype` as the hub checkpoint is, and a byte-level BPE of `tokenizer_vocab` tokens
+    trained on `texts` in place of OPT's GPT-2 tokenizer (the embedding keeps opt-350m's 50272 rows
+    unless `vocab_size` is given; never fewer than the tokenizer has).
     Loaded through model.name_or_path exactly like the real checkpoint.
     """
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    tokenizer = train_tokenizer(texts, vocab_size)
+    tokenizer = train_tokenizer(texts, tokenizer_vocab)
     shape = {**OPT_350M, **sizes}
     shape["vocab_size"] = max(shape["vocab_size"], len(tokenizer))
     model = OPTForCausalLM(OPTConfig(**shape, bos_token_id=tokenizer.bos_token_id,

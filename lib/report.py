@@ -199,11 +199,25 @@ def weighted_mean(s: dict) -> float | None:
     return sum(s["value"][g] * s["n"][g] for g in GROUPS) / sum(s["n"][g] for g in GROUPS)
 
 
+def covered_groups(s: dict) -> list[str]:
+    """The test groups a series has figures for (those its overall pools), in GROUPS order."""
+    found = [g for g in s["value"] if g not in ("overall", "average")]
+    return [g for g in GROUPS if g in found] + [g for g in found if g not in GROUPS]
+
+
+def overall_note(s: dict) -> str:
+    """'' when the series' overall pools all six groups, else which groups it pools (stage 04's words)."""
+    from lib import judge
+
+    return judge.overall_note(covered_groups(s))
+
+
 def overall(s: dict) -> tuple[float | None, str]:
     """The Table 1 figure of a series and what it is."""
     if "overall" in s["value"]:
         what = {"paper": "Table 1 (query-weighted)", "run": "overall row of pass_rate.csv"}
-        return s["value"]["overall"], what.get(s["kind"], "overall")
+        note = f" ({overall_note(s)})" if overall_note(s) else ""
+        return s["value"]["overall"], what.get(s["kind"], "overall") + note
     if "average" in s["value"]:
         return s["value"]["average"], "README Average (unweighted mean of six groups)"
     return weighted_mean(s), "query-weighted mean of the groups"
@@ -220,6 +234,8 @@ def captions(cfg: dict, runs: list[dict]) -> list[str]:
         lines.append(f"Reproduced rows judged by: {', '.join(sorted(judges))}.")
     for s in runs:
         lines.append(f"{s['label']}: {s['aggregation']} aggregation, judge {s['judge']}.")
+        if overall_note(s):
+            lines.append(f"{s['label']}: {overall_note(s)}.")
     if not runs:
         lines.append("No reproduced run yet (no pass_rate.csv): published numbers only.")
     lines.append("Published rows: the paper's Table 1/2 (ChatGPT judge, ToolEval) and ToolBench README.")
@@ -248,7 +264,8 @@ def _cell(s: dict, group: str) -> str:
 
 # ----------------------------------------------------------------------------- tables
 TABLE1_COLUMNS = ["row", "kind", "method", "params_b", "pass_rate", "ci_low", "ci_high", "figure",
-                  "gap_to_paper_ours_pts", "gap_to_reproduced_pts", "aggregation", "judge", "source"]
+                  "gap_to_paper_ours_pts", "gap_to_reproduced_pts", "aggregation", "judge", "source",
+                  "covers"]
 
 
 def table1(rows: list[dict], runs: list[dict]) -> list[dict]:
@@ -263,7 +280,8 @@ def table1(rows: list[dict], runs: list[dict]) -> list[dict]:
             "pass_rate": fmt(value), "ci_low": fmt(ci[0]), "ci_high": fmt(ci[1]), "figure": what,
             "gap_to_paper_ours_pts": fmt(paper_ours - value) if value is not None else "",
             "gap_to_reproduced_pts": fmt(ours - value) if ours is not None and value is not None else "",
-            "aggregation": s["aggregation"], "judge": s["judge"], "source": s["source"]})
+            "aggregation": s["aggregation"], "judge": s["judge"], "source": s["source"],
+            "covers": "+".join(covered_groups(s))})
     return table
 
 
@@ -362,7 +380,8 @@ def paper_vs_reproduced_rows(paper: list[dict], runs: list[dict]) -> list[dict]:
                 rows.append({"group": g, "series": s["label"], "kind": s["kind"],
                              "pass_rate": fmt(s["value"][g]), "ci_low": fmt(lo), "ci_high": fmt(hi),
                              "n": s["n"].get(g) or "", "aggregation": s["aggregation"],
-                             "judge": s["judge"]})
+                             "judge": s["judge"],
+                             "covers": "+".join(covered_groups(s)) if g == "overall" else g})
     return rows
 
 
@@ -570,10 +589,7 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
             _line("ours", "our optimizer steps = ceil(examples / effective batch) x epochs", expected, ours[2],
                   expected == ours[2] if expected else na, "exact",
                   f"{ours[0]} examples, effective batch {ours[1]}, {epochs} epochs"),
-            _line("ours", f"paper's steps at batch {batch} (train_summary.paper_steps_at_batch_32)", stated,
-                  summary.get("paper_steps_at_batch_32"),
-                  summary.get("paper_steps_at_batch_32") in (math.floor(examples / batch), math.ceil(examples / batch)),
-                  "floor or ceil of 187,542 / 32"),
+            _paper_steps_line(summary.get("paper_steps_at_batch_32"), stated, examples, batch),
             _line("ours", f"paper's {stated:,} steps vs our run", stated, ours[2], scope or ours[2] == stated, "exact"),
         ]
     lines.append(_test_count_line(cfg, claims, scope))
@@ -582,11 +598,32 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
             lo, hi = s["ci"]["overall"]
             paper_ours = float(_claim(claims, "headline_pass_rate")["value"])
             inside = (lo <= paper_ours <= hi) if lo is not None else "not available"
+            # An overall over fewer groups is another quantity than the paper's six-group one.
+            partial = overall_note(s) and f"not comparable ({len(covered_groups(s))} of {len(GROUPS)} groups)"
+            notes = [OFFLINE_NOTE if is_offline(s["judge"]) else "", overall_note(s)]
             lines.append(_line("ours", f"{s['label']} overall pass rate vs the paper's {paper_ours}", paper_ours,
                                f"{s['value']['overall']:.2f} [{fmt(lo)}, {fmt(hi)}] ({s['aggregation']}, "
-                               f"judge {s['judge']})", scope or inside, "paper's figure inside our Wilson 95% interval",
-                               OFFLINE_NOTE if is_offline(s["judge"]) else ""))
+                               f"judge {s['judge']})", scope or partial or inside,
+                               "paper's figure inside our Wilson 95% interval", "; ".join(filter(None, notes))))
     return lines
+
+
+def _paper_steps_line(steps: dict | None, stated: int, examples: int, batch: int) -> dict:
+    """The paper's stated steps against train_summary's lib.train.paper_steps(): older Trainers ran
+    floor(batches / accumulation) steps, today's (transformers >= 4.46) keep the partial last one."""
+    claim = f"paper's steps at batch {batch} (train_summary.paper_steps_at_batch_32)"
+    rule = f"stated steps equal floor or ceil of {examples:,} / {batch}"
+    if not isinstance(steps, dict):
+        return _line("ours", claim, stated, steps, "not available", rule)
+    floor, ceil = steps["floor"], steps["ceil"]
+    note = {floor: f"the paper's {stated:,} is the floor, older Trainers' count; today's Trainer "
+                   f"(transformers >= 4.46, keeping the partial last accumulation) runs the ceil, {ceil:,}",
+            ceil: f"the paper's {stated:,} is the ceil, today's Trainer's count; older Trainers ran "
+                  f"the floor, {floor:,}"}.get(stated)
+    return _line("ours", claim, stated,
+                 f"floor {floor}, ceil {ceil} ({examples} / {batch} = {steps.get('examples_over_32')})",
+                 note is not None, rule,
+                 note or f"neither floor {floor:,} (older Trainers) nor ceil {ceil:,} (today's Trainer)")
 
 
 def _test_count_line(cfg: dict, claims: list[dict], scope) -> dict:
@@ -776,7 +813,7 @@ def run(cfg: dict) -> dict[str, Path]:
     paths["radar_png"], paths["radar_svg"] = radar(paper[:1] + primary + paper[1:], caption, stamp, folder)
     paths["paper_vs_reproduced_csv"] = _write_csv(
         folder / "paper_vs_reproduced.csv", paper_vs_reproduced_rows(paper, primary),
-        ["group", "series", "kind", "pass_rate", "ci_low", "ci_high", "n", "aggregation", "judge"])
+        ["group", "series", "kind", "pass_rate", "ci_low", "ci_high", "n", "aggregation", "judge", "covers"])
     paths["paper_vs_reproduced_png"], paths["paper_vs_reproduced_svg"] = bars(paper, primary, caption,
                                                                               stamp, folder)
 

@@ -304,6 +304,43 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     assert (out / "pass_rate.csv").read_text() == before
 
 
+def test_checks_without_any_call_report_no_rate_not_100(tmp_path):
+    """0 calls: valid names / valid inputs are 0/0, so n/a with the count of calls, never 100%;
+    a trajectory without calls does not count as valid beside one that made calls."""
+    silent = [step("", "", "", parse_error="no Action")]
+    g1 = [traj(1, silent, finish_type="max_iterations", parse_errors=1)]
+    g2 = [traj(2, silent, finish_type="max_iterations", parse_errors=1),
+          traj(3, [step("get_stock_for_x", "not json"), finish()])]
+    qs = {"G1_instruction": [query(1)], "G2_instruction": [query(2), query(3)]}
+    cfg = make_cfg(tmp_path, {"G1_instruction": g1, "G2_instruction": g2}, qs, kind="offline")
+    judge.run(cfg, log=lambda *a: None)
+    checks = {r["group"]: r for r in read_csv(Path(cfg["output_dir"]) / "checks.csv")}
+    none = checks["G1_instruction"]
+    assert none["valid_names"] == none["valid_inputs"] == none["hallucination_rate"] == ""    # not 100
+    assert (none["n_calls"], none["with_calls"]) == ("0", "0")
+    some = checks["G2_instruction"]
+    assert (some["n_calls"], some["with_calls"]) == ("2", "1")
+    assert some["valid_names"] == some["valid_inputs"] == "0.0"      # over the run that called
+    assert "n/a" in judge.markdown_table(judge.checks_rows({"G1": [{"checks": judge.deterministic_checks(
+        g1[0], query(1))}]}), judge.CHECK_COLUMNS)
+
+
+def test_overall_over_some_groups_names_them(tmp_path):
+    """StableToolBench's samples hold 3 of the 6 groups: their overall is not the paper's overall."""
+    three = ["G1_instruction", "G2_instruction", "G3_instruction"]
+    cfg = make_cfg(tmp_path, {g: [traj(i, GOOD)] for i, g in enumerate(three)},
+                   {g: [query(i)] for i, g in enumerate(three)}, kind="offline")
+    judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
+    assert rows["majority", "overall"]["covers"] == "G1_instruction+G2_instruction+G3_instruction"
+    assert rows["majority", "G2_instruction"]["covers"] == "G2_instruction"
+    note = ("overall over 3 of 6 groups: G1_instruction, G2_instruction, G3_instruction; "
+            "the paper's overall covers all six")
+    assert note in (out / "pass_rate.md").read_text()
+    assert judge.overall_note(list(config.GROUPS)) == ""
+
+
 def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
     ours = [traj(1, GOOD), traj(2, GOOD), traj(3, GOOD[:1], finish_type="max_iterations")]
     ref = [traj(1, GOOD[:1], finish_type="max_iterations"), traj(2, GOOD),

@@ -330,13 +330,74 @@ def test_audit_reads_our_outputs(tmp_path):
         "examples_per_choice": {"record": 187542, "assistant_turn": 400000}, "max_positions": 2048,
         "over_max_positions": 12, "token_length_percentiles": {"p50": 900, "max": 9000}}))
     (out / "train_summary.json").write_text(json.dumps({
-        "examples": 187542, "effective_batch": 32, "optimizer_steps": 5861, "paper_steps_at_batch_32": 5860}))
+        "examples": 187542, "effective_batch": 32, "optimizer_steps": 5861,
+        "paper_steps_at_batch_32": {"floor": 5860, "ceil": 5861, "paper": 5860, "examples_over_32": 5860.69}}))
     claims = report.read_claims(ROOT / "data/paper_claims.csv")
     audit = {l["claim"]: l for l in report.audit_ours(cfg, claims, [])}
     assert audit["data prep yields 187,542 examples (example_per=record)"]["verdict"] == "consistent"
     assert audit["examples with one example per assistant_turn"]["verdict"] == "inconsistent"
     assert audit["our optimizer steps = ceil(examples / effective batch) x epochs"]["verdict"] == "consistent"
     assert audit["paper's 5,860 steps vs our run"]["verdict"] == "inconsistent"
+    assert audit["paper's steps at batch 32 (train_summary.paper_steps_at_batch_32)"]["verdict"] == "consistent"
+
+
+def paper_steps_line(tmp_path, stated=None) -> dict:
+    """audit_ours' row for train_summary.json as stage 02 writes it (lib.train.paper_steps())."""
+    from lib import train
+
+    cfg = load_cfg(tmp_path, profile="paper")
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True)
+    (out / "train_summary.json").write_text(json.dumps({
+        "examples": 187542, "effective_batch": 32, "optimizer_steps": 5861,
+        "paper_steps_at_batch_32": train.paper_steps()}))
+    claims = report.read_claims(ROOT / "data/paper_claims.csv")
+    for c in claims:
+        if stated and c["claim"] == "stated_steps":
+            c["value"] = stated
+    audit = {l["claim"]: l for l in report.audit_ours(cfg, claims, [])}
+    return audit["paper's steps at batch 32 (train_summary.paper_steps_at_batch_32)"]
+
+
+def test_audit_paper_steps_from_train_summary(tmp_path):
+    """The paper's 5,860 is floor(187,542 / 32), older Trainers' count; today's Trainer runs 5,861."""
+    line = paper_steps_line(tmp_path)
+    assert (line["claimed"], line["verdict"]) == ("5860", "consistent")
+    assert "floor 5860" in line["recomputed"] and "ceil 5861" in line["recomputed"]
+    assert "5,861" in line["note"] and "floor" in line["note"]
+
+
+def test_audit_paper_steps_catches_a_wrong_claim(tmp_path):
+    assert paper_steps_line(tmp_path, stated="5000")["verdict"] == "inconsistent"
+
+
+THREE = ["G1_instruction", "G2_instruction", "G3_instruction"]
+THREE_NOTE = ("overall over 3 of 6 groups: G1_instruction, G2_instruction, G3_instruction; "
+              "the paper's overall covers all six")
+
+
+def test_overall_over_three_groups_is_labelled(tmp_path):
+    """A run over StableToolBench's three sample groups: its overall is not the paper's 77.55."""
+    cfg = load_cfg(tmp_path, profile="paper")            # not "not comparable" for being a smoke run
+    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", rows=[r for r in FIXED if r[0] in THREE])
+    paths = report.run(cfg)
+    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Reproduced (paper)"]
+    assert ours["covers"] == "+".join(THREE) and THREE_NOTE in ours["figure"]
+    assert {r["row"]: r for r in read_csv(paths["table1_csv"])}["Ours"]["covers"] == "+".join(GROUPS)
+    for key in ("table1_md", "table2_md", "audit_md", "radar_svg", "paper_vs_reproduced_svg"):
+        assert THREE_NOTE in paths[key].read_text(), key
+    bars = {(r["group"], r["series"]): r for r in read_csv(paths["paper_vs_reproduced_csv"])}
+    assert bars["overall", "Reproduced (paper)"]["covers"] == "+".join(THREE)
+    audit = {r["claim"]: r for r in read_csv(paths["audit_csv"])}
+    vs_paper = audit["Reproduced (paper) overall pass rate vs the paper's 77.55"]
+    assert vs_paper["verdict"] == "not comparable (3 of 6 groups)" and THREE_NOTE in vs_paper["note"]
+
+
+def test_overall_over_all_six_groups_has_no_note(smoke_run):
+    _, paths = smoke_run
+    assert "overall over" not in paths["table1_md"].read_text()
+    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Reproduced (smoke)"]
+    assert ours["covers"] == "+".join(GROUPS) and ours["figure"] == "overall row of pass_rate.csv"
 
 
 # ----------------------------------------------------------------------------- contamination

@@ -280,7 +280,7 @@ def test_lora_run_saves_a_merged_model(cfg, tmp_path):
 
 def test_half_precision_checkpoint_is_loaded_in_float32_for_mixed_precision(cfg, tmp_path):
     """The hub's opt-350m is stored in float16; fp16 training needs float32 master weights."""
-    folder = model_lib.save_stand_in(tmp_path / "opt-350m-stand-in", [SYSTEM] * 20, vocab_size=300,
+    folder = model_lib.save_stand_in(tmp_path / "opt-350m-stand-in", [SYSTEM] * 20, tokenizer_vocab=300,
                                      num_hidden_layers=1, hidden_size=32, ffn_dim=64,
                                      num_attention_heads=2, word_embed_proj_dim=16)
     assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
@@ -295,7 +295,7 @@ def test_half_precision_checkpoint_is_loaded_in_float32_for_mixed_precision(cfg,
 
 
 def test_stand_in_has_opt_350m_architecture_where_not_overridden(tmp_path):
-    folder = model_lib.save_stand_in(tmp_path / "m", [SYSTEM] * 20, vocab_size=300,
+    folder = model_lib.save_stand_in(tmp_path / "m", [SYSTEM] * 20, tokenizer_vocab=300,
                                      num_hidden_layers=1, hidden_size=32, ffn_dim=64,
                                      num_attention_heads=2, word_embed_proj_dim=16)
     saved = json.loads((folder / "config.json").read_text())
