@@ -1,5 +1,8 @@
 """Run the numbered notebooks in order with papermill: `python -m lib.run --profile smoke`.
 
+First the pre-flight check (lib/preflight.py) prints one table of every input the profile needs and
+stops the run if one is missing; `--check` prints the table alone.
+
 Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished
 (outputs/<profile>/stages/NN.done, written only after its last cell ran) and whose outputs are all
 newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs) is
@@ -150,6 +153,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--from", dest="start", help="first stage to run, e.g. 02")
     parser.add_argument("--only", help="run this stage alone, e.g. 01")
     parser.add_argument("--force", action="store_true", help="rerun stages that are up to date")
+    parser.add_argument("--check", action="store_true",
+                        help="only the pre-flight check: is every input of the profile there?")
+    parser.add_argument("--skip-check", action="store_true",
+                        help="run the stages even when the pre-flight check finds something missing")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
     args = parser.parse_args(argv)
@@ -162,6 +169,16 @@ def main(argv: list[str] | None = None) -> int:
         overrides[key] = yaml.safe_load(value)
     t0 = time.time()
     try:
+        # Before hours are spent: is every input there? (lib/preflight.py; read-only, seconds)
+        from lib import preflight
+        rows = preflight.check(config.load(args.profile, overrides))
+        print(f"pre-flight check, profile '{args.profile}':\n{preflight.table(rows)}", flush=True)
+        if args.check:
+            return 1 if preflight.failed(rows) else 0
+        if preflight.failed(rows) and not args.skip_check:
+            print("error: the pre-flight check found missing inputs (above); set the keys it names, "
+                  "or pass --skip-check to run anyway", file=sys.stderr)
+            return 1
         run(args.profile, overrides, args.only, args.start, args.force,
             log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
     except (StageFailed, config.ConfigError) as err:

@@ -29,8 +29,9 @@ def smoke_run(tmp_path_factory):
 
 class LoopbackServer:
     """A JSON-over-HTTP server on 127.0.0.1 for tests that need a real peer (OpenAI-compatible
-    endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)`; every
-    request is kept in `requests` as (path, headers, body). Use as a context manager or close()."""
+    endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)`, body
+    None for a GET (the openai client's models.list()); every request is kept in `requests` as
+    (path, headers, body). Use as a context manager or close()."""
 
     def __init__(self, respond):
         import json
@@ -44,8 +45,12 @@ class LoopbackServer:
             def log_message(self, *args):
                 pass
 
+            def do_GET(self):
+                self.do_POST()
+
             def do_POST(self):
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                length = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(length)) if length else None
                 server.requests.append((self.path, self.headers, body))
                 status, payload = server.respond(self.path, self.headers, body)
                 data = json.dumps(payload).encode()

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer, chat_completion
-from lib import config, model as model_lib, run
+from lib import config, model as model_lib, preflight, run
 
 pytestmark = pytest.mark.slow
 
@@ -39,6 +39,7 @@ def lay_out_toolbench(root):
                     data / "toolllama_G123_dfs_train.json")
         for f in sorted((TOOLBENCH_SAMPLE / "stabletoolbench/solvable_queries/test_instruction").glob("*.json")):
             shutil.copy(f, data / "test_instruction" / f.name)
+        write_tool_documents(data / "test_instruction", data / "toolenv" / "tools")
         return sorted(f.stem for f in (data / "test_instruction").glob("*.json"))
     smoke = config.load("smoke")
     from lib import data as data_lib
@@ -50,6 +51,29 @@ def lay_out_toolbench(root):
     return list(config.GROUPS)
 
 
+def write_tool_documents(test_dir, tools_dir):
+    """toolenv/tools/<category>/<tool>.json for the sample's queries. The sample has no toolenv
+    folder, so these are made from the queries' own api_list (ToolBench's tool-document fields;
+    the tool description says it is a stand-in)."""
+    tools = {}
+    for f in test_dir.glob("*.json"):
+        for query in json.loads(f.read_text()):
+            for api in query["api_list"]:
+                doc = tools.setdefault((api["category_name"], api["tool_name"]), {
+                    "tool_name": api["tool_name"], "title": api["tool_name"],
+                    "tool_description": f"{api['tool_name']} (stand-in made from the test queries)",
+                    "api_list": []})
+                if all(a["name"] != api["api_name"] for a in doc["api_list"]):
+                    doc["api_list"].append({"name": api["api_name"], "description": api.get("api_description", ""),
+                                            "method": api.get("method", "GET"),
+                                            "required_parameters": api.get("required_parameters", []),
+                                            "optional_parameters": api.get("optional_parameters", [])})
+    from lib.agent import standardize_name
+    for (category, tool), doc in tools.items():       # ToolBench names the files by standardized tool name
+        (tools_dir / category).mkdir(parents=True, exist_ok=True)
+        (tools_dir / category / f"{standardize_name(tool)}.json").write_text(json.dumps(doc))
+
+
 def virtual_server(path, headers, body):
     """StableToolBench's POST /virtual: a JSON object with error and response."""
     if path != "/virtual" or not {"category", "tool_name", "api_name", "tool_input", "strip",
@@ -59,7 +83,11 @@ def virtual_server(path, headers, body):
 
 
 def judge_server(path, headers, body):
-    """An OpenAI-compatible chat endpoint that judges every answer Unsolved and every task Solvable."""
+    """An OpenAI-compatible endpoint: GET /models lists the judge's model; chat completions judge
+    every answer Unsolved and every task Solvable."""
+    if body is None and path.endswith("/models"):
+        return 200, {"object": "list", "data": [{"id": "gpt-3.5-turbo-16k", "object": "model",
+                                                  "created": 0, "owned_by": "test"}]}
     text = body["messages"][-1]["content"]
     reply = {"reason": "r", "task_status": "Solvable"} if "task_status" in text else \
         {"reason": "r", "answer_status": "Unsolved"}
@@ -85,12 +113,22 @@ def paper_run(tmp_path_factory):
                      "inference.virtual_server_url": tools.url + "/virtual",
                      "judge.base_url": judge.url + "/v1"}
         try:
+            # As `make reproduce PROFILE=paper` does: the pre-flight check first.
+            preflight_rows = preflight.check(config.load("paper", overrides))
             executed = run.run("paper", overrides, force=True)
         finally:
             patch.undo()
-        yield {"out": root / "out", "executed": executed, "groups": groups, "records": records,
+        yield {"out": root / "out", "executed": executed, "preflight": preflight_rows, "groups": groups, "records": records,
                "cfg": config.load("paper", overrides), "stand_in": stand_in,
                "tool_calls": list(tools.requests), "judge_calls": list(judge.requests)}
+
+
+def test_the_preflight_check_found_every_input(paper_run):
+    rows = {r.item: r for r in paper_run["preflight"]}
+    assert not preflight.failed(paper_run["preflight"]), preflight.table(paper_run["preflight"])
+    assert f"{len(paper_run['records'])} records" in rows["training file"].detail
+    assert "float16" in rows["model"].detail
+    assert rows["tool environment"].status == rows["judge"].status == "ok"
 
 
 def test_all_five_notebooks_ran_on_the_paper_profile(paper_run):
@@ -147,8 +185,9 @@ def test_judge_and_figures_cover_the_measured_groups(paper_run):
     assert rows["overall"]["covers"] == "+".join(paper_run["groups"])
     if len(paper_run["groups"]) < 6:
         assert "of 6 groups" in (paper_run["out"] / "figures" / "table1.md").read_text()
-    # A random model never calls Finish, which ToolEval fails without asking the judge.
-    assert paper_run["judge_calls"] == []
+    # The pre-flight probe listed the models; a random model never calls Finish, which ToolEval
+    # fails without asking the judge, so no chat completion was requested.
+    assert [path for path, _, _ in paper_run["judge_calls"]] == ["/v1/models"]
     index = json.loads((paper_run["out"] / "figures" / "index.json").read_text())
     assert index and all(p.exists() or (paper_run["out"] / "figures" / p).exists()
                          for p in map(__import__("pathlib").Path, index.values()))

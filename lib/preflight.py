@@ -1,0 +1,710 @@
+"""Pre-flight check: is every input the profile needs there, before hours are spent?
+
+`check(cfg)` returns one `Row` per input, `table(rows)` prints them as one aligned table and
+`failed(rows)` says whether any is "missing". Statuses: ok | missing (the run would fail: the row
+names the config key to set) | warn (the run may go wrong or slow) | skip (a network probe left out,
+probe=False). The rows, top to bottom:
+
+  training file       data.train_path: a JSON list (read as a stream, as stage 01 reads it), a JSONL
+                      or a folder of raw answer files; its record count against the paper's 187,542.
+                      On the smoke profile stage 01 generates it (data.generate_sample).
+  test <group>        data.test_dir/<group>.json for each inference.groups entry: its query count
+                      against ToolBench's 200/200/200/200/200/100 and StableToolBench's solvable
+                      subset 163/153/158/106/124/61.
+  tool documents      data.toolenv_dir/tools/<category>/<tool>.json: categories and tools.
+  model               model.name_or_path (a local folder with config.json, or a hub id looked up in
+                      the HF cache, then on the hub), its stored dtype, load dtype and positions; the
+                      tiny OPT's sizes when it is null.
+  tokenizer           the hub/local tokenizer loads; model.chat_template is set (and has
+                      {% generation %} when train.assistant_only_loss is on).
+  CUDA GPU            the device and its free memory against `training_memory`'s estimate.
+  disk                free space under output_dir against checkpoints x train.save_total_limit.
+  tool environment    inference.tool_env: recorded responses (offline), a probe call to the virtual
+                      server (virtual), the key's environment variable (rapidapi).
+  inference backend   the stage-02 model (hf) or an OpenAI-compatible endpoint (openai).
+  judge               judge.kind llm: the endpoint answers GET /models and lists judge.model.
+
+The check is read-only: it creates and modifies nothing (a hub model not in the cache is looked up
+over HTTP, not downloaded), and each network probe times out after PROBE_TIMEOUT seconds.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shutil
+import urllib.request
+from pathlib import Path
+
+from lib import config, data
+
+PROBE_TIMEOUT = 3.0
+GIB = 2 ** 30
+STATUSES = ("ok", "missing", "warn", "skip")
+# ToolBench's test groups, and StableToolBench's solvable subset of them (DESIGN.md section 3).
+TOOLBENCH_QUERIES = {"G1_instruction": 200, "G1_category": 200, "G1_tool": 200,
+                     "G2_instruction": 200, "G2_category": 200, "G3_instruction": 100}
+STABLE_QUERIES = {"G1_instruction": 163, "G1_category": 153, "G1_tool": 158,
+                  "G2_instruction": 106, "G2_category": 124, "G3_instruction": 61}
+TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"}
+
+
+@dataclasses.dataclass
+class Row:
+    item: str
+    status: str            # ok | missing | warn | skip
+    detail: str
+    key: str = ""          # the config key(s) (or environment variable) to set when not ok
+
+
+@dataclasses.dataclass
+class ModelShape:
+    """What the memory and disk estimates need to know about a model."""
+    params: int
+    layers: int
+    hidden: int
+    ffn: int
+    vocab: int
+    positions: int
+
+
+# ---------------------------------------------------------------------------------------------
+# The estimates
+
+
+def training_memory(shape: ModelShape, batch: int, seq: int, mixed_precision: bool = True,
+                    gradient_checkpointing: bool = True, lora: bool = False) -> dict:
+    """Estimated peak memory (bytes) of one training process: two moments compete for the peak.
+
+    a = bytes of an activation: 2 under fp16/bf16 autocast, 4 in fp32; P = parameters; T = batch*seq.
+      optimizer step  P * 20: fp32 weights 4 + fp32 grads 4 + AdamW's two moments 8 + the foreach
+                      implementation's temporaries, one fp32 tensor list 4.
+      loss/backward   P * 16 (the same state), + P * 2 for autocast's half copies of the weights
+                      (mixed precision only), + activations, + the logits T * vocab * a.
+                      Activations with gradient checkpointing: each layer's input, T * hidden *
+                      layers * a (the layer being recomputed is freed before the peak: the logits
+                      are the larger tensor). Without: every layer's saved tensors,
+                      T * layers * (18 * hidden + 4 * ffn) * a / 2 (Korthikanti et al. 2022, 34 sbh
+                      per layer at ffn = 4 hidden, no attention-score term as SDPA keeps none).
+    LoRA freezes the base weights: P * 4 (+2), no full-size grads or moments (the adapters' are
+    a rounding error).
+
+    Calibration, opt-350m's shape, fp16 mixed precision, gradient checkpointing, batch 8, NVIDIA
+    H200, torch.cuda.max_memory_allocated: 6.24 / 6.64 / 7.48 GiB at seq 512 / 1024 / 2048; this
+    gives 6.17 / 6.69 / 7.83 GiB (-1% / +1% / +5%). The fp32 logits (4 bytes under autocast too)
+    would give 9.4 GiB at 2048, +25%: the measured slope says the logits stay half precision.
+    """
+    act = 2 if mixed_precision else 4
+    tokens = batch * seq
+    state = shape.params * (4 if lora else 16)
+    half_copies = shape.params * 2 if mixed_precision else 0
+    step = state + (0 if lora else shape.params * 4)
+    if gradient_checkpointing:
+        activations = tokens * shape.hidden * shape.layers * act
+    else:
+        activations = tokens * shape.layers * (18 * shape.hidden + 4 * shape.ffn) * act // 2
+    logits = tokens * shape.vocab * act
+    backward = state + half_copies + activations + logits
+    return {"total": max(step, backward), "step": step, "backward": backward, "state": state,
+            "activations": activations, "logits": logits}
+
+
+def checkpoint_bytes(shape: ModelShape, lora: bool = False) -> int:
+    """One Trainer checkpoint: fp32 weights 4 + AdamW's two moments 8 = 12 bytes per parameter
+    (scheduler, RNG and trainer state are kilobytes). A LoRA checkpoint holds only the adapter."""
+    return 0 if lora else shape.params * 12
+
+
+def shape_of(hf_config) -> ModelShape:
+    """Parameters counted on the meta device (no memory, exact for any architecture; tied
+    embeddings counted once), sizes from the config."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(hf_config)
+    hidden = hf_config.hidden_size
+    ffn = getattr(hf_config, "ffn_dim", None) or getattr(hf_config, "intermediate_size", None) or 4 * hidden
+    return ModelShape(params=sum(p.numel() for p in model.parameters()),
+                      layers=hf_config.num_hidden_layers, hidden=hidden, ffn=ffn,
+                      vocab=hf_config.vocab_size, positions=hf_config.max_position_embeddings)
+
+
+# ---------------------------------------------------------------------------------------------
+# Small helpers
+
+
+def _gib(n: float) -> str:
+    return f"{n / GIB:.2f} GiB"
+
+
+def _size(n: float) -> str:
+    return f"{n / 2 ** 20:,.0f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:,.0f} KiB"
+
+
+def _train(cfg: dict, key: str):
+    """A train.* value, or SFTConfig's default where the profile leaves it out (what TRL will use)."""
+    train = cfg.get("train") or {}
+    if key in train:
+        return train[key]
+    from trl import SFTConfig
+    return next(f.default for f in dataclasses.fields(SFTConfig) if f.name == key)
+
+
+def _offline() -> bool:
+    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, as the environment or huggingface_hub sees it."""
+    from huggingface_hub import constants
+
+    return constants.HF_HUB_OFFLINE or any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
+                                           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+def _will_generate(cfg: dict, target: Path) -> bool:
+    """True when stage 01 will (re)generate the project's sample corpus and `target` is part of it."""
+    from lib import sample
+
+    if not cfg["data"].get("generate_sample"):
+        return False
+    sample_dir = config.path(cfg, cfg["data"]["sample_dir"]).resolve()
+    inside = target.resolve() == sample_dir or sample_dir in target.resolve().parents
+    return inside and not sample.is_current(sample_dir, cfg["seed"])
+
+
+def _broken(item: str, key: str, err: Exception) -> Row:
+    return Row(item, "warn", f"the check itself failed: {type(err).__name__}: {err}", key)
+
+
+def _guard(item: str, key: str, fn, *args) -> list[Row]:
+    """One row's check; a check that breaks reports itself instead of hiding the other rows."""
+    try:
+        out = fn(*args)
+    except Exception as err:     # noqa: BLE001 - any failure of a check is a finding, not a crash
+        return [_broken(item, key, err)]
+    return out if isinstance(out, list) else [out]
+
+
+# ---------------------------------------------------------------------------------------------
+# Data rows
+
+
+def count_records(path: Path) -> tuple[int, int]:
+    """(records, entries skipped or broken) of a training input, read as stage 01 reads it: a JSON
+    list as a stream (187,542 records in 763 MiB never held whole), JSONL by line, a folder of raw
+    answer files through ToolBench's preprocessing."""
+    if path.is_file() and path.suffix == ".jsonl":
+        with open(path, "rb") as fh:
+            return sum(1 for line in fh if line.strip()), 0
+    records = skipped = 0
+    for _, _, record, bad in data.iter_records(path):
+        if bad is None:
+            records += 1
+        else:
+            skipped += 1
+    return records, skipped
+
+
+def training_file_row(cfg: dict) -> Row:
+    item, key = "training file", "data.train_path"
+    path = config.path(cfg, cfg["data"]["train_path"])
+    if path is None:
+        return Row(item, "missing", "data.train_path is not set", key)
+    if _will_generate(cfg, path):
+        return Row(item, "ok", f"{path}: generated by stage 01 (data.generate_sample)", key)
+    if not path.exists():
+        return Row(item, "missing", f"{path} not found", key)
+    try:
+        records, skipped = count_records(path)
+    except (data.DataError, FileNotFoundError, UnicodeDecodeError) as err:
+        return Row(item, "missing", f"{path}: unreadable: {err}", key)
+    size = sum(f.stat().st_size for f in path.rglob("*.json")) if path.is_dir() else path.stat().st_size
+    detail = f"{path}: {records:,} records, {_size(size)} (the paper: {data.PAPER_EXAMPLES:,})"
+    if skipped:
+        detail += f"; {skipped:,} entries skipped or broken"
+    if cfg["data"].get("max_records"):
+        detail += f"; stage 01 reads the first {cfg['data']['max_records']:,} (data.max_records)"
+    return Row(item, "ok" if records else "missing", detail if records else f"{path}: no records", key)
+
+
+def _known_counts(group: str, n: int) -> str:
+    full, stable = TOOLBENCH_QUERIES.get(group), STABLE_QUERIES.get(group)
+    if full is None:
+        return ""
+    which = (" = ToolBench's full set" if n == full else
+             " = StableToolBench's solvable subset" if n == stable else "")
+    return f"{which} (ToolBench {full}, StableToolBench solvable {stable})"
+
+
+def query_group_rows(cfg: dict) -> list[Row]:
+    from lib import agent
+
+    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    cap = cfg["inference"].get("max_queries_per_group")
+    rows = []
+    for group in cfg["inference"]["groups"] or []:
+        item, path = f"test {group}", test_dir / f"{group}.json"
+        if _will_generate(cfg, path):
+            rows.append(Row(item, "ok", f"{path}: generated by stage 01", "data.test_dir"))
+            continue
+        if not path.exists():
+            rows.append(Row(item, "missing", f"{path} not found", "data.test_dir (or inference.groups)"))
+            continue
+        try:
+            n = len(agent.load_queries(path))
+        except (ValueError, UnicodeDecodeError) as err:
+            rows.append(Row(item, "missing", f"unreadable: {err}", "data.test_dir"))
+            continue
+        detail = f"{path}: {n} queries{_known_counts(group, n)}"
+        if cap:
+            detail += f"; stage 03 runs the first {cap} (inference.max_queries_per_group)"
+        rows.append(Row(item, "ok" if n else "missing", detail, "data.test_dir"))
+    return rows
+
+
+def toolenv_row(cfg: dict) -> Row:
+    item, key = "tool documents", "data.toolenv_dir"
+    tools_dir = config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools"
+    if _will_generate(cfg, tools_dir):
+        return Row(item, "ok", f"{tools_dir}: generated by stage 01", key)
+    if not tools_dir.is_dir():
+        # Without them the prompts describe every tool as "None" and RapidAPI has no urls.
+        return Row(item, "missing", f"{tools_dir} not found (<category>/<tool>.json)", key)
+    categories = sum(1 for p in tools_dir.iterdir() if p.is_dir())
+    tools = sum(1 for _ in tools_dir.glob("*/*.json"))
+    status = "ok" if tools else "missing"
+    return Row(item, status, f"{tools_dir}: {categories:,} categories, {tools:,} tools", key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Model and tokenizer rows
+
+
+def _local_folder(cfg: dict, name: str) -> Path | None:
+    for candidate in (Path(name).expanduser(), config.path(cfg, name)):
+        if candidate.exists():
+            return candidate
+    return None
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def _hub_endpoint() -> str:
+    from huggingface_hub import constants
+    return constants.ENDPOINT          # https://huggingface.co, or HF_ENDPOINT's mirror
+
+
+def _hub_config_over_http(name: str):
+    """config.json of a hub model read over HTTP, without writing it into the HF cache."""
+    from huggingface_hub.utils import build_hf_headers
+    from transformers import AutoConfig
+
+    url = f"{_hub_endpoint()}/{name}/resolve/main/config.json"
+    request = urllib.request.Request(url, headers=build_hf_headers())
+    with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as reply:
+        values = json.loads(reply.read())
+    return AutoConfig.for_model(values.pop("model_type"), **values)
+
+
+def _hub_tokenizer_listed(name: str) -> None:
+    """Raise unless the hub repository lists tokenizer files (checked, not downloaded)."""
+    from huggingface_hub import HfApi
+
+    info = HfApi(endpoint=_hub_endpoint()).model_info(name, timeout=PROBE_TIMEOUT)
+    if not any(Path(s.rfilename).name in TOKENIZER_FILES for s in info.siblings or []):
+        raise OSError("the hub repository has no tokenizer files")
+
+
+def _download_hint(name: str) -> str:
+    return (f"download it where there is hub access (`huggingface-cli download {name} --local-dir "
+            f"/path/{name.split('/')[-1]}`) and set model.name_or_path to that folder")
+
+
+def resolve_model(cfg: dict, probe: bool):
+    """(hf_config or None, where it was found, tokenizer loader or None, problem Row or None)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    name = cfg["model"]["name_or_path"]
+    folder = _local_folder(cfg, name)
+    if folder is not None:
+        if not (folder / "config.json").exists():
+            return None, "", None, Row("model", "missing", f"{folder}: no config.json in it",
+                                       "model.name_or_path")
+        try:
+            hf_config = AutoConfig.from_pretrained(str(folder))
+        except (OSError, ValueError) as err:     # bad JSON, unknown model_type
+            return None, "", None, Row("model", "missing", f"{folder}: config.json does not load: {err}",
+                                       "model.name_or_path")
+        return hf_config, f"local folder {folder}", lambda: AutoTokenizer.from_pretrained(str(folder)), None
+    if _looks_like_path(name):
+        return None, "", None, Row("model", "missing", f"no folder {name}", "model.name_or_path")
+    try:      # the HF cache only: reads, never downloads
+        hf_config = AutoConfig.from_pretrained(name, local_files_only=True)
+        return (hf_config, f"hub id {name}, in the HF cache",
+                lambda: AutoTokenizer.from_pretrained(name, local_files_only=True), None)
+    except OSError:
+        pass
+    if _offline():
+        return None, "", None, Row("model", "missing", f"hub id {name}: not in the HF cache and "
+                                   f"HF_HUB_OFFLINE is set: {_download_hint(name)}", "model.name_or_path")
+    if not probe:
+        return None, "", None, Row("model", "skip", f"hub id {name}: not in the HF cache; the hub "
+                                   "was not asked (no probes)", "model.name_or_path")
+    try:
+        hf_config = _hub_config_over_http(name)
+    except Exception as err:     # noqa: BLE001 - unreachable hub, unknown repo, gated repo alike
+        return None, "", None, Row("model", "missing", f"hub id {name}: not in the HF cache and the "
+                                   f"hub did not give its config ({type(err).__name__}): "
+                                   f"{_download_hint(name)}", "model.name_or_path")
+    return hf_config, f"hub id {name}, on the hub (stage 01/02 download it)", (
+        lambda: _hub_tokenizer_listed(name)), None
+
+
+def _stored_dtype(hf_config) -> str:
+    dtype = getattr(hf_config, "dtype", None) or hf_config.to_dict().get("torch_dtype")
+    return str(dtype).replace("torch.", "") if dtype else "not stated"
+
+
+def _positions_row(cfg: dict, shape: ModelShape, base: str) -> Row:
+    """The model row: its sizes, warned when train.max_length is beyond its positions."""
+    from lib import model as model_lib
+
+    max_length = _train(cfg, "max_length")
+    try:
+        load = model_lib.load_dtype(cfg) if cfg["model"]["name_or_path"] else "float32"
+    except ValueError as err:
+        return Row("model", "missing", str(err).split(": ", 1)[-1], "model.dtype")
+    detail = (f"{base}: {shape.layers} layers, hidden {shape.hidden}, ffn {shape.ffn}, vocab "
+              f"{shape.vocab:,}, {shape.positions:,} positions, {shape.params / 1e6:,.1f}M parameters; "
+              f"loaded as {load}")
+    if max_length and max_length > shape.positions:
+        return Row("model", "warn", f"{detail}; train.max_length {max_length} exceeds its "
+                   f"{shape.positions} positions: stage 02 caps it there", "train.max_length")
+    return Row("model", "ok", detail, "model.name_or_path")
+
+
+def template_problem(cfg: dict) -> str | None:
+    """Why model.chat_template cannot serve training, or None."""
+    import re
+
+    template = cfg["model"].get("chat_template")
+    if not template:
+        return "model.chat_template is not set (OPT has no chat template of its own)"
+    if _train(cfg, "assistant_only_loss") and not re.search(r"{%-?\s*generation\s*-?%}", template):
+        return "train.assistant_only_loss needs {% generation %} ... {% endgeneration %} in model.chat_template"
+    try:      # transformers' own compiler, generation tags included: a typo fails here, not at hour 2
+        from transformers.utils.chat_template_utils import _compile_jinja_template
+        _compile_jinja_template(template)
+    except ImportError:
+        pass
+    except Exception as err:     # noqa: BLE001 - jinja2's TemplateSyntaxError and kin
+        return f"model.chat_template does not compile: {err}"
+    return None
+
+
+def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], ModelShape | None]:
+    from lib import model as model_lib
+
+    problem = template_problem(cfg)
+    name = cfg["model"]["name_or_path"]
+    if not name:
+        return _tiny_rows(cfg, problem)
+    hf_config, where, load_tokenizer, row = resolve_model(cfg, probe)
+    if row is not None:
+        # The estimates below can still use opt-350m's known shape when that is the model named.
+        from transformers import OPTConfig
+        shape = shape_of(OPTConfig(**model_lib.OPT_350M)) if name.rstrip("/").endswith("opt-350m") else None
+        if shape is not None:
+            row.detail += "; the GPU and disk rows assume opt-350m's known shape"
+        tok = Row("tokenizer", row.status if row.status == "skip" else "missing",
+                  "comes with the model (see the model row)", "model.name_or_path")
+        return [row, tok], shape
+    shape = shape_of(hf_config)
+    model_row = _positions_row(cfg, shape, f"{where}, {type(hf_config).__name__} stored in "
+                                           f"{_stored_dtype(hf_config)}")
+    try:
+        tokenizer = load_tokenizer()
+        tok = Row("tokenizer", "ok", f"loads ({len(tokenizer):,} tokens)" if tokenizer is not None
+                  else "on the hub with the model", "model.name_or_path")
+    except Exception as err:     # noqa: BLE001 - missing files, bad json, absent library alike
+        tok = Row("tokenizer", "missing", f"does not load: {type(err).__name__}: {err}",
+                  "model.name_or_path")
+    if problem:
+        tok = Row("tokenizer", "missing", problem, "model.chat_template")
+    elif tok.status == "ok":
+        tok.detail += "; chat template compiles"
+    return [model_row, tok], shape
+
+
+def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], ModelShape | None]:
+    from transformers import OPTConfig
+
+    from lib import model as model_lib
+
+    tiny = cfg["model"].get("tiny")
+    if not tiny:
+        return [Row("model", "missing", "model.name_or_path is null and model.tiny holds no sizes",
+                    "model.name_or_path or model.tiny"),
+                Row("tokenizer", "missing", "no model", "model.name_or_path")], None
+    shape = shape_of(OPTConfig(**tiny))
+    model_row = _positions_row(cfg, shape, "tiny OPT (OPTConfig from model.tiny, random init by stage 02)")
+    trained = model_lib.tokenizer_dir(cfg) / "tokenizer.json"
+    detail = (f"byte-level BPE trained by stage 01 ({tiny.get('vocab_size')} tokens)" if not trained.exists()
+              else f"trained by stage 01, found at {trained.parent}")
+    tok = Row("tokenizer", "missing", problem, "model.chat_template") if problem else \
+        Row("tokenizer", "ok", detail + "; chat template compiles", "model.tokenizer_train_texts")
+    return [model_row, tok], shape
+
+
+# ---------------------------------------------------------------------------------------------
+# Machine rows
+
+
+def _estimate(cfg: dict, shape: ModelShape, mixed: bool) -> dict:
+    seq = min(_train(cfg, "max_length") or shape.positions, shape.positions)
+    return training_memory(shape, _train(cfg, "per_device_train_batch_size"), seq, mixed_precision=mixed,
+                           gradient_checkpointing=bool(_train(cfg, "gradient_checkpointing")),
+                           lora=bool(cfg.get("lora")))
+
+
+def _estimate_text(cfg: dict, est: dict) -> str:
+    return (f"training needs ~{_gib(est['total'])} (estimate at batch "
+            f"{_train(cfg, 'per_device_train_batch_size')} x {_train(cfg, 'max_length')} tokens, "
+            f"gradient checkpointing {'on' if _train(cfg, 'gradient_checkpointing') else 'off'})")
+
+
+def cuda_row(cfg: dict, shape: ModelShape | None) -> Row:
+    import torch
+
+    item, knobs = "CUDA GPU", "train.per_device_train_batch_size / train.max_length / train.gradient_checkpointing"
+    half = bool(_train(cfg, "fp16") or _train(cfg, "bf16"))
+    use_cpu = bool(_train(cfg, "use_cpu"))
+    if torch.cuda.is_available() and not use_cpu:
+        name = torch.cuda.get_device_name(0)
+        free, total = torch.cuda.mem_get_info(0)
+        detail = f"{name}: {_gib(free)} free of {_gib(total)}"
+        if shape is None:
+            return Row(item, "ok", detail + "; no model shape to estimate training memory", knobs)
+        est = _estimate(cfg, shape, half)
+        detail += "; " + _estimate_text(cfg, est)
+        # The estimate is good to ~25%: only a need beyond that margin is a certain failure.
+        if est["total"] > 1.25 * total:
+            return Row(item, "missing", detail, knobs)
+        return Row(item, "warn" if est["total"] > free else "ok", detail, knobs)
+    # fp16 falls back to fp32 on a CPU (lib.train.precision_kwargs); bf16 runs, slowly.
+    est = _estimate(cfg, shape, bool(_train(cfg, "bf16"))) if shape else None
+    need = f"; {_estimate_text(cfg, est)}" if est else ""
+    if half or not use_cpu:
+        why = "train.fp16 falls back to fp32 on the CPU" if _train(cfg, "fp16") else \
+            "train.bf16 on the CPU is slow" if _train(cfg, "bf16") else "train.use_cpu is false"
+        return Row(item, "warn", f"no CUDA GPU: {why}; the paper profile needs a GPU{need}", "train.use_cpu")
+    available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    status = "warn" if est and est["total"] > available else "ok"
+    return Row(item, status, f"CPU training (train.use_cpu), {_gib(available)} RAM available{need}", knobs)
+
+
+def _existing_ancestor(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def disk_row(cfg: dict, shape: ModelShape | None) -> Row:
+    item, key = "disk", "output_dir (or train.save_total_limit)"
+    out = config.path(cfg, cfg["output_dir"])
+    where = _existing_ancestor(out)
+    if not os.access(where, os.W_OK):
+        return Row(item, "missing", f"{where} is not writable", "output_dir")
+    free = shutil.disk_usage(where).free
+    if shape is None:
+        return Row(item, "ok", f"{_gib(free)} free under {where}; no model shape to size checkpoints", key)
+    lora = bool(cfg.get("lora"))
+    limit = _train(cfg, "save_total_limit")
+    kept = 0 if str(_train(cfg, "save_strategy")) == "no" else limit
+    if kept is None:
+        return Row(item, "warn", f"{_gib(free)} free under {where}; train.save_total_limit is null: "
+                   f"every checkpoint ({_gib(checkpoint_bytes(shape, lora))} each) is kept", key)
+    # Stage 01's Arrow copy of the training data is about the size of the file it reads.
+    train_path = config.path(cfg, cfg["data"]["train_path"])
+    data_bytes = train_path.stat().st_size if train_path and train_path.is_file() else 0
+    need = checkpoint_bytes(shape, lora) * kept + shape.params * 4 + data_bytes
+    detail = (f"{_gib(free)} free under {where}; needs ~{_gib(need)}: {kept} checkpoints x "
+              f"{_gib(checkpoint_bytes(shape, lora))} (fp32 weights + AdamW moments), the final "
+              f"fp32 model, the training data's Arrow copy")
+    return Row(item, "missing" if need > free else "ok", detail, key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Services: tool environment, inference backend, judge
+
+
+def _probe_api(cfg: dict) -> tuple[str, str, str]:
+    """A real API of the first test query (a call the server knows best), else a placeholder."""
+    from lib import agent
+
+    try:
+        group = (cfg["inference"]["groups"] or [])[0]
+        api = agent.load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")[0]["api_list"][0]
+        return api["category_name"], api["tool_name"], api["api_name"]
+    except (IndexError, KeyError, OSError, ValueError):
+        return "Data", "preflight", "probe"
+
+
+def probe_virtual_server(cfg: dict) -> Row:
+    """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv)."""
+    from lib import tools
+
+    inf, item, key = cfg["inference"], "tool environment", "inference.virtual_server_url"
+    url = inf["virtual_server_url"]
+    env = tools.VirtualToolEnv(url, tools.secret(inf["toolbench_key_env"], required=False),
+                               timeout=PROBE_TIMEOUT)
+    category, tool, api = _probe_api(cfg)
+    reply = json.loads(env.call(category, tool, api, {}))
+    error = str(reply.get("error") or "")
+    key_note = "" if os.environ.get(inf["toolbench_key_env"] or "") else \
+        f"; {inf['toolbench_key_env']} not set (fine for a local server)"
+    if "unreachable (TimeoutError)" in error:    # connected, but the server simulates slowly
+        return Row(item, "warn", f"virtual server {url}: no answer within {PROBE_TIMEOUT:g} s{key_note}", key)
+    if error.startswith("virtual API server unreachable"):
+        return Row(item, "missing", f"virtual server {url}: {error}; start StableToolBench's server", key)
+    if error.startswith("virtual API server answered HTTP"):
+        return Row(item, "warn", f"virtual server {url}: {error.split('server ', 1)[1]} to a call of "
+                   f"{tool}/{api}{key_note}", key)
+    return Row(item, "ok", f"virtual server {url} answered a call of {tool}/{api}{key_note}", key)
+
+
+def tool_env_row(cfg: dict, probe: bool) -> Row:
+    inf, item = cfg["inference"], "tool environment"
+    kind = inf["tool_env"]
+    if kind == "offline":
+        responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
+        if _will_generate(cfg, responses):
+            return Row(item, "ok", f"offline: {responses} generated by stage 01", "data.toolenv_dir")
+        if not responses.exists():
+            return Row(item, "missing", f"offline: no recorded responses at {responses}",
+                       "data.toolenv_dir (or inference.tool_env)")
+        with open(responses, "rb") as fh:
+            n = sum(1 for line in fh if line.strip())
+        return Row(item, "ok", f"offline: {n:,} recorded responses", "data.toolenv_dir")
+    if kind == "virtual":
+        if not inf.get("virtual_server_url"):
+            return Row(item, "missing", "virtual: no server url", "inference.virtual_server_url")
+        if not probe:
+            return Row(item, "skip", f"virtual server {inf['virtual_server_url']} not probed",
+                       "inference.virtual_server_url")
+        return probe_virtual_server(cfg)
+    if kind == "rapidapi":
+        var = inf["rapidapi_key_env"]
+        # Never probed: a live call spends the user's quota. The key itself is never shown.
+        if os.environ.get(var or ""):
+            return Row(item, "ok", f"rapidapi: {var} is set (not probed: calls cost quota)", var)
+        return Row(item, "missing", f"rapidapi: the environment variable {var} is not set",
+                   f"{var} (environment variable named by inference.rapidapi_key_env)")
+    return Row(item, "missing", f"unknown tool environment {kind!r} (offline | virtual | rapidapi)",
+               "inference.tool_env")
+
+
+def probe_endpoint(item: str, base_url: str, model: str, keys: dict) -> Row:
+    """GET {base_url}/models through the openai client: does it answer, and list `model`?
+    `keys` names what to set: {"url": ..., "model": ..., "secret": ...}."""
+    import openai
+
+    api_key = os.environ.get(keys["env"] or "") or "not-needed"
+    client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=PROBE_TIMEOUT, max_retries=0)
+    try:
+        ids = [m.id for m in client.models.list()]
+    except openai.AuthenticationError:
+        return Row(item, "missing", f"{base_url} rejected the key (HTTP 401)", keys["secret"])
+    except openai.APIStatusError as err:      # some servers have no /models: reachable, unverified
+        return Row(item, "warn", f"{base_url} answered HTTP {err.status_code} to GET /models; "
+                   f"{model} not verified", keys["url"])
+    except openai.APIError as err:            # connection refused, time-out, not JSON
+        return Row(item, "missing", f"{base_url} does not answer ({type(err).__name__})", keys["url"])
+    if model in ids:
+        return Row(item, "ok", f"{base_url} answers and lists {model}", keys["model"])
+    shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
+    return Row(item, "warn", f"{base_url} answers but does not list {model} (it lists: "
+               f"{shown or 'nothing'})", keys["model"])
+
+
+def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) -> Row:
+    """judge.* or inference.openai_*: configured, keyed (OpenAI itself needs a key, local servers
+    accept any; the key is never shown), answering."""
+    keys = {"url": f"{prefix}base_url", "model": f"{prefix}model", "env": key_env,
+            "secret": f"{key_env} (environment variable named by {prefix}api_key_env)"}
+    if not base_url or not model:
+        return Row(item, "missing", f"{keys['url']} and {keys['model']} must both be set",
+                   f"{keys['url']} / {keys['model']}")
+    note = f"{key_env} is set" if os.environ.get(key_env or "") else f"{key_env} is not set"
+    if not os.environ.get(key_env or "") and "api.openai.com" in str(base_url):
+        return Row(item, "missing", f"{base_url} needs a key: {note}", keys["secret"])
+    if not probe:
+        return Row(item, "skip", f"{base_url} ({model}) not probed; {note}", keys["url"])
+    row = probe_endpoint(item, base_url, model, keys)
+    row.detail += f"; {note}"
+    return row
+
+
+def backend_row(cfg: dict, probe: bool) -> Row:
+    inf, item = cfg["inference"], "inference backend"
+    if inf["backend"] == "openai":
+        return endpoint_row(item, inf.get("openai_base_url"), inf.get("openai_model"),
+                            inf.get("openai_api_key_env"), "inference.openai_", probe)
+    if inf["backend"] != "hf":
+        return Row(item, "missing", f"unknown backend {inf['backend']!r} (hf | openai)", "inference.backend")
+    if inf.get("model_dir"):
+        folder = config.path(cfg, inf["model_dir"])
+        if not (folder / "config.json").exists():
+            return Row(item, "missing", f"hf: no model (config.json) at {folder}", "inference.model_dir")
+        return Row(item, "ok", f"hf: the model at {folder}", "inference.model_dir")
+    folder = config.path(cfg, cfg["output_dir"]) / "model"
+    found = "found" if (folder / "config.json").exists() else "trained by stage 02"
+    return Row(item, "ok", f"hf: {folder} ({found})", "inference.model_dir")
+
+
+def judge_row(cfg: dict, probe: bool) -> Row:
+    j, item = cfg["judge"], "judge"
+    if j["kind"] == "offline":
+        return Row(item, "ok", "offline judge (rule-based, labelled so; not ToolEval)", "judge.kind")
+    if j["kind"] != "llm":
+        return Row(item, "missing", f"unknown judge {j['kind']!r} (offline | llm)", "judge.kind")
+    return endpoint_row(item, j.get("base_url"), j.get("model"), j.get("api_key_env"), "judge.", probe)
+
+
+# ---------------------------------------------------------------------------------------------
+# The check and its table
+
+
+def check(cfg: dict, probe: bool = True) -> list[Row]:
+    """Every input the profile needs, one Row each (see the module docstring). Read-only."""
+    rows = _guard("training file", "data.train_path", training_file_row, cfg)
+    rows += _guard("test groups", "data.test_dir", query_group_rows, cfg)
+    rows += _guard("tool documents", "data.toolenv_dir", toolenv_row, cfg)
+    try:          # the model's shape feeds the GPU and disk rows
+        found, shape = model_rows(cfg, probe)
+    except Exception as err:     # noqa: BLE001 - as in _guard
+        found, shape = [_broken("model", "model.name_or_path", err)], None
+    rows += found
+    rows += _guard("CUDA GPU", "train.use_cpu", cuda_row, cfg, shape)
+    rows += _guard("disk", "output_dir", disk_row, cfg, shape)
+    rows += _guard("tool environment", "inference.tool_env", tool_env_row, cfg, probe)
+    rows += _guard("inference backend", "inference.backend", backend_row, cfg, probe)
+    rows += _guard("judge", "judge.kind", judge_row, cfg, probe)
+    return rows
+
+
+def failed(rows: list[Row]) -> bool:
+    return any(r.status == "missing" for r in rows)
+
+
+def table(rows: list[Row]) -> str:
+    """Aligned plain text: item, status, detail (and, when not ok, which key to set)."""
+    wide = max([len("item")] + [len(r.item) for r in rows])
+    lines = [f"{'item':<{wide}}  {'status':<7}  detail"]
+    for r in rows:
+        fix = f"  -> set {r.key}" if r.status in ("missing", "warn") and r.key else ""
+        lines.append(f"{r.item:<{wide}}  {r.status:<7}  {r.detail}{fix}")
+    counts = ", ".join(f"{sum(r.status == s for r in rows)} {s}" for s in STATUSES)
+    lines.append(f"{counts}" + ("; fix the missing rows before running" if failed(rows) else ""))
+    return "\n".join(lines)
+
