@@ -1,5 +1,6 @@
-# make reproduce  - set up .venv if needed, then run notebooks 01-05 on $(PROFILE) (default: smoke)
-# make test       - set up .venv if needed, then the test suite (unit tests + the smoke pipeline)
+# make reproduce  - set up .venv if needed, run the pre-flight check, then notebooks 01-05 on $(PROFILE) (default: smoke)
+# make check      - the pre-flight check alone: is every input of $(PROFILE) there?
+# make test       - set up .venv if needed, then the test suite (unit tests, the smoke pipeline, a paper-shaped dry run)
 PROFILE ?= smoke
 PYTHON ?= python3
 VENV := .venv
@@ -9,7 +10,7 @@ ifeq ($(PROFILE),smoke)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 endif
 
-.PHONY: setup reproduce test lab bench clean
+.PHONY: setup reproduce check test lab bench clean
 setup: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
@@ -21,6 +22,9 @@ $(VENV)/.installed: pyproject.toml
 
 reproduce: setup
 	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) $(ARGS)
+
+check: setup
+	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) --check $(ARGS)
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest $(ARGS)

@@ -7,16 +7,19 @@ DIR is laid out as ToolBench's `unzip data.zip` leaves it (DIR/data/toolllama_G1
 DIR/data/test_instruction/<group>.json). The model is a stand-in for facebook/opt-350m (no hub here):
 its exact architecture with random weights, stored in float16 like the hub checkpoint, with a
 tokenizer trained on the data (lib.model.save_stand_in). Everything else is configs/paper.yaml with
-only size and location overrides. Three parts, each reported even if a later one fails:
+only size and location overrides. Four parts, each reported even if a later one fails:
 
+  preflight the pre-flight table (lib/preflight.py) for this configuration, network probes left out:
+            its CUDA row sets the memory estimate beside the card's free memory.
   pipeline  stage 01 (data.prepare) and stage 02 (train.run) as the notebooks call them, for --steps
             optimizer steps at batch 8 x 4, fp16 mixed precision, gradient checkpointing, with one
             checkpoint saved midway: proves the recipe runs on CUDA and times it on real records.
   sweep     the same SFTTrainer settings on full-length rows of 512 / 1024 / 2048 tokens: seconds
             per optimizer step, tokens/s, MFU and peak memory per sequence length, the figures to
             predict a whole epoch: 5,860 steps x 32 sequences of the data's lengths.
-  inference stage 03's HF backend (agent.load_hf_backend, inference.dtype) on the trained model:
-            one batch of 8 test-query prompts at temperature 0.1, --new-tokens each.
+  inference stage 03's HF backend (agent.load_hf_backend, inference.dtype) on the trained model
+            (the stand-in when the pipeline part is left out): one batch of 8 test-query prompts at
+            temperature 0.1, --new-tokens each, once per --inference-dtypes entry.
 
 MFU = tokens/s x FLOPs/token / peak, FLOPs/token as in bench/train_throughput.py (6N + 12 L d T),
 against both the matmul peak measured in this run (fp16, 8192^3) and the card's datasheet figure.
@@ -35,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
-from lib import agent, config, data, model as model_lib, train  # noqa: E402
+from lib import agent, config, data, model as model_lib, preflight, train  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 121.0}
@@ -63,8 +66,13 @@ def reset_peak() -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
-def peak_gb() -> float | None:
-    return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2) if torch.cuda.is_available() else None
+def peak_gb() -> float:
+    """CUDA: max allocated since the last reset. CPU: the process's max RSS so far (monotonic, so
+    a sweep runs its lengths shortest first and each row holds that length's peak)."""
+    if torch.cuda.is_available():
+        return round(torch.cuda.max_memory_allocated() / 2 ** 30, 2)
+    import resource
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
 
 
 class StepClock(train.TrainerCallback):
@@ -94,18 +102,22 @@ def pipeline(cfg: dict) -> dict:
             "checkpoints": sorted(p.name for p in (Path(cfg["output_dir"]) / "checkpoints").glob("checkpoint-*"))}
 
 
-def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float | None) -> list[dict]:
+def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float | None,
+          batch: int | None = None, accum: int | None = None) -> list[dict]:
     from datasets import Dataset
 
     tokenizer = model_lib.load_tokenizer(cfg)
     rows = []
     for length in lengths:
         g = torch.Generator().manual_seed(length)
-        ids = torch.randint(10, len(tokenizer), (64, length), generator=g).tolist()
+        rows_needed = (steps + 1) * (batch or 8) * (accum or 4)
+        ids = torch.randint(10, len(tokenizer), (rows_needed, length), generator=g).tolist()
         dataset = Dataset.from_dict({"input_ids": ids})
         run_cfg = {**cfg, "train": {**cfg["train"], "max_steps": steps + 1, "save_strategy": "no",
                                     "logging_steps": 10 ** 6, "disable_tqdm": True, "max_length": length,
-                                    "completion_only_loss": False, "dataloader_num_workers": 0}}
+                                    "completion_only_loss": False, "dataloader_num_workers": 0,
+                                    **({"per_device_train_batch_size": batch} if batch else {}),
+                                    **({"gradient_accumulation_steps": accum} if accum else {})}}
         args, precision = train.sft_config(run_cfg, log=lambda *_: None)
         torch.manual_seed(0)
         model = model_lib.load_model(run_cfg, tokenizer)
@@ -123,31 +135,41 @@ def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float |
                      "flops_per_token": round(fpt), "mfu_measured_peak": round(tokens_per_s * fpt / peak, 4),
                      "mfu_datasheet": round(tokens_per_s * fpt / sheet, 4) if sheet else None,
                      "peak_memory_gb": peak_gb(),
+                     "seconds_per_sequence": round(step_s / (args.per_device_train_batch_size
+                                                             * args.gradient_accumulation_steps), 3),
                      "hours_for_5860_steps": round(step_s * train.PAPER_STEPS / 3600, 2)})
         print(json.dumps(rows[-1]), flush=True)
         del trainer, model
     return rows
 
 
-def inference(cfg: dict, new_tokens: int) -> dict:
-    cfg = {**cfg, "inference": {**cfg["inference"], "max_new_tokens": new_tokens}}
-    backend = agent.load_hf_backend(cfg)
+def inference(cfg: dict, new_tokens: int, dtypes: list[str]) -> list[dict]:
+    """Stage 03's backend on the same 8 prompts once per dtype, side by side in one run."""
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     group = sorted(test_dir.glob("*.json"))[0]
     queries = [agent.Query(r, group.stem) for r in agent.load_queries(group)[:8]]
     prompts = [q.start() for q in queries]
-    backend.generate(prompts[:1])                      # warm-up
-    reset_peak()
-    t = time.perf_counter()
-    out = backend.generate(prompts)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-    wall = time.perf_counter() - t
-    tokens = sum(g.tokens for g in out)
-    return {"device": str(backend.model.device), "dtype": str(backend.model.dtype), "batch": len(prompts),
-            "prompt_tokens": [len(backend.encode(p)[0]) for p in prompts], "new_tokens": tokens,
-            "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
-            "peak_memory_gb": peak_gb()}
+    rows = []
+    for dtype in dtypes:
+        run_cfg = {**cfg, "inference": {**cfg["inference"], "max_new_tokens": new_tokens, "dtype": dtype}}
+        backend = agent.load_hf_backend(run_cfg)
+        backend.generate(prompts[:1])                      # warm-up
+        reset_peak()
+        t = time.perf_counter()
+        out = backend.generate(prompts)
+        if torch.cuda.is_available():
+            torch.cuda.synchronize()
+        wall = time.perf_counter() - t
+        tokens = sum(g.tokens for g in out)
+        rows.append({"device": str(backend.model.device), "dtype": str(backend.model.dtype),
+                     "attention": backend.model.config._attn_implementation, "batch": len(prompts),
+                     "prompt_tokens": [len(backend.encode(p)[0]) for p in prompts], "new_tokens": tokens,
+                     "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
+                     "ms_per_decode_step": round(1000 * wall / max(g.tokens for g in out), 1),
+                     "peak_memory_gb": peak_gb()})
+        print(json.dumps(rows[-1]), flush=True)
+        del backend
+    return rows
 
 
 def main(argv=None) -> int:
@@ -161,6 +183,11 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cpu-check", action="store_true",
                         help="without CUDA, run every part anyway (tiny settings) to check the script")
+    parser.add_argument("--parts", default="preflight,pipeline,sweep,inference")
+    parser.add_argument("--inference-dtypes", default="float16",
+                        help="inference.dtype values to time side by side, e.g. float32,float16,bfloat16")
+    parser.add_argument("--batch", type=int, help="sweep: per-device batch instead of the paper's 8")
+    parser.add_argument("--accum", type=int, help="sweep: accumulation instead of the paper's 4")
     args = parser.parse_args(argv)
     if not torch.cuda.is_available() and not args.cpu_check:
         print("no CUDA device: this script measures the paper profile on a GPU; nothing was run")
@@ -171,6 +198,8 @@ def main(argv=None) -> int:
              for m in r["conversations"])
     stand_in = model_lib.save_stand_in(work / "opt-350m-stand-in", texts, num_hidden_layers=args.layers)
     cfg = paper_config(args.toolbench, stand_in, work / "outputs", args.steps)
+    if "pipeline" not in args.parts.split(","):       # no trained model: generate with the stand-in
+        cfg["inference"]["model_dir"] = str(stand_in)
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name() if cuda else "cpu (script check only)"
     peak = matmul_peak("cuda", torch.float16, n=8192) if cuda else matmul_peak("cpu", torch.float32, n=512)
@@ -178,10 +207,13 @@ def main(argv=None) -> int:
     report = {"gpu": name, "torch": torch.__version__, "measured_matmul_tflops": round(peak / 1e12, 1),
               "datasheet_tflops": sheet and sheet / 1e12, "layers": args.layers}
     print(json.dumps(report), flush=True)
-    for part, fn in (("pipeline", lambda: pipeline(cfg)),
+    for part, fn in (("preflight", lambda: preflight.table(preflight.check(cfg, probe=False)).splitlines()),
+                     ("pipeline", lambda: pipeline(cfg)),
                      ("sweep", lambda: sweep(cfg, [int(x) for x in args.lengths.split(",")],
-                                             args.sweep_steps, peak, sheet)),
-                     ("inference", lambda: inference(cfg, args.new_tokens))):
+                                             args.sweep_steps, peak, sheet, args.batch, args.accum)),
+                     ("inference", lambda: inference(cfg, args.new_tokens, args.inference_dtypes.split(",")))):
+        if part not in args.parts.split(","):
+            continue
         t = time.time()
         try:
             report[part] = fn()

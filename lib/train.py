@@ -341,11 +341,11 @@ class StepProgress(TrainerCallback):
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
-            self.loss = logs["loss"]
+            self.loss = (logs["loss"], state.global_step)
 
     def on_step_end(self, args, state, control, **kwargs):
         if self.progress and state.is_world_process_zero:
-            loss = f"loss {self.loss:.4f}" if self.loss is not None else ""
+            loss = f"loss {self.loss[0]:.4f} (logged at step {self.loss[1]})" if self.loss else ""
             self.progress.update(state.global_step, loss)
 
 
