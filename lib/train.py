@@ -426,6 +426,20 @@ def paper_steps() -> dict:
             "examples_over_32": round(PAPER_EXAMPLES / (PAPER_BATCH * PAPER_ACCUM), 2)}
 
 
+def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
+    """A few held-out prompts with the trained model's greedy completion, for the notebook."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = config.path(cfg, cfg["output_dir"]) / "model"
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
+    model = AutoModelForCausalLM.from_pretrained(str(folder))
+    heldout = load_data(cfg)[1].select(range(min(n, int(cfg["format_check"]["heldout"] or 0))))
+    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
+    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": parses(t),
+             "reference": c[0]["content"]}
+            for p, c, t in zip(heldout["prompt"], heldout["completion"], texts)]
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.train", description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")
@@ -441,17 +455,3 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
-
-
-def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
-    """A few held-out prompts with the trained model's greedy completion, for the notebook."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = config.path(cfg, cfg["output_dir"]) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder))
-    heldout = load_data(cfg)[1].select(range(min(n, int(cfg["format_check"]["heldout"] or 0))))
-    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
-    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": parses(t),
-             "reference": c[0]["content"]}
-            for p, c, t in zip(heldout["prompt"], heldout["completion"], texts)]

@@ -74,3 +74,13 @@ def test_lora_profile_is_smoke_plus_an_adapter():
     own = ("profile", "output_dir", "stamp", "lora", "config_path")
     assert {k: v for k, v in lora.items() if k not in own} == {k: v for k, v in smoke.items() if k not in own}
     assert lora["lora"]["r"] > 0 and smoke["lora"] is None
+
+
+def test_paper_paths_follow_the_data_zip_layout():
+    """`unzip data.zip -d data/toolbench` must need no path change: ToolBench's zip holds data/..."""
+    from pathlib import PurePosixPath
+    data = config.load("paper")["data"]
+    root = PurePosixPath("data/toolbench")
+    assert PurePosixPath(data["train_path"]).relative_to(root) == PurePosixPath("data/toolllama_G123_dfs_train.json")
+    assert PurePosixPath(data["test_dir"]).relative_to(root) == PurePosixPath("data/test_instruction")
+    assert PurePosixPath(data["toolenv_dir"]).relative_to(root) == PurePosixPath("data/toolenv")

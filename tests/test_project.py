@@ -123,3 +123,16 @@ def test_a_stage_that_fails_after_writing_outputs_is_not_done(tmp_path, monkeypa
     _notebook(tmp_path / "01_fails.ipynb", writes)
     assert len(run.run("smoke", overrides)) == 1
     assert run.is_up_to_date(cfg, run.STAGES[0], [])
+
+
+def test_the_runner_checks_inputs_first_and_stops_on_a_missing_one(monkeypatch, capsys, tmp_path):
+    def never(*args, **kwargs):
+        raise AssertionError("a stage ran although an input is missing")
+    monkeypatch.setattr(run, "run", never)
+    missing = str(tmp_path / "nowhere.json")
+    assert run.main(["--profile", "paper", "--set", f"data.train_path={missing}"]) == 1
+    out, err = capsys.readouterr()
+    assert "pre-flight check, profile 'paper'" in out and "set data.train_path" in out
+    assert "--skip-check" in err
+    assert run.main(["--check"]) == 0                       # smoke: everything is there or generated
+    assert "0 missing" in capsys.readouterr().out
