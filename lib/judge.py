@@ -40,7 +40,10 @@ What this module does, top to bottom in `run(cfg)`:
    - `offline`: the **offline judge**, a transparent rule on the deterministic checks, for the smoke
      profile and users without an endpoint. It is NOT ToolEval and every number it gives is labelled
      "offline judge". Answer label: pre-check fail -> Unsolved; no API call returned a result (empty
-     observation or a non-empty "error") -> Unsolved; otherwise Solved when no call was hallucinated,
+     observation or a non-empty "error") -> Unsolved; the final answer is not grounded (it states no
+     informative value of a successful call of a relevant API, or of any successful call when the
+     query lists none; values echoing the query or the call's input do not count; lib/grounding.py
+     defines the matching) -> Unsolved; otherwise Solved when no call was hallucinated,
      every Action Input was valid and (when the query lists relevant APIs) at least half of them were
      called, else Unsure. Task label: always Solvable (a rule cannot judge solvability). The same
      vote and aggregation rules then apply, so its repeated assessments differ only in the coins.
@@ -77,9 +80,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from lib import agent, config
+from lib import agent, config, grounding
 
 ANSWER_LABELS = ("Solved", "Unsolved", "Unsure")
+# The offline judge's rule, by version: judgments made under another version are set aside, not reused.
+OFFLINE_RULE = "2: Solved needs an answer grounded in a relevant call's result"
 TASK_LABELS = ("Solvable", "Unsolvable", "Unsure")
 SCORE = {"Solved": 1.0, "Unsure": 0.5, "Unsolved": 0.0}
 AGGREGATIONS = ("majority", "mean")
@@ -181,6 +186,13 @@ def _call_succeeded(observation: str) -> bool:
     return not (obs is not None and str(obs.get("error", "")).strip())
 
 
+def grounding_sources(traj: dict, api_calls: list[dict], relevant: set[str]) -> list[dict]:
+    """The successful calls whose results an answer must report: those of the query's relevant
+    APIs, or every successful call when the query lists none."""
+    return [s for s in api_calls if _call_succeeded(s.get("observation", ""))
+            and (not relevant or s["action"] in relevant)]
+
+
 def deterministic_checks(traj: dict, query: dict | None) -> dict:
     """The per-trajectory checks reported beside the pass rate."""
     table = function_table(traj, query)
@@ -197,6 +209,9 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
     relevant = relevant_names(query)
     hits = sorted(relevant & {s["action"] for s in api_calls})
     n_steps = len(traj["steps"])
+    sources = grounding_sources(traj, api_calls, relevant)
+    given = " ".join([traj["query"], *(s.get("action_input", "") for s in sources)])
+    grounded = grounding.matched_values(final_answer_text(traj), [s["observation"] for s in sources], given)
     return {
         "finished": traj["finish_type"] == "give_answer" and _last_action(traj) == "Finish",
         "n_steps": n_steps, "n_calls": len(calls), "n_api_calls": len(api_calls),
@@ -209,6 +224,7 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
         "relevant_recall": len(hits) / len(relevant) if relevant else None,
         "parse_errors": int(traj.get("parse_errors", 0)),
         "parse_error_rate": int(traj.get("parse_errors", 0)) / max(n_steps, 1),
+        "answer_grounded": bool(grounded), "grounded_values": grounded[:10],
     }
 
 
@@ -554,6 +570,8 @@ def offline_answer_status(checks: dict, pre: str | None) -> tuple[str, str]:
         return "Unsolved", pre
     if checks["successful_calls"] == 0:
         return "Unsolved", "no API call returned a result"
+    if not checks["answer_grounded"]:
+        return "Unsolved", "the final answer states no value that a successful relevant call returned"
     recall = checks["relevant_recall"]
     if checks["valid_names"] and checks["valid_inputs"] and (recall is None or recall >= 0.5):
         return "Solved", "valid calls only, a result obtained, relevant APIs called"
@@ -940,7 +958,7 @@ def run(cfg: dict, log=print):
 
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same).
     judgments = config.resumable_dir(cfg, "judgments", {
-        "judge": jcfg, "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))})
+        "judge": jcfg, "offline_rule": OFFLINE_RULE if judge is None else None, "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))})
     judged = {}
     for group in groups:
         queries = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")

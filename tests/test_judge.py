@@ -35,7 +35,10 @@ def query(qid, text="What is the weather in Paris?"):
             "relevant APIs": [["Weather Hub", "Get Weather"], ["Weather Hub", "Get Time"]]}
 
 
-def step(action, action_input="{}", observation='{"error": "", "response": "ok"}', parse_error=None):
+WEATHER = json.dumps({"error": "", "response": json.dumps({"city": "Paris", "temp_c": 20, "sky": "clear"})})
+
+
+def step(action, action_input="{}", observation=WEATHER, parse_error=None):
     return {"thought": "t", "action": action, "action_input": action_input,
             "observation": observation, "parse_error": parse_error}
 
@@ -262,7 +265,7 @@ def test_checks_and_prechecks_on_real_stabletoolbench_files():
 # ------------------------------------------------------------------------------------------------
 def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_path):
     g1 = [traj(1, GOOD), traj(2, GOOD[:1], finish_type="max_iterations"),
-          traj(3, [step("get_stock_for_x", "{}"), finish()])]
+          traj(3, [GOOD[0], step("get_stock_for_x", "{}"), finish()])]
     g3 = [traj(10, GOOD), traj(11, [step("get_weather_for_weather_hub", '{"city": "P"}',
                                           '{"error": "500", "response": ""}'), finish()])]
     qs = {"G1_instruction": [query(1), query(2), query(3)], "G3_instruction": [query(10), query(11)]}
@@ -274,7 +277,7 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     assert {r["aggregation"] for r in rows} == {"majority", "mean"}
     assert {r["judge"] for r in rows} == {"offline judge"}
     by = {(r["aggregation"], r["group"]): r for r in rows}
-    # q1 Solved (pass), q2 no Finish (fail), q3 hallucinated -> Unsure (coins), q10 Solved,
+    # q1 Solved (pass), q2 no Finish (fail), q3 grounded but one call hallucinated -> Unsure (coins), q10 Solved,
     # q11 only an erroring call -> Unsolved (fail).
     assert by["mean", "G1_instruction"]["pass_rate"] == "50.0"      # (1 + 0 + 0.5) / 3
     assert by["mean", "G3_instruction"]["pass_rate"] == "50.0"
@@ -566,3 +569,43 @@ def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_
     sent = len(server.requests)
     judge.run(cfg, log=lambda *a: None)
     assert len(server.requests) == sent
+
+
+# ------------------------------------------------------------------------------------------------
+# The offline judge's grounding rule: Solved needs the answer to state what the calls returned
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, label", [
+    ("It is 20 C and clear in Paris.", "Solved"),                     # right: the call's values
+    ("It is 20C in Paris.", "Solved"),                                # number found beside its unit
+    ("Paris: 25 C, raining.", "Unsolved"),                            # wrong values
+    ("The weather in Paris is pleasant today.", "Unsolved"),          # right format, no value
+    ("I found the weather: city, temp_c and sky.", "Unsolved"),       # field names are not values
+])
+def test_offline_judge_needs_an_answer_grounded_in_the_calls(answer, label):
+    t = traj("g1", [step("get_weather_for_weather_hub", '{"city": "Paris"}'), finish(answer)])
+    checks = judge.deterministic_checks(t, query("g1"))
+    assert judge.offline_answer_status(checks, judge.precheck(t))[0] == label
+    assert checks["answer_grounded"] == (label == "Solved")
+
+
+def test_grounding_counts_only_relevant_successful_calls():
+    weather = step("get_weather_for_weather_hub", '{"city": "Paris"}')
+    failed = step("get_weather_for_weather_hub", '{"city": "Paris"}',
+                  observation=json.dumps({"error": "timeout", "response": json.dumps({"temp_c": 20})}))
+    other = step("get_news_for_daily", "{}", observation=json.dumps({"error": "", "response": "headline 20"}))
+    for steps, grounded in (([weather, finish("20 C")], True), ([failed, finish("20 C")], False),
+                            ([other, finish("20 C")], False)):
+        checks = judge.deterministic_checks(traj("g", steps + []), query("g"))
+        assert checks["answer_grounded"] is grounded, steps
+
+
+def test_grounding_normalises_numbers_case_and_space():
+    from lib import grounding
+    obs = [json.dumps({"error": "", "response": {"population": 2102650, "name": "Île  de   France",
+                                                 "price": "1,234.50", "ok": True, "n": 5}})]
+    assert grounding.matched_values("about 2,102,650 people", obs) == ["2102650"]
+    assert grounding.matched_values("in île de france", obs) == ["île de france"]
+    assert grounding.matched_values("it costs 1234.5", obs) == ["1234.5"]
+    assert grounding.matched_values("5 of them, true", obs) == []          # too short to be evidence
+    # A value the query already gave (echoed by the API) is no evidence of a result.
+    assert grounding.matched_values("Île de France", obs, given="Tell me about Ile? Île de France") == []
