@@ -35,7 +35,7 @@ class Stage:
 STAGES = (
     Stage("01", "01_data_prep.ipynb", ("sft", "data_stats.json")),
     Stage("02", "02_train.ipynb", ("model", "train_summary.json")),
-    Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json")),
+    Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json", "first_step.json")),
     Stage("04", "04_judge.ipynb", ("judgments", "pass_rate.csv")),
     Stage("05", "05_figures.ipynb", ("figures",)),
 )

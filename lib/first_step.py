@@ -1,0 +1,148 @@
+"""First-step accuracy: is the model's first move on a test query a sensible tool call?
+
+A measure that a few CPU-minutes of training can move, where the pass rate cannot yet. The first
+assistant turn of a query is *correct* when all four hold:
+
+  parses            it is a Thought / Action / Action Input step whose Action Input is a JSON object
+                    (lib.agent.parse_step; an unknown function name still counts as parsed);
+  names_function    the Action is one of the query's API functions (`<api>_for_<tool>`, not Finish);
+  has_required      the Action Input holds every required parameter of that function;
+  values_from_query each required parameter's value appears in the query text (case-folded,
+                    whitespace collapsed, numbers as numbers: lib.grounding's normalisation).
+
+Stage 03 reports it per group for the fine-tuned model (from the trajectories) and for the same
+model before training (its first turn alone), so the table says what fine-tuning taught.
+"""
+from __future__ import annotations
+
+import json
+
+from lib import agent, grounding
+
+CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
+
+
+def _required(query: dict) -> dict[str, list[str]]:
+    return {fn["name"]: fn["parameters"]["required"] for fn in agent.functions_for_query(query)
+            if fn["name"] != "Finish"}
+
+
+def _from_query(value, query_text: str) -> bool:
+    number = grounding.as_number(value)
+    if number is not None:
+        return number in grounding.numbers_in(query_text)
+    text = grounding.normalise_text(value if isinstance(value, str) else json.dumps(value))
+    return bool(text) and text in grounding.normalise_text(query_text)
+
+
+def check(text: str, query: dict) -> dict:
+    """The four criteria and `correct` for one generated first turn."""
+    required = _required(query)
+    _, action, action_input, error = agent.parse_step(text)
+    result = dict.fromkeys(CRITERIA, False)
+    result["parses"] = error is None
+    if result["parses"]:
+        args = json.loads(action_input, strict=False) if action_input else {}
+        result["names_function"] = action in required
+        needed = required.get(action, [])
+        result["has_required"] = result["names_function"] and all(p in args for p in needed)
+        result["values_from_query"] = result["has_required"] and all(
+            _from_query(args[p], query["query"]) for p in needed)
+    result["correct"] = all(result[c] for c in CRITERIA)
+    return result
+
+
+def first_turn(line: dict) -> str:
+    """The first assistant turn of a trajectory line in ToolBench's layout, rebuilt from its parsed
+    fields (a turn with no Action rebuilds with an empty one, which fails `parses` as it did)."""
+    if not line.get("steps"):
+        return ""
+    step = line["steps"][0]
+    return agent.format_step(step.get("thought", ""), step.get("action", ""), step.get("action_input", ""))
+
+
+def rates(checks: list[dict]) -> dict:
+    """Share of queries meeting each criterion, and `n`."""
+    n = len(checks)
+    return {"n": n, **{k: round(sum(c[k] for c in checks) / n, 4) if n else None
+                       for k in (*CRITERIA, "correct")}}
+
+
+# ---------------------------------------------------------------------------------------------
+# Stage 03's report: the fine-tuned model (its trajectories) against the same model untrained.
+
+
+def untrained_backend(cfg: dict):
+    """Stage 03's HF backend around the model as stage 02 started from: the hub/local base model,
+    or the tiny OPT initialised from the same seed (stage 02 seeds, then builds it)."""
+    import torch
+    from transformers import set_seed
+
+    from lib import model as model_lib
+
+    inf = cfg["inference"]
+    tokenizer = model_lib.load_tokenizer(cfg)
+    set_seed(cfg["seed"])
+    model = model_lib.load_model(cfg, tokenizer)
+    device, _ = agent.inference_device(inf.get("dtype"))
+    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(inf.get("dtype"), torch.float32)
+    model = model.to(device=device, dtype=dtype if device == "cuda" else torch.float32)
+    return agent.HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+
+
+def untrained_turns(cfg: dict, queries: list, path) -> dict:
+    """{(group, query_id): first turn} of the untrained model, appended to `path` as they are made
+    and read back on a rerun (only the missing ones are generated)."""
+    done = {(l["group"], str(l["query_id"])): l["text"] for l in agent.read_trajectories(path)} \
+        if path.exists() else {}
+    todo = [q for q in queries if (q.group, str(q.query_id)) not in done]
+    if todo:
+        backend, size = untrained_backend(cfg), cfg["inference"]["batch_size"]
+        with open(path, "a", encoding="utf-8") as fh:
+            for i in range(0, len(todo), size):
+                batch = todo[i:i + size]
+                for q, gen in zip(batch, backend.generate([q.start() for q in batch])):
+                    agent.append_line(fh, {"group": q.group, "query_id": q.query_id, "text": gen.text})
+                    done[(q.group, str(q.query_id))] = gen.text
+    return done
+
+
+def run(cfg: dict) -> dict:
+    """first_step.json: per group and overall, the criteria's rates for the fine-tuned model (first
+    turn of each trajectory) and, with the hf backend, for the untrained one on the same queries."""
+    from lib import config
+
+    out = config.output_dir(cfg)
+    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    lines, queries = {}, []
+    for group in cfg["inference"]["groups"]:
+        path = out / "trajectories" / f"{group}.jsonl"
+        if not path.exists():
+            continue
+        by_id = {str(r["query_id"]): r for r in agent.load_queries(test_dir / f"{group}.json")}
+        lines[group] = [(l, by_id[str(l["query_id"])]) for l in agent.read_trajectories(path)]
+        queries += [agent.Query(q, group) for _, q in lines[group]]
+    compare = cfg["inference"]["backend"] == "hf"
+    untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl") \
+        if compare else {}
+    report, pooled = {"criteria": list(CRITERIA), "groups": {}}, {"trained": [], "untrained": []}
+    for group, pairs in lines.items():
+        trained = [check(first_turn(l), q) for l, q in pairs]
+        before = [check(untrained[(group, str(l["query_id"]))], q) for l, q in pairs] if compare else []
+        report["groups"][group] = {"trained": rates(trained), "untrained": rates(before) if compare else None}
+        pooled["trained"] += trained
+        pooled["untrained"] += before
+    report["overall"] = {"trained": rates(pooled["trained"]),
+                         "untrained": rates(pooled["untrained"]) if compare else None}
+    report["stamp"] = cfg.get("stamp")
+    (out / "first_step.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def table(report: dict):
+    """first_step.json as a DataFrame: one row per group and model."""
+    import pandas as pd
+
+    rows = [{"group": g, "model": m, **r[m]} for g, r in [*report["groups"].items(), ("overall", report["overall"])]
+            for m in ("trained", "untrained") if r[m] is not None]
+    return pd.DataFrame(rows)
