@@ -4,8 +4,8 @@ A well-formed answer ("The weather in Paris is sunny.") is not a solved task unl
 the tools said. Rule: an answer is *grounded* when at least one informative value of at least one
 successful call's response appears in it, both sides normalised:
 
-- values: the leaves of the observation's `response` (parsed as JSON when it is JSON text, else the
-  text itself), strings and numbers; booleans and nulls say nothing and are skipped;
+- values: the leaves of the observation's `response` (parsed when it is JSON text or a Python repr,
+  as ToolBench's responses are written; else the text itself), strings and numbers; booleans and nulls say nothing and are skipped;
 - informative: a string of at least 3 characters that is not only punctuation, a number with at
   least 2 digits or a fractional part (a lone "5" or "ok" matches too many answers by chance);
 - normalised: case-folded, whitespace collapsed; numbers compared as numbers, so "1,234.50",
@@ -17,6 +17,7 @@ echoed back by the API) are not evidence of a result and are skipped. Used by li
 """
 from __future__ import annotations
 
+import ast
 import json
 import re
 
@@ -44,10 +45,16 @@ def numbers_in(text: str) -> set[str]:
 
 
 def _parsed(value):
-    if isinstance(value, str):
+    """An object or list written as JSON text or as a Python repr (ToolBench's responses are), as a
+    value; any other text (a number such as "1,234.50" included) stays text."""
+    if isinstance(value, str) and value.strip()[:1] in ("{", "["):
         try:
             return json.loads(value)
         except (json.JSONDecodeError, ValueError):
+            pass
+        try:
+            return ast.literal_eval(value)
+        except (ValueError, SyntaxError, MemoryError, RecursionError):
             return value
     return value
 

@@ -17,6 +17,7 @@ import random
 from pathlib import Path
 
 from lib import agent
+from lib.tools import recorded_observation
 
 CITIES = ["Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Toronto", "Mumbai", "Sydney", "Cairo", "Berlin",
           "Seoul", "Madrid", "Denver", "Hanoi", "Dublin", "Santiago"]
@@ -318,9 +319,6 @@ def _query(rng, tools: list[list[_Api]], unseen_values: bool):
     return api_list, calls, text
 
 
-def _observation(response) -> str:
-    # ToolBench's function turns: JSON with an error string and the response as a Python repr.
-    return json.dumps({"error": "", "response": repr(response)})
 
 
 def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict) -> list[dict]:
@@ -345,7 +343,7 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
                 "Finish", json.dumps(finish, indent=2))})
             return turns
         response = api.response(args)
-        turns.append({"from": "function", "value": _observation(response)})
+        turns.append({"from": "function", "value": recorded_observation(response)})
         facts.append(api.summarise(response))
     answer = " ".join(f[0].upper() + f[1:] + ("" if f.endswith(("?", ".")) else ".") for f in facts)
     finish = {"return_type": "give_answer", "final_answer": answer}
@@ -459,7 +457,8 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
                           f"{agent.standardize_name(a.name)}", "description": a.description, "method": "GET",
                           "required_parameters": a.required, "optional_parameters": a.optional}
                          for a in tool_apis]})
-    lines = [json.dumps(r, sort_keys=True) for _, r in sorted(responses.items())]
+    # Each response keeps its own key order: its repr must read as in the training conversations.
+    lines = [json.dumps(r) for _, r in sorted(responses.items())]
     (out_dir / "toolenv" / "responses.jsonl").write_text("\n".join(lines) + "\n")
     manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group),
                 "seed": seed, "train_queries": train_queries, "train_records": len(records),

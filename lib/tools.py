@@ -25,6 +25,14 @@ def observation(response="", error: str = "") -> str:
     return json.dumps({"error": error, "response": response}, ensure_ascii=False)
 
 
+def recorded_observation(response) -> str:
+    """The observation of a recorded API response as ToolBench's data holds it: `response` is text,
+    a structured reply written as its Python repr ("{'temp_c': 18, ...}"). The sample's training
+    conversations and the offline environment both use this, so the model meets at inference the
+    observations it was trained on."""
+    return observation(response if isinstance(response, str) else repr(response))
+
+
 def api_key(category: str, tool_name: str, api_name: str) -> tuple[str, str, str]:
     """How environments identify an API: category, tool and API names standardized as ToolBench
     names files and functions (so 'Weather API!' and 'weather_api' are the same tool)."""
@@ -162,7 +170,7 @@ class OfflineToolEnv(ToolEnv):
         if record is None:
             return observation(error=f"No recorded response for API '{api_name}' of tool '{tool_name}' "
                                      f"with arguments {canonical_arguments(arguments)} (offline tool environment)")
-        return observation(record["response"])
+        return recorded_observation(record["response"])
 
 
 def _send(request, timeout: float, service: str) -> tuple[str, str | None]:

@@ -175,7 +175,8 @@ def test_react_calls_tool_then_finishes(env):
     result, prompts = drive(agent.react(q, env, 10), [step(CW, {"city": "Paris"}), ANSWER])
     assert result["finish_type"] == "give_answer" and result["final_answer"] == "21 degrees"
     first, second = result["steps"]
-    assert json.loads(first["observation"]) == {"error": "", "response": {"temp": 21}}
+    # As ToolBench's data writes a structured response: its Python repr, as text.
+    assert json.loads(first["observation"]) == {"error": "", "response": "{'temp': 21}"}
     # the second prompt is the conversation so far, roles as in training
     assert [m["role"] for m in prompts[1]] == ["system", "user", "assistant", "function"]
     assert prompts[1][1]["content"] == "\nWhat is the weather in Paris?\nBegin!\n"

@@ -42,13 +42,13 @@ def obs(text):
 def test_offline_matching_levels(toolenv):
     env = tools.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
     # 1. exact canonical JSON, names given the way the query writes them
-    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"units": "metric", "city": "Paris"}))["response"] == {"temp": 21}
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"units": "metric", "city": "Paris"}))["response"] == "{'temp': 21}"
     # exact beats loose: {"city": "paris"} has its own recording
-    assert obs(env.call("weather", "weather_api", "current_weather", {"city": "paris"}))["response"] == {"temp": 99}
+    assert obs(env.call("weather", "weather_api", "current_weather", {"city": "paris"}))["response"] == "{'temp': 99}"
     # 2. loose: case and whitespace in values, empty values dropped
-    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": " OSLO", "units": ""}))["response"] == {"temp": 3}
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": " OSLO", "units": ""}))["response"] == "{'temp': 3}"
     # 3. required parameters only (units differs)
-    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Oslo", "units": "imperial"}))["response"] == {"temp": 3}
+    assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Oslo", "units": "imperial"}))["response"] == "{'temp': 3}"
     miss = obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Rome"}))
     assert miss["response"] == "" and "No recorded response" in miss["error"] and "Rome" in miss["error"]
     assert "No recorded response" in obs(env.call("Weather", "Weather API!", "Report", {}))["error"]
@@ -109,3 +109,33 @@ def test_secret_comes_from_env(monkeypatch):
     with pytest.raises(RuntimeError, match="MY_TEST_KEY"):
         tools.secret("MY_TEST_KEY")
     assert tools.secret("MY_TEST_KEY", required=False) == ""
+
+
+def test_offline_observations_are_what_the_training_conversations_hold(tmp_path):
+    """At inference the model must meet the observations it was trained on: for every call in the
+    sample's training conversations, the offline environment answers with the very same text."""
+    from lib import agent, sample
+    sample.generate(tmp_path, seed=3, train_queries=12, queries_per_group=1)
+    env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
+    records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
+    compared = 0
+    for record in records:
+        turns = record["conversations"]
+        for call, result in zip(turns, turns[1:]):
+            if call["from"] == "assistant" and result["from"] == "function" and not json.loads(result["value"])["error"]:
+                _, action, action_input, error = agent.parse_step(call["value"])
+                assert error is None
+                category, tool, api_name = _api_of(action, tmp_path / "toolenv" / "tools")
+                assert env.call(category, tool, api_name, json.loads(action_input)) == result["value"]
+                compared += 1
+    assert compared > 10
+
+
+def _api_of(function: str, tools_dir):
+    """(category, tool name, api name) of a function name <api>_for_<tool>, from the tool documents."""
+    from lib import agent
+    for doc in tools.load_tool_docs(tools_dir).values():
+        for api in doc["api_list"]:
+            if agent.api_function_name(api["name"], doc["tool_name"]) == function:
+                return doc["category"], doc["tool_name"], api["name"]
+    raise AssertionError(function)
