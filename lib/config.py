@@ -36,7 +36,7 @@ SCHEMA: dict[str, Any] = {
     },
     "model": {
         "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,
-        "over_max_positions": ANY, "dtype": ANY,
+        "over_max_positions": ANY, "dtype": ANY, "tokenizer_pretokenize": ANY,
     },
     "format_check": {"heldout": ANY, "max_new_tokens": ANY},
     "train": "SFTConfig",

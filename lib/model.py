@@ -30,15 +30,30 @@ def tokenizer_dir(cfg: dict) -> Path:
     return config.path(cfg, cfg["output_dir"]) / "tokenizer"
 
 
-def train_tokenizer(texts: Iterable[str], vocab_size: int):
+# Pre-tokenizers: GPT-2's rule (OPT's own) splits identifiers at every underscore, so a function
+# name such as current_weather_for_weathernow is 5-7 tokens; "identifiers" keeps [A-Za-z0-9_]+ runs
+# whole, so BPE can make each frequent name one token, which a tiny model copies far more easily.
+# Whitespace splits as GPT-2's does (\s+(?!\S)): the space that ends a prompt ("Assistant: ") is
+# then the same token in training, where a newline follows it, as at inference, where it ends the text.
+PRETOKENIZE = {"gpt2": None, "identifiers": r" ?[A-Za-z0-9_]+| ?[^\sA-Za-z0-9_]+|\s+(?!\S)|\s+"}
+
+
+def train_tokenizer(texts: Iterable[str], vocab_size: int, pretokenize: str = "gpt2"):
     """A byte-level BPE like OPT's (GPT-2 style), trained on our own text."""
-    from tokenizers import ByteLevelBPETokenizer
+    from tokenizers import Regex, Tokenizer, decoders, models, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
-    bpe = ByteLevelBPETokenizer()
-    bpe.train_from_iterator(texts, vocab_size=vocab_size, min_frequency=2, show_progress=False,
-                            special_tokens=SPECIAL_TOKENS)
-    return PreTrainedTokenizerFast(tokenizer_object=bpe._tokenizer, bos_token="<s>", eos_token="</s>",
+    if pretokenize not in PRETOKENIZE:
+        raise ValueError(f"model.tokenizer_pretokenize must be one of {sorted(PRETOKENIZE)}, got {pretokenize!r}")
+    bpe = Tokenizer(models.BPE())
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=PRETOKENIZE[pretokenize] is None)
+    bpe.pre_tokenizer = byte_level if PRETOKENIZE[pretokenize] is None else pre_tokenizers.Sequence(
+        [pre_tokenizers.Split(Regex(PRETOKENIZE[pretokenize]), behavior="isolated"), byte_level])
+    bpe.decoder = decoders.ByteLevel()
+    bpe.train_from_iterator(texts, trainers.BpeTrainer(
+        vocab_size=vocab_size, min_frequency=2, special_tokens=SPECIAL_TOKENS, show_progress=False,
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
+    return PreTrainedTokenizerFast(tokenizer_object=bpe, bos_token="<s>", eos_token="</s>",
                                    unk_token="<unk>", pad_token="<pad>")
 
 
@@ -57,7 +72,8 @@ def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
     else:
         folder = tokenizer_dir(cfg)
         if train_texts is not None:
-            tokenizer = train_tokenizer(train_texts, cfg["model"]["tiny"]["vocab_size"])
+            tokenizer = train_tokenizer(train_texts, cfg["model"]["tiny"]["vocab_size"],
+                                        cfg["model"].get("tokenizer_pretokenize") or "gpt2")
             tokenizer.chat_template = cfg["model"]["chat_template"]
             tokenizer.save_pretrained(str(folder))
         elif (folder / "tokenizer.json").exists():

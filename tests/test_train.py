@@ -319,3 +319,16 @@ def test_run_shorter_than_one_logging_window_still_summarises(cfg, tmp_path):
     assert summary["final_loss"] is None and summary["train_loss"] > 0
     assert (tmp_path / "figures" / "loss_curve.png").stat().st_size > 0
     assert "final loss" in train.describe(summary)
+
+
+@pytest.mark.parametrize("pretokenize, pieces", [("gpt2", 7), ("identifiers", 1)])
+def test_identifier_pretokenizer_keeps_function_names_whole(pretokenize, pieces):
+    """GPT-2's rule splits get_weather_for_meteo at each underscore; 'identifiers' lets BPE make a
+    frequent name one token. Both decode back to the text exactly."""
+    texts = [record(i, city)["completion"][0]["content"] for i, city in enumerate(CITIES)] * 3
+    tokenizer = model_lib.train_tokenizer(texts, 400, pretokenize)
+    assert len(tokenizer.tokenize(" get_weather_for_meteo")) == pieces
+    ids = tokenizer(texts[0], add_special_tokens=False)["input_ids"]
+    assert tokenizer.decode(ids) == texts[0]
+    with pytest.raises(ValueError, match="tokenizer_pretokenize"):
+        model_lib.train_tokenizer(texts, 400, "words")
