@@ -32,7 +32,8 @@ SCHEMA: dict[str, Any] = {
     "data": {
         "sample_dir": ANY, "generate_sample": ANY, "train_path": ANY, "test_dir": ANY,
         "toolenv_dir": ANY, "example_per": ANY, "on_bad_record": ANY, "num_proc": ANY,
-        "max_records": ANY, "histogram_bins": ANY,
+        "max_records": ANY, "histogram_bins": ANY, "sample_train_queries": ANY,
+        "sample_queries_per_group": ANY,
     },
     "model": {
         "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,

@@ -314,9 +314,17 @@ def ensure_sample(cfg: dict) -> None:
     from lib import sample
 
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"])
-    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"]):
+    size = sample_size(cfg)
+    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"], *size):
         shutil.rmtree(sample_dir, ignore_errors=True)
-        sample.generate(sample_dir, seed=cfg["seed"])
+        sample.generate(sample_dir, cfg["seed"], *size)
+
+
+def sample_size(cfg: dict) -> tuple[int, int]:
+    """(training queries, test queries per group) of the generated sample: data.sample_train_queries
+    and data.sample_queries_per_group, 240 and 8 unless set."""
+    data = cfg["data"]
+    return int(data.get("sample_train_queries") or 240), int(data.get("sample_queries_per_group") or 8)
 
 
 def prepare(cfg: dict) -> dict:

@@ -256,3 +256,15 @@ def test_conversation_mode_keeps_only_records_no_later_record_extends():
     branch = record("Step 4: weather in Oslo")
     branch["conversations"][2] = {"from": "assistant", "value": "\nThought: other\nAction: x\nAction Input: {}"}
     assert not data.extends(short, other) and not data.extends(short, branch) and data.extends(short, record())
+
+
+def test_sample_size_comes_from_the_profile(tmp_path):
+    from lib import config, data, sample
+    smoke = config.load("smoke")
+    assert data.sample_size(smoke) == (240, 8)
+    cfg = config.load("smoke", {"data.sample_dir": str(tmp_path / "s"), "data.sample_train_queries": 6,
+                                "data.sample_queries_per_group": 1})
+    data.ensure_sample(cfg)
+    manifest = json.loads((tmp_path / "s" / "MANIFEST.json").read_text())
+    assert manifest["test_queries"] == dict.fromkeys(config.GROUPS, 1)
+    assert sample.is_current(tmp_path / "s", cfg["seed"], 6, 1) and not sample.is_current(tmp_path / "s", cfg["seed"])
