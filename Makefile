@@ -5,8 +5,8 @@ PROFILE ?= smoke
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-# The smoke profile never touches the hub: fail at once instead of waiting on network time-outs.
-ifeq ($(PROFILE),smoke)
+# Only the paper profile touches the hub: the others fail at once instead of waiting on time-outs.
+ifneq ($(PROFILE),paper)
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 endif
 

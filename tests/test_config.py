@@ -84,3 +84,19 @@ def test_paper_paths_follow_the_data_zip_layout():
     assert PurePosixPath(data["train_path"]).relative_to(root) == PurePosixPath("data/toolllama_G123_dfs_train.json")
     assert PurePosixPath(data["test_dir"]).relative_to(root) == PurePosixPath("data/test_instruction")
     assert PurePosixPath(data["toolenv_dir"]).relative_to(root) == PurePosixPath("data/toolenv")
+
+
+def test_mini_profile_is_smoke_with_the_measured_recipe():
+    """configs/mini.yaml copies smoke.yaml but for the keys of the recipe measured in bench/README.md."""
+    smoke, mini = config.load("smoke"), config.load("mini")
+    recipe = {("model", "tiny"): None, ("model", "tokenizer_pretokenize"): "identifiers",
+              ("train", "num_train_epochs"): 5, ("train", "learning_rate"): 2.0e-3,
+              ("data", "sample_train_queries"): 1000}
+    for section in ("data", "model", "train", "format_check", "inference", "judge", "report", "lora"):
+        a, b = smoke[section] or {}, mini[section] or {}
+        for key in set(a) | set(b):
+            if (section, key) in recipe or key in ("sample_dir", "train_path", "test_dir", "toolenv_dir"):
+                continue
+            assert a.get(key) == b.get(key), f"{section}.{key}"
+    assert {k: mini["model"]["tiny"][k] for k in ("num_hidden_layers", "hidden_size")} == {"num_hidden_layers": 4, "hidden_size": 256}
+    assert mini["data"]["sample_dir"] != smoke["data"]["sample_dir"] and mini["seed"] == smoke["seed"]
