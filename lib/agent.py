@@ -758,6 +758,14 @@ def summarize(lines: list[dict], counters: dict | None = None) -> dict:
     }
 
 
+def tool_docs(cfg: dict) -> dict:
+    """{tool: its description} from data.toolenv_dir/tools, for the system prompts of the queries."""
+    from lib import config, tools
+
+    return {k: d.get("tool_description", "")
+            for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
+
+
 def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
@@ -772,13 +780,12 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg["seed"], "queries": config.file_digest(test_dir)})
-    tool_docs = {k: d.get("tool_description", "")
-                 for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
+    docs = tool_docs(cfg)
     env = env or tools.make_env(cfg)
     groups = {}
     for group in inf["groups"]:
         records = load_queries(test_dir / f"{group}.json")[:inf["max_queries_per_group"] or None]
-        queries = [Query(r, group, tool_docs) for r in records]
+        queries = [Query(r, group, docs) for r in records]
         path = out / f"{group}.jsonl"
         counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],
                              inf["batch_size"], inf["dfsdt_width"], inf["dfsdt_max_expansions"],

@@ -84,9 +84,8 @@ def untrained_backend(cfg: dict):
     tokenizer = model_lib.load_tokenizer(cfg)
     set_seed(cfg["seed"])
     model = model_lib.load_model(cfg, tokenizer)
-    device, _ = agent.inference_device(inf.get("dtype"))
-    dtype = {"float16": torch.float16, "bfloat16": torch.bfloat16}.get(inf.get("dtype"), torch.float32)
-    model = model.to(device=device, dtype=dtype if device == "cuda" else torch.float32)
+    device, dtype = agent.inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
+    model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
     return agent.HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
 
 
@@ -114,14 +113,14 @@ def run(cfg: dict) -> dict:
 
     out = config.output_dir(cfg)
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
-    lines, queries = {}, []
+    lines, queries, docs = {}, [], agent.tool_docs(cfg)
     for group in cfg["inference"]["groups"]:
         path = out / "trajectories" / f"{group}.jsonl"
         if not path.exists():
             continue
         by_id = {str(r["query_id"]): r for r in agent.load_queries(test_dir / f"{group}.json")}
         lines[group] = [(l, by_id[str(l["query_id"])]) for l in agent.read_trajectories(path)]
-        queries += [agent.Query(q, group) for _, q in lines[group]]
+        queries += [agent.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
     compare = cfg["inference"]["backend"] == "hf"
     untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl") \
         if compare else {}
