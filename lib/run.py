@@ -3,8 +3,9 @@
 First the pre-flight check (lib/preflight.py) prints one table of every input the profile needs and
 stops the run if one is missing; `--check` prints the table alone.
 
-Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished
-(outputs/<profile>/stages/NN.done, written only after its last cell ran) and whose outputs are all
+Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished with
+the same settings (outputs/<profile>/stages/NN.done, written only after its last cell ran, holds a
+digest of the resolved profile, --set overrides included) and whose outputs are all
 newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs) is
 skipped unless --force; a failing stage stops the run naming the notebook and the failing cell, and
 counts as not done however much it wrote. What the notebooks print goes to the terminal as well
@@ -73,9 +74,22 @@ def done_marker(cfg: dict, stage: Stage) -> Path:
     return config.path(cfg, cfg["output_dir"]) / "stages" / f"{stage.number}.done"
 
 
+def settings_digest(cfg: dict) -> str:
+    """What a stage ran with: the resolved profile, overrides included (they are in no file)."""
+    import hashlib
+    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def mark_done(cfg: dict, stage: Stage) -> None:
+    marker = done_marker(cfg, stage)
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text(settings_digest(cfg) + "\n")
+
+
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg["output_dir"])
-    if not done_marker(cfg, stage).exists():
+    marker = done_marker(cfg, stage)
+    if not marker.exists() or marker.read_text().strip() != settings_digest(cfg):
         return False
     outputs = [out / o for o in stage.outputs]
     oldest_output = _oldest_mtime(outputs)
@@ -120,8 +134,7 @@ def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=Non
         raise StageFailed(
             f"stage {stage.number} failed: {_shown(source)}, cell {err.exec_count} "
             f"(executed copy: {executed}):\n{err.ename}: {err.evalue}") from None
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(time.strftime("%Y-%m-%dT%H:%M:%S") + "\n")
+    mark_done(cfg, stage)
     return executed
 
 

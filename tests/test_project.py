@@ -86,9 +86,11 @@ def test_up_to_date_check_follows_mtimes(tmp_path):
     for output in (tmp_path / "out" / "sft" / "data.arrow", tmp_path / "out" / "data_stats.json"):
         os.utime(output, (newest_input + 5, newest_input + 5))
     assert not run.is_up_to_date(cfg, stage, [])        # outputs, but the notebook never finished
-    run.done_marker(cfg, stage).parent.mkdir(parents=True)
-    run.done_marker(cfg, stage).write_text("")
+    run.mark_done(cfg, stage)
     assert run.is_up_to_date(cfg, stage, [])
+    # Another --set value is no file, yet it is another run: not up to date.
+    other = config.load(str(profile), {"output_dir": str(tmp_path / "out"), "data.histogram_bins": 7})
+    assert not run.is_up_to_date(other, stage, [])
     os.utime(profile, (newest_input + 10, newest_input + 10))
     assert not run.is_up_to_date(cfg, stage, [])
 
