@@ -39,6 +39,14 @@ def parse_candidate(text: str) -> tuple[str, dict]:
 
 def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     cfg = config.load(profile, {**overrides, "output_dir": str(work / name)})
+    if cfg["data"]["generate_sample"]:
+        # Each candidate generates its own sample (its data.sample_* options may differ).
+        sample_dir = work / name / "sample"
+        cfg = config.load(profile, {**overrides, "output_dir": str(work / name),
+                                    "data.sample_dir": str(sample_dir),
+                                    "data.train_path": str(sample_dir / "train" / "toolllama_G123_dfs_train.json"),
+                                    "data.test_dir": str(sample_dir / "test_instruction"),
+                                    "data.toolenv_dir": str(sample_dir / "toolenv")})
     quiet = lambda *a, **k: None  # noqa: E731
     t0 = time.time()
     data.prepare(cfg)

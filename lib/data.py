@@ -314,17 +314,20 @@ def ensure_sample(cfg: dict) -> None:
     from lib import sample
 
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"])
-    size = sample_size(cfg)
-    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"], *size):
+    options = sample_options(cfg)
+    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"], **options):
         shutil.rmtree(sample_dir, ignore_errors=True)
-        sample.generate(sample_dir, cfg["seed"], *size)
+        sample.generate(sample_dir, cfg["seed"], **options)
 
 
-def sample_size(cfg: dict) -> tuple[int, int]:
-    """(training queries, test queries per group) of the generated sample: data.sample_train_queries
-    and data.sample_queries_per_group, 240 and 8 unless set."""
+def sample_options(cfg: dict) -> dict:
+    """lib.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
+    data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""
     data = cfg["data"]
-    return int(data.get("sample_train_queries") or 240), int(data.get("sample_queries_per_group") or 8)
+    return {"train_queries": int(data.get("sample_train_queries") or 240),
+            "queries_per_group": int(data.get("sample_queries_per_group") or 8),
+            "invented_values": float(data.get("sample_invented_values") or 0.0),
+            "retry_share": float(data.get("sample_retry_share") or 0.0)}
 
 
 def prepare(cfg: dict) -> dict:

@@ -167,7 +167,7 @@ def _will_generate(cfg: dict, target: Path) -> bool:
         return False
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"]).resolve()
     inside = target.resolve() == sample_dir or sample_dir in target.resolve().parents
-    return inside and not sample.is_current(sample_dir, cfg["seed"], *data.sample_size(cfg))
+    return inside and not sample.is_current(sample_dir, cfg["seed"], **data.sample_options(cfg))
 
 
 def _broken(item: str, key: str, err: Exception) -> Row:

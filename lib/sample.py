@@ -14,10 +14,11 @@ from __future__ import annotations
 import hashlib
 import json
 import random
+import re
 from pathlib import Path
 
 from lib import agent
-from lib.tools import recorded_observation
+from lib.tools import canonical_arguments, observation, recorded_observation
 
 CITIES = ["Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Toronto", "Mumbai", "Sydney", "Cairo", "Berlin",
           "Seoul", "Madrid", "Denver", "Hanoi", "Dublin", "Santiago"]
@@ -252,6 +253,30 @@ def _world():
     }
 
 
+# Invented values are made of these, so a model cannot guess a value: it must copy it from the query.
+SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "sa", "bel", "din", "ko", "ru", "na", "tel", "mar",
+             "vi", "zo", "len", "dra", "pe", "sun", "gor", "li", "fa", "mun", "tes", "bra", "ok", "ul"]
+
+
+def invent_value(like, rng: random.Random):
+    """A value of the same shape as `like` that no list above holds: a number of the same size,
+    letters-only words made of syllables, upper-case codes and digit runs of the same length."""
+    if isinstance(like, bool) or not isinstance(like, (int, float, str)):
+        return like
+    if isinstance(like, (int, float)):
+        return rng.randint(2, max(10, 4 * int(like)))
+
+    def word(match):
+        text = match.group(0)
+        if text.isdigit():
+            return "".join(rng.choice("0123456789") for _ in text)
+        if text.isupper():
+            return "".join(rng.choice("ABCDEFGHIJKLMNOPRSTUVWZ") for _ in text)
+        made = "".join(rng.choice(SYLLABLES) for _ in range(rng.choice([2, 2, 3])))
+        return made.capitalize() if text[0].isupper() else made
+    return re.sub(r"[A-Za-z]+|[0-9]+", word, like)
+
+
 UNSEEN_CATEGORIES = ("Music", "Communication")
 UNSEEN_TOOLS = ("AirQualityHub", "CryptoTicker", "StreamFinder")   # categories seen, tools not
 FAILURE_RATE = 0.12          # training trajectories where an API fails and the model gives up
@@ -270,12 +295,15 @@ class _Api:
                 "api_description": self.description, "required_parameters": self.required,
                 "optional_parameters": self.optional, "method": "GET"}
 
-    def draw_arguments(self, rng: random.Random, unseen_values: bool) -> dict:
+    def draw_arguments(self, rng: random.Random, unseen_values: bool, invented: bool = False) -> dict:
         args = {}
         for key, pool in self.values.items():
             if key == "city" and unseen_values:
                 pool = NEW_CITIES
             value = rng.choice(pool)
+            if invented:
+                value = (tuple(invent_value(v, rng) for v in value) if isinstance(value, tuple)
+                         else invent_value(value, rng))
             if "," in key:
                 args.update(zip(key.split(","), value))
             else:
@@ -297,13 +325,13 @@ def _apis(world) -> list[_Api]:
             for spec in specs]
 
 
-def _query(rng, tools: list[list[_Api]], unseen_values: bool):
+def _query(rng, tools: list[list[_Api]], unseen_values: bool, invented: bool = False):
     """A query over some of the given tools' APIs: (api_list, calls [(api, args)], text)."""
     calls, sentences = [], []
     for apis in tools:
         chosen = rng.sample(apis, k=min(len(apis), rng.choice([1, 1, 2])))
         for api in chosen:
-            args = api.draw_arguments(rng, unseen_values)
+            args = api.draw_arguments(rng, unseen_values, invented)
             calls.append((api, args))
             sentences.append(rng.choice(api.phrasings).format(**args))
     openers = ["", "I'm planning my week. ", "Quick question. ", "I need some help. ", "For a project, "]
@@ -321,8 +349,20 @@ def _query(rng, tools: list[list[_Api]], unseen_values: bool):
 
 
 
-def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict) -> list[dict]:
-    """The full conversation (ToolBench from/value turns) of one solved or abandoned query."""
+def _wrong_arguments(args: dict, rng: random.Random) -> dict:
+    """The arguments with one value replaced by an invented one, as a model that miscopies writes them."""
+    key = rng.choice(sorted(k for k, v in args.items() if isinstance(v, str)) or sorted(args))
+    wrong = dict(args)
+    while wrong[key] == args[key]:
+        wrong[key] = invent_value(args[key], rng)
+    return wrong
+
+
+def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict,
+                  retry_at: int | None = None, rng: random.Random | None = None) -> list[dict]:
+    """The full conversation (ToolBench from/value turns) of one solved or abandoned query. At call
+    `retry_at` the first try has a miscopied value, gets the offline tool environment's error for an
+    unrecorded call, and the next step makes the call again with the query's value."""
     query = {"query": query_text, "query_id": 0, "api_list": api_list}
     tools = agent.tool_descriptions_for_query(query, tool_docs)
     turns = [{"from": "system", "value": agent.system_prompt(agent.functions_for_query(query), tools)},
@@ -332,6 +372,15 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
         purpose = api.description[0].lower() + api.description[1:].rstrip(".")
         thought = (f"The user wants the {purpose}. I will call {api.function}." if k == 0
                    else f"Next I need the {purpose}, so I will call {api.function}.")
+        if k == retry_at:
+            wrong = _wrong_arguments(args, rng)
+            turns.append({"from": "assistant", "value": agent.format_step(thought, api.function,
+                                                                            json.dumps(wrong, indent=2))})
+            turns.append({"from": "function", "value": observation(error=(
+                f"No recorded response for API '{api.name}' of tool '{api.tool}' with arguments "
+                f"{canonical_arguments(wrong)} (offline tool environment)"))})
+            thought = (f"The call to {api.function} failed: its arguments must be the values the user "
+                       f"gave. I will call {api.function} again with them.")
         turns.append({"from": "assistant", "value": agent.format_step(thought, api.function,
                                                                         json.dumps(args, indent=2))})
         if k == fail_at:
@@ -366,20 +415,29 @@ def _tool_groups(apis: list[_Api]) -> dict:
     return by_tool
 
 
-def fingerprint(seed: int, train_queries: int, queries_per_group: int) -> str:
+def fingerprint(seed: int, train_queries: int = 240, queries_per_group: int = 8,
+                invented_values: float = 0.0, retry_share: float = 0.0) -> str:
     """Identifies what generate() would write: its code (this file and the prompt format) and arguments."""
     code = Path(__file__).read_bytes() + Path(agent.__file__).read_bytes()
-    return hashlib.sha256(code + f"|{seed}|{train_queries}|{queries_per_group}".encode()).hexdigest()[:16]
+    options = f"|{seed}|{train_queries}|{queries_per_group}|{invented_values}|{retry_share}"
+    return hashlib.sha256(code + options.encode()).hexdigest()[:16]
 
 
-def is_current(out_dir: Path, seed: int, train_queries: int = 240, queries_per_group: int = 8) -> bool:
+def is_current(out_dir: Path, seed: int, **options) -> bool:
     manifest = Path(out_dir) / "MANIFEST.json"
     return manifest.exists() and json.loads(manifest.read_text()).get("fingerprint") == fingerprint(
-        seed, train_queries, queries_per_group)
+        seed, **options)
 
 
-def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per_group: int = 8) -> dict:
-    """Write the sample corpus under out_dir; returns its manifest (also written as MANIFEST.json)."""
+def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per_group: int = 8,
+             invented_values: float = 0.0, retry_share: float = 0.0) -> dict:
+    """Write the sample corpus under out_dir; returns its manifest (also written as MANIFEST.json).
+
+    invented_values: the share of training queries whose argument values are invented (never in a
+    test query), so that a model learns to copy values from the query rather than guess them from
+    the few it has seen. retry_share: the share of training conversations in which one call first
+    has a miscopied value and is made again after the error (ToolBench's training data, too, has
+    failed calls that the model recovers from)."""
     rng = random.Random(seed)
     out_dir = Path(out_dir)
     apis = _apis(_world())
@@ -416,9 +474,14 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
     records, train_texts = [], []
     shapes = [lambda: single(seen), lambda: same_category(seen, 2), lambda: across_categories(seen, 2)]
     for _ in range(train_queries):
-        api_list, calls, text = _query(rng, rng.choice(shapes)(), unseen_values=False)
+        # (No draw for a share of 0, so the corpus without these options stays as it was.)
+        api_list, calls, text = _query(rng, rng.choice(shapes)(), unseen_values=False,
+                                       invented=bool(invented_values) and rng.random() < invented_values)
         fail_at = rng.randrange(len(calls)) if rng.random() < FAILURE_RATE else None
-        records += _records(text, _conversation(text, api_list, calls, fail_at, tool_docs))
+        retry_at = rng.randrange(len(calls)) if retry_share and rng.random() < retry_share else None
+        if fail_at is not None and retry_at is not None and retry_at >= fail_at:
+            retry_at = None
+        records += _records(text, _conversation(text, api_list, calls, fail_at, tool_docs, retry_at, rng))
         train_texts.append(text)
         record_responses(calls)
 
@@ -460,8 +523,9 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
     # Each response keeps its own key order: its repr must read as in the training conversations.
     lines = [json.dumps(r) for _, r in sorted(responses.items())]
     (out_dir / "toolenv" / "responses.jsonl").write_text("\n".join(lines) + "\n")
-    manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group),
-                "seed": seed, "train_queries": train_queries, "train_records": len(records),
+    manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group, invented_values, retry_share),
+                "seed": seed, "train_queries": train_queries, "invented_values": invented_values,
+                "retry_share": retry_share, "train_records": len(records),
                 "test_queries": {g: len(q) for g, q in tests.items()}, "tools": len(by_tool),
                 "apis": len(apis), "categories": len({a.category for a in apis}),
                 "recorded_responses": len(lines), "unseen_categories": list(UNSEEN_CATEGORIES),

@@ -258,13 +258,64 @@ def test_conversation_mode_keeps_only_records_no_later_record_extends():
     assert not data.extends(short, other) and not data.extends(short, branch) and data.extends(short, record())
 
 
-def test_sample_size_comes_from_the_profile(tmp_path):
+def test_sample_options_come_from_the_profile(tmp_path):
     from lib import config, data, sample
     smoke = config.load("smoke")
-    assert data.sample_size(smoke) == (240, 8)
+    assert data.sample_options(smoke)["train_queries"] == 240
+    assert data.sample_options(smoke)["queries_per_group"] == 8
     cfg = config.load("smoke", {"data.sample_dir": str(tmp_path / "s"), "data.sample_train_queries": 6,
                                 "data.sample_queries_per_group": 1})
     data.ensure_sample(cfg)
     manifest = json.loads((tmp_path / "s" / "MANIFEST.json").read_text())
     assert manifest["test_queries"] == dict.fromkeys(config.GROUPS, 1)
-    assert sample.is_current(tmp_path / "s", cfg["seed"], 6, 1) and not sample.is_current(tmp_path / "s", cfg["seed"])
+    assert sample.is_current(tmp_path / "s", cfg["seed"], **data.sample_options(cfg))
+    assert not sample.is_current(tmp_path / "s", cfg["seed"])
+
+
+def test_invented_values_make_training_values_unguessable_and_leave_the_test_queries_alone(tmp_path):
+    plain = sample.generate(tmp_path / "plain", seed=11, train_queries=40, queries_per_group=3)
+    sample.generate(tmp_path / "inv", seed=11, train_queries=40, queries_per_group=3, invented_values=1.0)
+    listed = {str(v) for pool in (sample.CITIES, sample.NEW_CITIES, sample.CURRENCIES, sample.SYMBOLS,
+                                  sample.COINS, sample.LEAGUES, sample.PLAYERS, sample.MOVIES,
+                                  sample.INGREDIENTS, sample.FOODS, sample.WORDS, sample.FLIGHTS,
+                                  ("science", "history", "geography", "art")) for v in pool}
+    records = json.loads((tmp_path / "inv" / "train" / "toolllama_G123_dfs_train.json").read_text())
+    calls = [json.loads(t["value"].split("Action Input: ", 1)[1]) for r in records for t in r["conversations"]
+             if t["from"] == "assistant" and "Action: Finish" not in t["value"]]
+    values = [v for args in calls for v in args.values() if isinstance(v, str)]
+    assert values and not set(values) & listed
+    for number in (v for args in calls for v in args.values() if isinstance(v, int)):
+        assert number >= 2
+    # The test split is drawn from the listed values either way.
+    assert plain["test_queries"] == json.loads((tmp_path / "inv" / "MANIFEST.json").read_text())["test_queries"]
+    for group in ("G1_instruction", "G1_tool"):
+        for q in json.loads((tmp_path / "inv" / "test_instruction" / f"{group}.json").read_text()):
+            assert any(v in q["query"] for v in listed), q["query"]
+
+
+def test_retry_conversations_show_the_offline_environment_error_and_the_corrected_call(tmp_path):
+    from lib import agent, tools
+    sample.generate(tmp_path, seed=4, train_queries=30, queries_per_group=1, retry_share=1.0)
+    env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
+    records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
+    whole = {}
+    for r in records:          # the last record of a query holds its whole conversation
+        whole[r["id"].split(": ", 1)[1]] = r["conversations"]
+    retried = 0
+    for conversation in whole.values():
+        turns = conversation[2:]
+        for k in range(len(turns) - 2):
+            first, observed, second = turns[k], turns[k + 1], turns[k + 2]
+            if first["from"] != "assistant" or observed["from"] != "function" or second["from"] != "assistant":
+                continue
+            if "failed: its arguments must be" not in second["value"]:
+                continue
+            _, action, wrong, _ = agent.parse_step(first["value"])
+            _, again, right, _ = agent.parse_step(second["value"])
+            assert action == again and wrong != right
+            # The observation is what the offline environment itself answers to the miscopied call.
+            api = next(a for a in sample._apis(sample._world()) if a.function == action)
+            assert observed["value"] == env.call(api.category, api.tool, api.name, json.loads(wrong))
+            assert json.loads(env.call(api.category, api.tool, api.name, json.loads(right)))["error"] == ""
+            retried += 1
+    assert retried >= 20, retried
