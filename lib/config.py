@@ -33,13 +33,13 @@ SCHEMA: dict[str, Any] = {
         "sample_dir": ANY, "generate_sample": ANY, "train_path": ANY, "test_dir": ANY,
         "toolenv_dir": ANY, "example_per": ANY, "on_bad_record": ANY, "num_proc": ANY,
         "max_records": ANY, "histogram_bins": ANY, "sample_train_queries": ANY,
-        "sample_queries_per_group": ANY,
+        "sample_queries_per_group": ANY, "sample_invented_values": ANY, "sample_retry_share": ANY,
     },
     "model": {
         "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,
         "over_max_positions": ANY, "dtype": ANY, "tokenizer_pretokenize": ANY,
     },
-    "format_check": {"heldout": ANY, "max_new_tokens": ANY},
+    "format_check": {"heldout": ANY, "max_new_tokens": ANY, "curve_points": ANY},
     "train": "SFTConfig",
     "lora": "LoraConfig",
     "inference": {
@@ -48,7 +48,7 @@ SCHEMA: dict[str, Any] = {
         "dfsdt_width": ANY, "dfsdt_max_expansions": ANY, "openai_base_url": ANY,
         "openai_model": ANY, "openai_api_key_env": ANY, "virtual_server_url": ANY,
         "toolbench_key_env": ANY, "rapidapi_key_env": ANY, "model_dir": ANY,
-        "max_observation_length": ANY, "dtype": ANY,
+        "max_observation_length": ANY, "dtype": ANY, "untrained_run": ANY,
     },
     "judge": {
         "kind": ANY, "evaluate_times": ANY, "base_url": ANY, "model": ANY, "api_key_env": ANY,

@@ -22,9 +22,8 @@ from lib import agent, grounding
 CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
 
-def _required(query: dict) -> dict[str, list[str]]:
-    return {fn["name"]: fn["parameters"]["required"] for fn in agent.functions_for_query(query)
-            if fn["name"] != "Finish"}
+def _required(functions: list[dict]) -> dict[str, list[str]]:
+    return {fn["name"]: fn["parameters"]["required"] for fn in functions if fn["name"] != "Finish"}
 
 
 def _from_query(value, query_text: str) -> bool:
@@ -36,8 +35,13 @@ def _from_query(value, query_text: str) -> bool:
 
 
 def check(text: str, query: dict) -> dict:
-    """The four criteria and `correct` for one generated first turn."""
-    required = _required(query)
+    """The four criteria and `correct` for one generated first turn on a test query."""
+    return check_against(text, agent.functions_for_query(query), query["query"])
+
+
+def check_against(text: str, functions: list[dict], query_text: str) -> dict:
+    """The four criteria and `correct` for a first turn, given the functions its prompt listed."""
+    required = _required(functions)
     _, action, action_input, error = agent.parse_step(text)
     result = dict.fromkeys(CRITERIA, False)
     result["parses"] = error is None
@@ -47,7 +51,7 @@ def check(text: str, query: dict) -> dict:
         needed = required.get(action, [])
         result["has_required"] = result["names_function"] and all(p in args for p in needed)
         result["values_from_query"] = result["has_required"] and all(
-            _from_query(args[p], query["query"]) for p in needed)
+            _from_query(args[p], query_text) for p in needed)
     result["correct"] = all(result[c] for c in CRITERIA)
     return result
 
@@ -106,6 +110,18 @@ def untrained_turns(cfg: dict, queries: list, path) -> dict:
     return done
 
 
+def untrained_run_turns(cfg: dict) -> dict:
+    """{(group, query_id): first turn} from the untrained model's full run (lib/untrained.py), when
+    stage 03 made one: the same first turns its pass rate comes from."""
+    from lib import untrained
+
+    folder = untrained.output_dir(cfg) / "trajectories"
+    paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
+    if not untrained.enabled(cfg) or not all(p.exists() for p in paths):
+        return {}
+    return {(l["group"], str(l["query_id"])): first_turn(l) for p in paths for l in agent.read_trajectories(p)}
+
+
 def run(cfg: dict) -> dict:
     """first_step.json: per group and overall, the criteria's rates for the fine-tuned model (first
     turn of each trajectory) and, with the hf backend, for the untrained one on the same queries."""
@@ -122,8 +138,9 @@ def run(cfg: dict) -> dict:
         lines[group] = [(l, by_id[str(l["query_id"])]) for l in agent.read_trajectories(path)]
         queries += [agent.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
     compare = cfg["inference"]["backend"] == "hf"
-    untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl") \
-        if compare else {}
+    untrained = untrained_run_turns(cfg) if compare else {}
+    if compare and any((q.group, str(q.query_id)) not in untrained for q in queries):
+        untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl")
     report, pooled = {"criteria": list(CRITERIA), "groups": {}}, {"trained": [], "untrained": []}
     for group, pairs in lines.items():
         trained = [check(first_turn(l), q) for l, q in pairs]

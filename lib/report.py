@@ -156,16 +156,22 @@ def _run_series(rows, label, method, agg, primary, path, several_methods) -> dic
 
 
 def run_series(cfg: dict) -> list[dict]:
-    """Our runs: the profile's own pass_rate.csv (when stage 04 has run) plus report.runs."""
+    """Our runs: the profile's fine-tuned model (its pass_rate.csv, when stage 04 has run), the same
+    model untrained (lib/untrained.py, when run), then report.runs. The fine-tuned row comes first:
+    the tables' "Fine-tuned minus row" column is measured from it."""
+    from lib import untrained
+
     out = config.path(cfg, cfg["output_dir"])
-    wanted = [{"label": f"Reproduced ({cfg['profile']})", "path": out / "pass_rate.csv"}]
+    wanted = [{"label": f"Fine-tuned ({cfg['profile']})", "path": out / "pass_rate.csv"},
+              {"label": f"Untrained ({cfg['profile']})", "path": untrained.pass_rate_path(cfg),
+               "model": out / "model"}]     # the same architecture, so the same parameter count
     wanted += [{"label": r["label"], "path": config.path(cfg, r["path"])}
                for r in (cfg["report"].get("runs") or [])]
     series = []
     for run in wanted:
         if Path(run["path"]).exists():
             found = read_pass_rate(Path(run["path"]), run["label"])
-            params = count_params(Path(run["path"]).parent / "model")
+            params = count_params(run.get("model") or Path(run["path"]).parent / "model")
             for s in found:
                 s["params_b"] = f"{params / 1e9:.3g}" if params else ""
             series += found
@@ -287,7 +293,7 @@ def table1(rows: list[dict], runs: list[dict]) -> list[dict]:
 
 def table1_markdown(table: list[dict], rows: list[dict], caption: list[str], stamp) -> str:
     header = ["Model", "Params (B)", "Pass rate %", "95% CI", "Ours (paper) minus row, pts",
-              "Reproduced minus row, pts", "Figure"]
+              "Fine-tuned minus row, pts", "Figure"]
     body = []
     for t, s in zip(table, rows):
         shown = s["printed"].get("overall") or s["printed"].get("average") or t["pass_rate"]
@@ -833,7 +839,8 @@ def run(cfg: dict) -> dict[str, Path]:
         rows_c, source, n, threshold, caption, stamp))
 
     # The earlier stages' figures belong in the index too, where they exist.
-    earlier = {"token_lengths_png": folder / "token_lengths.png", "loss_curve_png": folder / "loss_curve.png"}
+    earlier = {"token_lengths_png": folder / "token_lengths.png", "loss_curve_png": folder / "loss_curve.png",
+               "learning_curve_png": folder / "learning_curve.png"}
     index = {name: _relative(cfg, p) for name, p in {**{k: p for k, p in earlier.items() if p.exists()},
                                                       **paths}.items()}
     paths["index"] = _write_text(folder / "index.json", json.dumps(index, indent=2) + "\n")

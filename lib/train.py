@@ -12,6 +12,8 @@ Keys of our own, because no library has them:
   format_check.heldout      examples of sft/ kept out of training to measure the format rate on
                             (0: none kept out, the format rates are null).
   format_check.max_new_tokens   greedy generation budget for that check.
+  format_check.curve_points evenly spaced steps at which the held-out first steps are measured
+                            during training (lib/learning_curve.py; 0: no learning curve).
 
 train_log.jsonl: one line per logging step:
   step, epoch, loss, learning_rate, grad_norm, tokens_per_s (non-padding tokens since the previous
@@ -34,7 +36,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import config
+from lib import config, learning_curve
 from lib import model as model_lib
 
 PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
@@ -69,8 +71,14 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     dataset, lengths = limit_length(dataset, tokenizer, cfg, args.max_length)
     check_not_empty(cfg, len(dataset), args.max_length, lengths)
     fresh = prepare_output(cfg, args.output_dir, dataset, log=log)
+    # The learning curve on the dev split (the held-out first steps), when there is one.
+    dev = learning_curve.dev_prompts(heldout) if cfg["format_check"].get("curve_points") else []
+    max_new = cfg["format_check"]["max_new_tokens"]
+    curve = [learning_curve.LearningCurve(
+        out / "learning_curve.jsonl", lambda m, prompts: generate(m, tokenizer, prompts, max_new), dev,
+        int(cfg["format_check"]["curve_points"]), log)] if dev else []
     trainer = make_trainer(cfg, model, tokenizer, dataset, args,
-                           [JsonlLogger(out / "train_log.jsonl"), StepProgress(log), *(callbacks or [])])
+                           [JsonlLogger(out / "train_log.jsonl"), StepProgress(log), *curve, *(callbacks or [])])
     # TRL drops examples whose completion was cut away entirely by its (keep_start) truncation.
     lengths["dropped_too_long"] += len(dataset) - len(trainer.train_dataset)
     lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
@@ -81,6 +89,7 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     if last:
         log(f"resuming from {last}")
         trim_log(out / "train_log.jsonl", int(last.rsplit("-", 1)[-1]))
+        learning_curve.trim(out / "learning_curve.jsonl", int(last.rsplit("-", 1)[-1]))
     result = trainer.train(resume_from_checkpoint=last)
 
     # Save: a LoRA run is merged, so downstream loads model/ like any full model.
@@ -95,6 +104,8 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     trained_rate = format_rate(trained, tokenizer, heldout, cfg)
     records = read_log(out / "train_log.jsonl")
     plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.get("stamp"))
+    dev_curve = learning_curve.read(out / "learning_curve.jsonl")
+    learning_curve.plot(dev_curve, config.output_dir(cfg, "figures") / "learning_curve.png", cfg.get("stamp"))
     summary = {
         "examples": len(trainer.train_dataset),
         "heldout_examples": len(heldout),
@@ -118,6 +129,9 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
         "paper_steps_at_batch_32": paper_steps(),
         "format_rate_trained": trained_rate,
         "format_rate_untrained": untrained_rate,
+        # First-step accuracy on the dev split at a few steps (learning_curve.jsonl); [] without one.
+        "learning_curve": [{k: r[k] for k in ("step", "parses", "correct", "parse_error_rate")}
+                           for r in dev_curve],
         "stamp": cfg.get("stamp"),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -270,8 +284,8 @@ def prepare_output(cfg: dict, checkpoints: str, dataset, log=print) -> bool:
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir(parents=True)
     stamp.write_text(fingerprint + "\n")
-    log_path = config.path(cfg, cfg["output_dir"]) / "train_log.jsonl"
-    log_path.unlink(missing_ok=True)
+    for name in ("train_log.jsonl", "learning_curve.jsonl"):
+        (config.path(cfg, cfg["output_dir"]) / name).unlink(missing_ok=True)
     return True
 
 

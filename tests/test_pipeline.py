@@ -73,3 +73,27 @@ def test_fine_tuning_taught_the_first_move_on_unseen_test_queries(smoke_run):
     assert untrained["parses"] <= 0.05 and untrained["correct"] == 0.0
     assert trained["parses"] >= 0.5, trained
     assert trained["names_function"] > untrained["names_function"], trained
+
+
+def test_the_untrained_model_ran_through_stages_03_and_04_and_sits_beside_the_fine_tuned_one(smoke_run):
+    out = smoke_run["out"]
+    untrained = out / "untrained"
+    for group in smoke_run["cfg"]["inference"]["groups"]:
+        assert len((untrained / "trajectories" / f"{group}.jsonl").read_text().splitlines()) == \
+            len((out / "trajectories" / f"{group}.jsonl").read_text().splitlines())
+    with open(out / "figures" / "table1.csv") as fh:
+        rows = {r["row"]: r for r in csv.DictReader(fh)}
+    assert rows["Untrained (smoke)"]["judge"] == rows["Fine-tuned (smoke)"]["judge"]
+    assert float(rows["Untrained (smoke)"]["pass_rate"]) == 0.0
+    # First-step accuracy's untrained figures are those of this same run's first turns.
+    assert not (out / "trajectories" / "untrained_first_turns.jsonl").exists()
+
+
+def test_stage_02_drew_a_learning_curve_on_the_dev_split(smoke_run):
+    out = smoke_run["out"]
+    curve = [json.loads(l) for l in (out / "learning_curve.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in curve][0] == 0 and len(curve) >= 4
+    assert curve[0]["parses"] == 0.0 and curve[-1]["parses"] > curve[0]["parses"], curve
+    assert (out / "figures" / "learning_curve.png").exists()
+    summary = json.loads((out / "train_summary.json").read_text())
+    assert summary["learning_curve"][-1]["step"] == summary["optimizer_steps"]

@@ -94,6 +94,7 @@ def smoke_run(tmp_path_factory):
     extra = write_pass_rate(tmp / "other" / "pass_rate.csv", rows=[(g, n, n - p) for g, n, p in FIXED])
     cfg = load_cfg(tmp, **{"report.runs": [{"label": "Other run", "path": str(extra)}]})
     write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv")
+    write_pass_rate(Path(cfg["output_dir"]) / "untrained" / "pass_rate.csv", rows=[(g, n, 0) for g, n, _ in FIXED])
     return cfg, report.run(cfg)
 
 
@@ -175,20 +176,25 @@ def test_readme_results_match_toolbench_leaderboard_file():
 def test_tables_pick_majority_and_carry_values(smoke_run):
     cfg, paths = smoke_run
     t1 = {r["row"]: r for r in read_csv(paths["table1_csv"])}
-    ours = t1["Reproduced (smoke)"]
+    ours = t1["Fine-tuned (smoke)"]
     assert ours["aggregation"] == "majority" and ours["judge"] == "offline"
     assert ours["pass_rate"] == f"{100 * 43 / 110:.2f}"
     assert (ours["ci_low"], ours["ci_high"]) == tuple(f"{x:.2f}" for x in report.wilson(43, 110))
     assert ours["gap_to_paper_ours_pts"] == f"{77.55 - float(ours['pass_rate']):.2f}"
     assert t1["ChatGPT-CoT"]["gap_to_paper_ours_pts"] == "51.55"
     assert t1["ChatGPT-ReACT (README)"]["pass_rate"] == "40.20"
-    assert t1["Reproduced (smoke), mean"]["aggregation"] == "mean"
+    assert t1["Fine-tuned (smoke), mean"]["aggregation"] == "mean"
     assert t1["Other run"]["pass_rate"] == f"{100 * 67 / 110:.2f}"
     rows = list(t1)
-    assert rows[:2] == ["Ours", "Reproduced (smoke)"]
+    assert rows[:2] == ["Ours", "Fine-tuned (smoke)"]
+    # The same model untrained: its own row, judged the same way, measured from the fine-tuned one.
+    before = t1["Untrained (smoke)"]
+    assert before["pass_rate"] == "0.00" and before["judge"] == "offline" and before["aggregation"] == "majority"
+    assert before["gap_to_reproduced_pts"] == ours["pass_rate"]
+    assert rows.index("Untrained (smoke)") < rows.index("Other run")
     assert rows[rows.index("ChatGPT-CoT") + 1] == "ChatGPT-ReACT (README)"      # shown beside
     t2 = {r["row"]: r for r in read_csv(paths["table2_csv"])}
-    assert t2["Reproduced (smoke)"]["G1_tool"] == "60.0"
+    assert t2["Fine-tuned (smoke)"]["G1_tool"] == "60.0"
     assert t2["Ours"]["G2_category"] == "80.5" and t2["Ours"]["weighted_mean"] == "77.55"
     assert t2["Ours"]["printed_avg"] == "77.6"
 
@@ -204,6 +210,9 @@ def test_markdown_and_svg_carry_stamp_and_judge_note(smoke_run):
         svg = paths[key].read_text()
         assert STAMP in svg and report.OFFLINE_NOTE in svg, key
         assert "<dc:date>" not in svg
+        assert "Fine-tuned (smoke)" in svg and "Untrained (smoke)" in svg, key
+    series = {r["series"] for r in read_csv(paths["paper_vs_reproduced_csv"])}
+    assert {"Fine-tuned (smoke)", "Untrained (smoke)", "Ours"} <= series
 
 
 def test_pngs_are_non_trivial(smoke_run):
@@ -252,9 +261,9 @@ def test_stage_04_names_majority_vote_and_offline_judge(tmp_path):
                     aggregations=("mean_score", "majority_vote"))
     paths = report.run(cfg)
     t1 = {r["row"]: r for r in read_csv(paths["table1_csv"])}
-    assert t1["Reproduced (smoke)"]["aggregation"] == "majority_vote"
-    assert t1["Reproduced (smoke)"]["pass_rate"] == f"{100 * 43 / 110:.2f}"
-    assert t1["Reproduced (smoke), mean_score"]["ci_low"] == ""      # no Wilson interval for a mean
+    assert t1["Fine-tuned (smoke)"]["aggregation"] == "majority_vote"
+    assert t1["Fine-tuned (smoke)"]["pass_rate"] == f"{100 * 43 / 110:.2f}"
+    assert t1["Fine-tuned (smoke), mean_score"]["ci_low"] == ""      # no Wilson interval for a mean
     assert report.OFFLINE_NOTE in paths["radar_svg"].read_text()
 
 
@@ -381,22 +390,22 @@ def test_overall_over_three_groups_is_labelled(tmp_path):
     cfg = load_cfg(tmp_path, profile="paper")            # not "not comparable" for being a smoke run
     write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", rows=[r for r in FIXED if r[0] in THREE])
     paths = report.run(cfg)
-    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Reproduced (paper)"]
+    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Fine-tuned (paper)"]
     assert ours["covers"] == "+".join(THREE) and THREE_NOTE in ours["figure"]
     assert {r["row"]: r for r in read_csv(paths["table1_csv"])}["Ours"]["covers"] == "+".join(GROUPS)
     for key in ("table1_md", "table2_md", "audit_md", "radar_svg", "paper_vs_reproduced_svg"):
         assert THREE_NOTE in paths[key].read_text(), key
     bars = {(r["group"], r["series"]): r for r in read_csv(paths["paper_vs_reproduced_csv"])}
-    assert bars["overall", "Reproduced (paper)"]["covers"] == "+".join(THREE)
+    assert bars["overall", "Fine-tuned (paper)"]["covers"] == "+".join(THREE)
     audit = {r["claim"]: r for r in read_csv(paths["audit_csv"])}
-    vs_paper = audit["Reproduced (paper) overall pass rate vs the paper's 77.55"]
+    vs_paper = audit["Fine-tuned (paper) overall pass rate vs the paper's 77.55"]
     assert vs_paper["verdict"] == "not comparable (3 of 6 groups)" and THREE_NOTE in vs_paper["note"]
 
 
 def test_overall_over_all_six_groups_has_no_note(smoke_run):
     _, paths = smoke_run
     assert "overall over" not in paths["table1_md"].read_text()
-    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Reproduced (smoke)"]
+    ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Fine-tuned (smoke)"]
     assert ours["covers"] == "+".join(GROUPS) and ours["figure"] == "overall row of pass_rate.csv"
 
 
