@@ -675,8 +675,9 @@ def _user_query(value: str) -> str:
     return re.sub(r"\s*Begin!\s*$", "", value.strip()).strip()
 
 
-def training_queries(cfg: dict) -> tuple[list[tuple[str, str]], str]:
-    """(record id, user query) of every training record, and where they came from.
+def training_queries(cfg: dict) -> tuple[list[tuple[str, str, frozenset]], str]:
+    """(record id, user query, tools its functions belong to) of every training record, and where
+    they came from.
 
     From data.train_path (a JSON list or JSONL of ToolBench records, or a folder of raw answer
     files), else from outputs/<profile>/sft/ (role=user prompt messages)."""
@@ -696,8 +697,9 @@ def _file_queries(path: Path):
     for _, where, record, _ in data.iter_records(path):
         turns = (record.get("conversations") or []) if isinstance(record, dict) else []
         user = next((t["value"] for t in turns if t.get("from") == "user"), None)
+        system = next((t["value"] for t in turns if t.get("from") == "system"), "")
         if user is not None:
-            yield str(record.get("id", where)), _user_query(user)
+            yield str(record.get("id", where)), _user_query(user), _prompt_tools(system)
 
 
 def _sft_queries(folder: Path):
@@ -707,8 +709,45 @@ def _sft_queries(folder: Path):
     for batch in ds.iter(batch_size=1000):
         for rid, prompt in zip(batch["id"], batch["prompt"]):
             user = next((m["content"] for m in prompt if m["role"] == "user"), None)
+            system = next((m["content"] for m in prompt if m["role"] == "system"), "")
             if user is not None:
-                yield str(rid), _user_query(user)
+                yield str(rid), _user_query(user), _prompt_tools(system)
+
+
+_FUNCTION_NAME = re.compile(r"\{'name': '([^']+)'")
+
+
+def _prompt_tools(system: str) -> frozenset:
+    """The tools of the functions a system prompt lists (ToolBench's `<api>_for_<tool>` names)."""
+    return frozenset(name.rsplit("_for_", 1)[1] for name in _FUNCTION_NAME.findall(system)
+                     if "_for_" in name)
+
+
+SPLIT_COLUMNS = ["group", "n_test", "seen_tool", "seen_category", "train_tools", "train_categories"]
+
+
+def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> list[dict]:
+    """Per group: how many test queries use a tool, and how many a category, that training used.
+    ToolBench's split wants 0 and 0 for G1-tool's tools and the *-category groups' categories.
+    A training tool's category comes from the tool documents (data.toolenv_dir/tools/<category>/)."""
+    from lib import agent, tools as tools_lib
+
+    docs = tools_lib.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools")
+    train_tools = set().union(*(t[2] for t in train)) if train else set()
+    train_categories = {docs[t]["category"] for t in train_tools if t in docs}
+    rows = []
+    for group in [*tests, "overall"]:
+        queries = [q for g, qs in tests.items() if group in (g, "overall") for q in qs]
+        used = [[(agent.standardize_name(a["tool_name"]), a.get("category_name"))
+                 for a in q.get("api_list") or []]
+                for q in queries]
+        rows.append({"group": group, "n_test": len(queries),
+                     "seen_tool": sum(any(t in train_tools for t, _ in u) for u in used),
+                     # Without tool documents a training tool's category is unknown: no count.
+                     "seen_category": sum(any(c in train_categories for _, c in u) for u in used)
+                     if docs else "",
+                     "train_tools": len(train_tools), "train_categories": len(train_categories)})
+    return rows
 
 
 def test_queries(cfg: dict) -> dict[str, list[dict]]:
@@ -740,7 +779,7 @@ def contamination(tests: dict[str, list[dict]], train: list[tuple[str, str]], n:
     exact_ids: dict[str, str] = {}
     seen: set[str] = set()
     test_texts = set(norm)
-    for rid, query in train:
+    for rid, query, *_ in train:
         text = normalise(query)
         if text in seen:
             continue
@@ -785,14 +824,25 @@ CONTAMINATION_COLUMNS = ["group", "n_test", "n_train_queries", "exact_dups", "ne
 PAIR_COLUMNS = ["group", "query_id", "kind", "jaccard", "overlap", "train_id", "query"]
 
 
-def contamination_markdown(rows, source, n, threshold, caption, stamp) -> str:
+def contamination_markdown(rows, source, n, threshold, caption, stamp, split=()) -> str:
     cap = caption + [f"Training queries from {source}; {n}-gram Jaccard >= {threshold} is a near duplicate "
                      f"(exact ones not counted again); overlap = share of a test query's {n}-grams in one "
                      "training query."]
     body = [[group_label(r["group"]), *[str(r[c]) for c in CONTAMINATION_COLUMNS[1:-1]]] for r in rows]
-    return _markdown("Contamination: test queries vs training queries", cap,
+    text = _markdown("Contamination: test queries vs training queries", cap,
                      ["Group", "Test queries", "Distinct training queries", "Exact dups", "Near dups",
                       "Max n-gram overlap", "Max Jaccard"], body, stamp)
+    if split:
+        body = [[group_label(r["group"]), *[str(r[c]) for c in SPLIT_COLUMNS[1:4]]] for r in split]
+        text += "\n" + _markdown(
+            "The split: tools and categories of the test queries seen in training", [
+                f"Test queries using at least one tool (category) that the training prompts list: "
+                f"{split[-1]['train_tools']} tools in {split[-1]['train_categories']} categories "
+                "(categories from the tool documents). ToolBench's split: 0 tools seen in G1-tool, "
+                "0 categories seen in G1-category and G2-category."],
+            ["Group", "Test queries", "With a tool seen in training", "With a category seen in training"],
+            body, None)
+    return text
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -835,8 +885,10 @@ def run(cfg: dict) -> dict[str, Path]:
         r["train_source"] = source
     paths["contamination_csv"] = _write_csv(folder / "contamination.csv", rows_c, CONTAMINATION_COLUMNS)
     paths["contamination_pairs_csv"] = _write_csv(folder / "contamination_pairs.csv", pairs, PAIR_COLUMNS)
+    split = split_check(cfg, test_queries(cfg), train)
+    paths["split_csv"] = _write_csv(folder / "split.csv", split, SPLIT_COLUMNS)
     paths["contamination_md"] = _write_text(folder / "contamination.md", contamination_markdown(
-        rows_c, source, n, threshold, caption, stamp))
+        rows_c, source, n, threshold, caption, stamp, split))
 
     # The earlier stages' figures belong in the index too, where they exist.
     earlier = {"token_lengths_png": folder / "token_lengths.png", "loss_curve_png": folder / "loss_curve.png",

@@ -447,12 +447,35 @@ def test_contamination_threshold_and_sft_source(tmp_path):
     cfg = config.load("smoke", {"output_dir": str(out), "data.test_dir": str(test_dir),
                                 "data.train_path": str(tmp_path / "missing.json")})
     queries, source = report.training_queries(cfg)
-    assert source.endswith("sft") and queries == [("Step 1: x", NEAR)]
+    assert source.endswith("sft") and queries == [("Step 1: x", NEAR, frozenset())]
     rows, _ = report.contamination(report.test_queries(cfg), queries, 8, 0.5)
     by = {r["group"]: r for r in rows}
     assert by["G2_category"]["exact_dups"] == 1 and by["G1_instruction"]["near_dups"] == 1
     strict, _ = report.contamination(report.test_queries(cfg), queries, 8, 0.99)
     assert {r["group"]: r for r in strict}["G1_instruction"]["near_dups"] == 0
+
+
+def test_split_check_finds_unseen_tools_and_categories_as_toolbench_splits_them(tmp_path):
+    from lib import sample
+    sample.generate(tmp_path / "s", seed=3, train_queries=40, queries_per_group=3)
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"),
+                                "data.test_dir": str(tmp_path / "s" / "test_instruction"),
+                                "data.train_path": str(tmp_path / "s" / "train" / "toolllama_G123_dfs_train.json"),
+                                "data.toolenv_dir": str(tmp_path / "s" / "toolenv")})
+    train, _ = report.training_queries(cfg)
+    by = {r["group"]: r for r in report.split_check(cfg, report.test_queries(cfg), train)}
+    assert by["G1_tool"]["seen_tool"] == 0 and by["G1_tool"]["seen_category"] == 3
+    assert by["G1_category"]["seen_category"] == by["G2_category"]["seen_category"] == 0
+    for group in ("G1_instruction", "G2_instruction", "G3_instruction"):
+        assert by[group]["seen_tool"] == by[group]["n_test"] > 0
+    assert by["overall"]["train_tools"] == len({t for _, _, ts in train for t in ts}) > 5
+    # A training tool that a test query uses is found: plant one and the count moves.
+    planted = train + [("x", "q", frozenset({sample.agent.standardize_name(sample.UNSEEN_TOOLS[0])}))]
+    tools_now = {r["group"]: r for r in report.split_check(cfg, report.test_queries(cfg), planted)}
+    assert tools_now["G1_tool"]["seen_tool"] >= 1
+    # Without tool documents the categories are unknown, not "0 seen".
+    cfg["data"]["toolenv_dir"] = str(tmp_path / "nowhere")
+    assert report.split_check(cfg, report.test_queries(cfg), train)[0]["seen_category"] == ""
 
 
 def test_params_counted_from_safetensors_headers(tmp_path):
@@ -474,3 +497,18 @@ def test_nothing_upstream_at_all(tmp_path):
     assert (row["group"], row["n_test"], row["train_source"]) == ("overall", "0", "not available")
     audit = {r["claim"]: r["verdict"] for r in read_csv(paths["audit_csv"])}
     assert audit["test queries in data.test_dir"] == "not available"
+
+
+@pytest.mark.skipif(not (TOOLBENCH_SAMPLE / "derived").exists(), reason="toolbench-sample is outside the repository")
+def test_split_check_reads_the_tools_of_real_toolbench_training_records():
+    train = TOOLBENCH_SAMPLE / "derived/toolllama_format_from_data_example.json"
+    cfg = config.load("smoke", {"data.train_path": str(train), "data.toolenv_dir": "/nonexistent"})
+    records, _ = report.training_queries(cfg)
+    tools = set().union(*(r[2] for r in records))
+    assert len(records) == 33 and len(tools) >= 5
+    # Read independently: the function list after ToolBench's "following APIs" sentence, as a literal.
+    import ast
+    raw = json.loads(train.read_text())
+    names = {fn["name"] for r in raw for fn in ast.literal_eval(
+        r["conversations"][0]["value"].rsplit("following APIs: ", 1)[1])}
+    assert {n.rsplit("_for_", 1)[1] for n in names if "_for_" in n} == tools
