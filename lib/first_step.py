@@ -26,14 +26,6 @@ def _required(functions: list[dict]) -> dict[str, list[str]]:
     return {fn["name"]: fn["parameters"]["required"] for fn in functions if fn["name"] != "Finish"}
 
 
-def _from_query(value, query_text: str) -> bool:
-    number = grounding.as_number(value)
-    if number is not None:
-        return number in grounding.numbers_in(query_text)
-    text = grounding.normalise_text(value if isinstance(value, str) else json.dumps(value))
-    return bool(text) and text in grounding.normalise_text(query_text)
-
-
 def check(text: str, query: dict) -> dict:
     """The four criteria and `correct` for one generated first turn on a test query."""
     return check_against(text, agent.functions_for_query(query), query["query"])
@@ -51,7 +43,7 @@ def check_against(text: str, functions: list[dict], query_text: str) -> dict:
         needed = required.get(action, [])
         result["has_required"] = result["names_function"] and all(p in args for p in needed)
         result["values_from_query"] = result["has_required"] and all(
-            _from_query(args[p], query_text) for p in needed)
+            grounding.stated_in(args[p], query_text) for p in needed)
     result["correct"] = all(result[c] for c in CRITERIA)
     return result
 

@@ -13,7 +13,12 @@ successful call's response appears in it, both sides normalised:
 
 Only leaf values are compared, never keys: an answer naming the response's fields but not their
 values is not grounded. Values the model already had (in the query or the call's Action Input,
-echoed back by the API) are not evidence of a result and are skipped. Used by lib/judge.py for every profile's offline judge.
+echoed back by the API) are not evidence of a result and are skipped.
+
+A call's result counts only when the call is about the query: each of its required arguments is
+stated in the query or in an earlier observation (`stated_in`, same normalisation), so an answer that
+reports the weather of a city the user never asked about is not grounded. Used by lib/judge.py for
+every profile's offline judge, and by lib/first_step.py's "values from the query".
 """
 from __future__ import annotations
 
@@ -84,6 +89,16 @@ def informative(value) -> bool:
         return len(re.sub(r"\D", "", number)) >= 2 or "." in number
     text = normalise_text(value)
     return len(text) >= MIN_TEXT and any(ch.isalnum() for ch in text)
+
+
+def stated_in(value, text: str) -> bool:
+    """Is `value` stated in `text`: numbers as numbers, anything else as normalised text (an empty
+    value is stated nowhere)."""
+    number = as_number(value)
+    if number is not None:
+        return number in numbers_in(text)
+    norm = normalise_text(value if isinstance(value, str) else json.dumps(value))
+    return bool(norm) and norm in normalise_text(text)
 
 
 def _stated(value, text: str, numbers: set[str]) -> str | None:

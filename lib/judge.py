@@ -42,7 +42,8 @@ What this module does, top to bottom in `run(cfg)`:
      "offline judge". Answer label: pre-check fail -> Unsolved; no API call returned a result (empty
      observation or a non-empty "error") -> Unsolved; the final answer is not grounded (it states no
      informative value of a successful call of a relevant API, or of any successful call when the
-     query lists none; values echoing the query or the call's input do not count; lib/grounding.py
+     query lists none, made *about the query*: each required argument stated in the query or an
+     earlier observation; values echoing the query or the call's input do not count; lib/grounding.py
      defines the matching) -> Unsolved; otherwise Solved when no call was hallucinated,
      every Action Input was valid and (when the query lists relevant APIs) at least half of them were
      called, else Unsure. Task label: always Solvable (a rule cannot judge solvability). The same
@@ -84,7 +85,7 @@ from lib import agent, config, grounding
 
 ANSWER_LABELS = ("Solved", "Unsolved", "Unsure")
 # The offline judge's rule, by version: judgments made under another version are set aside, not reused.
-OFFLINE_RULE = "2: Solved needs an answer grounded in a relevant call's result"
+OFFLINE_RULE = "3: Solved needs an answer grounded in the result of a relevant call about the query"
 TASK_LABELS = ("Solvable", "Unsolvable", "Unsure")
 SCORE = {"Solved": 1.0, "Unsure": 0.5, "Unsolved": 0.0}
 AGGREGATIONS = ("majority", "mean")
@@ -186,11 +187,27 @@ def _call_succeeded(observation: str) -> bool:
     return not (obs is not None and str(obs.get("error", "")).strip())
 
 
-def grounding_sources(traj: dict, api_calls: list[dict], relevant: set[str]) -> list[dict]:
-    """The successful calls whose results an answer must report: those of the query's relevant
-    APIs, or every successful call when the query lists none."""
-    return [s for s in api_calls if _call_succeeded(s.get("observation", ""))
-            and (not relevant or s["action"] in relevant)]
+def about_query(step: dict, required: list[str], context: str) -> bool:
+    """A call is about the query when each of its required arguments is stated in `context` (the
+    query and the observations before the call), numbers as numbers (lib/grounding.py)."""
+    args = _json_object(step.get("action_input", "")) or {}
+    return all(grounding.stated_in(args.get(p, ""), context) for p in required)
+
+
+def grounding_sources(traj: dict, api_calls: list[dict], relevant: set[str],
+                      table: dict[str, list[str]]) -> tuple[list[dict], int]:
+    """The successful calls whose results an answer must report: calls of the query's relevant
+    APIs (every API when the query lists none) that are about the query; and how many successful
+    calls were not about it (an argument the query and the earlier results never gave)."""
+    sources, off_query, context = [], 0, traj["query"]
+    for s in api_calls:
+        if _call_succeeded(s.get("observation", "")):
+            if not about_query(s, table.get(s["action"], []), context):
+                off_query += 1
+            elif not relevant or s["action"] in relevant:
+                sources.append(s)
+        context += "\n" + s.get("observation", "")
+    return sources, off_query
 
 
 def deterministic_checks(traj: dict, query: dict | None) -> dict:
@@ -209,7 +226,7 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
     relevant = relevant_names(query)
     hits = sorted(relevant & {s["action"] for s in api_calls})
     n_steps = len(traj["steps"])
-    sources = grounding_sources(traj, api_calls, relevant)
+    sources, off_query = grounding_sources(traj, api_calls, relevant, table)
     given = " ".join([traj["query"], *(s.get("action_input", "") for s in sources)])
     grounded = grounding.matched_values(final_answer_text(traj), [s["observation"] for s in sources], given)
     return {
@@ -224,6 +241,7 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
         "relevant_recall": len(hits) / len(relevant) if relevant else None,
         "parse_errors": int(traj.get("parse_errors", 0)),
         "parse_error_rate": int(traj.get("parse_errors", 0)) / max(n_steps, 1),
+        "off_query_calls": off_query,
         "answer_grounded": bool(grounded), "grounded_values": grounded[:10],
     }
 

@@ -43,8 +43,9 @@ def test_first_step_criteria(text, expected):
 
 
 def test_numbers_from_the_query_match_as_numbers():
-    assert first_step._from_query(3, QUERY["query"]) and first_step._from_query("3.0", QUERY["query"])
-    assert not first_step._from_query(4, QUERY["query"])
+    from lib import grounding
+    assert grounding.stated_in(3, QUERY["query"]) and grounding.stated_in("3.0", QUERY["query"])
+    assert not grounding.stated_in(4, QUERY["query"]) and not grounding.stated_in("", QUERY["query"])
 
 
 def test_rates_and_first_turn_rebuilt_from_a_trajectory_line():

@@ -609,3 +609,30 @@ def test_grounding_normalises_numbers_case_and_space():
     assert grounding.matched_values("5 of them, true", obs) == []          # too short to be evidence
     # A value the query already gave (echoed by the API) is no evidence of a result.
     assert grounding.matched_values("Île de France", obs, given="Tell me about Ile? Île de France") == []
+
+
+def test_a_call_about_something_the_user_never_asked_is_no_evidence():
+    """The model asks about Rome when the user asked about Paris, then reports Rome's weather: a
+    right-format answer grounded in a real result, but not the user's. Unsolved, and counted."""
+    rome = json.dumps({"error": "", "response": json.dumps({"city": "Rome", "temp_c": 31, "sky": "hazy"})})
+    wrong = [step("get_weather_for_weather_hub", '{"city": "Rome"}', observation=rome),
+             finish("It is 31 C and hazy in Rome.")]
+    checks = judge.deterministic_checks(traj("g", wrong), query("g"))
+    assert checks["off_query_calls"] == 1 and not checks["answer_grounded"]
+    assert judge.offline_answer_status(checks, judge.precheck(traj("g", wrong)))[0] == "Unsolved"
+    # A retry with the query's city after the wrong call is about the query again: Solved.
+    retried = wrong[:1] + [step("get_weather_for_weather_hub", '{"city": "paris "}'), finish()]
+    checks = judge.deterministic_checks(traj("g", retried), query("g"))
+    assert checks["off_query_calls"] == 1 and checks["answer_grounded"]
+    assert judge.offline_answer_status(checks, judge.precheck(traj("g", retried)))[0] == "Solved"
+
+
+def test_an_argument_taken_from_an_earlier_result_keeps_the_call_about_the_query():
+    found = json.dumps({"error": "", "response": json.dumps({"city_id": "FR-75056"})})
+    lookup = step("get_time_for_weather_hub", "{}", observation=found)
+    by_id = step("get_weather_for_weather_hub", '{"city": "FR-75056"}')
+    checks = judge.deterministic_checks(traj("g", [lookup, by_id, finish()]), query("g"))
+    assert checks["off_query_calls"] == 0 and checks["answer_grounded"]
+    # The same id out of nowhere (no earlier result gave it) is not about the query.
+    checks = judge.deterministic_checks(traj("g", [by_id, finish()]), query("g"))
+    assert checks["off_query_calls"] == 1 and not checks["answer_grounded"]
