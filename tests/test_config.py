@@ -91,7 +91,8 @@ def test_mini_profile_is_smoke_with_the_measured_recipe():
     smoke, mini = config.load("smoke"), config.load("mini")
     recipe = {("model", "tiny"): None, ("model", "tokenizer_pretokenize"): "identifiers",
               ("train", "num_train_epochs"): 5, ("train", "learning_rate"): 2.0e-3,
-              ("data", "sample_train_queries"): 1000}
+              ("data", "sample_train_queries"): 1000, ("data", "sample_invented_values"): 0.5,
+              ("data", "sample_retry_share"): 0.2}
     for section in ("data", "model", "train", "format_check", "inference", "judge", "report", "lora"):
         a, b = smoke[section] or {}, mini[section] or {}
         for key in set(a) | set(b):
