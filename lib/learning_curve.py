@@ -1,8 +1,8 @@
 """Stage 02's learning curve: first-step accuracy and parse-error rate on a fixed dev split, during training.
 
 The dev split is stage 02's held-out slice of sft/ (format_check.heldout examples, seeded, never
-trained on, drawn from the training data, never from the test queries). Of it, the examples whose
-prompt is the system message and the query alone are first steps; at a few points of training
+trained on, drawn from the training data, never from the test queries). Each held-out example's
+system message and query, without the turns after them, is a first step; at a few points of training
 (format_check.curve_points, evenly spaced, plus before the first step and after the last) the model
 completes them greedily and each completion is scored by lib/first_step.py's criteria against the
 functions its own prompt lists. Lines go to learning_curve.jsonl (append-only; a resumed run forgets
@@ -24,11 +24,16 @@ APIS_PREFIX = "\nSpecifically, you have access to the following APIs: "   # lib.
 
 
 def dev_prompts(heldout) -> list[dict]:
-    """[{prompt, functions, query}] for the held-out examples that are first steps."""
-    out = []
+    """[{prompt, functions, query}]: the first step of each held-out example (its system message and
+    query), one per distinct query."""
+    out, seen = [], set()
     for prompt in heldout["prompt"]:
+        prompt = prompt[:2]
         if len(prompt) != 2 or prompt[0]["role"] != "system" or prompt[1]["role"] != "user":
             continue
+        if prompt[1]["content"] in seen:
+            continue
+        seen.add(prompt[1]["content"])
         system = prompt[0]["content"]
         if APIS_PREFIX not in system:
             continue
