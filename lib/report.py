@@ -235,9 +235,9 @@ def captions(cfg: dict, runs: list[dict]) -> list[str]:
     lines = [cfg["stamp"]] if cfg.get("stamp") else []
     judges = {j for s in runs for j in s["judge"].split(",") if j}
     if any(map(is_offline, judges)):
-        lines.append(f"Reproduced rows: {OFFLINE_NOTE} (rule-based).")
+        lines.append(f"Rows of our runs: {OFFLINE_NOTE} (rule-based).")
     elif judges:
-        lines.append(f"Reproduced rows judged by: {', '.join(sorted(judges))}.")
+        lines.append(f"Rows of our runs judged by: {', '.join(sorted(judges))}.")
     for s in runs:
         lines.append(f"{s['label']}: {s['aggregation']} aggregation, judge {s['judge']}.")
         if overall_note(s):
