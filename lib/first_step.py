@@ -23,7 +23,9 @@ CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
 
 def _required(functions: list[dict]) -> dict[str, list[str]]:
-    return {fn["name"]: fn["parameters"]["required"] for fn in functions if fn["name"] != "Finish"}
+    # A function written without "parameters" or "required" (hand-made or foreign data) requires nothing.
+    return {fn["name"]: (fn.get("parameters") or {}).get("required") or []
+            for fn in functions if fn.get("name") and fn["name"] != "Finish"}
 
 
 def check(text: str, query: dict) -> dict:

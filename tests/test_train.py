@@ -210,6 +210,11 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     assert [r["step"] for r in relog] == list(range(1, steps + 1))     # unique and complete
     assert resumed["optimizer_steps"] == steps
     assert [r["loss"] for r in relog] == pytest.approx([r["loss"] for r in log], rel=1e-5)
+    # The learning curve too: measured at the same steps as the uninterrupted run, none twice.
+    from lib import learning_curve
+    curve = [r["step"] for r in learning_curve.read(out / "learning_curve.jsonl")]
+    assert curve == [0, *sorted(learning_curve.points(steps, 4)), steps]
+    assert [r["step"] for r in learning_curve.read(crashed / "learning_curve.jsonl")] == curve
 
 
 def test_checkpoints_of_another_config_are_not_resumed(cfg):
