@@ -19,8 +19,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lib import first_step
-
-APIS_PREFIX = "\nSpecifically, you have access to the following APIs: "   # lib.agent.system_prompt
+from lib.data import APIS_PREFIX     # the sentence before the function list of a system prompt
 
 
 def dev_prompts(heldout) -> list[dict]:
