@@ -12,7 +12,6 @@ import dataclasses
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
 from typing import Any
 
@@ -24,41 +23,88 @@ CONFIG_DIR = ROOT / "configs"
 ANY = None          # a leaf: any value
 MAPPING = dict      # a free-form mapping (e.g. OPTConfig keyword arguments)
 
+
+@dataclasses.dataclass(frozen=True)
+class Leaf:
+    """What one key's value may be: of `types` (a float key takes an int too), one of `choices`,
+    at least `low`; null (None) allowed unless `null=False`."""
+    types: tuple = ()
+    choices: tuple = ()
+    low: float | None = None
+    null: bool = True
+
+    def problem(self, value: Any) -> str | None:
+        if value is None:
+            return None if self.null else "must be set"
+        if self.choices:
+            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}"
+        kinds = tuple(int if t is float else t for t in self.types) + self.types
+        if self.types and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in self.types)):
+            names = " or ".join(t.__name__ for t in self.types)
+            hint = ""
+            if isinstance(value, str) and float in self.types and _is_number(value):
+                hint = " (YAML reads 1e-4 as text: write 1.0e-4)"
+            return f"must be {names}, got {type(value).__name__} {value!r}{hint}"
+        if self.low is not None and value < self.low:
+            return f"must be at least {self.low}, got {value!r}"
+        return None
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+        return True
+    except ValueError:
+        return False
+
+
+def one_of(*choices, null: bool = False) -> Leaf:
+    return Leaf(choices=choices + ((None,) if null else ()), null=null)
+
+
+STR, BOOL, LIST = Leaf((str,)), Leaf((bool,)), Leaf((list,))
+INT, NUM = Leaf((int,)), Leaf((float,))
+COUNT, POSITIVE = Leaf((int,), low=0), Leaf((int,), low=1)
+SHARE = Leaf((float,), low=0)
+
 SCHEMA: dict[str, Any] = {
-    "profile": ANY,
-    "seed": ANY,
-    "output_dir": ANY,
-    "stamp": ANY,
+    "profile": STR,
+    "seed": Leaf((int,), null=False),
+    "output_dir": Leaf((str,), null=False),
+    "stamp": STR,
     "data": {
-        "sample_dir": ANY, "generate_sample": ANY, "train_path": ANY, "test_dir": ANY,
-        "toolenv_dir": ANY, "example_per": ANY, "on_bad_record": ANY, "num_proc": ANY,
-        "max_records": ANY, "histogram_bins": ANY, "sample_train_queries": ANY,
-        "sample_queries_per_group": ANY, "sample_invented_values": ANY, "sample_retry_share": ANY,
+        "sample_dir": STR, "generate_sample": BOOL, "train_path": STR, "test_dir": STR,
+        "toolenv_dir": STR, "example_per": one_of("record", "assistant_turn", "conversation"),
+        "on_bad_record": one_of("raise", "skip"), "num_proc": POSITIVE,
+        "max_records": COUNT, "histogram_bins": POSITIVE, "sample_train_queries": COUNT,
+        "sample_queries_per_group": COUNT, "sample_invented_values": SHARE, "sample_retry_share": SHARE,
     },
     "model": {
-        "name_or_path": ANY, "tiny": MAPPING, "tokenizer_train_texts": ANY, "chat_template": ANY,
-        "over_max_positions": ANY, "dtype": ANY, "tokenizer_pretokenize": ANY,
+        "name_or_path": STR, "tiny": MAPPING, "tokenizer_train_texts": POSITIVE, "chat_template": STR,
+        "over_max_positions": one_of("truncate", "drop", null=True), "dtype": STR,
+        "tokenizer_pretokenize": STR,
     },
-    "format_check": {"heldout": ANY, "max_new_tokens": ANY, "curve_points": ANY},
+    "format_check": {"heldout": COUNT, "max_new_tokens": POSITIVE, "curve_points": COUNT},
     "train": "SFTConfig",
     "lora": "LoraConfig",
     "inference": {
-        "groups": ANY, "max_queries_per_group": ANY, "method": ANY, "backend": ANY, "tool_env": ANY,
-        "temperature": ANY, "max_iterations": ANY, "batch_size": ANY, "max_new_tokens": ANY,
-        "dfsdt_width": ANY, "dfsdt_max_expansions": ANY, "openai_base_url": ANY,
-        "openai_model": ANY, "openai_api_key_env": ANY, "virtual_server_url": ANY,
-        "toolbench_key_env": ANY, "rapidapi_key_env": ANY, "model_dir": ANY,
-        "max_observation_length": ANY, "dtype": ANY, "untrained_run": ANY,
+        "groups": LIST, "max_queries_per_group": POSITIVE, "method": one_of("react", "dfsdt"),
+        "backend": one_of("hf", "openai"), "tool_env": one_of("offline", "virtual", "rapidapi"),
+        "temperature": SHARE, "max_iterations": POSITIVE, "batch_size": POSITIVE,
+        "max_new_tokens": POSITIVE, "dfsdt_width": POSITIVE, "dfsdt_max_expansions": POSITIVE,
+        "openai_base_url": STR, "openai_model": STR, "openai_api_key_env": STR,
+        "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
+        "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
     },
     "judge": {
-        "kind": ANY, "evaluate_times": ANY, "base_url": ANY, "model": ANY, "api_key_env": ANY,
-        "temperature": ANY, "max_retries": ANY, "timeout_s": ANY, "seed": ANY,
-        "win_rate_reference": ANY, "max_tokens": ANY, "retry_backoff_s": ANY,
-        "malformed_retries": ANY, "max_workers": ANY,
+        "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,
+        "api_key_env": STR, "temperature": SHARE, "max_retries": COUNT, "timeout_s": SHARE,
+        "seed": INT, "win_rate_reference": STR, "max_tokens": POSITIVE, "retry_backoff_s": SHARE,
+        "malformed_retries": COUNT, "max_workers": POSITIVE,
     },
     "report": {
-        "paper_results": ANY, "toolbench_results": ANY, "paper_claims": ANY, "runs": ANY,
-        "contamination_ngram": ANY, "contamination_threshold": ANY,
+        "paper_results": STR, "toolbench_results": STR, "paper_claims": STR, "runs": LIST,
+        "contamination_ngram": POSITIVE, "contamination_threshold": SHARE,
     },
 }
 
@@ -69,18 +115,53 @@ class ConfigError(ValueError):
     """A profile or override that does not fit the schema."""
 
 
-def _library_fields(name: str) -> set[str]:
+def _library_class(name: str):
     # Imported lazily: trl and peft take seconds to import and most callers never need them.
     if name == "SFTConfig":
         from trl import SFTConfig
-        return {f.name for f in dataclasses.fields(SFTConfig)}
+        return SFTConfig
     if name == "LoraConfig":
         from peft import LoraConfig
-        return {f.name for f in dataclasses.fields(LoraConfig)}
+        return LoraConfig
     raise KeyError(name)
 
 
+def _leaf_from_hint(hint) -> Leaf:
+    """The Leaf a dataclass field's type annotation implies (ANY where it is not a plain one)."""
+    import enum
+    import types
+    import typing
+    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+    null = type(None) in args
+    args = tuple(a for a in args if a is not type(None))
+    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
+    if enums:       # e.g. lr_scheduler_type: Union[SchedulerType, str] takes the enum's values
+        return one_of(*(e.value for e in enums[0]), null=null)
+    literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
+    if literals and len(literals) == len(args):
+        return one_of(*literals, null=null)
+    if args and all(a in (int, float, str, bool) for a in args):
+        return Leaf(args, null=null)
+    return ANY
+
+
+def _library_fields(name: str) -> dict[str, Any]:
+    """{field: Leaf} of SFTConfig or LoraConfig, from their type annotations."""
+    import typing
+    cls = _library_class(name)
+    try:
+        hints = typing.get_type_hints(cls)
+    except Exception:       # an annotation that does not resolve: check the names only
+        hints = {}
+    return {f.name: _leaf_from_hint(hints.get(f.name, f.type)) for f in dataclasses.fields(cls)}
+
+
 def _check(value: Any, schema: Any, where: str, source: str) -> None:
+    if isinstance(schema, Leaf):
+        problem = schema.problem(value)
+        if problem:
+            raise ConfigError(f"{source}: '{where}' {problem}")
+        return
     if schema is ANY or schema is MAPPING:
         if schema is MAPPING and value is not None and not isinstance(value, dict):
             raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(value).__name__}")
@@ -89,14 +170,13 @@ def _check(value: Any, schema: Any, where: str, source: str) -> None:
         return
     if not isinstance(value, dict):
         raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(value).__name__}")
-    allowed = _library_fields(schema) if isinstance(schema, str) else set(schema)
+    fields = _library_fields(schema) if isinstance(schema, str) else schema
     for key in value:
         path = f"{where}.{key}" if where else key
-        if key not in allowed:
+        if key not in fields:
             owner = f"{schema} has no field" if isinstance(schema, str) else "unknown key"
             raise ConfigError(f"{source}: {owner} '{path}'")
-        if isinstance(schema, dict):
-            _check(value[key], schema[key], path, source)
+        _check(value[key], fields[key], path, source)
 
 
 def _set_dotted(cfg: dict, dotted: str, value: Any, source: str) -> None:
@@ -125,7 +205,7 @@ def _flatten(overrides: dict, prefix: str = "") -> dict:
 
 def profile_path(profile: str) -> Path:
     path = Path(profile)
-    if path.suffix in (".yaml", ".yml") and path.exists():
+    if path.suffix in (".yaml", ".yml"):      # a file's path, taken as written
         return path.resolve()
     return CONFIG_DIR / f"{profile}.yaml"
 
@@ -137,7 +217,15 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
         known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
         raise ConfigError(f"no profile '{profile}': {path} does not exist (known: {known})")
     with open(path, encoding="utf-8") as fh:
-        cfg = yaml.safe_load(fh) or {}
+        try:
+            cfg = yaml.safe_load(fh) or {}
+        except yaml.YAMLError as err:
+            mark = getattr(err, "problem_mark", None)
+            where = f", line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+            raise ConfigError(f"{path}{where}: not valid YAML ({getattr(err, 'problem', None) or err})") from None
+    if not isinstance(cfg, dict):
+        raise ConfigError(f"{path}: a profile is a mapping of sections (data:, train:, ...), "
+                          f"got {type(cfg).__name__}")
     _check(cfg, SCHEMA, "", str(path))
     cfg = copy.deepcopy(cfg)
     for dotted, value in _flatten(overrides or {}).items():
@@ -176,19 +264,25 @@ def file_digest(*paths) -> str:
     return digest.hexdigest()[:16]
 
 
-def resumable_dir(cfg: dict, name: str, key: dict) -> Path:
+def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
     """outputs/<profile>/<name>/ for an append-only, resumable stage.
 
     `key` says what the folder's contents are made from (model, settings, inputs). A rerun with the
-    same key resumes; with another key the old folder is moved aside to <name>.previous/ (so nothing
-    written is lost) and the stage starts afresh instead of mixing results of two different runs.
+    same key resumes; with another key the old folder is set aside whole as
+    <name>.run-<its key digest>.<time>/ (lib.store.set_aside: nothing is deleted, and the log says
+    where it went) and the stage starts afresh instead of mixing results of two different runs.
+    Call it only after every setting and input of the stage has been validated, so a failing run
+    never moves a finished one.
     """
+    from lib import store
+
     folder = output_dir(cfg) / name
     stamp, text = folder / "RUN_KEY.json", json.dumps(key, sort_keys=True, indent=1, default=str)
     if folder.exists() and any(folder.iterdir()) and (not stamp.exists() or stamp.read_text() != text):
-        previous = folder.with_name(f"{name}.previous")
-        shutil.rmtree(previous, ignore_errors=True)
-        folder.rename(previous)
+        old = hashlib.sha256(stamp.read_bytes()).hexdigest()[:8] if stamp.exists() else "unkeyed"
+        moved = store.set_aside(folder, f"run-{old}")
+        log(f"{folder} holds a run with other settings or inputs: set aside as {moved} "
+            f"(its RUN_KEY.json says what it was made from); starting afresh")
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(text)
     return folder

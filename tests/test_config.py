@@ -51,14 +51,46 @@ def test_paths_resolve_against_the_repository(tmp_path):
     assert config.output_dir(cfg, "figures") == tmp_path / "o" / "figures" and (tmp_path / "o" / "figures").is_dir()
 
 
-def test_resumable_dir_resumes_the_same_run_and_sets_another_aside(tmp_path):
+def test_resumable_dir_resumes_the_same_run_and_sets_every_other_aside(tmp_path):
     cfg = config.load("smoke", {"output_dir": str(tmp_path)})
-    folder = config.resumable_dir(cfg, "trajectories", {"model": "a"})
-    (folder / "G1_instruction.jsonl").write_text("line\n")
+    said = []
+    folder = config.resumable_dir(cfg, "trajectories", {"model": "a"}, log=said.append)
+    (folder / "G1_instruction.jsonl").write_text("run a\n")
     assert (config.resumable_dir(cfg, "trajectories", {"model": "a"}) / "G1_instruction.jsonl").exists()
-    fresh = config.resumable_dir(cfg, "trajectories", {"model": "b"})
+    # Two rotations in a row (b, then c) keep both earlier runs: no single ".previous" slot.
+    fresh = config.resumable_dir(cfg, "trajectories", {"model": "b"}, log=said.append)
     assert not (fresh / "G1_instruction.jsonl").exists()
-    assert (tmp_path / "trajectories.previous" / "G1_instruction.jsonl").read_text() == "line\n"
+    (fresh / "G1_instruction.jsonl").write_text("run b\n")
+    config.resumable_dir(cfg, "trajectories", {"model": "c"}, log=said.append)
+    kept = sorted(p.read_text() for p in tmp_path.glob("trajectories.run-*/G1_instruction.jsonl"))
+    assert kept == ["run a\n", "run b\n"]
+    assert len(said) == 2 and "set aside as" in said[0] and "trajectories.run-" in said[0]
+    assert all('"model": "a"' in p.read_text() or '"model": "b"' in p.read_text()
+               for p in tmp_path.glob("trajectories.run-*/RUN_KEY.json"))
+
+
+def test_values_are_checked_when_the_profile_loads():
+    for override, says in [({"inference.method": "foo"}, "'inference.method' must be one of react, dfsdt"),
+                           ({"judge.kind": "bar"}, "'judge.kind' must be one of offline, llm"),
+                           ({"train.learning_rate": "abc"}, "'train.learning_rate' must be float"),
+                           ({"train.learning_rate": "1e-4"}, "write 1.0e-4"),
+                           ({"train.max_steps": 2.5}, "'train.max_steps' must be int"),
+                           ({"train.lr_scheduler_type": "foo"}, "must be one of linear"),
+                           ({"lora": {"r": "x"}}, "'lora.r' must be int"),
+                           ({"judge.evaluate_times": 0}, "at least 1"),
+                           ({"seed": None}, "'seed' must be set")]:
+        with pytest.raises(config.ConfigError, match=says):
+            config.load("smoke", override)
+    assert config.load("smoke", {"train.learning_rate": 1, "train.lr_scheduler_type": "cosine"})
+
+
+def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
+    bad = tmp_path / "mine.yaml"
+    bad.write_text("data:\n  groups: [a, b\nseed: 3\n")
+    with pytest.raises(config.ConfigError, match=f"{bad}, line 3.*not valid YAML"):
+        config.load(str(bad))
+    with pytest.raises(config.ConfigError, match=r"no profile .*sub/x\.yaml does not exist"):
+        config.load(str(tmp_path / "sub" / "x.yaml"))
 
 
 def test_file_digest_changes_with_content(tmp_path):

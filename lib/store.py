@@ -1,0 +1,166 @@
+"""How the stages keep finished work: append-only JSONL files, old runs set aside, one writer a folder.
+
+Every rule here exists because a run can be killed at any instant, rerun with other settings, or
+started twice by mistake, and hours of GPU work or paid judge requests sit in these files:
+- `append_jsonl` / `JsonlAppender`: the one way to add a record to a .jsonl file. A torn last line
+  (the process died mid-write) is cut off before the first append, so the new record starts on its
+  own line instead of being glued to a fragment and lost; each record is flushed and fsynced.
+- `read_jsonl`: the complete records of such a file; a torn last line is skipped, a bad line
+  elsewhere is an error naming the file and line.
+- `set_aside`: moves a folder of another run to `<name>.<label>.<time>/` beside it. Nothing is ever
+  deleted; the caller says in its log where the old run went.
+- `exclusive`: one writer per output folder. A second run on the same folder fails at once, naming
+  the process that holds it (the OS releases the lock when that process dies, so a killed run
+  leaves no stale lock behind).
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import time
+from pathlib import Path
+
+
+class FolderBusy(RuntimeError):
+    """Another process is writing the same output folder."""
+
+
+class JsonlError(ValueError):
+    """A line of a JSONL file that is not a JSON record (not the torn last line)."""
+
+
+def _torn_tail_offset(path: Path) -> int | None:
+    """Where the file's torn last line starts, or None when it ends on a complete line."""
+    size = path.stat().st_size
+    if size == 0:
+        return None
+    with open(path, "rb") as fh:
+        fh.seek(-1, os.SEEK_END)
+        if fh.read(1) == b"\n":
+            return None
+        # Scan back to the last newline: the fragment after it is what a crash left half-written.
+        block, end = 1 << 16, size
+        while end > 0:
+            start = max(0, end - block)
+            fh.seek(start)
+            chunk = fh.read(end - start)
+            cut = chunk.rfind(b"\n")
+            if cut >= 0:
+                return start + cut + 1
+            end = start
+        return 0
+
+
+def cut_torn_tail(path) -> int:
+    """Remove a torn last line from `path`; returns how many bytes were cut (0: none)."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    offset = _torn_tail_offset(path)
+    if offset is None:
+        return 0
+    size = path.stat().st_size
+    with open(path, "r+b") as fh:
+        fh.truncate(offset)
+    return size - offset
+
+
+class JsonlAppender:
+    """Appends records to one JSONL file; use as a context manager or call `close()`."""
+
+    def __init__(self, path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.cut = cut_torn_tail(self.path)
+        self.fh = open(self.path, "a", encoding="utf-8")
+
+    def write(self, record: dict) -> None:
+        self.fh.write(json.dumps(record, ensure_ascii=False, default=str) + "\n")
+        self.fh.flush()
+        os.fsync(self.fh.fileno())
+
+    def close(self) -> None:
+        self.fh.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+def append_jsonl(path, record: dict) -> None:
+    """Append one record (opens, cuts a torn tail, writes, fsyncs, closes)."""
+    with JsonlAppender(path) as out:
+        out.write(record)
+
+
+def read_jsonl(path) -> list[dict]:
+    """Every complete record of `path` ([] when it does not exist)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    raw = path.read_bytes()
+    lines = raw.split(b"\n")
+    torn = not raw.endswith(b"\n")
+    records = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as err:
+            if torn and number == len(lines):
+                break       # the last write was cut short; the next append removes it
+            raise JsonlError(f"{path}: line {number} is not a JSON record ({err.msg})") from None
+    return records
+
+
+def rewrite_jsonl(path, records: list[dict]) -> None:
+    """Replace the file's records at once (write beside it, then rename), e.g. to trim a log back
+    to the checkpoint a run resumes from; a crash leaves the old file or the new one, never half."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
+                   encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def set_aside(folder, label: str) -> Path | None:
+    """Move `folder` (if it has anything in it) to `<name>.<label>.<UTC time>/` beside it and return
+    the new path; None when there was nothing to move. Never deletes anything."""
+    folder = Path(folder)
+    if not folder.exists() or not any(folder.iterdir()):
+        return None
+    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    target = folder.with_name(f"{folder.name}.{label}.{stamp}")
+    n = 1
+    while target.exists():
+        n += 1
+        target = folder.with_name(f"{folder.name}.{label}.{stamp}-{n}")
+    folder.rename(target)
+    return target
+
+
+@contextlib.contextmanager
+def exclusive(folder, what: str):
+    """Hold `<folder>.lock` beside the output folder while writing it; FolderBusy if another holds it."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    lock = folder.with_name(f".{folder.name}.lock")
+    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
+        os.close(fd)
+        raise FolderBusy(f"{folder} is being written by another run ({holder}); wait for it to "
+                         f"finish or stop that process, then run again") from None
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        yield folder
+    finally:
+        os.close(fd)        # releases the lock
