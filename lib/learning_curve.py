@@ -12,13 +12,12 @@ figures/learning_curve.png.
 from __future__ import annotations
 
 import ast
-import json
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import first_step
+from lib import first_step, store
 from lib.data import APIS_PREFIX     # the sentence before the function list of a system prompt
 
 
@@ -76,15 +75,14 @@ class LearningCurve(TrainerCallback):
         model.train(was_training)
         record = {"step": state.global_step, "epoch": round(state.epoch or 0, 4), **rates,
                   "seconds": round(time.time() - t0, 1)}
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        store.append_jsonl(self.path, record)
         if self.log:
             self.log(f"[02 dev] step {state.global_step}: first step parses {rates['parses']:.2f}, "
                      f"correct {rates['correct']:.2f} (n={rates['n']})")
 
     def on_train_begin(self, args, state, control, model=None, **kwargs):
         self.todo = points(state.max_steps, self.count)
-        done = {r["step"] for r in read(self.path)}
+        done = {r["step"] for r in store.read_jsonl(self.path)}
         if state.global_step == 0 and 0 not in done:
             self._measure(model, state)
 
@@ -94,19 +92,8 @@ class LearningCurve(TrainerCallback):
             self._measure(model, state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs):
-        if state.global_step not in {r["step"] for r in read(self.path)}:
+        if state.global_step not in {r["step"] for r in store.read_jsonl(self.path)}:
             self._measure(model, state)
-
-
-def read(path) -> list[dict]:
-    path = Path(path)
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
-
-
-def trim(path, step: int) -> None:
-    """Forget points measured after the checkpoint a run resumes from: they are measured again."""
-    kept = [r for r in read(path) if r["step"] <= step]
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 def plot(records: list[dict], png, stamp: str | None = None) -> Path:

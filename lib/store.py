@@ -7,8 +7,9 @@ started twice by mistake, and hours of GPU work or paid judge requests sit in th
   own line instead of being glued to a fragment and lost; each record is flushed and fsynced.
 - `read_jsonl`: the complete records of such a file; a torn last line is skipped, a bad line
   elsewhere is an error naming the file and line.
-- `set_aside`: moves a folder of another run to `<name>.<label>.<time>/` beside it. Nothing is ever
-  deleted; the caller says in its log where the old run went.
+- `set_aside`: moves a folder of another run (and the files that go with it) to
+  `<name>.<label>.<time>/` beside it. Nothing is ever deleted; the caller says in its log where the
+  old run went.
 - `exclusive`: one writer per output folder. A second run on the same folder fails at once, naming
   the process that holds it (the OS releases the lock when that process dies, so a killed run
   leaves no stale lock behind).
@@ -128,11 +129,13 @@ def rewrite_jsonl(path, records: list[dict]) -> None:
     os.replace(tmp, path)
 
 
-def set_aside(folder, label: str) -> Path | None:
-    """Move `folder` (if it has anything in it) to `<name>.<label>.<UTC time>/` beside it and return
-    the new path; None when there was nothing to move. Never deletes anything."""
+def set_aside(folder, label: str, also=()) -> Path | None:
+    """Move `folder` to `<name>.<label>.<UTC time>/` beside it, with the files or folders in `also`
+    moved into it, and return the new path; None when there was nothing to move. Never deletes."""
     folder = Path(folder)
-    if not folder.exists() or not any(folder.iterdir()):
+    also = [Path(p) for p in also if Path(p).exists()]
+    has_files = folder.exists() and any(folder.iterdir())
+    if not has_files and not also:
         return None
     stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
     target = folder.with_name(f"{folder.name}.{label}.{stamp}")
@@ -140,7 +143,12 @@ def set_aside(folder, label: str) -> Path | None:
     while target.exists():
         n += 1
         target = folder.with_name(f"{folder.name}.{label}.{stamp}-{n}")
-    folder.rename(target)
+    if has_files:
+        folder.rename(target)
+    else:
+        target.mkdir(parents=True)
+    for item in also:
+        item.rename(target / item.name)
     return target
 
 

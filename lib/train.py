@@ -30,13 +30,12 @@ import argparse
 import hashlib
 import json
 import math
-import shutil
 import time
 from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import config, learning_curve
+from lib import config, learning_curve, store
 from lib import model as model_lib
 
 PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
@@ -49,7 +48,13 @@ PAPER_BATCH, PAPER_ACCUM = 8, 4
 
 
 def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
-    """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs."""
+    """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
+    One training run at a time per profile: a second one fails at once (lib.store.exclusive)."""
+    with store.exclusive(config.output_dir(cfg) / "checkpoints", "stage 02 training"):
+        return _run(cfg, callbacks, log)
+
+
+def _run(cfg: dict, callbacks: list | None, log) -> dict:
     from transformers import set_seed
 
     import datasets
@@ -70,7 +75,6 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     args, precision = sft_config(cfg, log=log)
     dataset, lengths = limit_length(dataset, tokenizer, cfg, args.max_length)
     check_not_empty(cfg, len(dataset), args.max_length, lengths)
-    fresh = prepare_output(cfg, args.output_dir, dataset, log=log)
     # The learning curve on the dev split (the held-out first steps), when there is one.
     dev = learning_curve.dev_prompts(heldout) if cfg["format_check"].get("curve_points") else []
     max_new = cfg["format_check"]["max_new_tokens"]
@@ -84,12 +88,16 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
     check_not_empty(cfg, len(trainer.train_dataset), args.max_length, lengths)
 
-    # Train, resuming from the last checkpoint of this same run if there is one.
+    # Only now, with every setting and input checked, touch the folders: resume this same run from
+    # its last checkpoint, or set another run's checkpoints, model and logs aside (never delete).
+    planned = planned_steps(args, len(trainer.train_dataset))
+    fresh = prepare_output(cfg, args.output_dir, dataset, planned, log=log)
     last = None if fresh else last_checkpoint(args.output_dir)
     if last:
-        log(f"resuming from {last}")
-        trim_log(out / "train_log.jsonl", int(last.rsplit("-", 1)[-1]))
-        learning_curve.trim(out / "learning_curve.jsonl", int(last.rsplit("-", 1)[-1]))
+        step = int(last.rsplit("-", 1)[-1])
+        log(f"resuming from {last} (training to step {planned})")
+        for name in ("train_log.jsonl", "learning_curve.jsonl"):
+            store.rewrite_jsonl(out / name, [r for r in store.read_jsonl(out / name) if r["step"] <= step])
     result = trainer.train(resume_from_checkpoint=last)
 
     # Save: a LoRA run is merged, so downstream loads model/ like any full model.
@@ -102,9 +110,9 @@ def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
 
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
     trained_rate = format_rate(trained, tokenizer, heldout, cfg)
-    records = read_log(out / "train_log.jsonl")
+    records = store.read_jsonl(out / "train_log.jsonl")
     plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.get("stamp"))
-    dev_curve = learning_curve.read(out / "learning_curve.jsonl")
+    dev_curve = store.read_jsonl(out / "learning_curve.jsonl")
     learning_curve.plot(dev_curve, config.output_dir(cfg, "figures") / "learning_curve.png", cfg.get("stamp"))
     summary = {
         "examples": len(trainer.train_dataset),
@@ -265,46 +273,59 @@ def lora_config(cfg: dict):
 # Checkpoints and the training log
 
 
+# Settings that only say how far to train: raising them continues the same run from its last
+# checkpoint (the learning-rate schedule is then recomputed for the new total, as the Trainer does).
+HOW_FAR = ("max_steps", "num_train_epochs")
+LEFT_BY_A_RUN = ("model", "train_log.jsonl", "learning_curve.jsonl", "train_summary.json")
+
+
 def run_fingerprint(cfg: dict, dataset) -> str:
     """What a checkpoint must share with this run to be resumed: the knobs and the data."""
-    keys = {k: cfg.get(k) for k in ("seed", "model", "train", "lora", "format_check")}
+    keys = {k: cfg.get(k) for k in ("seed", "model", "lora", "format_check")}
+    keys["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in HOW_FAR}
     keys["data"] = dataset._fingerprint
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def prepare_output(cfg: dict, checkpoints: str, dataset, log=print) -> bool:
-    """Keep checkpoints of this same run (to resume); clear those of another. True if fresh."""
-    folder = Path(checkpoints)
+def planned_steps(args, examples: int) -> int:
+    """The optimizer step this run trains to: max_steps, or num_train_epochs of the data."""
+    if args.max_steps and args.max_steps > 0:
+        return args.max_steps
+    per_epoch = steps_per_epoch(examples, args.per_device_train_batch_size,
+                                args.gradient_accumulation_steps, args.world_size)["ceil"]
+    return math.ceil(per_epoch * args.num_train_epochs)
+
+
+def prepare_output(cfg: dict, checkpoints: str, dataset, planned: int | None = None, log=print) -> bool:
+    """Keep the checkpoints of this same run (to resume; also when it now trains further) and
+    return False; otherwise set that run aside whole and return True (a fresh start).
+
+    Set aside: checkpoints/ is renamed checkpoints.run-<its fingerprint>.<time>/ and the run's
+    model/, train_log.jsonl, learning_curve.jsonl and train_summary.json move into it. So is a run
+    of the same settings whose last checkpoint is past `planned` (it trained further than asked
+    now; resuming it would stop at once on the longer run's weights)."""
+    folder, out = Path(checkpoints), Path(checkpoints).parent
     stamp = folder / "run_fingerprint.txt"
     fingerprint = run_fingerprint(cfg, dataset)
-    if stamp.exists() and stamp.read_text().strip() == fingerprint:
+    old = stamp.read_text().strip() if stamp.exists() else None
+    last = last_checkpoint(str(folder))
+    past = last is not None and planned is not None and int(last.rsplit("-", 1)[-1]) > planned
+    if old == fingerprint and not past:
         return False
-    if any(folder.glob("checkpoint-*")):
-        log(f"{folder}: checkpoints from a different config or data, starting afresh")
-    shutil.rmtree(folder, ignore_errors=True)
-    folder.mkdir(parents=True)
+    leftovers = [out / name for name in LEFT_BY_A_RUN if (out / name).exists()]
+    moved = store.set_aside(folder, f"run-{old or 'unkeyed'}", also=leftovers)
+    if moved:
+        why = (f"its last checkpoint is past step {planned}" if old == fingerprint
+               else "it was made with other settings or data")
+        log(f"{folder}: the run there is set aside as {moved} ({why}); training afresh")
+    folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
-    for name in ("train_log.jsonl", "learning_curve.jsonl"):
-        (config.path(cfg, cfg["output_dir"]) / name).unlink(missing_ok=True)
     return True
 
 
 def last_checkpoint(folder: str) -> str | None:
     from transformers.trainer_utils import get_last_checkpoint
     return get_last_checkpoint(folder) if Path(folder).is_dir() else None
-
-
-def read_log(path) -> list[dict]:
-    path = Path(path)
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def trim_log(path, step: int) -> None:
-    """Forget log lines written after the checkpoint we resume from: those steps run again."""
-    kept = [r for r in read_log(path) if r["step"] <= step]
-    Path(path).write_text("".join(json.dumps(r) + "\n" for r in kept))
 
 
 class JsonlLogger(TrainerCallback):
@@ -327,8 +348,7 @@ class JsonlLogger(TrainerCallback):
                   "tokens_per_s": round((tokens - self.last_tokens) / max(now - self.last_time, 1e-9), 1),
                   "num_tokens": tokens, "mean_token_accuracy": logs.get("mean_token_accuracy")}
         self.last_time, self.last_tokens = now, tokens
-        with open(self.path, "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(record) + "\n")
+        store.append_jsonl(self.path, record)
 
 
 def describe(summary: dict) -> str:

@@ -3,7 +3,7 @@ import json
 
 from datasets import Dataset
 
-from lib import agent, learning_curve, sample
+from lib import agent, learning_curve, sample, store
 
 
 def heldout_from_sample(tmp_path, n=6):
@@ -64,10 +64,10 @@ def test_points_and_the_callback_write_a_resumable_curve(tmp_path):
         state.global_step = step
         cb.on_step_end(None, state, None, model=model)
     cb.on_train_end(None, state, None, model=model)
-    assert [r["step"] for r in learning_curve.read(path)] == [0, 5, 10] and model.training
-    learning_curve.trim(path, 5)
-    assert [r["step"] for r in learning_curve.read(path)] == [0, 5]
-    png = learning_curve.plot(learning_curve.read(path), tmp_path / "curve.png", "a stamp")
+    assert [r["step"] for r in store.read_jsonl(path)] == [0, 5, 10] and model.training
+    store.rewrite_jsonl(path, [r for r in store.read_jsonl(path) if r["step"] <= 5])
+    assert [r["step"] for r in store.read_jsonl(path)] == [0, 5]
+    png = learning_curve.plot(store.read_jsonl(path), tmp_path / "curve.png", "a stamp")
     assert png.stat().st_size > 1000
     assert learning_curve.plot([], tmp_path / "empty.png").exists()
 

@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib import config, model as model_lib, train
+from lib import config, model as model_lib, store, train
 
 SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
           "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
@@ -175,7 +175,7 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     # Reference: an uninterrupted run.
     summary = train.run(cfg)
     out = config.path(cfg, cfg["output_dir"])
-    log = train.read_log(out / "train_log.jsonl")
+    log = store.read_jsonl(out / "train_log.jsonl")
     steps = summary["optimizer_steps"]
     assert steps == train.steps_per_epoch(24, 4, 1)["ceil"] == 6
     assert [r["step"] for r in log] == list(range(1, steps + 1))
@@ -203,30 +203,70 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     cfg3 = make_cfg(crashed)
     with pytest.raises(Crash):
         train.run(cfg3, callbacks=[CrashAfter(3)])
-    assert [r["step"] for r in train.read_log(crashed / "train_log.jsonl")] == [1, 2, 3]
+    assert [r["step"] for r in store.read_jsonl(crashed / "train_log.jsonl")] == [1, 2, 3]
     resumed = train.run(cfg3)
     assert resumed["resumed_from"].endswith("checkpoint-2")
-    relog = train.read_log(crashed / "train_log.jsonl")
+    relog = store.read_jsonl(crashed / "train_log.jsonl")
     assert [r["step"] for r in relog] == list(range(1, steps + 1))     # unique and complete
     assert resumed["optimizer_steps"] == steps
     assert [r["loss"] for r in relog] == pytest.approx([r["loss"] for r in log], rel=1e-5)
     # The learning curve too: measured at the same steps as the uninterrupted run, none twice.
     from lib import learning_curve
-    curve = [r["step"] for r in learning_curve.read(out / "learning_curve.jsonl")]
+    curve = [r["step"] for r in store.read_jsonl(out / "learning_curve.jsonl")]
     assert curve == [0, *sorted(learning_curve.points(steps, 4)), steps]
-    assert [r["step"] for r in learning_curve.read(crashed / "learning_curve.jsonl")] == curve
+    assert [r["step"] for r in store.read_jsonl(crashed / "learning_curve.jsonl")] == curve
 
 
-def test_checkpoints_of_another_config_are_not_resumed(cfg):
+def test_training_further_resumes_and_a_second_run_is_refused(cfg):
+    out = config.path(cfg, cfg["output_dir"])
+    four = make_cfg(out, train={**FAST_TRAIN, "max_steps": 4})
+    assert train.run(four)["optimizer_steps"] == 4
+    six = make_cfg(out, train={**FAST_TRAIN, "max_steps": 6})
+    said = []
+    summary = train.run(six, log=lambda *a, **k: said.append(" ".join(map(str, a))))
+    assert summary["resumed_from"].endswith("checkpoint-4") and summary["optimizer_steps"] == 6
+    assert any("resuming from" in line and "to step 6" in line for line in said)
+    assert [r["step"] for r in store.read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4, 5, 6]
+    assert {p.name for p in (out / "checkpoints").glob("checkpoint-*")} >= {"checkpoint-2", "checkpoint-4"}
+    assert not list(out.glob("checkpoints.run-*"))
+    # While one process trains the profile, another is refused at once, naming it.
+    with store.exclusive(out / "checkpoints", "stage 02 training"):
+        import multiprocessing
+        ctx = multiprocessing.get_context("spawn")
+        with ctx.Pool(1) as pool:
+            message = pool.apply(_train_in_another_process, (six,))
+    assert f"pid {__import__('os').getpid()}, stage 02 training" in message
+
+
+def _train_in_another_process(cfg) -> str:
+    try:
+        train.run(cfg)
+    except store.FolderBusy as err:
+        return str(err)
+    return "not refused"
+
+
+def test_checkpoints_of_another_config_are_set_aside_not_deleted(cfg):
+    out = config.path(cfg, cfg["output_dir"])
     checkpoints = config.output_dir(cfg, "checkpoints")
     (checkpoints / "checkpoint-99").mkdir()
     dataset = train.load_data(cfg)[0]
-    assert train.prepare_output(cfg, str(checkpoints), dataset) is True
-    assert not (checkpoints / "checkpoint-99").exists()
-    (checkpoints / "checkpoint-99").mkdir()
-    assert train.prepare_output(cfg, str(checkpoints), dataset) is False   # same run: keep, resume
-    other = make_cfg(config.path(cfg, cfg["output_dir"]), train={**FAST_TRAIN, "learning_rate": 1e-4})
+    said = []
+    assert train.prepare_output(cfg, str(checkpoints), dataset, log=said.append) is True
+    first = [p for p in out.glob("checkpoints.run-unkeyed.*")]
+    assert len(first) == 1 and (first[0] / "checkpoint-99").is_dir() and str(first[0]) in said[0]
+    (checkpoints / "checkpoint-2").mkdir()
+    (out / "train_log.jsonl").write_text('{"step": 2}\n')
+    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=6) is False   # same run: resume
+    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=8) is False   # trains further
+    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=1) is True    # past it: aside
+    other = make_cfg(out, train={**FAST_TRAIN, "learning_rate": 1e-4})
+    (checkpoints / "checkpoint-3").mkdir()
     assert train.prepare_output(other, str(checkpoints), dataset) is True
+    aside = sorted(out.glob("checkpoints.run-*"))
+    assert len(aside) == 3
+    assert sum((p / "checkpoint-2").is_dir() for p in aside) == 1
+    assert sum((p / "train_log.jsonl").exists() for p in aside) == 1
 
 
 def test_parses_thought_action_input():
