@@ -40,6 +40,8 @@ SYSTEM_ANCHOR = "with a function call to actually excute your step."
 SYSTEM_FORMAT = " Your output should follow this format:\nThought:\nAction\nAction Input:\n"
 APIS_PREFIX = "\nSpecifically, you have access to the following APIs: "
 _SURROGATE = re.compile("[\udc80-\udcff]")
+# Every assistant turn of ToolBench's training data is a call ("Action: <function>", Finish too).
+_ACTION = re.compile(r"(^|\n)\s*Action:")
 
 
 class DataError(ValueError):
@@ -214,6 +216,8 @@ def check_record(record) -> tuple[str, str, str] | None:
             return "empty_value", f"{where}.value", "empty or not a string"
         if _SURROGATE.search(value):
             return "non_utf8", f"{where}.value", "holds bytes that are not valid UTF-8"
+        if turn["from"] == "assistant" and not _ACTION.search(value):
+            return "no_action", f"{where}.value", "an assistant turn with no 'Action:' line (no call to learn)"
     if _SURROGATE.search(record["id"]):
         return "non_utf8", "id", "holds bytes that are not valid UTF-8"
     if not any(t["from"] == "assistant" for t in conversations):
@@ -330,6 +334,26 @@ def sample_options(cfg: dict) -> dict:
             "retry_share": float(data.get("sample_retry_share") or 0.0)}
 
 
+def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
+    """The records as an on-disk Dataset. The datasets library wraps an error raised while reading
+    in DatasetGenerationError (and says SchemaInferenceError for no records at all): here the
+    error that names the file, record and field reaches the caller, and the terminal, instead."""
+    from datasets import Dataset
+    from datasets.exceptions import DatasetGenerationError
+
+    try:
+        return Dataset.from_generator(generate, cache_dir=str(work), keep_in_memory=False)
+    except (DatasetGenerationError, ValueError) as err:
+        cause = (err.__cause__ or err.__context__) if isinstance(err, DatasetGenerationError) else err
+        if type(cause).__name__ == "SchemaInferenceError":
+            skipped = ", ".join(f"{n} {why}" for why, n in sorted(dropped.items())) or "none"
+            raise DataError(train_path, "(all)", "(file)", "no_records",
+                            f"no usable training record (records skipped: {skipped})") from None
+        if isinstance(cause, (ValueError, OSError)) and cause is not err:
+            raise cause from None
+        raise
+
+
 def prepare(cfg: dict) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats."""
     from datasets import Dataset, disable_progress_bars
@@ -357,7 +381,7 @@ def prepare(cfg: dict) -> dict:
 
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
-        raw = Dataset.from_generator(flagged, cache_dir=str(work), keep_in_memory=False)
+        raw = _read_records(flagged, train_path, work, dropped)
         num_proc = data["num_proc"] if len(raw) >= 1000 else None
         per_choice = raw.map(lambda b: {"turns": [sum(t["from"] == "assistant" for t in c)
                                                   for c in b["conversations"]]},

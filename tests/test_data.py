@@ -104,6 +104,8 @@ def test_jsonl_and_list_give_the_same_records(tmp_path):
     (lambda r: r["conversations"][1].update({"from": "human"}), "unknown_role", "conversations[1].from"),
     (lambda r: r["conversations"][3].update({"value": "  "}), "empty_value", "conversations[3].value"),
     (lambda r: r.update({"conversations": [r["conversations"][0]]}), "no_assistant_turn", "conversations"),
+    (lambda r: r["conversations"][2].update({"value": "Thought: I will just answer."}), "no_action",
+     "conversations[2].value"),
 ])
 def test_bad_records_name_file_record_and_field(tmp_path, mutate, reason, field):
     bad = record("Step 4: the bad one")
@@ -241,6 +243,21 @@ def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
     assert written["examples_written"] == stats["examples_written"]
     assert Path(stats["histogram"]).stat().st_size > 5000
     assert (tmp_path / "out" / "tokenizer" / "tokenizer.json").exists()
+
+
+def test_prepare_errors_name_the_file_record_and_field_not_the_datasets_wrapper(tmp_path):
+    sample.generate(tmp_path / "sample", seed=3, train_queries=6, queries_per_group=2)
+    train = tmp_path / "sample" / "train" / "toolllama_G123_dfs_train.json"
+    records = json.loads(train.read_text())
+    records[3]["conversations"][2]["from"] = "robot"
+    train.write_text(json.dumps(records))
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                "data.train_path": str(train), "model.tokenizer_train_texts": 50})
+    with pytest.raises(data.DataError, match=rf"{train}: record 3 .*field 'conversations\[2\].from'"):
+        data.prepare(cfg)
+    train.write_text("[]")
+    with pytest.raises(data.DataError, match=rf"{train}: .*no usable training record"):
+        data.prepare(cfg)
 
 
 def test_conversation_mode_keeps_only_records_no_later_record_extends():
