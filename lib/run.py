@@ -5,7 +5,8 @@ stops the run if one is missing; `--check` prints the table alone.
 
 Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished with
 the same settings (outputs/<profile>/stages/NN.done, written only after its last cell ran, holds a
-digest of the resolved profile, --set overrides included) and whose outputs are all
+digest of the profile sections that stage and the ones before it read, --set overrides included,
+so `--set judge.evaluate_times=5` reruns stages 04 and 05 only) and whose outputs are all
 newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs) is
 skipped unless --force; a failing stage stops the run naming the notebook and the failing cell, and
 counts as not done however much it wrote. What the notebooks print goes to the terminal as well
@@ -31,14 +32,22 @@ class Stage:
     number: str
     notebook: str
     outputs: tuple[str, ...]       # relative to outputs/<profile>/
+    # The profile's sections the stage and the stages before it read (None: all of them), so a
+    # --set of judge.* reruns stages 04 and 05, not the training.
+    settings: tuple[str, ...] | None = None
 
 
+EVERY_STAGE = ("profile", "output_dir", "stamp", "seed")
 STAGES = (
-    Stage("01", "01_data_prep.ipynb", ("sft", "data_stats.json")),
-    Stage("02", "02_train.ipynb", ("model", "train_summary.json")),
-    Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json", "first_step.json")),
-    Stage("04", "04_judge.ipynb", ("judgments", "pass_rate.csv")),
-    Stage("05", "05_figures.ipynb", ("figures",)),
+    Stage("01", "01_data_prep.ipynb", ("sft", "data_stats.json"), ("data", "model")),
+    Stage("02", "02_train.ipynb", ("model", "train_summary.json"),
+          ("data", "model", "format_check", "train", "lora")),
+    Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json", "first_step.json"),
+          ("data", "model", "format_check", "train", "lora", "inference")),
+    Stage("04", "04_judge.ipynb", ("judgments", "pass_rate.csv"),
+          ("data", "model", "format_check", "train", "lora", "inference", "judge")),
+    # figures/ also holds stage 02's curves; index.json is what stage 05 writes last.
+    Stage("05", "05_figures.ipynb", ("figures/index.json",), None),
 )
 
 
@@ -74,22 +83,25 @@ def done_marker(cfg: dict, stage: Stage) -> Path:
     return config.path(cfg, cfg["output_dir"]) / "stages" / f"{stage.number}.done"
 
 
-def settings_digest(cfg: dict) -> str:
-    """What a stage ran with: the resolved profile, overrides included (they are in no file)."""
+def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
+    """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
+    included: they are in no file)."""
     import hashlib
-    return hashlib.sha256(json.dumps(cfg, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
+    used = {k: v for k, v in cfg.items() if keys is None or k in keys}
+    return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
 def mark_done(cfg: dict, stage: Stage) -> None:
     marker = done_marker(cfg, stage)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(settings_digest(cfg) + "\n")
+    marker.write_text(settings_digest(cfg, stage) + "\n")
 
 
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg["output_dir"])
     marker = done_marker(cfg, stage)
-    if not marker.exists() or marker.read_text().strip() != settings_digest(cfg):
+    if not marker.exists() or marker.read_text().strip() != settings_digest(cfg, stage):
         return False
     outputs = [out / o for o in stage.outputs]
     oldest_output = _oldest_mtime(outputs)

@@ -91,6 +91,12 @@ def test_up_to_date_check_follows_mtimes(tmp_path):
     # Another --set value is no file, yet it is another run: not up to date.
     other = config.load(str(profile), {"output_dir": str(tmp_path / "out"), "data.histogram_bins": 7})
     assert not run.is_up_to_date(other, stage, [])
+    # A judge setting is not read by stage 01 (it stays done), but it is by stages 04 and 05.
+    judged = config.load(str(profile), {"output_dir": str(tmp_path / "out"), "judge.evaluate_times": 5})
+    assert run.is_up_to_date(judged, stage, [])
+    for later in run.STAGES[3:]:
+        assert run.settings_digest(judged, later) != run.settings_digest(cfg, later)
+    assert run.settings_digest(judged, run.STAGES[2]) == run.settings_digest(cfg, run.STAGES[2])
     os.utime(profile, (newest_input + 10, newest_input + 10))
     assert not run.is_up_to_date(cfg, stage, [])
 
