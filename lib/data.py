@@ -355,7 +355,15 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
 
 
 def prepare(cfg: dict) -> dict:
-    """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats."""
+    """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
+    One stage-01 run at a time per profile: a second one fails at once (lib.store.exclusive)."""
+    from lib import store
+
+    with store.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
+        return _prepare(cfg)
+
+
+def _prepare(cfg: dict) -> dict:
     from datasets import Dataset, disable_progress_bars
     from lib import model
 
