@@ -70,6 +70,30 @@ def test_runner_rejects_unknown_stages_and_bad_settings(capsys):
     assert "unknown key 'trian'" in capsys.readouterr().err
 
 
+def test_a_bad_value_fails_in_a_second_and_touches_no_finished_work(tmp_path, capsys):
+    """The issue's sequences: an invalid inference or training setting once moved finished
+    trajectories aside or deleted every checkpoint before failing. Now the profile is checked on
+    load, before any stage or folder is touched."""
+    import time
+    out = tmp_path / "out"
+    finished = {out / "trajectories" / "G1_instruction.jsonl": '{"query_id": 1}\n',
+                out / "trajectories" / "RUN_KEY.json": "{}",
+                out / "checkpoints" / "checkpoint-40" / "trainer_state.json": "{}",
+                out / "checkpoints" / "checkpoint-60" / "trainer_state.json": "{}",
+                out / "train_log.jsonl": '{"step": 60}\n'}
+    for path, text in finished.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    for bad, says in [(["--only", "03", "--force", "--set", "inference.method=foo"], "'inference.method' must be one of"),
+                      (["--only", "02", "--force", "--set", "train.learning_rate=abc"], "'train.learning_rate' must be float"),
+                      (["--set", "judge.kind=bar"], "'judge.kind' must be one of")]:
+        t0 = time.time()
+        assert run.main(["--set", f"output_dir={out}", *bad]) == 1
+        assert says in capsys.readouterr().err and time.time() - t0 < 10
+    assert {p: p.read_text() for p in finished} == finished
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "train_log.jsonl", "trajectories"]
+
+
 def test_up_to_date_check_follows_mtimes(tmp_path):
     import os
     import shutil
