@@ -2,8 +2,13 @@
 
 What this module does, top to bottom in `run(cfg)`:
 
-1. Reads `outputs/<profile>/trajectories/<group>.jsonl` (docs/formats.md) and the test queries of
-   `data.test_dir/<group>.json` (for each query's `api_list` and "relevant APIs").
+1. Reads `outputs/<profile>/trajectories/<group>.jsonl` (docs/formats.md; a query id twice in a file
+   is an error naming both lines) and the test queries of `data.test_dir/<group>.json` (for each
+   query's `api_list` and "relevant APIs"). It judges what this run's settings select, as stage 03
+   runs it: the trajectories of the first `inference.max_queries_per_group` queries of the test
+   file (`select`); others an earlier, larger run left in the file stay there, unjudged, and the
+   log and pass_rate.md say how many were judged of how many. A group with no selected trajectory
+   ("no queries") is a warning and has no pass-rate row, instead of a rate of nan.
 2. Deterministic checks, no LLM, for every trajectory (`deterministic_checks`): finished with
    `give_answer`; every Action names a function of the query's api_list (or Finish); every Action
    Input is a JSON object holding the function's required parameters; hallucinated-function rate;
@@ -33,10 +38,13 @@ What this module does, top to bottom in `run(cfg)`:
      seed, assessment index, attempt) is hashed; request and reply are appended to
      `outputs/<profile>/judge_cache.jsonl` and looked up there first, so a rerun or resumed run sends
      nothing twice while the repeated assessments stay distinct samples. 429 / 5xx / time-outs /
-     connection errors are retried `max_retries` times with exponential backoff starting at
-     `retry_backoff_s`. A reply that is not a JSON object with a valid label is asked again (a new
-     attempt, cached apart) up to `malformed_retries` times, then counted as Unsure (index replies:
-     counted as no preference) and flagged `malformed` in the judgment.
+     connection errors / malformed responses (an HTTP 200 that is not a chat completion: a proxy's
+     HTML page, JSON without choices) are retried `max_retries` times with exponential backoff
+     starting at `retry_backoff_s`, at least as long as a `Retry-After` asks (capped at
+     MAX_RETRY_AFTER_S); then JudgeRequestError names the endpoint and the last failure. A reply
+     that is not a JSON object with a valid label is asked again (a new attempt, cached apart) up
+     to `malformed_retries` times, then counted as Unsure (index replies: counted as no
+     preference) and flagged `malformed` in the judgment.
    - `offline`: the **offline judge**, a transparent rule on the deterministic checks, for the smoke
      profile and users without an endpoint. It is NOT ToolEval and every number it gives is labelled
      "offline judge". Answer label: pre-check fail -> Unsolved; no API call returned a result (empty
@@ -66,10 +74,12 @@ Outputs under outputs/<profile>/: `judgments/<group>.jsonl` (append-only, one li
 assessment with the judge's replies, the votes, both scores and the checks; a rerun skips query ids
 already judged by the same judge), `pass_rate.csv` / `pass_rate.md`, `checks.csv`,
 `judge_summary.json`, `judge_cache.jsonl`, and with a reference `preferences/<group>.jsonl`,
-`win_rate.csv`.
+`win_rate.csv`. Every JSONL file here is appended and read through lib.store: a line torn by a
+killed run is skipped, and cut before the next append instead of swallowing it.
 """
 from __future__ import annotations
 
+import email.utils
 import hashlib
 import json
 import math
@@ -81,7 +91,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from lib import agent, config, grounding
+from lib import agent, config, grounding, store
 
 ANSWER_LABELS = ("Solved", "Unsolved", "Unsure")
 # The offline judge's rule, by version: judgments made under another version are set aside, not reused.
@@ -114,8 +124,10 @@ def _bad(path, line, qid, field, why) -> JudgeInputError:
 
 
 def read_trajectories(path: str | Path) -> list[dict]:
-    """One trajectory per line; raises JudgeInputError naming file, line, query id and field."""
-    rows = []
+    """One trajectory per line; raises JudgeInputError naming file, line, query id and field. A
+    query id twice in the file is refused (naming both lines): judging both would count the query
+    twice in the pass rate, judging one would silently pick a run."""
+    rows, first_line = [], {}
     with open(path, encoding="utf-8") as fh:
         for line_no, text in enumerate(fh, 1):
             if not text.strip():
@@ -123,7 +135,11 @@ def read_trajectories(path: str | Path) -> list[dict]:
             try:
                 rec = json.loads(text)
             except json.JSONDecodeError as err:
-                raise _bad(path, line_no, None, "<line>", f"is not valid JSON ({err.msg})") from None
+                torn = "" if text.endswith("\n") else (
+                    "; the last line is cut short: stage 03 was stopped mid-write, rerun it to "
+                    "finish the group")
+                raise _bad(path, line_no, None, "<line>",
+                           f"is not valid JSON ({err.msg}){torn}") from None
             if not isinstance(rec, dict):
                 raise _bad(path, line_no, None, "<line>", "is not a JSON object")
             qid = rec.get("query_id")
@@ -138,6 +154,11 @@ def read_trajectories(path: str | Path) -> list[dict]:
                 for field in STEP_FIELDS:
                     if not isinstance(step.get(field, ""), str):
                         raise _bad(path, line_no, qid, f"steps[{i}].{field}", "is not a string")
+            if str(qid) in first_line:
+                raise JudgeInputError(f"{path}: query_id {qid!r} appears twice, on lines "
+                                      f"{first_line[str(qid)]} and {line_no}; stage 04 judges each "
+                                      f"query once: remove one of the two lines")
+            first_line[str(qid)] = line_no
             rows.append(rec)
     return rows
 
@@ -148,6 +169,47 @@ def load_queries(path: str | Path | None) -> dict[str, dict]:
     if path is None or not Path(path).exists():
         return {}
     return {str(q["query_id"]): q for q in agent.load_queries(path)}
+
+
+def select(trajs: list[dict], queries: dict[str, dict],
+           limit: int | None) -> tuple[list[dict], dict]:
+    """The trajectories this run's settings ask to judge: those of the first `limit`
+    (inference.max_queries_per_group) queries of the test file - the queries stage 03 runs
+    (lib.agent.run), so that stage 04 reports on what stage 03's summary counts, not on every
+    query an earlier, larger run left in the file; without a test file, the file's first `limit`.
+    The others stay in the file, unjudged. Returns them (in file order) and an account for the log
+    and judge_summary.json."""
+    if queries:
+        wanted = list(queries)[:limit or None]
+        chosen = set(wanted)
+        picked = [t for t in trajs if str(t["query_id"]) in chosen]
+        found = {str(t["query_id"]) for t in picked}
+        missing = [q for q in wanted if q not in found]
+    else:
+        wanted, picked, missing = None, trajs[:limit or None], []
+    return picked, {"in_file": len(trajs), "judged": len(picked), "max_queries_per_group": limit,
+                    "selected_queries": None if wanted is None else len(wanted),
+                    "without_trajectory": missing}
+
+
+def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
+    """What the log and pass_rate.md must say about a group's selection, each note with whether it
+    is a warning (the figures cover fewer queries than asked); [] when the selection is the whole
+    file and every selected query has a trajectory."""
+    notes, limit, missing = [], account["max_queries_per_group"], account["without_trajectory"]
+    if account["judged"] < account["in_file"]:
+        why = (f"inference.max_queries_per_group={limit}" if limit
+               else f"the others are of queries not in {test_file}")
+        notes.append((f"judged {account['judged']} of {account['in_file']} trajectories in the "
+                      f"file: {why}", False))
+    if missing:
+        notes.append((f"{len(missing)} of the {account['selected_queries']} selected queries have "
+                      f"no trajectory (stage 03 did not finish them: {', '.join(missing[:5])}"
+                      f"{', ...' if len(missing) > 5 else ''})", True))
+    if not account["judged"]:
+        notes.append(("no queries: nothing to judge, so no pass rate for this group and it is not "
+                      "in the overall", True))
+    return notes
 
 
 # --------------------------------------------------------------------------------------------
@@ -450,19 +512,19 @@ def parse_reply(function: str, text: str | None) -> dict | None:
 # The LLM judge: OpenAI-compatible client, disk cache, retries
 # --------------------------------------------------------------------------------------------
 class JudgeCache:
-    """Append-only JSONL of every request and reply, keyed by a hash of the request."""
+    """Append-only JSONL of every request and reply, keyed by a hash of the request. Written through
+    lib.store: a torn last line (a run killed mid-write) is skipped on loading - that request is
+    simply sent again - and cut before the next record, which therefore is not lost with it."""
 
     def __init__(self, path: Path):
         self.path = Path(path)
-        self.lock = threading.Lock()
-        self.replies: dict[str, str] = {}
-        if self.path.exists():
-            for line in self.path.read_text(encoding="utf-8").splitlines():
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError:
-                    continue        # a line cut by an interruption: that request is simply redone
-                self.replies[rec["key"]] = rec["reply"]
+        self.lock = threading.Lock()        # queries are judged in threads; one writer at a time
+        try:
+            self.replies = {rec["key"]: rec["reply"] for rec in store.read_jsonl(self.path)}
+        except store.JsonlError as err:
+            raise store.JsonlError(f"{err}: in the judge's request cache, likely a line that an "
+                                   f"interrupted run glued onto a torn one; delete that line (its "
+                                   f"requests are simply sent again)") from None
 
     def get(self, key: str) -> str | None:
         return self.replies.get(key)
@@ -470,8 +532,7 @@ class JudgeCache:
     def put(self, key: str, record: dict) -> None:
         with self.lock:
             self.replies[key] = record["reply"]
-            with open(self.path, "a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"key": key, **record}, ensure_ascii=False) + "\n")
+            store.append_jsonl(self.path, {"key": key, **record})
 
 
 def request_key(model: str, messages: list[dict], params: dict, index: int, attempt: int) -> str:
@@ -491,6 +552,66 @@ def _api_key(jcfg: dict) -> str:
     return "not-needed"         # local servers (vLLM, Ollama) accept any key
 
 
+MAX_RETRY_AFTER_S = 120.0       # a longer Retry-After is waited this long, then asked again
+
+
+class MalformedResponse(Exception):
+    """An HTTP 200 from the judge endpoint that is not a chat completion (a proxy's HTML page, a
+    server's {"error": ...}): a failure of the endpoint, retried like a 5xx - unlike a completion
+    whose text is not a valid label, which the model is asked again for (malformed_retries)."""
+
+
+def reply_content(resp: Any) -> str:
+    """The text of a chat completion as the openai client returned it. The client does not check a
+    200's body (measured with openai 3.57 against a local server): a non-JSON body sent as text/html
+    comes back as a str, a bare JSON list or string as that value, a JSON object without choices as
+    a ChatCompletion whose choices are None (empty: []; a choice without message: message None).
+    Each raises MalformedResponse saying what was wrong. A message whose content is None is the
+    model's own empty reply: "" (parse_reply counts it malformed and the model is asked again)."""
+    if not hasattr(resp, "choices"):
+        raise MalformedResponse(f"HTTP 200 whose body is not a chat completion but a "
+                                f"{type(resp).__name__}: {str(resp)[:120]!r}")
+    if not resp.choices:
+        error = (getattr(resp, "model_extra", None) or {}).get("error")
+        raise MalformedResponse(f"HTTP 200 with {'empty' if resp.choices == [] else 'no'} choices"
+                                + (f", error: {str(error)[:200]}" if error else ""))
+    message = getattr(resp.choices[0], "message", None)
+    if message is None:
+        raise MalformedResponse("HTTP 200 whose choices[0] has no message")
+    content = getattr(message, "content", None)
+    if content is not None and not isinstance(content, str):
+        raise MalformedResponse(f"HTTP 200 whose message content is a "
+                                f"{type(content).__name__}, not text")
+    return content or ""
+
+
+def retry_after(response: Any) -> float | None:
+    """Seconds the server asked us to wait (`retry-after-ms`, or `Retry-After` in seconds or as an
+    HTTP date); None when it did not say or said something unreadable."""
+    headers = getattr(response, "headers", None) or {}
+    for name, unit in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if not value:
+            continue
+        try:
+            seconds = float(value) * unit
+        except ValueError:
+            try:
+                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
+            except (TypeError, ValueError):
+                continue
+        if math.isfinite(seconds):
+            return max(0.0, seconds)
+    return None
+
+
+def _failure(err: Exception) -> str:
+    """What went wrong with one request, for the error after the last retry."""
+    status = getattr(err, "status_code", None)
+    return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + (
+        f": {err}" if isinstance(err, MalformedResponse) else "")
+
+
 class LLMJudge:
     """Asks an OpenAI-compatible chat endpoint; every request/reply goes through the cache."""
 
@@ -503,7 +624,9 @@ class LLMJudge:
         self.sleep = sleep
         self.client = openai.OpenAI(base_url=jcfg["base_url"], api_key=_api_key(jcfg),
                                     max_retries=0, timeout=float(jcfg["timeout_s"]))
-        self.counts = {"requests": 0, "cache_hits": 0, "retries": 0, "malformed": 0}
+        self.endpoint = f"{self.client.base_url} (model {self.name})"
+        self.counts = {"requests": 0, "cache_hits": 0, "retries": 0, "bad_responses": 0,
+                       "malformed": 0}
         self.lock = threading.Lock()
 
     def _count(self, what: str) -> None:
@@ -511,22 +634,40 @@ class LLMJudge:
             self.counts[what] += 1
 
     def _send(self, messages: list[dict], params: dict) -> str:
+        """The reply's text; 429 / 5xx / time-outs / connection errors / malformed 200s are retried
+        max_retries times, then JudgeRequestError names the endpoint and the last failure."""
         transient = (self.openai.RateLimitError, self.openai.APITimeoutError,
-                     self.openai.APIConnectionError, self.openai.InternalServerError)
+                     self.openai.APIConnectionError, self.openai.InternalServerError,
+                     MalformedResponse)
         retries = int(self.cfg["max_retries"])
         for attempt in range(retries + 1):
             try:
                 self._count("requests")
-                resp = self.client.chat.completions.create(model=self.name, messages=messages,
-                                                           **params)
-                return resp.choices[0].message.content or ""
+                return reply_content(self._create(messages, params))
             except transient as err:
+                if isinstance(err, MalformedResponse):
+                    self._count("bad_responses")
                 if attempt == retries:
-                    raise JudgeRequestError(f"judge endpoint failed {retries + 1} times, last: "
-                                            f"{type(err).__name__}") from None
+                    raise JudgeRequestError(f"judge endpoint {self.endpoint} failed {retries + 1} "
+                                            f"times, last: {_failure(err)}") from None
                 self._count("retries")
-                self.sleep(float(self.cfg["retry_backoff_s"]) * 2 ** attempt)
+                self.sleep(self._wait(err, attempt))
         raise AssertionError("unreachable")
+
+    def _create(self, messages: list[dict], params: dict) -> Any:
+        """One request. The client decodes a 200 declared JSON itself and lets the decoder's error
+        through bare (measured): that is a malformed response too."""
+        try:
+            return self.client.chat.completions.create(model=self.name, messages=messages, **params)
+        except json.JSONDecodeError as err:
+            raise MalformedResponse(f"HTTP 200 whose body is not JSON ({err.msg})") from None
+
+    def _wait(self, err: Exception, attempt: int) -> float:
+        """Exponential backoff, but at least what the server asked for in Retry-After (a 429's,
+        a 503's), capped at MAX_RETRY_AFTER_S."""
+        backoff = float(self.cfg["retry_backoff_s"]) * 2 ** attempt
+        asked = retry_after(getattr(err, "response", None))
+        return backoff if asked is None else max(backoff, min(asked, MAX_RETRY_AFTER_S))
 
     def ask(self, function: str, fields: dict, index: int) -> dict:
         """One judge call (cached); returns {function, reply, parsed, cached, attempts}."""
@@ -628,19 +769,11 @@ def judge_query(traj: dict, checks: dict, judge: LLMJudge | None, times: int, se
 # A group: resume, judge, append
 # --------------------------------------------------------------------------------------------
 def read_judgments(path: Path, judge_name: str, times: int) -> dict[str, dict]:
-    """Judgments already written by this judge (same evaluate_times), by str(query_id)."""
-    done: dict[str, dict] = {}
-    if not path.exists():
-        return done
-    text = path.read_text(encoding="utf-8")
-    if text and not text.endswith("\n"):           # a line cut by an interruption: drop it
-        text = text[: text.rfind("\n") + 1]
-        path.write_text(text, encoding="utf-8")
-    for line in text.splitlines():
-        rec = json.loads(line)
-        if rec.get("judge") == judge_name and rec.get("evaluate_times") == times:
-            done[str(rec["query_id"])] = rec
-    return done
+    """Judgments already written by this judge (same evaluate_times), by str(query_id). A torn last
+    line (a run killed mid-write) is no judgment: that query is judged again, and the next append
+    (lib.store) cuts the fragment. Reading never changes the file (it may be a reference's)."""
+    return {str(rec["query_id"]): rec for rec in store.read_jsonl(path)
+            if rec.get("judge") == judge_name and rec.get("evaluate_times") == times}
 
 
 def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: LLMJudge | None,
@@ -654,13 +787,11 @@ def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: LLMJudg
         checks = deterministic_checks(traj, queries.get(str(traj["query_id"])))
         return judge_query(traj, checks, judge, times, seed, group)
 
-    out_path.parent.mkdir(parents=True, exist_ok=True)
     pool = ThreadPoolExecutor(workers) if judge is not None and workers > 1 else None
     try:
-        with open(out_path, "a", encoding="utf-8") as fh:
+        with store.JsonlAppender(out_path) as out:
             for rec in (pool.map(one, todo) if pool else map(one, todo)):
-                fh.write(json.dumps(rec, ensure_ascii=False) + "\n")
-                fh.flush()
+                out.write(rec)
                 done[str(rec["query_id"])] = rec
     finally:
         if pool:                  # on an error, queries not yet started are not sent at all
@@ -686,12 +817,13 @@ def overall_note(groups: list[str]) -> str:
 
 def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -> list[dict]:
     """pass_rate.csv rows: per group and overall (query-weighted), for both aggregations; `covers`
-    names the groups a row pools."""
+    names the groups a row pools. A group without queries has no row (a rate of 0 / 0 is no
+    figure: run() says "no queries" in the log and pass_rate.md) and is not in the overall."""
     rows = []
-    groups = list(judged) + ["overall"]
+    present = [g for g in judged if judged[g]]
     for aggregation in AGGREGATIONS:
-        for group in groups:
-            recs = [r for g in judged for r in judged[g]] if group == "overall" else judged[group]
+        for group in present + ["overall"]:
+            recs = [r for g in present for r in judged[g]] if group == "overall" else judged[group]
             n = len(recs)
             methods = sorted({str(r.get("method")) for r in recs}) or ["?"]
             if aggregation == "majority":
@@ -706,7 +838,7 @@ def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -
                          "pass_rate": _pct(passed / n) if n else float("nan"),
                          "ci_low": _pct(low), "ci_high": _pct(high), "aggregation": aggregation,
                          "judge": judge_name, "std_over_runs": std,
-                         "covers": "+".join(judged) if group == "overall" else group})
+                         "covers": "+".join(present) if group == "overall" else group})
     return rows
 
 
@@ -794,11 +926,14 @@ def caption(judge_name: str, times: int, stamp: str | None) -> str:
     return what + (f" - {stamp}" if stamp else "")
 
 
-def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str | None) -> str:
+def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str | None,
+                       caveats: list[str] = ()) -> str:
+    """pass_rate.md; `caveats` are run()'s words on what was judged (selection, empty groups)."""
     parts = [f"{caption(judge_name, times, stamp)}.", ""]
     groups = [r["group"] for r in rows if r["aggregation"] == AGGREGATIONS[0] and r["group"] != "overall"]
     if overall_note(groups):
         parts += [f"**Note: {overall_note(groups)}.**", ""]
+    parts += [f"- **{caveat}.**" for caveat in caveats] + ([""] if caveats else [])
     notes = {"majority": "majority vote (paper; ToolBench: pass if pass votes >= fail votes, "
                               "Unsure decided by a seeded coin)",
              "mean": "mean score (StableToolBench: Solved 1 / Unsure 0.5 / Unsolved 0 per "
@@ -889,12 +1024,13 @@ def win_rate(cfg: dict, judge: LLMJudge | None, judged: dict[str, list[dict]],
     ref_traj_dir, ref_judg_dir = _reference_dirs(cfg)
     name = judge.name if judge else OFFLINE
     rows, totals = [], {"n": 0, "win": 0, "loss": 0, "tie": 0}
-    for group in judged:
+    for group in (g for g in judged if judged[g]):        # a group without queries has no rate
         ref_path = ref_traj_dir / f"{group}.jsonl"
         if not ref_path.exists():
             log(f"win rate: no reference trajectories for {group} ({ref_path}), skipped")
             continue
-        ref_trajs = read_trajectories(ref_path)
+        ours = {str(t["query_id"]) for t in trajs[group]}
+        ref_trajs = [t for t in read_trajectories(ref_path) if str(t["query_id"]) in ours]
         queries = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")
         ref_judged_path = out / "reference_judgments" / f"{group}.jsonl"
         if ref_judg_dir is not None and read_judgments(ref_judg_dir / f"{group}.jsonl", name, times):
@@ -904,16 +1040,16 @@ def win_rate(cfg: dict, judge: LLMJudge | None, judged: dict[str, list[dict]],
             int(jcfg["max_workers"]))}
         ref_by_id = {str(t["query_id"]): t for t in ref_trajs}
         pref_path = config.output_dir(cfg, "preferences") / f"{group}.jsonl"
-        done = {str(r["query_id"]): r for r in _read_jsonl(pref_path)
+        done = {str(r["query_id"]): r for r in store.read_jsonl(pref_path)
                 if r.get("judge") == name and r.get("evaluate_times") == times}
-        with open(pref_path, "a", encoding="utf-8") as fh:
+        with store.JsonlAppender(pref_path) as prefs:
             for traj, rec in zip(trajs[group], judged[group]):
                 qid = str(traj["query_id"])
                 if qid in done or qid not in ref_by_id:
                     continue
                 done[qid] = compare(traj, rec, ref_by_id[qid], ref_recs[qid], judge, times, seed,
                                     group)
-                fh.write(json.dumps(done[qid], ensure_ascii=False) + "\n")
+                prefs.write(done[qid])
         outcomes = [done[str(t["query_id"])]["outcome"] for t in trajs[group]
                     if str(t["query_id"]) in done]
         row = {k: outcomes.count(k) for k in ("win", "loss", "tie")}
@@ -931,13 +1067,6 @@ def _win_row(group, n, counts, judge_name, reference) -> dict:
             "win_rate": _pct(counts["win"] / n) if n else float("nan"),
             "tie_rate": _pct(counts["tie"] / n) if n else float("nan"),
             "loss_rate": _pct(counts["loss"] / n) if n else float("nan"), "judge": judge_name}
-
-
-def _read_jsonl(path: Path) -> list[dict]:
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
 
 
 WIN_COLUMNS = ["group", "reference", "n", "wins", "losses", "ties", "win_rate", "tie_rate",
@@ -967,19 +1096,29 @@ def run(cfg: dict, log=print):
     judge = make_judge(cfg)
     name = judge.name if judge else OFFLINE
 
-    # Load the trajectories of every group that has some.
-    traj_dir = out / "trajectories"
+    # Load the trajectories of every group that has some, and select what this run's settings ask.
+    traj_dir, test_dir = out / "trajectories", config.path(cfg, cfg["data"]["test_dir"])
     groups = [g for g in cfg["inference"]["groups"] if (traj_dir / f"{g}.jsonl").exists()]
     if not groups:
         raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
-    trajs = {g: read_trajectories(traj_dir / f"{g}.jsonl") for g in groups}
+    trajs, selection, notes = {}, {}, []
+    for g in groups:
+        trajs[g], selection[g] = select(read_trajectories(traj_dir / f"{g}.jsonl"),
+                                        load_queries(test_dir / f"{g}.json"),
+                                        cfg["inference"]["max_queries_per_group"])
+        for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
+            log(f"{'WARNING: ' if warning else ''}{g}: {note}")
+            notes.append(f"{g}: {note}")
+    if not any(trajs.values()):
+        raise JudgeInputError(f"no trajectories to judge in {traj_dir} for the selected queries "
+                              f"({'; '.join(notes)}): run notebook 03 first")
 
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same).
     judgments = config.resumable_dir(cfg, "judgments", {
         "judge": jcfg, "offline_rule": OFFLINE_RULE if judge is None else None, "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))})
     judged = {}
     for group in groups:
-        queries = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")
+        queries = load_queries(test_dir / f"{group}.json")
         judged[group] = judge_group(trajs[group], queries, judgments / f"{group}.jsonl",
                                     judge, times, seed, group, int(jcfg["max_workers"]))
         log(f"{group}: {len(judged[group])} queries judged by {name}")
@@ -987,8 +1126,8 @@ def run(cfg: dict, log=print):
     # Tables: pass rate (both aggregations), deterministic checks, agreement.
     rows = pass_rate_rows(judged, name, times)
     _write_csv(out / "pass_rate.csv", rows, CSV_COLUMNS)
-    (out / "pass_rate.md").write_text(pass_rate_markdown(rows, name, times, cfg.get("stamp")),
-                                      encoding="utf-8")
+    (out / "pass_rate.md").write_text(
+        pass_rate_markdown(rows, name, times, cfg.get("stamp"), notes), encoding="utf-8")
     check_rows = checks_rows(judged)
     _write_csv(out / "checks.csv", check_rows, CHECK_COLUMNS)
 
@@ -998,7 +1137,9 @@ def run(cfg: dict, log=print):
         _write_csv(out / "win_rate.csv", win_rows, WIN_COLUMNS)
 
     summary = {"judge": name, "kind": jcfg["kind"], "evaluate_times": times, "stamp": cfg.get("stamp"),
-               "pass_rate": rows, "checks": check_rows, "agreement": agreement(judged),
+               "selection": selection, "no_queries": [g for g in groups if not judged[g]],
+               "notes": notes, "pass_rate": rows, "checks": check_rows,
+               "agreement": agreement(judged),
                "win_rate": win_rows, "requests": judge.counts if judge else None}
     (out / "judge_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
     return pd.DataFrame(rows, columns=CSV_COLUMNS + ["std_over_runs"])
@@ -1012,7 +1153,7 @@ def summary(cfg: dict) -> dict:
 def examples(cfg: dict, k: int = 3) -> list[dict]:
     """A few judged queries (a pass, a fail, a judge-asked one when present), shortened."""
     recs = [r for p in sorted((config.output_dir(cfg) / "judgments").glob("*.jsonl"))
-            for r in _read_jsonl(p)]
+            for r in store.read_jsonl(p)]
     picks = ([r for r in recs if r["passed"]][:1] + [r for r in recs if not r["passed"]][:1]
              + [r for r in recs if not r["precheck"]][:k])
     seen, out = set(), []

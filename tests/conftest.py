@@ -29,9 +29,10 @@ def smoke_run(tmp_path_factory):
 
 class LoopbackServer:
     """A JSON-over-HTTP server on 127.0.0.1 for tests that need a real peer (OpenAI-compatible
-    endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)`, body
-    None for a GET (the openai client's models.list()); every request is kept in `requests` as
-    (path, headers, body). Use as a context manager or close()."""
+    endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)` or
+    `(status, payload, headers)` (extra response headers, e.g. Retry-After; a bytes payload is sent
+    as is, e.g. a proxy's HTML page), body None for a GET (the openai client's models.list()); every
+    request is kept in `requests` as (path, headers, body). Use as a context manager or close()."""
 
     def __init__(self, respond):
         import json
@@ -52,11 +53,13 @@ class LoopbackServer:
                 length = int(self.headers.get("Content-Length") or 0)
                 body = json.loads(self.rfile.read(length)) if length else None
                 server.requests.append((self.path, self.headers, body))
-                status, payload = server.respond(self.path, self.headers, body)
-                data = json.dumps(payload).encode()
+                status, payload, *extra = server.respond(self.path, self.headers, body)
+                data = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
+                headers = {"Content-Type": "application/json", **(extra[0] if extra else {})}
                 try:
                     self.send_response(status)
-                    self.send_header("Content-Type", "application/json")
+                    for name, value in headers.items():
+                        self.send_header(name, value)
                     self.send_header("Content-Length", str(len(data)))
                     self.end_headers()
                     self.wfile.write(data)
@@ -65,7 +68,8 @@ class LoopbackServer:
 
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.05},
+                         daemon=True).start()     # close() waits up to one poll
 
     def close(self):
         self.httpd.shutdown()

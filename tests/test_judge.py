@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, judge
+from lib import config, judge, store
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer, chat_completion
 
@@ -230,6 +230,21 @@ def test_a_bad_trajectory_line_names_file_line_query_and_field(tmp_path):
         judge.read_trajectories(path)
 
 
+def test_a_query_id_twice_in_a_trajectory_file_is_refused_naming_both_lines(tmp_path):
+    path = tmp_path / "G1_instruction.jsonl"
+    write_jsonl(path, [traj(5, GOOD), traj(6, GOOD), traj("5", GOOD)])     # "5" is query 5 too
+    with pytest.raises(judge.JudgeInputError) as err:
+        judge.read_trajectories(path)
+    assert all(s in str(err.value) for s in (str(path), "'5'", "lines 1 and 3"))
+
+
+def test_a_torn_last_trajectory_line_says_stage_03_was_interrupted(tmp_path):
+    path = tmp_path / "G1_instruction.jsonl"
+    path.write_text(json.dumps(traj(1, GOOD)) + "\n" + json.dumps(traj(2, GOOD))[:50], encoding="utf-8")
+    with pytest.raises(judge.JudgeInputError, match="line 2.*stage 03 was stopped mid-write"):
+        judge.read_trajectories(path)
+
+
 @pytest.mark.skipif(not SAMPLE.exists(), reason="real ToolBench sample not present")
 def test_checks_and_prechecks_on_real_stabletoolbench_files():
     queries = {str(q["query_id"]): q for q in json.loads(
@@ -282,7 +297,7 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     assert by["mean", "G1_instruction"]["pass_rate"] == "50.0"      # (1 + 0 + 0.5) / 3
     assert by["mean", "G3_instruction"]["pass_rate"] == "50.0"
     assert by["mean", "overall"]["pass_rate"] == "50.0"            # 2.5 / 5
-    recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
+    recs = {r["query_id"]: r for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     assert recs[1]["passed"] and not recs[2]["passed"] and recs[2]["precheck"] == "no Finish call"
     assert all(a["coin"] for a in recs[3]["assessments"])
     assert recs[3]["passed"] == judge.majority([a["vote"] for a in recs[3]["assessments"]])
@@ -305,6 +320,54 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     after_lines = (out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()
     assert len(after_lines) == 3 and after_lines[2] == lines[2]
     assert (out / "pass_rate.csv").read_text() == before
+
+
+def test_stage_04_judges_the_queries_stage_03_selects_and_leaves_the_rest(tmp_path):
+    """inference.max_queries_per_group=1 after a run of 3: stage 03 reports 1 query, so does 04."""
+    trajs = [traj(1, GOOD), traj(2, GOOD), traj(3, GOOD[:1], finish_type="max_iterations")]
+    cfg = make_cfg(tmp_path, {"G1_instruction": trajs}, {"G1_instruction": [query(i) for i in (1, 2, 3)]},
+                   kind="offline")
+    cfg["inference"]["max_queries_per_group"] = 1
+    out = Path(cfg["output_dir"])
+    file_before = (out / "trajectories" / "G1_instruction.jsonl").read_bytes()
+    logged = []
+    judge.run(cfg, log=logged.append)
+    note = "G1_instruction: judged 1 of 3 trajectories in the file: inference.max_queries_per_group=1"
+    assert note in logged and note in (out / "pass_rate.md").read_text()
+    assert [r["query_id"] for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")] == [1]
+    rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
+    assert rows["majority", "G1_instruction"]["n"] == rows["majority", "overall"]["n"] == "1"
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["selection"]["G1_instruction"]["in_file"] == 3
+    assert summary["selection"]["G1_instruction"]["judged"] == 1
+    assert (out / "trajectories" / "G1_instruction.jsonl").read_bytes() == file_before   # untouched
+    # Two selected, one never run by stage 03: judged what there is, and said so as a warning.
+    (out / "trajectories" / "G1_instruction.jsonl").write_text(json.dumps(traj(2, GOOD)) + "\n")
+    cfg["inference"]["max_queries_per_group"] = 2
+    logged.clear()
+    judge.run(cfg, log=logged.append)
+    assert ("WARNING: G1_instruction: 1 of the 2 selected queries have no trajectory "
+            "(stage 03 did not finish them: 1)") in logged
+
+
+def test_a_group_without_queries_is_named_not_a_silent_nan(tmp_path):
+    qs = {"G1_instruction": [query(1)], "G2_instruction": [query(2)]}
+    cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)], "G2_instruction": []}, qs, kind="offline")
+    logged = []
+    judge.run(cfg, log=logged.append)
+    out = Path(cfg["output_dir"])
+    assert any(line.startswith("WARNING: G2_instruction: ") and "no queries" in line for line in logged)
+    assert "G2_instruction: no queries" in (out / "pass_rate.md").read_text()
+    rows = read_csv(out / "pass_rate.csv")
+    assert {r["group"] for r in rows} == {"G1_instruction", "overall"}
+    assert all(r["pass_rate"] != "nan" for r in rows)
+    assert {r["covers"] for r in rows if r["group"] == "overall"} == {"G1_instruction"}
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["no_queries"] == ["G2_instruction"]
+    # Every group empty: nothing to report, an error rather than a table of nan.
+    cfg = make_cfg(tmp_path / "none", {"G1_instruction": []}, {"G1_instruction": [query(1)]}, kind="offline")
+    with pytest.raises(judge.JudgeInputError, match="no trajectories to judge"):
+        judge.run(cfg, log=lambda *a: None)
 
 
 def test_checks_without_any_call_report_no_rate_not_100(tmp_path):
@@ -353,7 +416,7 @@ def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
                    kind="offline", win_rate_reference=str(tmp_path / "ref"))
     judge.run(cfg, log=lambda *a: None)
     out = Path(cfg["output_dir"])
-    prefs = {r["query_id"]: r for r in judge._read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
+    prefs = {r["query_id"]: r for r in store.read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
     assert prefs[1]["outcome"] == "win" and prefs[1]["rounds"][0]["why"] == "pass beats fail"
     assert prefs[2]["outcome"] == "tie"                       # identical runs
     assert prefs[3]["outcome"] == "loss"
@@ -368,7 +431,8 @@ def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
 # ------------------------------------------------------------------------------------------------
 class FakeServer(LoopbackServer):
     """POST /v1/chat/completions; `script` (a list, consumed first) then `respond(body)`.
-    Script items: ("status", code) | ("sleep", seconds) | ("content", text)."""
+    Script items: ("status", code) | ("sleep", seconds) | ("content", text) |
+    ("raw", code, headers, payload): the reply as given (bytes sent as is), e.g. a proxy's page."""
 
     def __init__(self, respond):
         self.judge_respond, self.script, self.auth = respond, [], set()
@@ -387,6 +451,8 @@ class FakeServer(LoopbackServer):
             action = ("content", self.judge_respond(body))
         if action[0] == "status":
             return action[1], {"error": {"message": "scripted", "type": "x"}}
+        if action[0] == "raw":
+            return action[1], action[3], action[2]
         return 200, chat_completion(body["model"], action[1])
 
 
@@ -446,7 +512,7 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     seeds = sorted({r["seed"] for r in server.bodies})
     assert seeds == [cfg["judge"]["seed"] + i for i in range(4)]     # distinct samples per index
     assert {r["temperature"] for r in server.bodies} == {0.2}
-    recs = {r["query_id"]: r for r in judge._read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
+    recs = {r["query_id"]: r for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     assert recs[1]["passed"] and recs[1]["score_mean"] == 1.0 and recs[1]["votes"]["pass"] == 4
     assert not recs[2]["passed"] and recs[2]["score_mean"] == 0.0
     assert recs[3]["score_mean"] == 0.5 and all(a["coin"] for a in recs[3]["assessments"])
@@ -508,7 +574,7 @@ def test_retries_on_429_5xx_and_timeout_then_succeed(tmp_path, server, monkeypat
     assert len(server.requests) == 4
     summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
     assert summary["requests"]["retries"] == 3
-    rec = judge._read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
+    rec = store.read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
     assert rec["passed"] and rec["assessments"][0]["answer_status"] == "Solved"
 
 
@@ -522,12 +588,94 @@ def test_persistent_server_errors_raise_after_max_retries(tmp_path, server, monk
     assert not (Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl").read_text()
 
 
+def test_a_torn_cache_line_loses_neither_earlier_nor_later_records(tmp_path):
+    """A run killed mid-write leaves a torn last line; the next put must not be glued onto it."""
+    path = tmp_path / "judge_cache.jsonl"
+    done = [{"key": f"k{i}", "reply": f"r{i}"} for i in range(2)]
+    path.write_text("".join(json.dumps(r) + "\n" for r in done) + '{"key": "k2", "rep', encoding="utf-8")
+    cache = judge.JudgeCache(path)
+    assert (cache.get("k0"), cache.get("k1"), cache.get("k2")) == ("r0", "r1", None)
+    cache.put("k3", {"reply": "r3"})
+    again = judge.JudgeCache(path)
+    assert [again.get(k) for k in ("k0", "k1", "k2", "k3")] == ["r0", "r1", None, "r3"]
+    assert [r["key"] for r in store.read_jsonl(path)] == ["k0", "k1", "k3"]
+
+
+def direct_judge(tmp_path, server, monkeypatch, **extra):
+    """An LLMJudge on the fake server whose sleeps are recorded, not slept."""
+    cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED")], monkeypatch, **extra)
+    slept = []
+    return judge.LLMJudge(cfg["judge"], judge.JudgeCache(tmp_path / "cache.jsonl"), sleep=slept.append), slept
+
+
+def ask_solved(llm):
+    return llm.ask("check_answer_status", {"query": "SOLVED", "answer": "done"}, 0)
+
+
+MALFORMED = {   # what endpoints and proxies have been seen to answer with HTTP 200
+    "html page": ("raw", 200, {"Content-Type": "text/html"}, b"<html>502 Bad Gateway</html>"),
+    "not json": ("raw", 200, {}, b"<html>oops"),
+    "empty body": ("raw", 200, {}, b""),
+    "no choices": ("raw", 200, {}, {"error": {"message": "model is loading"}}),
+    "empty choices": ("raw", 200, {}, {"id": "c", "object": "chat.completion", "choices": []}),
+    "message null": ("raw", 200, {}, {"id": "c", "choices": [{"index": 0, "message": None}]}),
+}
+
+
+@pytest.mark.parametrize("kind", list(MALFORMED))
+def test_a_malformed_response_is_retried_like_a_5xx(tmp_path, server, monkeypatch, kind):
+    llm, slept = direct_judge(tmp_path, server, monkeypatch, max_retries=2, retry_backoff_s=0.5)
+    server.script = [MALFORMED[kind]]
+    call = ask_solved(llm)
+    assert call["parsed"]["answer_status"] == "Solved" and len(server.requests) == 2
+    assert slept == [0.5] and llm.counts["retries"] == llm.counts["bad_responses"] == 1
+
+
+@pytest.mark.parametrize("kind, says", [("html page", "not a chat completion but a str: '<html>502"),
+                                        ("not json", "body is not JSON"),
+                                        ("no choices", "no choices, error: {'message': 'model is loading'}"),
+                                        ("empty choices", "empty choices"),
+                                        ("message null", "choices[0] has no message")])
+def test_a_persistently_malformed_endpoint_is_named_after_the_last_retry(tmp_path, server, monkeypatch,
+                                                                          kind, says):
+    llm, slept = direct_judge(tmp_path, server, monkeypatch, max_retries=2)
+    server.script = [MALFORMED[kind]] * 3
+    with pytest.raises(judge.JudgeRequestError) as err:
+        ask_solved(llm)
+    assert all(s in str(err.value) for s in (server.url, "model fake-judge", "3 times",
+                                             "MalformedResponse", says)), str(err.value)
+    assert len(server.requests) == 3 and len(slept) == 2
+    assert not (tmp_path / "cache.jsonl").exists()                   # nothing cached for it
+
+
+@pytest.mark.parametrize("headers, backoff, waited", [
+    ({"Retry-After": "7"}, 0.001, 7.0),                # the server's wait, not the tiny backoff
+    ({"retry-after-ms": "2500"}, 0.001, 2.5),
+    ({"Retry-After": "1"}, 4.0, 4.0),                  # never shorter than the backoff
+    ({"Retry-After": "86400"}, 0.001, judge.MAX_RETRY_AFTER_S),
+    ({"Retry-After": "soon"}, 0.25, 0.25),              # unreadable: the backoff
+    ({}, 0.25, 0.25)])
+def test_a_429_waits_as_long_as_retry_after_asks(tmp_path, server, monkeypatch, headers, backoff, waited):
+    llm, slept = direct_judge(tmp_path, server, monkeypatch, retry_backoff_s=backoff)
+    server.script = [("raw", 429, headers, {"error": {"message": "slow down", "type": "rate"}})]
+    assert ask_solved(llm)["parsed"]["answer_status"] == "Solved"
+    assert slept == [pytest.approx(waited)] and len(server.requests) == 2
+
+
+def test_retry_after_as_an_http_date():
+    import email.utils
+    from types import SimpleNamespace
+    later = email.utils.formatdate(time.time() + 30, usegmt=True)
+    assert 25 < judge.retry_after(SimpleNamespace(headers={"retry-after": later})) <= 30
+    assert judge.retry_after(None) is None
+
+
 def test_malformed_replies_are_asked_again_then_counted_unsure(tmp_path, server, monkeypatch):
     cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED"), traj(2, GOOD, "JUNK")], monkeypatch,
                   evaluate_times=1, malformed_retries=2)
     server.script = [("content", "{not json"), ("content", '{"answer_status": "Maybe"}')]
     judge.run(cfg, log=lambda *a: None)
-    recs = {r["query_id"]: r for r in judge._read_jsonl(
+    recs = {r["query_id"]: r for r in store.read_jsonl(
         Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")}
     first = recs[1]["assessments"][0]
     assert first["answer_status"] == "Solved" and first["calls"][0]["attempts"] == 3
@@ -557,7 +705,7 @@ def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_
     cfg = llm_cfg(tmp_path, server, ours, monkeypatch, win_rate_reference=str(tmp_path / "ref"))
     judge.run(cfg, log=lambda *a: None)
     out = Path(cfg["output_dir"])
-    prefs = {r["query_id"]: r for r in judge._read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
+    prefs = {r["query_id"]: r for r in store.read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
     assert prefs[1]["outcome"] == "win" and prefs[2]["outcome"] == "loss"
     assert prefs[3]["outcome"] == "win" and all(r["call"] is None for r in prefs[3]["rounds"])
     orders = {r["why"] for q in (1, 2) for r in prefs[q]["rounds"]}
