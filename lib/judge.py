@@ -519,12 +519,10 @@ class JudgeCache:
     def __init__(self, path: Path):
         self.path = Path(path)
         self.lock = threading.Lock()        # queries are judged in threads; one writer at a time
-        try:
-            self.replies = {rec["key"]: rec["reply"] for rec in store.read_jsonl(self.path)}
-        except store.JsonlError as err:
-            raise store.JsonlError(f"{err}: in the judge's request cache, likely a line that an "
-                                   f"interrupted run glued onto a torn one; delete that line (its "
-                                   f"requests are simply sent again)") from None
+        # A bad line mid-file (an older version glued a record onto a torn line): its requests are
+        # simply sent again, so it is skipped with a warning rather than stopping the stage.
+        warn = lambda message: print(f"WARNING: {message}: skipped; its requests are sent again")
+        self.replies = {rec["key"]: rec["reply"] for rec in store.read_jsonl(self.path, on_bad=warn)}
 
     def get(self, key: str) -> str | None:
         return self.replies.get(key)

@@ -98,8 +98,10 @@ def append_jsonl(path, record: dict) -> None:
         out.write(record)
 
 
-def read_jsonl(path) -> list[dict]:
-    """Every complete record of `path` ([] when it does not exist)."""
+def read_jsonl(path, on_bad=None) -> list[dict]:
+    """Every complete record of `path` ([] when it does not exist). A bad line that is not the torn
+    last one raises JsonlError, or, with `on_bad(message)`, is reported there and skipped (for a
+    cache, whose lost lines are only work to redo)."""
     path = Path(path)
     if not path.exists():
         return []
@@ -115,7 +117,10 @@ def read_jsonl(path) -> list[dict]:
         except json.JSONDecodeError as err:
             if torn and number == len(lines):
                 break       # the last write was cut short; the next append removes it
-            raise JsonlError(f"{path}: line {number} is not a JSON record ({err.msg})") from None
+            message = f"{path}: line {number} is not a JSON record ({err.msg})"
+            if on_bad is None:
+                raise JsonlError(message) from None
+            on_bad(message)
     return records
 
 

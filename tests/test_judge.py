@@ -599,6 +599,12 @@ def test_a_torn_cache_line_loses_neither_earlier_nor_later_records(tmp_path):
     again = judge.JudgeCache(path)
     assert [again.get(k) for k in ("k0", "k1", "k2", "k3")] == ["r0", "r1", None, "r3"]
     assert [r["key"] for r in store.read_jsonl(path)] == ["k0", "k1", "k3"]
+    # A cache an older version damaged (a record glued onto a torn line, mid-file) still loads:
+    # that line's requests are simply sent again.
+    glued = tmp_path / "glued.jsonl"
+    glued.write_text('{"key": "a", "reply": "1"}\n{"key": "b", "re{"key": "c", "reply": "3"}\n'
+                     '{"key": "d", "reply": "4"}\n', encoding="utf-8")
+    assert [judge.JudgeCache(glued).get(k) for k in "abcd"] == ["1", None, None, "4"]
 
 
 def direct_judge(tmp_path, server, monkeypatch, **extra):
