@@ -1085,7 +1085,13 @@ def make_judge(cfg: dict) -> LLMJudge | None:
 
 def run(cfg: dict, log=print):
     """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
-    Returns the pass-rate table (a pandas DataFrame)."""
+    Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
+    a second one fails at once (lib.store.exclusive) instead of judging every query twice."""
+    with store.exclusive(config.output_dir(cfg) / "judgments", "stage 04 judge"):
+        return _run(cfg, log)
+
+
+def _run(cfg: dict, log):
     import pandas as pd
     jcfg, out = cfg["judge"], config.output_dir(cfg)
     times, seed = int(jcfg["evaluate_times"]), int(jcfg["seed"])
@@ -1111,9 +1117,11 @@ def run(cfg: dict, log=print):
         raise JudgeInputError(f"no trajectories to judge in {traj_dir} for the selected queries "
                               f"({'; '.join(notes)}): run notebook 03 first")
 
-    # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same).
+    # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
+    # only now, with the settings and every input checked, is the folder touched).
     judgments = config.resumable_dir(cfg, "judgments", {
-        "judge": jcfg, "offline_rule": OFFLINE_RULE if judge is None else None, "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))})
+        "judge": jcfg, "offline_rule": OFFLINE_RULE if judge is None else None,
+        "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
     judged = {}
     for group in groups:
         queries = load_queries(test_dir / f"{group}.json")

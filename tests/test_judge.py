@@ -322,6 +322,18 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     assert (out / "pass_rate.csv").read_text() == before
 
 
+def test_a_second_stage_04_on_the_same_folder_is_refused_and_judges_nothing(tmp_path):
+    cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)]}, {"G1_instruction": [query(1)]},
+                   kind="offline")
+    out = Path(cfg["output_dir"])
+    with store.exclusive(out / "judgments", "stage 04 judge"):     # another run holds it
+        with pytest.raises(store.FolderBusy, match=r"judgments is being written by another run \(pid \d+, stage 04"):
+            judge.run(cfg, log=lambda *a: None)
+    assert not (out / "judgments" / "G1_instruction.jsonl").exists()
+    judge.run(cfg, log=lambda *a: None)
+    assert len(store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")) == 1
+
+
 def test_stage_04_judges_the_queries_stage_03_selects_and_leaves_the_rest(tmp_path):
     """inference.max_queries_per_group=1 after a run of 3: stage 03 reports 1 query, so does 04."""
     trajs = [traj(1, GOOD), traj(2, GOOD), traj(3, GOOD[:1], finish_type="max_iterations")]
