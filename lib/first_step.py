@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from lib import agent, grounding
+from lib import agent, grounding, store
 
 CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
@@ -90,16 +90,15 @@ def untrained_backend(cfg: dict):
 def untrained_turns(cfg: dict, queries: list, path) -> dict:
     """{(group, query_id): first turn} of the untrained model, appended to `path` as they are made
     and read back on a rerun (only the missing ones are generated)."""
-    done = {(l["group"], str(l["query_id"])): l["text"] for l in agent.read_trajectories(path)} \
-        if path.exists() else {}
+    done = {(l["group"], str(l["query_id"])): l["text"] for l in store.read_jsonl(path)}
     todo = [q for q in queries if (q.group, str(q.query_id)) not in done]
     if todo:
         backend, size = untrained_backend(cfg), cfg["inference"]["batch_size"]
-        with open(path, "a", encoding="utf-8") as fh:
+        with store.JsonlAppender(path) as out:
             for i in range(0, len(todo), size):
                 batch = todo[i:i + size]
                 for q, gen in zip(batch, backend.generate([q.start() for q in batch])):
-                    agent.append_line(fh, {"group": q.group, "query_id": q.query_id, "text": gen.text})
+                    out.write({"group": q.group, "query_id": q.query_id, "text": gen.text})
                     done[(q.group, str(q.query_id))] = gen.text
     return done
 
