@@ -271,6 +271,7 @@ class Query:
 
     def __init__(self, record: dict, group: str, tool_docs: dict | None = None):
         self.record, self.group = record, group
+        self.tool_calls: list[tuple[str, str]] = []     # (outcome, observation) of each call made
         self.query_id, self.text = record["query_id"], record["query"]
         self.functions = functions_for_query(record)
         self.apis = {api_function_name(a["api_name"], a["tool_name"]): a for a in record["api_list"]}
@@ -310,8 +311,11 @@ def take_step(query: Query, text: str, env, max_observation_length: int | None =
             step["observation"] = json.dumps({"error": problem, "response": ""})
         return step
     api = query.apis[action]
-    step["observation"] = _truncate(env.call(api["category_name"], api["tool_name"], api["api_name"], args),
-                                    max_observation_length)
+    text = env.call(api["category_name"], api["tool_name"], api["api_name"], args)
+    step["observation"] = _truncate(text, max_observation_length)
+    # lib.tools' environments say whether the call failed in transport; other envs: by the error field.
+    step["tool_outcome"] = getattr(env, "last_outcome", None) or ("api_error" if observation_error(step) else "ok")
+    query.tool_calls.append((step["tool_outcome"], text))
     return step
 
 
@@ -321,7 +325,8 @@ def _turns(step: dict) -> list[dict]:
 
 
 def _public(step: dict) -> dict:
-    return {k: step[k] for k in ("thought", "action", "action_input", "observation", "parse_error")}
+    return {**{k: step[k] for k in ("thought", "action", "action_input", "observation", "parse_error")},
+            "tool_outcome": step.get("tool_outcome")}
 
 
 def observation_error(step: dict) -> bool:
@@ -668,10 +673,58 @@ def trajectory_line(query: Query, method: str, result: dict, tokens: int, trunca
         "available_tools": query.functions, "finish_type": result["finish_type"],
         "final_answer": result["final_answer"], "total_steps": len(steps),
         "parse_errors": sum(1 for s in _all_steps(result) if s["parse_error"]),
-        "tokens_generated": tokens, "prompts_truncated": truncated,
+        "tokens_generated": tokens, "prompts_truncated": truncated, **tool_counts(_all_steps(result)),
         "steps": [_public(s) for s in steps], "tree": result["tree"],
         "answer": tooleval_answer(query.text, TOOLEVAL_METHOD[method], steps, result["finish_type"]),
     }
+
+
+def tool_counts(steps) -> dict:
+    """Tool calls among the steps and how many met an API error or a transport error."""
+    outcomes = [s.get("tool_outcome") for s in steps if s.get("tool_outcome")]
+    return {"tool_calls": len(outcomes), "tool_api_errors": outcomes.count("api_error"),
+            "tool_transport_errors": outcomes.count("transport_error")}
+
+
+def transport_failed(line: dict) -> bool:
+    """Every tool call of the query failed in transport: its trajectory measures the environment,
+    not the model, so it is not kept (not marked done) and a rerun redoes it."""
+    return line.get("tool_calls", 0) > 0 and line["tool_transport_errors"] == line["tool_calls"]
+
+
+MIN_TOOL_CALLS = 20     # a group's calls before its transport-error share may stop the stage
+
+
+def stop_on_transport_errors(queries: list, share, env, path, kept: int) -> dict:
+    """This run's tool counts over `queries` (those started); raise lib.tools.EnvUnavailable when
+    more than `share` of at least MIN_TOOL_CALLS calls failed in transport (None: never)."""
+    calls = [c for q in queries for c in q.tool_calls]
+    counts = tool_counts({"tool_outcome": outcome} for outcome, _ in calls)
+    failed = counts["tool_transport_errors"]
+    if share is None or len(calls) < MIN_TOOL_CALLS or failed <= share * len(calls):
+        return counts
+    from lib import tools
+
+    last = next(json.loads(t).get("error") for o, t in reversed(calls) if o == "transport_error")
+    where = getattr(env, "url", None) or getattr(env, "name", "the tool environment")
+    raise tools.EnvUnavailable(
+        f"{queries[0].group}: {failed} of {len(calls)} tool calls failed in transport at {where} "
+        f"(more than inference.max_transport_error_share {share:g}; last: {last}). Stopped: the queries "
+        f"finished before ({kept} in this run) are kept in {path}; once the tool environment answers, "
+        "a rerun redoes the rest.")
+
+
+def probe_api(cfg: dict) -> tuple[str, str, str]:
+    """The API a tool-environment probe calls: the first test query's first API (a call the virtual
+    server has cached), else a placeholder."""
+    from lib import config
+
+    try:
+        group = (cfg["inference"]["groups"] or [])[0]
+        api = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")[0]["api_list"][0]
+        return api["category_name"], api["tool_name"], api["api_name"]
+    except (IndexError, KeyError, OSError, ValueError):
+        return "Data", "preflight", "probe"
 
 
 def _all_steps(result: dict):
@@ -688,17 +741,20 @@ def _all_steps(result: dict):
 
 def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
               batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
-              max_observation_length: int | None = None, log=None, progress_log=None) -> dict:
+              max_observation_length: int | None = None, log=None, progress_log=None,
+              max_transport_error_share: float | None = None) -> dict:
     """Run the queries not yet in `path`, batch_size conversations per generate call; each query's
-    line is appended (flushed, fsynced) as soon as it finishes. Returns this call's counters."""
+    line is appended (flushed, fsynced) as soon as it finishes, unless all its tool calls failed in
+    transport (`transport_failed`). Stops (lib.tools.EnvUnavailable) when more than
+    `max_transport_error_share` of the calls fail in transport. Returns this call's counters."""
     import collections
     import time
 
     done = {str(l["query_id"]) for l in read_trajectories(path)}
     pending = collections.deque(q for q in queries if str(q.query_id) not in done)
     counters = {"skipped": len(queries) - len(pending), "ran": 0, "tokens": 0, "truncated": 0,
-                "generate_calls": 0, "wall_s": 0.0}
-    active = []     # [query, coroutine, prompt, tokens, truncated]
+                "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0}
+    active, started = [], []     # active: [query, coroutine, prompt, tokens, truncated]
     t0 = time.perf_counter()
     from lib.progress import Progress
     group = queries[0].group if queries else ""
@@ -708,6 +764,8 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
         while pending or active:
             while pending and len(active) < batch_size:
                 q = pending.popleft()
+                q.tool_calls = []
+                started.append(q)
                 if method == "react":
                     co = react(q, env, max_iterations, max_observation_length)
                 elif method == "dfsdt":
@@ -725,15 +783,25 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                     entry[2] = entry[1].send(gen.text)
                     still.append(entry)
                 except StopIteration as stop:
-                    append_line(fh, trajectory_line(entry[0], method, stop.value, entry[3], entry[4]))
-                    counters["ran"] += 1
+                    line = trajectory_line(entry[0], method, stop.value, entry[3], entry[4])
                     counters["tokens"] += entry[3]
                     counters["truncated"] += entry[4]
-                    if log:
-                        log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
-                    progress.update(counters["skipped"] + counters["ran"],
+                    if transport_failed(line):
+                        counters["transport_failed"] += 1
+                        counters["transport_failed_calls"] += line["tool_calls"]
+                        (log or progress.log)(f"{line['group']} {line['query_id']}: not kept, all "
+                                              f"{line['tool_calls']} tool calls failed in transport; "
+                                              "a rerun redoes it")
+                    else:
+                        append_line(fh, line)
+                        counters["ran"] += 1
+                        if log:
+                            log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
+                    progress.update(counters["skipped"] + counters["ran"] + counters["transport_failed"],
                                     f"{counters['tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
             active = still
+            counters.update(stop_on_transport_errors(started, max_transport_error_share, env, path,
+                                                     counters["ran"]))
     counters["wall_s"] = time.perf_counter() - t0
     return counters
 
@@ -752,6 +820,12 @@ def summarize(lines: list[dict], counters: dict | None = None) -> dict:
         "steps": sum(l["total_steps"] for l in lines),
         "tokens_generated": tokens,
         "prompts_truncated": sum(l.get("prompts_truncated", 0) for l in lines),
+        # the kept queries' calls, and those of this run's queries not kept (all failed in transport)
+        "tool_calls": sum(l.get("tool_calls", 0) for l in lines) + counters.get("transport_failed_calls", 0),
+        "tool_api_errors": sum(l.get("tool_api_errors", 0) for l in lines),
+        "tool_transport_errors": sum(l.get("tool_transport_errors", 0) for l in lines)
+                                 + counters.get("transport_failed_calls", 0),
+        "transport_failed": counters.get("transport_failed", 0),
         "ran_now": counters.get("ran", 0), "skipped_done": counters.get("skipped", 0),
         "wall_time_s": round(wall, 3),
         "tokens_per_s": round(counters.get("tokens", 0) / wall, 1) if wall > 0 else None,
@@ -774,30 +848,43 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
 
     inf = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    # The tool environment first: one that does not answer stops the stage before the model loads,
+    # before any query and before the trajectories folder is touched.
+    env = env or tools.make_env(cfg)
+    found = tools.check_env(env, probe_api(cfg))
+    if log:
+        log(f"[03] tool environment: {found}")
     backend = backend or make_backend(cfg)
-    # Resume only what this model, these settings and these queries produced.
-    settings = {k: v for k, v in inf.items() if k not in ("groups", "max_queries_per_group")}
+    # Resume only what this model, these settings and these queries produced (the tool time-out and
+    # the transport stop rule change no kept trajectory: raising them after a failed run resumes it).
+    settings = {k: v for k, v in inf.items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
+                                                          "max_transport_error_share")}
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg["seed"], "queries": config.file_digest(test_dir)})
     docs = tool_docs(cfg)
-    env = env or tools.make_env(cfg)
-    groups = {}
+    groups, dropped = {}, {"transport_failed": 0, "transport_failed_calls": 0}
     for group in inf["groups"]:
         records = load_queries(test_dir / f"{group}.json")[:inf["max_queries_per_group"] or None]
         queries = [Query(r, group, docs) for r in records]
         path = out / f"{group}.jsonl"
         counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],
                              inf["batch_size"], inf["dfsdt_width"], inf["dfsdt_max_expansions"],
-                             inf.get("max_observation_length"), progress_log=log)
+                             inf.get("max_observation_length"), progress_log=log,
+                             max_transport_error_share=inf.get("max_transport_error_share"))
+        for key in dropped:
+            dropped[key] += counters[key]
         wanted = {str(q.query_id) for q in queries}
         groups[group] = summarize([l for l in read_trajectories(path) if str(l["query_id"]) in wanted], counters)
         if log:
             g = groups[group]
             log(f"[03] {group}: {g['queries']} queries, {g['finished_with_answer']} answered, "
-                f"{g['ran_now']} run now in {g['wall_time_s']} s")
+                f"{g['ran_now']} run now in {g['wall_time_s']} s; {g['tool_calls']} tool calls, "
+                f"{g['tool_api_errors']} API errors, {g['tool_transport_errors']} transport errors"
+                + (f"; {g['transport_failed']} queries not kept (all their calls failed in transport: "
+                   "a rerun redoes them)" if g["transport_failed"] else ""))
     lines_all = [l for g in inf["groups"] for l in read_trajectories(out / f"{g}.jsonl")]
-    total = summarize(lines_all)
+    total = summarize(lines_all, dropped)
     total["wall_time_s"] = round(sum(g["wall_time_s"] for g in groups.values()), 3)
     total["ran_now"] = sum(g["ran_now"] for g in groups.values())
     total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())
@@ -848,7 +935,8 @@ def pick_trajectory(cfg: dict) -> dict | None:
 
 
 SUMMARY_COLUMNS = ["queries", "finished_with_answer", "gave_up", "hit_limit", "parse_errors", "steps",
-                   "tokens_generated", "wall_time_s", "tokens_per_s", "prompts_truncated"]
+                   "tokens_generated", "wall_time_s", "tokens_per_s", "prompts_truncated", "tool_calls",
+                   "tool_api_errors", "tool_transport_errors", "transport_failed"]
 
 
 def summary_table(summary: dict):

@@ -95,6 +95,7 @@ SCHEMA: dict[str, Any] = {
         "openai_base_url": STR, "openai_model": STR, "openai_api_key_env": STR,
         "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
         "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
+        "tool_timeout_s": Leaf((float,), low=1), "max_transport_error_share": SHARE,
     },
     "judge": {
         "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,

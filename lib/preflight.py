@@ -539,38 +539,24 @@ def disk_row(cfg: dict, shape: ModelShape | None) -> Row:
 
 
 def _probe_api(cfg: dict) -> tuple[str, str, str]:
-    """A real API of the first test query (a call the server knows best), else a placeholder."""
+    """The API the probe calls (lib.agent.probe_api)."""
     from lib import agent
 
-    try:
-        group = (cfg["inference"]["groups"] or [])[0]
-        api = agent.load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")[0]["api_list"][0]
-        return api["category_name"], api["tool_name"], api["api_name"]
-    except (IndexError, KeyError, OSError, ValueError):
-        return "Data", "preflight", "probe"
+    return agent.probe_api(cfg)
 
 
 def probe_virtual_server(cfg: dict) -> Row:
-    """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv)."""
+    """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv.probe,
+    which stage 03 also runs before its first query)."""
     from lib import tools
 
-    inf, item, key = cfg["inference"], "tool environment", "inference.virtual_server_url"
-    url = inf["virtual_server_url"]
-    env = tools.VirtualToolEnv(url, tools.secret(inf["toolbench_key_env"], required=False),
-                               timeout=PROBE_TIMEOUT)
-    category, tool, api = _probe_api(cfg)
-    reply = json.loads(env.call(category, tool, api, {}))
-    error = str(reply.get("error") or "")
-    key_note = "" if os.environ.get(inf["toolbench_key_env"] or "") else \
-        f"; {inf['toolbench_key_env']} not set (fine for a local server)"
-    if "unreachable (TimeoutError)" in error:    # connected, but the server simulates slowly
-        return Row(item, "warn", f"virtual server {url}: no answer within {PROBE_TIMEOUT:g} s{key_note}", key)
-    if error.startswith("virtual API server unreachable"):
-        return Row(item, "missing", f"virtual server {url}: {error}; start StableToolBench's server", key)
-    if error.startswith("virtual API server answered HTTP"):
-        return Row(item, "warn", f"virtual server {url}: {error.split('server ', 1)[1]} to a call of "
-                   f"{tool}/{api}{key_note}", key)
-    return Row(item, "ok", f"virtual server {url} answered a call of {tool}/{api}{key_note}", key)
+    inf = cfg["inference"]
+    env = tools.VirtualToolEnv(inf["virtual_server_url"], tools.secret(inf["toolbench_key_env"], required=False),
+                               timeout=PROBE_TIMEOUT, retries=0)
+    status, detail = env.probe(*_probe_api(cfg))
+    if status != "missing" and not os.environ.get(inf["toolbench_key_env"] or ""):
+        detail += f"; {inf['toolbench_key_env']} not set (fine for a local server)"
+    return Row("tool environment", status, detail, "inference.virtual_server_url")
 
 
 def tool_env_row(cfg: dict, probe: bool) -> Row:

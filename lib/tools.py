@@ -7,11 +7,18 @@ observation is ToolBench's JSON text `{"error": "...", "response": ...}`.
 - `OfflineToolEnv`: recorded responses (toolenv/responses.jsonl), deterministic, no network.
 - `VirtualToolEnv`: a StableToolBench-style virtual API server over HTTP.
 - `RapidApiToolEnv`: the live RapidAPI endpoints, with the user's key (from an env var).
+
+Each call also leaves its outcome in `env.last_outcome`: "ok", "api_error" (the API answered with an
+error) or "transport_error" (no answer: the environment itself failed). Stage 03 counts them, stops a
+run whose environment fails, and checks the environment (`check_env`) before its first query.
 """
 from __future__ import annotations
 
+import http.client
 import json
 import os
+import socket
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
@@ -91,13 +98,48 @@ def find_api_doc(docs: dict, tool_name: str, api_name: str) -> dict | None:
     return None
 
 
+OK, API_ERROR, TRANSPORT_ERROR = "ok", "api_error", "transport_error"
+RETRIES = 3                 # waits on HTTP 429 / 502-504 before a call counts as failed
+MAX_RETRY_AFTER_S = 60.0    # a longer Retry-After is cut to this
+
+
+class EnvUnavailable(RuntimeError):
+    """The configured tool environment does not answer: stage 03 stops rather than record a run
+    whose observations are transport errors."""
+
+
 class ToolEnv:
-    """The interface every environment implements."""
+    """The interface every environment implements.
+
+    `last_outcome` is what the last call met: "ok", "api_error" (the API answered with an error:
+    a bad argument, an unknown API, RapidAPI's HTTP 4xx; the model's business) or "transport_error"
+    (no answer: unreachable, timed out, HTTP 5xx, 429 after its retries; the environment's failure).
+    """
 
     name = "base"
+    last_outcome = OK
 
     def call(self, category: str, tool_name: str, api_name: str, arguments: dict) -> str:
         raise NotImplementedError
+
+    def probe(self, category: str = "Data", tool_name: str = "preflight", api_name: str = "probe") -> tuple[str, str]:
+        """("ok" | "warn" | "missing", what was found): can this environment answer calls at all?
+        The arguments name an API to try (the first test query's, a call the server knows)."""
+        return "ok", f"{self.name} tool environment"
+
+    def _answered(self, text: str, transport: bool = False) -> str:
+        """Record the outcome of a call whose observation is `text` and pass `text` on."""
+        self.last_outcome = TRANSPORT_ERROR if transport else API_ERROR if json.loads(text)["error"] else OK
+        return text
+
+
+def check_env(env, api: tuple = ()) -> str:
+    """What `env.probe(*api)` found, or raise EnvUnavailable when nothing answers. Stage 03 calls it
+    before its first query: notebook 03 also runs alone, and the pre-flight can be skipped."""
+    status, detail = env.probe(*api) if hasattr(env, "probe") else ("ok", f"{type(env).__name__}: not probed")
+    if status == "missing":
+        raise EnvUnavailable(f"tool environment: {detail}")
+    return detail
 
 
 class OfflineToolEnv(ToolEnv):
@@ -164,24 +206,52 @@ class OfflineToolEnv(ToolEnv):
 
     def call(self, category, tool_name, api_name, arguments):
         if not self.recordings.get(api_key(category, tool_name, api_name)):
-            return observation(error=f"No recorded response for API '{api_name}' of tool '{tool_name}' "
-                                     "(offline tool environment)")
+            return self._answered(observation(error=f"No recorded response for API '{api_name}' of tool "
+                                                    f"'{tool_name}' (offline tool environment)"))
         record = self.match(category, tool_name, api_name, arguments)
         if record is None:
-            return observation(error=f"No recorded response for API '{api_name}' of tool '{tool_name}' "
-                                     f"with arguments {canonical_arguments(arguments)} (offline tool environment)")
-        return recorded_observation(record["response"])
+            return self._answered(observation(
+                error=f"No recorded response for API '{api_name}' of tool '{tool_name}' with arguments "
+                      f"{canonical_arguments(arguments)} (offline tool environment)"))
+        return self._answered(recorded_observation(record["response"]))
+
+    def probe(self, *api):
+        """The recordings loaded when the environment was made (a missing file raised there)."""
+        n = sum(map(len, self.recordings.values()))
+        return "ok" if n else "warn", f"offline: {n:,} recorded responses of {len(self.recordings):,} APIs"
 
 
-def _send(request, timeout: float, service: str) -> tuple[str, str | None]:
-    """(reply text, None), or ("", an error observation) when `service` fails or cannot be reached."""
+def retry_wait(retry_after, attempt: int) -> float:
+    """Seconds before retry `attempt` (from 0): the server's Retry-After in its seconds form, else
+    (absent, or an HTTP date) 1, 2, 4 ... s; never more than MAX_RETRY_AFTER_S."""
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as reply:
-            return reply.read().decode("utf-8", errors="replace"), None
-    except urllib.error.HTTPError as err:
-        return "", observation(error=f"{service} answered HTTP {err.code}")
-    except (urllib.error.URLError, TimeoutError, OSError) as err:
-        return "", observation(error=f"{service} unreachable ({type(err).__name__})")
+        wait = float(retry_after)
+    except (TypeError, ValueError):
+        wait = 2.0 ** attempt
+    return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
+
+
+def _send(request, timeout: float, service: str, retries: int = RETRIES,
+          sleep=time.sleep) -> tuple[str, str | None, int]:
+    """(reply text, None, 200), or ("", an error observation, HTTP status) when `service` answers an
+    error, status 0 when nothing answers in `timeout` s. HTTP 429 and 502-504 (busy, temporarily
+    down) are retried up to `retries` times, waiting as Retry-After asks (`sleep`: tests inject it)."""
+    for attempt in range(retries + 1):
+        try:
+            with urllib.request.urlopen(request, timeout=timeout) as reply:
+                return reply.read().decode("utf-8", errors="replace"), None, 200
+        except urllib.error.HTTPError as err:
+            err.close()
+            if err.code in (429, 502, 503, 504) and attempt < retries:
+                sleep(retry_wait(err.headers.get("Retry-After"), attempt))
+                continue
+            return "", observation(error=f"{service} answered HTTP {err.code}"), err.code
+        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
+            why = getattr(err, "reason", err)
+            if isinstance(why, TimeoutError):
+                return "", observation(error=f"{service} gave no answer within {timeout:g} s"), 0
+            detail = f": {why}" if isinstance(err, urllib.error.URLError) else ""
+            return "", observation(error=f"{service} unreachable ({type(err).__name__}{detail})"), 0
 
 
 class VirtualToolEnv(ToolEnv):
@@ -193,12 +263,19 @@ class VirtualToolEnv(ToolEnv):
     string), `strip` (how the server shortens long responses: "truncate", "filter" or "random"),
     `toolbench_key` (the user's ToolBench key, from an env var; may be empty for a local server).
     Reply: JSON `{"error": ..., "response": ...}`, passed on as the observation.
+
+    The real server answers every API error (unknown tool, unparsable input) with HTTP 200 and an
+    error field, and simulates unknown tools with its LLM; an HTTP error status means the call never
+    reached an API (a wrong url path: 404/405/422; its simulator or upstream failed: 500), so any
+    HTTP error here is a transport error.
     """
 
     name = "virtual"
 
-    def __init__(self, url: str, toolbench_key: str = "", strip: str = "truncate", timeout: float = 60):
+    def __init__(self, url: str, toolbench_key: str = "", strip: str = "truncate", timeout: float = 60,
+                 retries: int = RETRIES, sleep=time.sleep):
         self.url, self.key, self.strip, self.timeout = url, toolbench_key or "", strip, timeout
+        self.retries, self.sleep = retries, sleep
 
     def payload(self, category, tool_name, api_name, arguments) -> dict:
         return {"category": category, "tool_name": standardize_name(tool_name),
@@ -206,20 +283,38 @@ class VirtualToolEnv(ToolEnv):
                 "tool_input": json.dumps(arguments, ensure_ascii=False), "strip": self.strip,
                 "toolbench_key": self.key}
 
-    def call(self, category, tool_name, api_name, arguments):
+    def _post(self, category, tool_name, api_name, arguments) -> tuple[str, str | None, int]:
         body = json.dumps(self.payload(category, tool_name, api_name, arguments)).encode()
         request = urllib.request.Request(self.url, data=body, method="POST",
                                          headers={"Content-Type": "application/json"})
-        text, failed = _send(request, self.timeout, "virtual API server")
+        return _send(request, self.timeout, "virtual API server", self.retries, self.sleep)
+
+    def call(self, category, tool_name, api_name, arguments):
+        text, failed, _ = self._post(category, tool_name, api_name, arguments)
         if failed:
-            return failed
+            return self._answered(failed, transport=True)
         try:
             data = json.loads(text)
         except json.JSONDecodeError:
-            return observation(text)
+            return self._answered(observation(text))
         if isinstance(data, dict) and ("error" in data or "response" in data):
-            return observation(data.get("response", ""), str(data.get("error") or ""))
-        return observation(data)
+            return self._answered(observation(data.get("response", ""), str(data.get("error") or "")))
+        return self._answered(observation(data))
+
+    def probe(self, category="Data", tool_name="preflight", api_name="probe"):
+        """One call. "missing": nothing answers at the url, or it answers HTTP 4xx (not
+        StableToolBench's POST /virtual); "warn": connected but slow (the server simulates an
+        uncached call with an LLM) or HTTP 5xx / 429 to this call; "ok": it answered."""
+        _, failed, status = self._post(category, tool_name, api_name, {})
+        at, call = f"virtual server {self.url}", f"a call of {tool_name}/{api_name}"
+        if not failed:
+            return "ok", f"{at} answered {call}"
+        error = json.loads(failed)["error"].replace("virtual API server ", "")
+        if status >= 500 or status == 429 or "no answer within" in error:
+            return "warn", f"{at}: {error} to {call}"
+        if status:
+            return "missing", f"{at}: {error} to {call}; is inference.virtual_server_url the server's /virtual?"
+        return "missing", f"{at}: {error}; start StableToolBench's server or set inference.virtual_server_url"
 
 
 class RapidApiToolEnv(ToolEnv):
@@ -231,9 +326,10 @@ class RapidApiToolEnv(ToolEnv):
 
     name = "rapidapi"
 
-    def __init__(self, tools_dir, rapidapi_key: str, timeout: float = 30):
+    def __init__(self, tools_dir, rapidapi_key: str, timeout: float = 30, retries: int = RETRIES,
+                 sleep=time.sleep):
         self.docs = load_tool_docs(tools_dir)
-        self.key, self.timeout = rapidapi_key, timeout
+        self.key, self.timeout, self.retries, self.sleep = rapidapi_key, timeout, retries, sleep
 
     def build_request(self, tool_name, api_name, arguments) -> dict:
         """{method, url, headers, body} of the call, or raise KeyError for an unknown API."""
@@ -264,16 +360,34 @@ class RapidApiToolEnv(ToolEnv):
         try:
             spec = self.build_request(tool_name, api_name, arguments)
         except KeyError as err:
-            return observation(error=str(err.args[0]))
+            return self._answered(observation(error=str(err.args[0])))
         request = urllib.request.Request(spec["url"], data=spec["body"], method=spec["method"],
                                          headers=spec["headers"])
-        text, failed = _send(request, self.timeout, "RapidAPI")
-        if failed:
-            return failed
+        text, failed, status = _send(request, self.timeout, "RapidAPI", self.retries, self.sleep)
+        if failed:     # a 4xx other than 429 is the API's answer (bad parameters, not subscribed)
+            return self._answered(failed, transport=not 400 <= status < 500 or status == 429)
         try:
-            return observation(json.loads(text))
+            return self._answered(observation(json.loads(text)))
         except json.JSONDecodeError:
-            return observation(text)
+            return self._answered(observation(text))
+
+    def probe(self, category="", tool_name="", api_name=""):
+        """The key is set and the API's host (else the first documented one) accepts a connection:
+        a TCP connect, no call, as every call spends the user's quota."""
+        if not self.key:
+            return "missing", "RapidAPI: no key (set the environment variable inference.rapidapi_key_env names)"
+        api = find_api_doc(self.docs, tool_name, api_name) if tool_name else None
+        url = (api or {}).get("url") or next((a["url"] for d in self.docs.values() for a in d["api_list"]
+                                              if a.get("url")), None)
+        if url is None:
+            return "missing", "RapidAPI: no tool document with a url (data.toolenv_dir/tools)"
+        parts = urllib.parse.urlparse(url)
+        host, port = parts.hostname, parts.port or (80 if parts.scheme == "http" else 443)
+        try:
+            socket.create_connection((host, port), timeout=self.timeout).close()
+        except OSError as err:
+            return "missing", f"RapidAPI: {host}:{port} unreachable ({type(err).__name__}: {err}); check the network"
+        return "ok", f"RapidAPI: key set, {host} accepts connections (not called: calls cost quota)"
 
 
 def secret(env_var: str | None, required: bool = True) -> str:
@@ -290,11 +404,12 @@ def make_env(cfg: dict) -> ToolEnv:
 
     inf = cfg["inference"]
     toolenv = config.path(cfg, cfg["data"]["toolenv_dir"])
-    kind = inf["tool_env"]
+    kind, timeout = inf["tool_env"], inf.get("tool_timeout_s") or 60
     if kind == "offline":
         return OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
     if kind == "virtual":
-        return VirtualToolEnv(inf["virtual_server_url"], secret(inf["toolbench_key_env"], required=False))
+        return VirtualToolEnv(inf["virtual_server_url"], secret(inf["toolbench_key_env"], required=False),
+                              timeout=timeout)
     if kind == "rapidapi":
-        return RapidApiToolEnv(toolenv / "tools", secret(inf["rapidapi_key_env"]))
+        return RapidApiToolEnv(toolenv / "tools", secret(inf["rapidapi_key_env"]), timeout=timeout)
     raise ValueError(f"inference.tool_env must be offline, virtual or rapidapi, got '{kind}'")

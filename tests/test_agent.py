@@ -469,3 +469,118 @@ def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
     assert agent.inference_device("float16") == ("cuda", "float16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert agent.inference_device("float16") == ("cpu", "float32")
+
+
+# ---------------------------------------------------------------------------------------------
+# The tool environment's health: checked first, errors counted, a failing run stopped.
+# ---------------------------------------------------------------------------------------------
+
+class Flaky:
+    """A StableToolBench-like /virtual endpoint: the city "Rome" is an API error (HTTP 200 with an
+    error field), "down" gets HTTP 500 while `down` is set (a transport error)."""
+
+    def __init__(self):
+        self.down = True
+
+    def __call__(self, path, headers, body):
+        city = json.loads(body["tool_input"] or "{}").get("city")
+        if city == "down" and self.down:
+            return 500, {"detail": "Internal Server Error"}
+        if city == "Rome":
+            return 200, {"error": "no such city", "response": ""}
+        return 200, {"error": "", "response": {"temp": 21}}
+
+
+def by_query(plans):
+    """A backend script: the query's text names its plan, a list of turns taken in order."""
+    def script(conversation):
+        plan = plans[conversation[1]["content"].strip().split("\n")[0]]
+        return plan[(len(conversation) - 2) // 2]
+    return script
+
+
+def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transport(tmp_path):
+    from lib import config
+
+    plans = {"q0": [step(CW, {"city": "Paris"}), ANSWER],                        # ok
+             "q1": [step(CW, {"city": "Rome"}), ANSWER],                         # an API error
+             "q2": [step(CW, {"city": "down"}), GIVE_UP],                        # every call failed
+             "q3": [step(CW, {"city": "Paris"}), step(CW, {"city": "down"}), ANSWER]}   # one of two
+    test_dir = tmp_path / "test_instruction"
+    test_dir.mkdir()
+    records = [dict(QUERY, query_id=i, query=f"q{i}") for i in range(4)]
+    (test_dir / "G1_instruction.json").write_text(json.dumps(records))
+    flaky, logged = Flaky(), []
+    with LoopbackServer(flaky) as server:
+        cfg = config.load("smoke", {
+            "output_dir": str(tmp_path / "out"), "data.test_dir": str(test_dir),
+            "data.toolenv_dir": str(tmp_path / "toolenv"), "inference.groups": ["G1_instruction"],
+            "inference.tool_env": "virtual", "inference.virtual_server_url": server.url + "/virtual"})
+        summary = agent.run(cfg, backend=Scripted(by_query(plans)), log=lambda *a, **k: logged.append(a[0]))
+        # the check came first: a call of the first query's first API
+        assert server.requests[0][2]["api_name"] == "current_weather" and "answered" in logged[0]
+        path = tmp_path / "out" / "trajectories" / "G1_instruction.jsonl"
+        assert sorted(l["query_id"] for l in agent.read_trajectories(path)) == [0, 1, 3]
+        g = summary["groups"]["G1_instruction"]
+        tool_figures = (g["tool_calls"], g["tool_api_errors"], g["tool_transport_errors"], g["transport_failed"])
+        assert tool_figures == (5, 1, 2, 1)
+        assert summary["total"]["transport_failed"] == 1 and summary["total"]["tool_transport_errors"] == 2
+        saved = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
+        assert saved["groups"]["G1_instruction"]["tool_calls"] == 5
+        assert any("G1_instruction 2: not kept, all 1 tool calls failed in transport" in m for m in logged)
+        q3 = next(l for l in agent.read_trajectories(path) if l["query_id"] == 3)
+        assert [s["tool_outcome"] for s in q3["steps"]] == ["ok", "transport_error", None]
+        assert (q3["tool_calls"], q3["tool_transport_errors"]) == (2, 1)
+        # the server is back: a rerun (also with a longer time-out: the same run) redoes query 2 only
+        flaky.down = False
+        cfg["inference"]["tool_timeout_s"] = 120
+        again = agent.run(cfg, backend=Scripted(by_query(plans)), log=None)
+    g = again["groups"]["G1_instruction"]
+    assert (g["ran_now"], g["skipped_done"], g["queries"], g["transport_failed"]) == (1, 3, 4, 0)
+    assert (g["tool_calls"], g["tool_transport_errors"]) == (5, 1)
+
+
+def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tmp_path):
+    from lib import config, tools
+
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "inference.tool_env": "virtual",
+                                "inference.virtual_server_url": "http://127.0.0.1:9/virtual"})
+    with pytest.raises(tools.EnvUnavailable, match=r"http://127.0.0.1:9/virtual.*inference\.virtual_server_url"):
+        agent.run(cfg, backend=Scripted([]), log=None)
+    assert not (tmp_path / "out" / "trajectories").exists()
+
+
+def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
+    from lib import tools
+
+    plans = {f"q{i}": [step(CW, {"city": "Paris"}), ANSWER] for i in range(4)}
+    plans.update({f"q{i}": [step(CW, {"city": "down"})] * 3 for i in range(4, 12)})
+    queries = []
+    for i in range(12):
+        queries.append(query(i))
+        queries[-1].text = f"q{i}"
+    path = tmp_path / "g.jsonl"
+    flaky = Flaky()
+    with LoopbackServer(flaky) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", retries=0)
+        with pytest.raises(tools.EnvUnavailable) as err:
+            agent.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3, batch_size=4,
+                            max_transport_error_share=0.25)
+        # 4 ok calls, then 4 rounds of 4 failing ones: 16 of 20 > 25 %
+        message = str(err.value)
+        assert "16 of 20 tool calls failed in transport" in message and server.url + "/virtual" in message
+        assert "inference.max_transport_error_share 0.25" in message and "HTTP 500" in message
+        assert "(4 in this run) are kept" in message and "a rerun redoes the rest" in message
+        assert [l["query_id"] for l in agent.read_trajectories(path)] == [0, 1, 2, 3]
+        # fewer than MIN_TOOL_CALLS calls never stop, nor does a share of None
+        counters = agent.run_group(queries[4:9], Scripted(by_query(plans)), env, tmp_path / "h.jsonl",
+                                   max_iterations=3, batch_size=8, max_transport_error_share=0.25)
+        assert counters["transport_failed"] == 5 and counters["tool_transport_errors"] == 15
+        assert agent.read_trajectories(tmp_path / "h.jsonl") == []
+        counters = agent.run_group(queries[4:], Scripted(by_query(plans)), env, tmp_path / "i.jsonl",
+                                   max_iterations=3, batch_size=8, max_transport_error_share=None)
+        assert counters["tool_transport_errors"] == 24 and counters["transport_failed"] == 8
+        flaky.down = False
+        counters = agent.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3,
+                                   batch_size=4, max_transport_error_share=0.25)
+    assert counters["skipped"] == 4 and counters["ran"] == 8 and counters["tool_transport_errors"] == 0

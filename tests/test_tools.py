@@ -139,3 +139,132 @@ def _api_of(function: str, tools_dir):
             if agent.api_function_name(api["name"], doc["tool_name"]) == function:
                 return doc["category"], doc["tool_name"], api["name"]
     raise AssertionError(function)
+
+
+# ---------------------------------------------------------------------------------------------
+# Outcomes (API error vs transport error), Retry-After, the environment check.
+# ---------------------------------------------------------------------------------------------
+
+def _stable(path, headers, body):
+    """StableToolBench's answers: API errors as HTTP 200 with an error field, its failures as 5xx."""
+    if path != "/virtual":
+        return 404, {"detail": "Not Found"}
+    api = body["api_name"]
+    if api == "bad_input":
+        return 200, {"error": "Tool input parse error...\n", "response": ""}
+    if api == "crash":
+        return 500, {"detail": "Internal Server Error"}
+    return 200, {"error": "", "response": "ok"}
+
+
+def test_virtual_outcomes_tell_transport_errors_from_api_errors():
+    with LoopbackServer(_stable) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", retries=0)
+        env.call("Data", "t", "fine", {})
+        assert env.last_outcome == "ok"
+        assert "parse error" in obs(env.call("Data", "t", "bad_input", {}))["error"]
+        assert env.last_outcome == "api_error"
+        assert "HTTP 500" in obs(env.call("Data", "t", "crash", {}))["error"]
+        assert env.last_outcome == "transport_error"
+        # any HTTP error from the virtual server is transport: a wrong url path never reaches an API
+        wrong = tools.VirtualToolEnv(server.url + "/wrong")
+        assert "HTTP 404" in obs(wrong.call("Data", "t", "fine", {}))["error"]
+        assert wrong.last_outcome == "transport_error"
+    dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
+    assert "unreachable (URLError" in obs(dead.call("a", "b", "c", {}))["error"]
+    assert dead.last_outcome == "transport_error"
+
+
+def test_virtual_time_out_is_the_setting_and_a_transport_error():
+    import time
+    with LoopbackServer(lambda *_: (time.sleep(1.0), (200, {"error": "", "response": "late"}))[1]) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", timeout=0.3)
+        assert obs(env.call("a", "b", "c", {}))["error"] == "virtual API server gave no answer within 0.3 s"
+    assert env.last_outcome == "transport_error"
+
+
+def test_retry_wait_honours_retry_after_seconds_and_caps_it():
+    assert tools.retry_wait("7", 0) == 7.0
+    assert tools.retry_wait("3600", 0) == tools.MAX_RETRY_AFTER_S == 60.0
+    assert [tools.retry_wait(None, n) for n in range(3)] == [1.0, 2.0, 4.0]
+    assert tools.retry_wait("Wed, 21 Oct 2015 07:28:00 GMT", 1) == 2.0     # the date form: backoff
+
+
+def test_http_429_is_retried_as_retry_after_asks():
+    replies = iter([(429, {"error": "slow down"}, {"Retry-After": "7"}),
+                    (503, {"error": "busy"}, {"Retry-After": "3600"}),
+                    (200, {"error": "", "response": "at last"})])
+    waits = []
+    with LoopbackServer(lambda *_: next(replies)) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
+        assert obs(env.call("a", "b", "c", {}))["response"] == "at last"
+        assert waits == [7.0, 60.0] and env.last_outcome == "ok" and len(server.requests) == 3
+    waits.clear()
+    with LoopbackServer(lambda *_: (429, {"error": "quota"})) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
+        assert obs(env.call("a", "b", "c", {}))["error"] == "virtual API server answered HTTP 429"
+        # no Retry-After: 1, 2, 4 s, then the call counts as failed in transport
+        assert waits == [1.0, 2.0, 4.0] and len(server.requests) == 1 + tools.RETRIES
+    assert env.last_outcome == "transport_error"
+
+
+def _local_rapidapi(tmp_path, url):
+    (tmp_path / "tools" / "Weather").mkdir(parents=True)
+    (tmp_path / "tools" / "Weather" / "w.json").write_text(json.dumps({"tool_name": "W", "api_list": [
+        {"name": "Now", "url": url + "/now", "method": "GET", "required_parameters": [], "optional_parameters": []}]}))
+    return tmp_path / "tools"
+
+
+def test_rapidapi_4xx_is_an_api_error_5xx_and_429_transport(tmp_path):
+    status = {"code": 404}
+    waits = []
+    with LoopbackServer(lambda *_: (status["code"], {"message": "x"})) as server:
+        env = tools.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", sleep=waits.append)
+        for code, outcome in ((404, "api_error"), (403, "api_error"), (500, "transport_error"),
+                              (429, "transport_error")):
+            status["code"] = code
+            assert f"HTTP {code}" in obs(env.call("Weather", "W", "Now", {}))["error"]
+            assert env.last_outcome == outcome, code
+        status["code"] = 200
+        env.call("Weather", "W", "Now", {})
+        assert env.last_outcome == "ok" and len(waits) == tools.RETRIES      # only the 429 waited
+        env.call("Weather", "W", "Nope", {})
+        assert env.last_outcome == "api_error"                              # not documented
+
+
+def test_check_env_probes_each_kind(tmp_path, toolenv):
+    with LoopbackServer(_stable) as server:
+        ok = tools.VirtualToolEnv(server.url + "/virtual")
+        assert "answered a call of Weather API!/Current Weather" in \
+            tools.check_env(ok, ("Weather", "Weather API!", "Current Weather"))
+        assert server.requests[-1][2]["api_name"] == "current_weather"
+        # the server is up but this call failed: a warning, not a stop
+        status, detail = ok.probe("Data", "t", "crash")
+        assert status == "warn" and "HTTP 500" in detail
+        with pytest.raises(tools.EnvUnavailable, match="HTTP 404.*inference.virtual_server_url"):
+            tools.check_env(tools.VirtualToolEnv(server.url + "/not-virtual"))
+    with pytest.raises(tools.EnvUnavailable) as err:
+        tools.check_env(tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2))
+    assert "http://127.0.0.1:9/virtual" in str(err.value) and "inference.virtual_server_url" in str(err.value)
+    assert "start StableToolBench's server" in str(err.value)
+    assert "3 recorded responses of 1 APIs" in tools.check_env(
+        tools.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools"))
+    with LoopbackServer(_stable) as server:
+        docs = _local_rapidapi(tmp_path / "r", server.url)
+        assert "accepts connections" in tools.check_env(tools.RapidApiToolEnv(docs, "k"), ("Weather", "W", "Now"))
+        assert server.requests == []          # a TCP connect only: no call spends quota
+        with pytest.raises(tools.EnvUnavailable, match="rapidapi_key_env"):
+            tools.check_env(tools.RapidApiToolEnv(docs, ""))
+    with pytest.raises(tools.EnvUnavailable, match="127.0.0.1:9 unreachable"):
+        tools.check_env(tools.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k"))
+
+
+def test_make_env_takes_the_tool_timeout_from_the_config(monkeypatch):
+    from lib import config
+    cfg = config.load("smoke", {"inference.tool_env": "virtual", "inference.tool_timeout_s": 7})
+    assert tools.make_env(cfg).timeout == 7
+    monkeypatch.setenv("RAPIDAPI_KEY", "k")
+    cfg = config.load("smoke", {"inference.tool_env": "rapidapi", "inference.tool_timeout_s": 12.5})
+    assert tools.make_env(cfg).timeout == 12.5
+    with pytest.raises(config.ConfigError, match="tool_timeout_s"):
+        config.load("smoke", {"inference.tool_timeout_s": 0})
