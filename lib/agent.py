@@ -613,39 +613,10 @@ def make_backend(cfg: dict):
 # ---------------------------------------------------------------------------------------------
 
 def read_trajectories(path) -> list[dict]:
-    """The complete lines of a trajectory file. A torn last line (a crash mid-write) is cut off the
-    file so later appends start on a clean line; a bad line elsewhere is an error."""
-    from pathlib import Path
-
-    path = Path(path)
-    if not path.exists():
-        return []
-    raw = path.read_bytes()
-    lines, good_end = [], 0
-    for number, chunk in enumerate(raw.split(b"\n"), 1):
-        end = good_end + len(chunk) + 1
-        if not chunk.strip():
-            good_end = min(end, len(raw))
-            continue
-        try:
-            line = json.loads(chunk)
-            if end > len(raw):          # no newline after it: written but not finished
-                raise ValueError
-        except ValueError:
-            if end >= len(raw):
-                with open(path, "r+b") as fh:
-                    fh.truncate(good_end)
-                break
-            raise ValueError(f"{path}: line {number} is not valid JSON") from None
-        lines.append(line)
-        good_end = end
-    return lines
-
-
-def append_line(fh, line: dict) -> None:
-    fh.write(json.dumps(line, ensure_ascii=False) + "\n")
-    fh.flush()
-    os.fsync(fh.fileno())
+    """The complete lines of a trajectory file (lib.store: a torn last line, a crash mid-write, is
+    not a line; a bad line elsewhere is an error naming the file and line)."""
+    from lib import store
+    return store.read_jsonl(path)
 
 
 def load_queries(path) -> list[dict]:
@@ -661,8 +632,15 @@ def load_queries(path) -> list[dict]:
         raise QueryError(f"{path}: not valid JSON ({err.msg}, line {err.lineno})") from None
     if not isinstance(records, list):
         raise QueryError(f"{path}: expected a JSON list of queries")
+    first_seen = {}
     for i, record in enumerate(records):
         check_query(record, str(path), i)
+        # A repeated id would be run twice and judged against one of the two queries' APIs.
+        qid = str(record["query_id"])
+        if qid in first_seen:
+            raise QueryError(f"{path}: records {first_seen[qid]} and {i} share query_id {record['query_id']!r}; "
+                             "each query needs its own id")
+        first_seen[qid] = i
     return records
 
 
@@ -760,7 +738,8 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
     group = queries[0].group if queries else ""
     progress = Progress(f"03 {group} queries", len(queries), log=progress_log or (lambda *a, **k: None),
                         start_at=counters["skipped"])
-    with open(path, "a", encoding="utf-8") as fh:
+    from lib import store
+    with store.JsonlAppender(path) as fh:
         while pending or active:
             while pending and len(active) < batch_size:
                 q = pending.popleft()
@@ -793,7 +772,7 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                                               f"{line['tool_calls']} tool calls failed in transport; "
                                               "a rerun redoes it")
                     else:
-                        append_line(fh, line)
+                        fh.write(line)
                         counters["ran"] += 1
                         if log:
                             log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
@@ -843,12 +822,24 @@ def tool_docs(cfg: dict) -> dict:
 def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
-    Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json."""
+    Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json.
+    One stage-03 run at a time per output folder: a second fails at once (lib.store.exclusive)
+    instead of writing every query twice."""
+    from lib import config, store
+
+    with store.exclusive(config.output_dir(cfg) / "trajectories", "stage 03 inference"):
+        return _run(cfg, backend, env, log)
+
+
+def _run(cfg: dict, backend, env, log) -> dict:
     from lib import config, tools
 
     inf = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
-    # The tool environment first: one that does not answer stops the stage before the model loads,
+    # Every group's test file is read and checked first: a bad one stops the stage before anything.
+    selected = {g: load_queries(test_dir / f"{g}.json")[:inf["max_queries_per_group"] or None]
+                for g in inf["groups"]}
+    # The tool environment next: one that does not answer stops the stage before the model loads,
     # before any query and before the trajectories folder is touched.
     env = env or tools.make_env(cfg)
     found = tools.check_env(env, probe_api(cfg))
@@ -861,11 +852,10 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
                                                           "max_transport_error_share")}
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
-        "seed": cfg["seed"], "queries": config.file_digest(test_dir)})
+        "seed": cfg["seed"], "queries": config.file_digest(test_dir)}, log=log)
     docs = tool_docs(cfg)
     groups, dropped = {}, {"transport_failed": 0, "transport_failed_calls": 0}
-    for group in inf["groups"]:
-        records = load_queries(test_dir / f"{group}.json")[:inf["max_queries_per_group"] or None]
+    for group, records in selected.items():
         queries = [Query(r, group, docs) for r in records]
         path = out / f"{group}.jsonl"
         counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],

@@ -110,13 +110,13 @@ def read_jsonl(path, on_bad=None) -> list[dict]:
     torn = not raw.endswith(b"\n")
     records = []
     for number, line in enumerate(lines, 1):
+        if torn and number == len(lines):
+            break           # no newline yet: the write was cut short (the next append removes it)
         if not line.strip():
             continue
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as err:
-            if torn and number == len(lines):
-                break       # the last write was cut short; the next append removes it
             message = f"{path}: line {number} is not a JSON record ({err.msg})"
             if on_bad is None:
                 raise JsonlError(message) from None

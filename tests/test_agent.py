@@ -290,9 +290,11 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
         fh.write('{"query_id": 3, "group": "G1_instr')
     lines = agent.read_trajectories(path)
     assert [l["query_id"] for l in lines] == [0, 1, 2]
-    assert path.read_text().endswith("}\n")          # the torn tail was cut off
     counters = agent.run_group(queries, backend, env, path, batch_size=8)
     assert counters == dict(counters, skipped=3, ran=2)
+    # The torn tail was cut before the first append: query 3's line is whole and only once.
+    assert path.read_text().count('{"query_id": 3, "group": "G1_instr') == 1
+    assert len(path.read_text().splitlines()) == 5
     lines = agent.read_trajectories(path)
     assert sorted(l["query_id"] for l in lines) == [0, 1, 2, 3, 4]
     by_id = {l["query_id"]: l for l in lines}
@@ -316,6 +318,10 @@ def test_load_queries_names_file_and_record(tmp_path):
     path = tmp_path / "G1_tool.json"
     path.write_text(json.dumps([QUERY, dict(QUERY, query_id=9, api_list="x")]))
     with pytest.raises(agent.QueryError, match=r"G1_tool.json: record 1 \(query_id 9\): field 'api_list'"):
+        agent.load_queries(path)
+    # A repeated id (1 and "1" are one id) would be run twice and judged with the wrong query's APIs.
+    path.write_text(json.dumps([dict(QUERY, query_id=1), dict(QUERY, query_id=2), dict(QUERY, query_id="1")]))
+    with pytest.raises(agent.QueryError, match=r"G1_tool.json: records 0 and 2 share query_id '1'"):
         agent.load_queries(path)
 
 
@@ -409,6 +415,27 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     assert saved["groups"] == summary["groups"]
     again = agent.run(cfg, backend=backend, env=env, log=None)
     assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
+
+    # The issue's sequences: a bad test file, then another run holding the folder, then a valid run
+    # with other settings. The finished trajectories stay, and are set aside, never deleted.
+    out = tmp_path / "out"
+    finished = {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")}
+    good = (test_dir / "G1_instruction.json").read_text()
+    (test_dir / "G1_instruction.json").write_text(json.dumps([dict(QUERY, query_id=0)] * 2))
+    with pytest.raises(agent.QueryError, match="share query_id"):
+        agent.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=3)), backend=backend, env=env, log=None)
+    (test_dir / "G1_instruction.json").write_text(good)
+    from lib import store
+    with store.exclusive(out / "trajectories", "stage 03 inference"):
+        with pytest.raises(store.FolderBusy, match=r"pid \d+, stage 03 inference"):
+            agent.run(cfg, backend=backend, env=env, log=None)
+    assert {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")} == finished
+    said = []
+    agent.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=1)), backend=backend, env=env,
+              log=lambda *a, **k: said.append(a[0]))
+    aside = list(out.glob("trajectories.run-*"))
+    assert len(aside) == 1 and {p.name: p.read_text() for p in aside[0].glob("*.jsonl")} == finished
+    assert any(str(aside[0]) in line for line in said)
 
 
 def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
