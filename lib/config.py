@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -146,6 +147,7 @@ def _leaf_from_hint(hint) -> Leaf:
     return ANY
 
 
+@functools.cache
 def _library_fields(name: str) -> dict[str, Any]:
     """{field: Leaf} of SFTConfig or LoraConfig, from their type annotations."""
     import typing
@@ -230,8 +232,10 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
     _check(cfg, SCHEMA, "", str(path))
     cfg = copy.deepcopy(cfg)
     for dotted, value in _flatten(overrides or {}).items():
-        _set_dotted(cfg, dotted, value, "overrides")
-    _check(cfg, SCHEMA, "", f"{path} with overrides")
+        # Checked one at a time (the file alone passed), so the error names the override at fault.
+        source = f"{path} with the override {dotted}={value!r}"
+        _set_dotted(cfg, dotted, value, source)
+        _check(cfg, SCHEMA, "", source)
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     return cfg
