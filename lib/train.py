@@ -92,6 +92,13 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # its last checkpoint, or set another run's checkpoints, model and logs aside (never delete).
     planned = planned_steps(args, len(trainer.train_dataset))
     fresh = prepare_output(cfg, args.output_dir, dataset, planned, log=log)
+    finished = None if fresh else finished_run(out, run_fingerprint(cfg, dataset), planned)
+    if finished:
+        # Resuming a finished run would re-save model/ (and the Trainer even takes one more step
+        # when the last checkpoint ends mid-epoch), which makes stage 03 start its queries afresh.
+        log(f"already trained to step {planned} with these settings and data: model/ and "
+            "train_summary.json are kept as they are")
+        return finished
     last = None if fresh else last_checkpoint(args.output_dir)
     if last:
         step = int(last.rsplit("-", 1)[-1])
@@ -141,6 +148,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "learning_curve": [{k: r[k] for k in ("step", "parses", "correct", "parse_error_rate")}
                            for r in dev_curve],
         "stamp": cfg.get("stamp"),
+        "run_fingerprint": run_fingerprint(cfg, dataset),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -321,6 +329,16 @@ def prepare_output(cfg: dict, checkpoints: str, dataset, planned: int | None = N
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
     return True
+
+
+def finished_run(out: Path, fingerprint: str, planned: int) -> dict | None:
+    """train_summary.json of this same run when it already trained to `planned` and saved model/."""
+    path = out / "train_summary.json"
+    if not path.exists() or not (out / "model" / "config.json").exists():
+        return None
+    summary = json.loads(path.read_text())
+    same = summary.get("run_fingerprint") == fingerprint and summary.get("optimizer_steps") == planned
+    return summary if same else None
 
 
 def last_checkpoint(folder: str) -> str | None:

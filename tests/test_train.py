@@ -229,6 +229,14 @@ def test_training_further_resumes_and_a_second_run_is_refused(cfg):
     assert [r["step"] for r in store.read_jsonl(out / "train_log.jsonl")] == [1, 2, 3, 4, 5, 6]
     assert {p.name for p in (out / "checkpoints").glob("checkpoint-*")} >= {"checkpoint-2", "checkpoint-4"}
     assert not list(out.glob("checkpoints.run-*"))
+    # Run again, finished: nothing is trained or re-saved (the Trainer, resumed at its last step
+    # mid-epoch, would take one more step), so stage 03 keeps its trajectories.
+    model_bytes = (out / "model" / "model.safetensors").read_bytes()
+    said.clear()
+    again = train.run(six, log=lambda *a, **k: said.append(" ".join(map(str, a))))
+    assert again == summary and any("already trained to step 6" in line for line in said)
+    assert (out / "model" / "model.safetensors").read_bytes() == model_bytes
+    assert not (out / "checkpoints" / "checkpoint-7").exists()
     # While one process trains the profile, another is refused at once, naming it.
     with store.exclusive(out / "checkpoints", "stage 02 training"):
         import multiprocessing
