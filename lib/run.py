@@ -155,6 +155,14 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
     overrides = overrides or {}
     cfg = config.load(profile, overrides)
     stages = select(only, start)
+    # One runner per output folder: a second `lib.run` stops here, before any notebook starts or
+    # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
+    from lib import store
+    with store.exclusive(config.path(cfg, cfg["output_dir"]) / "stages", f"lib.run --profile {profile}"):
+        return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
+
+
+def _run_stages(cfg, stages, profile, overrides, force, log, stdout) -> list[Path]:
     executed = []
     for stage in stages:
         previous = [s for s in STAGES if s.number < stage.number]
@@ -193,6 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"--set takes KEY=VALUE, got '{item}'")
         overrides[key] = yaml.safe_load(value)
     t0 = time.time()
+    from lib import store
     try:
         # Before hours are spent: is every input there? (lib/preflight.py; read-only, seconds)
         from lib import preflight
@@ -206,7 +215,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run(args.profile, overrides, args.only, args.start, args.force,
             log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
-    except (StageFailed, config.ConfigError) as err:
+    except (StageFailed, config.ConfigError, store.FolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"finished in {time.time() - t0:.1f} s")

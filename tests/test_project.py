@@ -94,6 +94,16 @@ def test_a_bad_value_fails_in_a_second_and_touches_no_finished_work(tmp_path, ca
     assert sorted(p.name for p in out.iterdir()) == ["checkpoints", "train_log.jsonl", "trajectories"]
 
 
+def test_a_second_runner_on_the_same_profile_stops_before_any_stage(tmp_path, capsys):
+    from lib import store
+    out = tmp_path / "out"
+    with store.exclusive(out / "stages", "lib.run --profile smoke"):
+        assert run.main(["--set", f"output_dir={out}", "--skip-check"]) == 1
+    err = capsys.readouterr().err
+    assert f"{out / 'stages'} is being written by another run (pid " in err and "lib.run --profile smoke" in err
+    assert not (out / "notebooks").exists()
+
+
 def test_up_to_date_check_follows_mtimes(tmp_path):
     import os
     import shutil
