@@ -275,9 +275,10 @@ def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
     `key` says what the folder's contents are made from (model, settings, inputs). A rerun with the
     same key resumes; with another key the old folder is set aside whole as
     <name>.run-<its key digest>.<time>/ (lib.store.set_aside: nothing is deleted, and the log says
-    where it went) and the stage starts afresh instead of mixing results of two different runs.
-    Call it only after every setting and input of the stage has been validated, so a failing run
-    never moves a finished one.
+    where it went), and a folder set aside earlier with this very key is brought back to resume
+    (going back to earlier settings costs no rerun); else the stage starts afresh instead of mixing
+    results of two different runs. Call it only after every setting and input of the stage has
+    been validated, so a failing run never moves a finished one.
     """
     from lib import store
 
@@ -287,7 +288,16 @@ def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
         old = hashlib.sha256(stamp.read_bytes()).hexdigest()[:8] if stamp.exists() else "unkeyed"
         moved = store.set_aside(folder, f"run-{old}")
         log(f"{folder} holds a run with other settings or inputs: set aside as {moved} "
-            f"(its RUN_KEY.json says what it was made from); starting afresh")
+            f"(its RUN_KEY.json says what it was made from)")
+    if not folder.exists() or not any(folder.iterdir()):
+        earlier = [p for p in folder.parent.glob(f"{name}.run-*")
+                   if (p / "RUN_KEY.json").exists() and (p / "RUN_KEY.json").read_text() == text]
+        if earlier:
+            back = max(earlier, key=lambda p: p.stat().st_mtime)
+            if folder.exists():
+                folder.rmdir()      # empty: nothing lost
+            back.rename(folder)
+            log(f"{back} was made with these same settings and inputs: brought back as {folder} to resume")
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(text)
     return folder

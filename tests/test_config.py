@@ -67,6 +67,12 @@ def test_resumable_dir_resumes_the_same_run_and_sets_every_other_aside(tmp_path)
     assert len(said) == 2 and "set aside as" in said[0] and "trajectories.run-" in said[0]
     assert all('"model": "a"' in p.read_text() or '"model": "b"' in p.read_text()
                for p in tmp_path.glob("trajectories.run-*/RUN_KEY.json"))
+    # Back to the settings of run a: its folder comes back to resume, c's is set aside in turn.
+    (tmp_path / "trajectories" / "G1_instruction.jsonl").write_text("run c\n")
+    back = config.resumable_dir(cfg, "trajectories", {"model": "a"}, log=said.append)
+    assert (back / "G1_instruction.jsonl").read_text() == "run a\n" and "brought back" in said[-1]
+    kept = sorted(p.read_text() for p in tmp_path.glob("trajectories.run-*/G1_instruction.jsonl"))
+    assert kept == ["run b\n", "run c\n"]
 
 
 def test_values_are_checked_when_the_profile_loads():
