@@ -854,7 +854,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg["seed"], "queries": config.file_digest(test_dir)}, log=log)
     docs = tool_docs(cfg)
-    groups, dropped = {}, {"transport_failed": 0, "transport_failed_calls": 0}
+    groups, dropped, kept = {}, {"transport_failed": 0, "transport_failed_calls": 0}, []
     for group, records in selected.items():
         queries = [Query(r, group, docs) for r in records]
         path = out / f"{group}.jsonl"
@@ -864,8 +864,11 @@ def _run(cfg: dict, backend, env, log) -> dict:
                              max_transport_error_share=inf.get("max_transport_error_share"))
         for key in dropped:
             dropped[key] += counters[key]
+        # Only this run's selection counts (an earlier, larger run may have left more in the file).
         wanted = {str(q.query_id) for q in queries}
-        groups[group] = summarize([l for l in read_trajectories(path) if str(l["query_id"]) in wanted], counters)
+        lines = [l for l in read_trajectories(path) if str(l["query_id"]) in wanted]
+        kept += lines
+        groups[group] = summarize(lines, counters)
         if log:
             g = groups[group]
             log(f"[03] {group}: {g['queries']} queries, {g['finished_with_answer']} answered, "
@@ -873,8 +876,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
                 f"{g['tool_api_errors']} API errors, {g['tool_transport_errors']} transport errors"
                 + (f"; {g['transport_failed']} queries not kept (all their calls failed in transport: "
                    "a rerun redoes them)" if g["transport_failed"] else ""))
-    lines_all = [l for g in inf["groups"] for l in read_trajectories(out / f"{g}.jsonl")]
-    total = summarize(lines_all, dropped)
+    total = summarize(kept, dropped)
     total["wall_time_s"] = round(sum(g["wall_time_s"] for g in groups.values()), 3)
     total["ran_now"] = sum(g["ran_now"] for g in groups.values())
     total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())

@@ -415,6 +415,10 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     assert saved["groups"] == summary["groups"]
     again = agent.run(cfg, backend=backend, env=env, log=None)
     assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
+    # Fewer queries asked: the summary counts this selection, not every line left in the files.
+    one = agent.run(dict(cfg, inference=dict(cfg["inference"], max_queries_per_group=1)),
+                    backend=backend, env=env, log=None)
+    assert one["total"]["queries"] == 2 and one["groups"]["G1_instruction"]["queries"] == 1
 
     # The sequences: a bad test file, then another run holding the folder, then a valid run
     # with other settings. The finished trajectories stay, and are set aside, never deleted.
