@@ -20,11 +20,11 @@ import torch
 def load(cfg):
     from transformers import OPTConfig, OPTForCausalLM
 
-    from lib import agent, config, model as model_lib
+    from lib import backends, config, model as model_lib
 
     folder = config.path(cfg, f"{cfg['output_dir']}/model")
     if (folder / "config.json").exists():
-        backend = agent.load_hf_backend(cfg)
+        backend = backends.load_hf_backend(cfg)
         return backend.model, backend.tokenizer, str(folder)
     tokenizer = model_lib.load_tokenizer(cfg)
     tiny = dict(cfg["model"]["tiny"], vocab_size=len(tokenizer))
@@ -35,13 +35,13 @@ def load(cfg):
 
 
 def prompts(cfg, n):
-    from lib import agent, config
+    from lib import config, toolbench
 
     out = []
     for group in cfg["inference"]["groups"]:
         path = config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json"
         if path.exists():
-            out += [agent.Query(r, group).start() for r in agent.load_queries(path)]
+            out += [toolbench.Query(r, group).start() for r in toolbench.load_queries(path)]
         if len(out) >= n:
             break
     if not out:
@@ -58,7 +58,7 @@ def timed(backend, conversations, batch):
 
 
 def main(argv=None):
-    from lib import agent, config
+    from lib import backends, config
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")
@@ -69,7 +69,7 @@ def main(argv=None):
     cfg = config.load(args.profile)
     model, tokenizer, which = load(cfg)
     model.generation_config.min_new_tokens = args.max_new_tokens     # equal work in both modes
-    backend = agent.HFBackend(model, tokenizer, args.max_new_tokens, temperature=0, seed=cfg["seed"])
+    backend = backends.HFBackend(model, tokenizer, args.max_new_tokens, temperature=0, seed=cfg["seed"])
     conversations = prompts(cfg, args.prompts)
     prompt_tokens = [len(backend.encode(c)[0]) for c in conversations]
     timed(backend, conversations[:1], 1)                             # warm-up

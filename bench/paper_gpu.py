@@ -17,7 +17,7 @@ only size and location overrides. Four parts, each reported even if a later one 
   sweep     the same SFTTrainer settings on full-length rows of 512 / 1024 / 2048 tokens: seconds
             per optimizer step, tokens/s, MFU and peak memory per sequence length, the figures to
             predict a whole epoch: 5,860 steps x 32 sequences of the data's lengths.
-  inference stage 03's HF backend (agent.load_hf_backend, inference.dtype) on the trained model
+  inference stage 03's HF backend (backends.load_hf_backend, inference.dtype) on the trained model
             (the stand-in when the pipeline part is left out): one batch of 8 test-query prompts at
             temperature 0.1, --new-tokens each, once per --inference-dtypes entry.
 
@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
-from lib import agent, config, data, model as model_lib, preflight, train  # noqa: E402
+from lib import backends, config, data, model as model_lib, preflight, toolbench, train  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 121.0}
@@ -147,12 +147,12 @@ def inference(cfg: dict, new_tokens: int, dtypes: list[str]) -> list[dict]:
     """Stage 03's backend on the same 8 prompts once per dtype, side by side in one run."""
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     group = sorted(test_dir.glob("*.json"))[0]
-    queries = [agent.Query(r, group.stem) for r in agent.load_queries(group)[:8]]
+    queries = [toolbench.Query(r, group.stem) for r in toolbench.load_queries(group)[:8]]
     prompts = [q.start() for q in queries]
     rows = []
     for dtype in dtypes:
         run_cfg = {**cfg, "inference": {**cfg["inference"], "max_new_tokens": new_tokens, "dtype": dtype}}
-        backend = agent.load_hf_backend(run_cfg)
+        backend = backends.load_hf_backend(run_cfg)
         backend.generate(prompts[:1])                      # warm-up
         reset_peak()
         t = time.perf_counter()

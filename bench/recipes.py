@@ -23,7 +23,7 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import agent, config, data, first_step, judge, train  # noqa: E402
+from lib import config, data, first_step, inference, judge, train  # noqa: E402
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -51,12 +51,12 @@ def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     t0 = time.time()
     data.prepare(cfg)
     summary = train.run(cfg, log=quiet)
-    inference = agent.run(cfg, log=quiet)
+    inferred = inference.run(cfg, log=quiet)
     first = first_step.run(cfg)
     judge.run(cfg, log=quiet)
     with open(Path(cfg["output_dir"]) / "pass_rate.csv") as fh:
         rows = {(r["aggregation"], r["group"]): r for r in csv.DictReader(fh)}
-    total = inference["total"]
+    total = inferred["total"]
     steps = total["steps"]
     return {"candidate": name, "overrides": overrides,
             "train_minutes": round(summary["train_runtime_s"] / 60, 1),

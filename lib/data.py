@@ -364,7 +364,7 @@ def prepare(cfg: dict) -> dict:
 
 
 def _prepare(cfg: dict) -> dict:
-    from datasets import Dataset, disable_progress_bars
+    from datasets import disable_progress_bars
     from lib import model
 
     disable_progress_bars()

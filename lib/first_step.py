@@ -4,7 +4,7 @@ A measure that a few CPU-minutes of training can move, where the pass rate canno
 assistant turn of a query is *correct* when all four hold:
 
   parses            it is a Thought / Action / Action Input step whose Action Input is a JSON object
-                    (lib.agent.parse_step; an unknown function name still counts as parsed);
+                    (lib.toolbench.parse_step; an unknown function name still counts as parsed);
   names_function    the Action is one of the query's API functions (`<api>_for_<tool>`, not Finish);
   has_required      the Action Input holds every required parameter of that function;
   values_from_query each required parameter's value appears in the query text (case-folded,
@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from lib import agent, grounding, store
+from lib import backends, grounding, inference, store, toolbench
 
 CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
@@ -30,13 +30,13 @@ def _required(functions: list[dict]) -> dict[str, list[str]]:
 
 def check(text: str, query: dict) -> dict:
     """The four criteria and `correct` for one generated first turn on a test query."""
-    return check_against(text, agent.functions_for_query(query), query["query"])
+    return check_against(text, toolbench.functions_for_query(query), query["query"])
 
 
 def check_against(text: str, functions: list[dict], query_text: str) -> dict:
     """The four criteria and `correct` for a first turn, given the functions its prompt listed."""
     required = _required(functions)
-    _, action, action_input, error = agent.parse_step(text)
+    _, action, action_input, error = toolbench.parse_step(text)
     result = dict.fromkeys(CRITERIA, False)
     result["parses"] = error is None
     if result["parses"]:
@@ -56,7 +56,7 @@ def first_turn(line: dict) -> str:
     if not line.get("steps"):
         return ""
     step = line["steps"][0]
-    return agent.format_step(step.get("thought", ""), step.get("action", ""), step.get("action_input", ""))
+    return toolbench.format_step(step.get("thought", ""), step.get("action", ""), step.get("action_input", ""))
 
 
 def rates(checks: list[dict]) -> dict:
@@ -82,9 +82,9 @@ def untrained_backend(cfg: dict):
     tokenizer = model_lib.load_tokenizer(cfg)
     set_seed(cfg["seed"])
     model = model_lib.load_model(cfg, tokenizer)
-    device, dtype = agent.inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
+    device, dtype = backends.inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
     model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
-    return agent.HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    return backends.HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
 
 
 def untrained_turns(cfg: dict, queries: list, path) -> dict:
@@ -112,7 +112,7 @@ def untrained_run_turns(cfg: dict) -> dict:
     paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
     if not untrained.enabled(cfg) or not all(p.exists() for p in paths):
         return {}
-    return {(l["group"], str(l["query_id"])): first_turn(l) for p in paths for l in agent.read_trajectories(p)}
+    return {(l["group"], str(l["query_id"])): first_turn(l) for p in paths for l in inference.read_trajectories(p)}
 
 
 def run(cfg: dict) -> dict:
@@ -122,14 +122,14 @@ def run(cfg: dict) -> dict:
 
     out = config.output_dir(cfg)
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
-    lines, queries, docs = {}, [], agent.tool_docs(cfg)
+    lines, queries, docs = {}, [], inference.tool_docs(cfg)
     for group in cfg["inference"]["groups"]:
         path = out / "trajectories" / f"{group}.jsonl"
         if not path.exists():
             continue
-        by_id = {str(r["query_id"]): r for r in agent.load_queries(test_dir / f"{group}.json")}
-        lines[group] = [(l, by_id[str(l["query_id"])]) for l in agent.read_trajectories(path)]
-        queries += [agent.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
+        by_id = {str(r["query_id"]): r for r in toolbench.load_queries(test_dir / f"{group}.json")}
+        lines[group] = [(l, by_id[str(l["query_id"])]) for l in inference.read_trajectories(path)]
+        queries += [toolbench.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
     compare = cfg["inference"]["backend"] == "hf"
     untrained = untrained_run_turns(cfg) if compare else {}
     if compare and any((q.group, str(q.query_id)) not in untrained for q in queries):

@@ -91,7 +91,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Callable
 
-from lib import agent, config, grounding, store
+from lib import config, grounding, store, toolbench
 
 ANSWER_LABELS = ("Solved", "Unsolved", "Unsure")
 # The offline judge's rule, by version: judgments made under another version are set aside, not reused.
@@ -168,14 +168,14 @@ def load_queries(path: str | Path | None) -> dict[str, dict]:
     file is absent."""
     if path is None or not Path(path).exists():
         return {}
-    return {str(q["query_id"]): q for q in agent.load_queries(path)}
+    return {str(q["query_id"]): q for q in toolbench.load_queries(path)}
 
 
 def select(trajs: list[dict], queries: dict[str, dict],
            limit: int | None) -> tuple[list[dict], dict]:
     """The trajectories this run's settings ask to judge: those of the first `limit`
     (inference.max_queries_per_group) queries of the test file - the queries stage 03 runs
-    (lib.agent.run), so that stage 04 reports on what stage 03's summary counts, not on every
+    (lib.inference.run), so that stage 04 reports on what stage 03's summary counts, not on every
     query an earlier, larger run left in the file; without a test file, the file's first `limit`.
     The others stay in the file, unjudged. Returns them (in file order) and an account for the log
     and judge_summary.json."""
@@ -213,13 +213,13 @@ def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Function names: ToolBench's `<api>_for_<tool>`, from the inference stage (lib.agent)
+# Function names: ToolBench's `<api>_for_<tool>` (lib.toolbench)
 # --------------------------------------------------------------------------------------------
 def function_table(traj: dict, query: dict | None) -> dict[str, list[str]]:
     """Callable function name -> required parameter names: the query's api_list as the prompt
-    showed it (lib.agent.functions_for_query) when the query is known, else the trajectory's
+    showed it (lib.toolbench.functions_for_query) when the query is known, else the trajectory's
     available_tools. Finish is always callable (it requires return_type)."""
-    functions = (agent.functions_for_query(query) if query is not None
+    functions = (toolbench.functions_for_query(query) if query is not None
                  else traj.get("available_tools") or [])
     table = {fn["name"]: list((fn.get("parameters") or {}).get("required", [])) for fn in functions}
     table["Finish"] = ["return_type"]
@@ -228,7 +228,7 @@ def function_table(traj: dict, query: dict | None) -> dict[str, list[str]]:
 
 def relevant_names(query: dict | None) -> set[str]:
     """The query's "relevant APIs" ([tool, api] pairs) as function names."""
-    return {agent.api_function_name(api, tool) for tool, api in (query or {}).get("relevant APIs", [])}
+    return {toolbench.api_function_name(api, tool) for tool, api in (query or {}).get("relevant APIs", [])}
 
 
 # --------------------------------------------------------------------------------------------

@@ -36,7 +36,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from lib import config, data
+from lib import config, data, inference, toolbench
 
 PROBE_TIMEOUT = 3.0
 GIB = 2 ** 30
@@ -235,8 +235,6 @@ def _known_counts(group: str, n: int) -> str:
 
 
 def query_group_rows(cfg: dict) -> list[Row]:
-    from lib import agent
-
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     cap = cfg["inference"].get("max_queries_per_group")
     rows = []
@@ -249,7 +247,7 @@ def query_group_rows(cfg: dict) -> list[Row]:
             rows.append(Row(item, "missing", f"{path} not found", "data.test_dir (or inference.groups)"))
             continue
         try:
-            n = len(agent.load_queries(path))
+            n = len(toolbench.load_queries(path))
         except (ValueError, UnicodeDecodeError) as err:
             rows.append(Row(item, "missing", f"unreadable: {err}", "data.test_dir"))
             continue
@@ -539,10 +537,8 @@ def disk_row(cfg: dict, shape: ModelShape | None) -> Row:
 
 
 def _probe_api(cfg: dict) -> tuple[str, str, str]:
-    """The API the probe calls (lib.agent.probe_api)."""
-    from lib import agent
-
-    return agent.probe_api(cfg)
+    """The API the probe calls (lib.inference.probe_api)."""
+    return inference.probe_api(cfg)
 
 
 def probe_virtual_server(cfg: dict) -> Row:

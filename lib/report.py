@@ -730,7 +730,7 @@ def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> 
     """Per group: how many test queries use a tool, and how many a category, that training used.
     ToolBench's split wants 0 and 0 for G1-tool's tools and the *-category groups' categories.
     A training tool's category comes from the tool documents (data.toolenv_dir/tools/<category>/)."""
-    from lib import agent, tools as tools_lib
+    from lib import toolbench, tools as tools_lib
 
     docs = tools_lib.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools")
     train_tools = set().union(*(t[2] for t in train)) if train else set()
@@ -738,7 +738,7 @@ def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> 
     rows = []
     for group in [*tests, "overall"]:
         queries = [q for g, qs in tests.items() if group in (g, "overall") for q in qs]
-        used = [[(agent.standardize_name(a["tool_name"]), a.get("category_name"))
+        used = [[(toolbench.standardize_name(a["tool_name"]), a.get("category_name"))
                  for a in q.get("api_list") or []]
                 for q in queries]
         rows.append({"group": group, "n_test": len(queries),

@@ -17,7 +17,7 @@ import random
 import re
 from pathlib import Path
 
-from lib import agent
+from lib import toolbench
 from lib.tools import canonical_arguments, observation, recorded_observation
 
 CITIES = ["Paris", "Tokyo", "Nairobi", "Lima", "Oslo", "Toronto", "Mumbai", "Sydney", "Cairo", "Berlin",
@@ -288,7 +288,7 @@ class _Api:
         (self.name, self.description, self.required, self.optional, self.values, self.phrasings,
          self._respond, self._summarise) = spec
         self.category, self.tool, self.tool_description = category, tool, tool_description
-        self.function = agent.api_function_name(self.name, tool)
+        self.function = toolbench.api_function_name(self.name, tool)
 
     def api_entry(self) -> dict:
         return {"category_name": self.category, "tool_name": self.tool, "api_name": self.name,
@@ -364,9 +364,9 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
     `retry_at` the first try has a miscopied value, gets the offline tool environment's error for an
     unrecorded call, and the next step makes the call again with the query's value."""
     query = {"query": query_text, "query_id": 0, "api_list": api_list}
-    tools = agent.tool_descriptions_for_query(query, tool_docs)
-    turns = [{"from": "system", "value": agent.system_prompt(agent.functions_for_query(query), tools)},
-             {"from": "user", "value": agent.user_message(query_text)}]
+    tools = toolbench.tool_descriptions_for_query(query, tool_docs)
+    turns = [{"from": "system", "value": toolbench.system_prompt(toolbench.functions_for_query(query), tools)},
+             {"from": "user", "value": toolbench.user_message(query_text)}]
     facts = []
     for k, (api, args) in enumerate(calls):
         purpose = api.description[0].lower() + api.description[1:].rstrip(".")
@@ -374,20 +374,20 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
                    else f"Next I need the {purpose}, so I will call {api.function}.")
         if k == retry_at:
             wrong = _wrong_arguments(args, rng)
-            turns.append({"from": "assistant", "value": agent.format_step(thought, api.function,
+            turns.append({"from": "assistant", "value": toolbench.format_step(thought, api.function,
                                                                             json.dumps(wrong, indent=2))})
             turns.append({"from": "function", "value": observation(error=(
                 f"No recorded response for API '{api.name}' of tool '{api.tool}' with arguments "
                 f"{canonical_arguments(wrong)} (offline tool environment)"))})
             thought = (f"The call to {api.function} failed: its arguments must be the values the user "
                        f"gave. I will call {api.function} again with them.")
-        turns.append({"from": "assistant", "value": agent.format_step(thought, api.function,
+        turns.append({"from": "assistant", "value": toolbench.format_step(thought, api.function,
                                                                         json.dumps(args, indent=2))})
         if k == fail_at:
             turns.append({"from": "function", "value": json.dumps(
                 {"error": "Rate limit error...", "response": ""})})
             finish = {"return_type": "give_up_and_restart"}
-            turns.append({"from": "assistant", "value": agent.format_step(
+            turns.append({"from": "assistant", "value": toolbench.format_step(
                 f"The call to {api.function} failed, so I cannot finish the task. I will give up and restart.",
                 "Finish", json.dumps(finish, indent=2))})
             return turns
@@ -396,7 +396,7 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
         facts.append(api.summarise(response))
     answer = " ".join(f[0].upper() + f[1:] + ("" if f.endswith(("?", ".")) else ".") for f in facts)
     finish = {"return_type": "give_answer", "final_answer": answer}
-    turns.append({"from": "assistant", "value": agent.format_step(
+    turns.append({"from": "assistant", "value": toolbench.format_step(
         "I have all the information the user asked for, so I can give the final answer.", "Finish",
         json.dumps(finish, indent=2))})
     return turns
@@ -418,7 +418,7 @@ def _tool_groups(apis: list[_Api]) -> dict:
 def fingerprint(seed: int, train_queries: int = 240, queries_per_group: int = 8,
                 invented_values: float = 0.0, retry_share: float = 0.0) -> str:
     """Identifies what generate() would write: its code (this file and the prompt format) and arguments."""
-    code = Path(__file__).read_bytes() + Path(agent.__file__).read_bytes()
+    code = Path(__file__).read_bytes() + Path(toolbench.__file__).read_bytes()
     options = f"|{seed}|{train_queries}|{queries_per_group}|{invented_values}|{retry_share}"
     return hashlib.sha256(code + options.encode()).hexdigest()[:16]
 
@@ -468,7 +468,7 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
                               "arguments": args, "response": api.response(args)}
 
     # The task description lists each tool with its description, as the tool documentation has it.
-    tool_docs = {agent.standardize_name(api.tool): api.tool_description for api in apis}
+    tool_docs = {toolbench.standardize_name(api.tool): api.tool_description for api in apis}
 
     # Training: G1/G2/G3-style queries over the seen tools only.
     records, train_texts = [], []
@@ -513,11 +513,11 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
         _write_json(out_dir / "test_instruction" / f"{group}.json", queries)
     for (category, tool), tool_apis in by_tool.items():
         _write_json(out_dir / "toolenv" / "tools" / category / f"{tool}.json", {
-            "tool_name": tool, "standardized_name": agent.standardize_name(tool),
+            "tool_name": tool, "standardized_name": toolbench.standardize_name(tool),
             "title": tool, "tool_description": tool_apis[0].tool_description, "home_url": "",
-            "host": f"{agent.standardize_name(tool)}.example.invalid",
-            "api_list": [{"name": a.name, "url": f"https://{agent.standardize_name(tool)}.example.invalid/"
-                          f"{agent.standardize_name(a.name)}", "description": a.description, "method": "GET",
+            "host": f"{toolbench.standardize_name(tool)}.example.invalid",
+            "api_list": [{"name": a.name, "url": f"https://{toolbench.standardize_name(tool)}.example.invalid/"
+                          f"{toolbench.standardize_name(a.name)}", "description": a.description, "method": "GET",
                           "required_parameters": a.required, "optional_parameters": a.optional}
                          for a in tool_apis]})
     # Each response keeps its own key order: its repr must read as in the training conversations.

@@ -24,7 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from lib.agent import change_name, standardize_name
+from lib.toolbench import change_name, standardize_name
 
 
 def observation(response="", error: str = "") -> str:

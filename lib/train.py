@@ -35,7 +35,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import config, learning_curve, store
+from lib import config, learning_curve, store, toolbench
 from lib import model as model_lib
 
 PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
@@ -430,10 +430,9 @@ def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
 
 
 def parses(text: str) -> bool:
-    """True if text is a usable Thought / Action / Action Input step, by the agent's own parser
+    """True if text is a usable Thought / Action / Action Input step, by ToolBench's step parser
     (the one stage 03 runs on every generated turn), so train and inference agree on 'parses'."""
-    from lib.agent import parse_step
-    return parse_step(text)[3] is None
+    return toolbench.parse_step(text).error is None
 
 
 def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8):

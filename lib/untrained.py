@@ -13,7 +13,7 @@ import copy
 import json
 from pathlib import Path
 
-from lib import agent, config, first_step, judge
+from lib import config, first_step, inference, judge
 
 FOLDER = "untrained"
 
@@ -44,7 +44,7 @@ def infer(cfg: dict, log=print) -> dict | None:
         {"model": {k: v for k, v in cfg["model"].items() if k != "chat_template"}, "seed": cfg["seed"],
          "tokenizer": config.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
         sort_keys=True, default=str)
-    return agent.run(settings(cfg), backend=backend, log=log)
+    return inference.run(settings(cfg), backend=backend, log=log)
 
 
 def judge_run(cfg: dict, log=print):

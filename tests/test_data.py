@@ -210,7 +210,7 @@ def test_sample_generator_is_deterministic_and_splits_like_toolbench(tmp_path):
             tools = {api["tool_name"] for api in q["api_list"]}
             assert tools & set(sample.UNSEEN_TOOLS + ()) or {a["category_name"] for a in q["api_list"]} & set(
                 sample.UNSEEN_CATEGORIES), (group, tools)
-            assert not any(f.endswith(sample.agent.standardize_name(t)) for f in train_functions for t in tools)
+            assert not any(f.endswith(sample.toolbench.standardize_name(t)) for f in train_functions for t in tools)
     responses = [json.loads(l) for l in (tmp_path / "a" / "toolenv" / "responses.jsonl").read_text().splitlines()]
     assert all({"category", "tool_name", "api_name", "arguments", "response"} <= set(r) for r in responses)
     outcomes = Counter(r["conversations"][-1]["value"].split('"return_type": "')[1].split('"')[0]
@@ -311,7 +311,7 @@ def test_invented_values_make_training_values_unguessable_and_leave_the_test_que
 
 
 def test_retry_conversations_show_the_offline_environment_error_and_the_corrected_call(tmp_path):
-    from lib import agent, tools
+    from lib import toolbench, tools
     sample.generate(tmp_path, seed=4, train_queries=30, queries_per_group=1, retry_share=1.0)
     env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
@@ -327,8 +327,8 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
                 continue
             if "failed: its arguments must be" not in second["value"]:
                 continue
-            _, action, wrong, _ = agent.parse_step(first["value"])
-            _, again, right, _ = agent.parse_step(second["value"])
+            _, action, wrong, _ = toolbench.parse_step(first["value"])
+            _, again, right, _ = toolbench.parse_step(second["value"])
             assert action == again and wrong != right
             # The observation is what the offline environment itself answers to the miscopied call.
             api = next(a for a in sample._apis(sample._world()) if a.function == action)

@@ -3,7 +3,7 @@ import json
 
 from datasets import Dataset
 
-from lib import agent, learning_curve, sample, store
+from lib import learning_curve, sample, store, toolbench
 
 
 def heldout_from_sample(tmp_path, n=6):
@@ -75,5 +75,5 @@ def test_points_and_the_callback_write_a_resumable_curve(tmp_path):
 def test_functions_parsed_from_the_prompt_are_the_functions_stage_03_lists(tmp_path):
     heldout, _ = heldout_from_sample(tmp_path)
     d = learning_curve.dev_prompts(heldout)[0]
-    assert agent.system_prompt(d["functions"]).split(learning_curve.APIS_PREFIX)[1] == \
+    assert toolbench.system_prompt(d["functions"]).split(learning_curve.APIS_PREFIX)[1] == \
         d["prompt"][0]["content"].split(learning_curve.APIS_PREFIX)[1]

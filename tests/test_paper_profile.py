@@ -68,7 +68,7 @@ def write_tool_documents(test_dir, tools_dir):
                                             "method": api.get("method", "GET"),
                                             "required_parameters": api.get("required_parameters", []),
                                             "optional_parameters": api.get("optional_parameters", [])})
-    from lib.agent import standardize_name
+    from lib.toolbench import standardize_name
     for (category, tool), doc in tools.items():       # ToolBench names the files by standardized tool name
         (tools_dir / category).mkdir(parents=True, exist_ok=True)
         (tools_dir / category / f"{standardize_name(tool)}.json").write_text(json.dumps(doc))

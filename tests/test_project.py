@@ -3,7 +3,6 @@ import ast
 import json
 import re
 import tomllib
-from pathlib import Path
 
 import pytest
 import yaml

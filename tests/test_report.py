@@ -470,7 +470,7 @@ def test_split_check_finds_unseen_tools_and_categories_as_toolbench_splits_them(
         assert by[group]["seen_tool"] == by[group]["n_test"] > 0
     assert by["overall"]["train_tools"] == len({t for _, _, ts in train for t in ts}) > 5
     # A training tool that a test query uses is found: plant one and the count moves.
-    planted = train + [("x", "q", frozenset({sample.agent.standardize_name(sample.UNSEEN_TOOLS[0])}))]
+    planted = train + [("x", "q", frozenset({sample.toolbench.standardize_name(sample.UNSEEN_TOOLS[0])}))]
     tools_now = {r["group"]: r for r in report.split_check(cfg, report.test_queries(cfg), planted)}
     assert tools_now["G1_tool"]["seen_tool"] >= 1
     # Without tool documents the categories are unknown, not "0 seen".

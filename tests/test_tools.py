@@ -114,7 +114,7 @@ def test_secret_comes_from_env(monkeypatch):
 def test_offline_observations_are_what_the_training_conversations_hold(tmp_path):
     """At inference the model must meet the observations it was trained on: for every call in the
     sample's training conversations, the offline environment answers with the very same text."""
-    from lib import agent, sample
+    from lib import sample, toolbench
     sample.generate(tmp_path, seed=3, train_queries=12, queries_per_group=1)
     env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
@@ -123,7 +123,7 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
         turns = record["conversations"]
         for call, result in zip(turns, turns[1:]):
             if call["from"] == "assistant" and result["from"] == "function" and not json.loads(result["value"])["error"]:
-                _, action, action_input, error = agent.parse_step(call["value"])
+                _, action, action_input, error = toolbench.parse_step(call["value"])
                 assert error is None
                 category, tool, api_name = _api_of(action, tmp_path / "toolenv" / "tools")
                 assert env.call(category, tool, api_name, json.loads(action_input)) == result["value"]
@@ -133,10 +133,10 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
 
 def _api_of(function: str, tools_dir):
     """(category, tool name, api name) of a function name <api>_for_<tool>, from the tool documents."""
-    from lib import agent
+    from lib import toolbench
     for doc in tools.load_tool_docs(tools_dir).values():
         for api in doc["api_list"]:
-            if agent.api_function_name(api["name"], doc["tool_name"]) == function:
+            if toolbench.api_function_name(api["name"], doc["tool_name"]) == function:
                 return doc["category"], doc["tool_name"], api["name"]
     raise AssertionError(function)
 

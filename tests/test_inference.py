@@ -1,131 +1,21 @@
-"""lib.agent: ToolBench's prompt, function names, step parser; the search loops; the stage."""
+"""lib.inference (ReAct, DFSDT, trajectory files, the stage) and lib.backends (HF, OpenAI)."""
 import ast
-import glob
 import json
-from pathlib import Path
 
 import pytest
 
 from conftest import LoopbackServer, chat_completion
-from lib import agent
+from lib import backends, inference, toolbench, tools
+from test_toolbench import QUERY
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLE
 needs_sample = pytest.mark.skipif(not SAMPLE.exists(), reason="toolbench-sample not present")
-
-QUERY = {
-    "query": "What is the weather in Paris?",
-    "query_id": 7,
-    "api_list": [
-        {"category_name": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
-         "api_description": "Current Weather for a city", "method": "GET",
-         "required_parameters": [{"name": "city", "type": "STRING", "description": "City", "default": "London"}],
-         "optional_parameters": [{"name": "id", "type": "NUMBER", "description": "", "default": ""}]},
-        {"category_name": "Weather", "tool_name": "Weather API!", "api_name": "Forecast",
-         "api_description": "", "method": "GET", "required_parameters": [],
-         "optional_parameters": [{"name": "days", "type": "NUMBER", "description": "d", "default": 3}]},
-    ],
-    "relevant APIs": [["Weather API!", "Current Weather"]],
-}
-
-
-def test_standardize_name_follows_toolbench():
-    assert agent.standardize_name("Weather API!") == "weather_api"
-    assert agent.standardize_name("  __Foo--Bar__ ") == "foo_bar"
-    assert agent.standardize_name("123 Go") == "get_123_go"
-    assert agent.standardize_name("a^b") == "a^b"          # the original regex keeps '^'
-    assert agent.change_name("from") == "is_from" and agent.change_name("city") == "city"
-
-
-def test_function_names_keep_the_last_64_characters():
-    name = agent.api_function_name("x" * 50, "Some Very Long Tool Name Here")
-    assert len(name) == 64 and name.endswith("_for_some_very_long_tool_name_here")
-
-
-def test_functions_for_query_builds_toolbench_dicts():
-    fns = agent.functions_for_query(QUERY)
-    assert [f["name"] for f in fns] == ["current_weather_for_weather_api", "forecast_for_weather_api", "Finish"]
-    cw = fns[0]
-    assert cw["description"] == ('This is the subfunction for tool "weather_api", you can use this tool.'
-                                 'The description of this function is: "current_weather_for_weather_api for a city"')
-    assert cw["parameters"]["required"] == ["city"] and cw["parameters"]["optional"] == ["is_id"]
-    assert cw["parameters"]["properties"]["city"] == {"type": "string", "description": "City", "example_value": "London"}
-    assert cw["parameters"]["properties"]["is_id"] == {"type": "integer", "description": ""}
-    # ToolBench lists optional parameters only when there are required ones.
-    assert fns[1]["parameters"]["properties"] == {} and fns[1]["description"].endswith("use this tool.")
-
-
-def test_bad_query_names_index_id_and_field():
-    bad = dict(QUERY, api_list=[{"category_name": "c", "tool_name": "t"}])
-    with pytest.raises(agent.QueryError, match=r"G1_tool.json: record 3 \(query_id 7\).*api_list\[0\].api_name"):
-        agent.check_query(bad, "G1_tool.json", 3)
-    with pytest.raises(agent.QueryError, match="missing field 'query'"):
-        agent.check_query({"query_id": 1, "api_list": []}, "f", 0)
-
-
-def test_system_prompt_shape():
-    fns = agent.functions_for_query(QUERY)
-    text = agent.system_prompt(fns, [("weather_api", "Weather\nfor all")])
-    assert text.startswith("You are AutoGPT")
-    assert "You have access of the following tools:\n1.weather_api: Weatherfor all\n\nSpecifically" in text
-    assert text.endswith("Specifically, you have access to the following APIs: " + str(fns))
-    assert "1.weather_api: None\n" in agent.system_prompt(fns)
-
-
-@needs_sample
-def test_system_prompt_matches_real_training_records():
-    records = json.loads((SAMPLE / "derived/toolllama_format_from_data_example.json").read_text())
-    assert records
-    for record in records:
-        text = record["conversations"][0]["value"]
-        fns = ast.literal_eval(text.split("Specifically, you have access to the following APIs: ", 1)[1])
-        lines = text.split("You have access of the following tools:\n", 1)[1].split("\nSpecifically")[0]
-        tools = [tuple(line.split(".", 1)[1].split(": ", 1)) for line in lines.strip("\n").split("\n")]
-        assert fns[-1] in (agent.FINISH, agent.FINISH_V1)
-        assert agent.system_prompt(fns, tools) == text
-
-
-@needs_sample
-def test_functions_for_query_match_real_answer_files():
-    queries = json.loads((SAMPLE / "stabletoolbench/solvable_queries/test_instruction/G1_instruction.json").read_text())
-    by_id = {str(q["query_id"]): q for q in queries}
-    files = glob.glob(str(SAMPLE / "stabletoolbench/data_example/answer/*/G1_instruction/*.json"))
-    assert files
-    for f in files:
-        answer = json.loads(Path(f).read_text())["answer_generation"]
-        assert agent.functions_for_query(by_id[Path(f).name.split("_")[0]]) == answer["function"]
-
-
-@pytest.mark.parametrize("text,expected", [
-    ("\nThought: look\nAction: forecast_for_weather_api\nAction Input: {\"days\": 2}",
-     ("look", "forecast_for_weather_api", "{\"days\": 2}", None)),
-    ("Thought: \nAction: Finish\nAction Input: {\n  \"return_type\": \"give_answer\"\n}",
-     ("", "Finish", "{\n  \"return_type\": \"give_answer\"\n}", None)),
-    ("Thought: hmm, nothing to do", ("hmm, nothing to do", "", "", "missing 'Action:'")),
-    ("Thought: a\nAction: Finish", ("a", "Finish", "", "missing 'Action Input:'")),
-])
-def test_parse_step(text, expected):
-    assert agent.parse_step(text) == expected
-
-
-def test_parse_step_errors():
-    names = {"forecast_for_weather_api", "Finish"}
-    assert agent.parse_step("Thought: x\nAction: nope\nAction Input: {}", names)[3] == "unknown function 'nope'"
-    assert "not valid JSON" in agent.parse_step("Thought: x\nAction: Finish\nAction Input: {oops", names)[3]
-    assert agent.parse_step("Thought: x\nAction: Finish\nAction Input: [1]", names)[3] == "Action Input must be a JSON object"
-    step = agent.format_step("t", "Finish", '{"return_type": "give_up_and_restart"}')
-    assert agent.parse_step(step, names) == ("t", "Finish", '{"return_type": "give_up_and_restart"}', None)
-
-
-# ---------------------------------------------------------------------------------------------
-# The loops, with a scripted backend and a tiny offline environment.
-# ---------------------------------------------------------------------------------------------
-from lib import tools  # noqa: E402
 
 CW = "current_weather_for_weather_api"
 
 
 def step(action, args, thought="t"):
-    return agent.format_step(thought, action, json.dumps(args))
+    return toolbench.format_step(thought, action, json.dumps(args))
 
 
 ANSWER = step("Finish", {"return_type": "give_answer", "final_answer": "21 degrees"})
@@ -144,7 +34,7 @@ class Scripted:
         for conversation in conversations:
             text = self.script(conversation) if callable(self.script) else self.script[self.calls]
             self.calls += 1
-            out.append(agent.Generation(text, tokens=len(text.split()), truncated=False))
+            out.append(backends.Generation(text, tokens=len(text.split()), truncated=False))
         return out
 
 
@@ -157,7 +47,7 @@ def env(tmp_path):
 
 
 def query(qid=7, group="G1_instruction"):
-    return agent.Query(dict(QUERY, query_id=qid), group, {"weather_api": "Weather for all"})
+    return toolbench.Query(dict(QUERY, query_id=qid), group, {"weather_api": "Weather for all"})
 
 
 def drive(coroutine, outputs):
@@ -172,7 +62,7 @@ def drive(coroutine, outputs):
 
 def test_react_calls_tool_then_finishes(env):
     q = query()
-    result, prompts = drive(agent.react(q, env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    result, prompts = drive(inference.react(q, env, 10), [step(CW, {"city": "Paris"}), ANSWER])
     assert result["finish_type"] == "give_answer" and result["final_answer"] == "21 degrees"
     first, second = result["steps"]
     # As ToolBench's data writes a structured response: its Python repr, as text.
@@ -187,7 +77,7 @@ def test_react_calls_tool_then_finishes(env):
 def test_react_parse_errors_become_observations_and_limit(env):
     bad = ["Thought: no action here", step("nope_for_x", {}), "Thought: x\nAction: Finish\nAction Input: {bad",
            step("Finish", {"return_type": "give_answer"})]
-    result, prompts = drive(agent.react(query(), env, 4), bad)
+    result, prompts = drive(inference.react(query(), env, 4), bad)
     assert result["finish_type"] == "max_iterations" and len(result["steps"]) == 4
     errors = [s["parse_error"] for s in result["steps"]]
     assert errors[0] == "missing 'Action:'" and errors[1] == "unknown function 'nope_for_x'"
@@ -197,7 +87,7 @@ def test_react_parse_errors_become_observations_and_limit(env):
 
 
 def test_react_give_up_ends_the_chain(env):
-    result, _ = drive(agent.react(query(), env, 10), [GIVE_UP])
+    result, _ = drive(inference.react(query(), env, 10), [GIVE_UP])
     assert result["finish_type"] == "give_up" and result["final_answer"] == ""
 
 
@@ -205,7 +95,7 @@ def test_dfsdt_backtracks_after_give_up_and_errors(env):
     # root: child 1 errors (unknown API) -> sibling 2 calls the tool -> its child 1 gives up ->
     # sibling 2 answers.
     outputs = [step("nope", {}), step(CW, {"city": "Paris"}), GIVE_UP, ANSWER]
-    result, prompts = drive(agent.dfsdt(query(), env, 10, 2, 20), outputs)
+    result, prompts = drive(inference.dfsdt(query(), env, 10, 2, 20), outputs)
     assert result["finish_type"] == "give_answer" and result["expansions"] == 4
     assert [s["action"] for s in result["steps"]] == [CW, "Finish"]
     tree = result["tree"]
@@ -217,15 +107,15 @@ def test_dfsdt_backtracks_after_give_up_and_errors(env):
 
 def test_dfsdt_stops_at_max_expansions_and_depth(env):
     call = step(CW, {"city": "Paris"})
-    result, _ = drive(agent.dfsdt(query(), env, 2, 2, 5), [call] * 5)
+    result, _ = drive(inference.dfsdt(query(), env, 2, 2, 5), [call] * 5)
     # depth 2 leaves: root -> a -> (a1, a2) ; root -> b -> (b1) = 5 generations
     assert result["expansions"] == 5 and result["finish_type"] == "max_iterations"
     assert len(result["steps"]) == 2
 
 
 def test_tooleval_answer_structure(env):
-    result, _ = drive(agent.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
-    answer = agent.tooleval_answer("What is the weather in Paris?", "CoT@1", result["steps"], "give_answer")
+    result, _ = drive(inference.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    answer = toolbench.tooleval_answer("What is the weather in Paris?", "CoT@1", result["steps"], "give_answer")
     assert answer["total_steps"] == 4 and json.loads(answer["final_answer"])["final_answer"] == "21 degrees"
     system = answer["answer_details"][0]
     assert system["role"] == "system" and system["message"] == ""
@@ -234,7 +124,7 @@ def test_tooleval_answer_structure(env):
     assert tool["role"] == "tool" and tool["message"]["name"] == CW
     finish = tool["next"][0]
     assert finish["message"]["response"] == "" and finish["next"] == []
-    failed = agent.tooleval_answer("q", "CoT@1", result["steps"][:1], "max_iterations")
+    failed = toolbench.tooleval_answer("q", "CoT@1", result["steps"][:1], "max_iterations")
     assert failed["final_answer"] == "" and failed["answer_details"][0]["next"][0]["next"][0]["role"] == "assistant"
 
 
@@ -251,8 +141,8 @@ def test_converter_matches_real_converted_files(env, path, method, truncate):
     real = json.loads((SAMPLE / path).read_text())
     item = next(v for v in real.values() if v["answer"]["final_answer"])
     assert set(item) == {"query", "available_tools", "answer"}
-    result, _ = drive(agent.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
-    ours = agent.tooleval_answer("What is the weather in Paris?", method, result["steps"], "give_answer", truncate)
+    result, _ = drive(inference.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
+    ours = toolbench.tooleval_answer("What is the weather in Paris?", method, result["steps"], "give_answer", truncate)
     assert set(ours) == set(item["answer"])
     theirs_root, ours_root = item["answer"]["answer_details"][0], ours["answer_details"][0]
     assert set(ours_root) == set(theirs_root) == {"role", "message", "next"}
@@ -283,19 +173,19 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
     for q in queries:
         q.text = f"query {q.query_id}"
     backend = Scripted(script)
-    counters = agent.run_group(queries[:3], backend, env, path, batch_size=2)
+    counters = inference.run_group(queries[:3], backend, env, path, batch_size=2)
     assert counters["ran"] == 3 and backend.batches[0] == 2
     # simulated crash: a torn last line after the three complete ones
     with open(path, "a") as fh:
         fh.write('{"query_id": 3, "group": "G1_instr')
-    lines = agent.read_trajectories(path)
+    lines = inference.read_trajectories(path)
     assert [l["query_id"] for l in lines] == [0, 1, 2]
-    counters = agent.run_group(queries, backend, env, path, batch_size=8)
+    counters = inference.run_group(queries, backend, env, path, batch_size=8)
     assert counters == dict(counters, skipped=3, ran=2)
     # The torn tail was cut before the first append: query 3's line is whole and only once.
     assert path.read_text().count('{"query_id": 3, "group": "G1_instr') == 1
     assert len(path.read_text().splitlines()) == 5
-    lines = agent.read_trajectories(path)
+    lines = inference.read_trajectories(path)
     assert sorted(l["query_id"] for l in lines) == [0, 1, 2, 3, 4]
     by_id = {l["query_id"]: l for l in lines}
     assert by_id[3]["finish_type"] == "give_up" and by_id[4]["final_answer"] == "21 degrees"
@@ -303,7 +193,7 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
     assert set(line) >= {"query_id", "group", "query", "method", "available_tools", "finish_type", "final_answer",
                          "total_steps", "parse_errors", "tokens_generated", "steps", "tree", "answer"}
     assert line["available_tools"][-1]["name"] == "Finish" and line["answer"]["method"] == "CoT@1"
-    summary = agent.summarize(lines)
+    summary = inference.summarize(lines)
     assert (summary["queries"], summary["finished_with_answer"], summary["gave_up"]) == (5, 4, 1)
 
 
@@ -311,18 +201,7 @@ def test_read_trajectories_rejects_a_bad_middle_line(tmp_path):
     path = tmp_path / "x.jsonl"
     path.write_text('{"query_id": 1}\nnot json\n{"query_id": 2}\n')
     with pytest.raises(ValueError, match="line 2"):
-        agent.read_trajectories(path)
-
-
-def test_load_queries_names_file_and_record(tmp_path):
-    path = tmp_path / "G1_tool.json"
-    path.write_text(json.dumps([QUERY, dict(QUERY, query_id=9, api_list="x")]))
-    with pytest.raises(agent.QueryError, match=r"G1_tool.json: record 1 \(query_id 9\): field 'api_list'"):
-        agent.load_queries(path)
-    # A repeated id (1 and "1" are one id) would be run twice and judged with the wrong query's APIs.
-    path.write_text(json.dumps([dict(QUERY, query_id=1), dict(QUERY, query_id=2), dict(QUERY, query_id="1")]))
-    with pytest.raises(agent.QueryError, match=r"G1_tool.json: records 0 and 2 share query_id '1'"):
-        agent.load_queries(path)
+        inference.read_trajectories(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -337,7 +216,7 @@ def tiny_hf():
     from lib import config, model as model_lib
 
     cfg = config.load("smoke")
-    texts = [agent.system_prompt(agent.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
+    texts = [toolbench.system_prompt(toolbench.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
     tok = model_lib.train_tokenizer(texts, 400)
     tok.chat_template = cfg["model"]["chat_template"]
     torch.manual_seed(0)
@@ -350,7 +229,7 @@ def tiny_hf():
 
 def test_hf_backend_batches_truncates_and_is_seeded(tiny_hf):
     cfg, model, tok = tiny_hf
-    backend = agent.HFBackend(model, tok, max_new_tokens=16, temperature=0.1, seed=1)
+    backend = backends.HFBackend(model, tok, max_new_tokens=16, temperature=0.1, seed=1)
     short = [{"role": "user", "content": "hi"}]
     long = query().start()
     outs = backend.generate([short, long])
@@ -361,33 +240,33 @@ def test_hf_backend_batches_truncates_and_is_seeded(tiny_hf):
     rendered = tok.apply_chat_template(long, add_generation_prompt=True, tokenize=False)
     assert rendered.endswith("Begin!\n\nAssistant: ")
     # left padding gives the same output for the short prompt alone as in the batch (greedy)
-    greedy = agent.HFBackend(model, tok, max_new_tokens=8, temperature=0, seed=1)
+    greedy = backends.HFBackend(model, tok, max_new_tokens=8, temperature=0, seed=1)
     alone = greedy.generate([short])[0].text
     assert greedy.generate([short, long])[0].text == alone
     # sampling is reproducible from the seed
-    a = agent.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
-    b = agent.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
+    a = backends.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
+    b = backends.HFBackend(model, tok, 16, 0.9, seed=5).generate([short, short])
     assert [o.text for o in a] == [o.text for o in b]
 
 
 def test_cut_at_next_turn():
-    assert agent.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
+    assert backends.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
 
 
 def test_openai_backend_over_real_http(env, tmp_path):
     with LoopbackServer(lambda path, headers, body: (200, chat_completion(body["model"], ANSWER, 11))) as server:
-        backend = agent.OpenAIBackend(server.url + "/v1", "baseline-model", "sk-test",
+        backend = backends.OpenAIBackend(server.url + "/v1", "baseline-model", "sk-test",
                                       max_new_tokens=64, temperature=0.1, seed=3)
-        counters = agent.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
+        counters = inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
     path, headers, body = server.requests[-1]
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sk-test"
     assert body["model"] == "baseline-model" and body["temperature"] == 0.1 and body["max_tokens"] == 64
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    line = agent.read_trajectories(tmp_path / "g.jsonl")[0]
+    line = inference.read_trajectories(tmp_path / "g.jsonl")[0]
     assert line["finish_type"] == "give_answer" and line["tokens_generated"] == 11
     assert counters["tokens"] == 11
     assert "sk-test" not in (tmp_path / "g.jsonl").read_text()
-    assert agent.OpenAIBackend.chat_messages([{"role": "function", "content": "{}"}]) == \
+    assert backends.OpenAIBackend.chat_messages([{"role": "function", "content": "{}"}]) == \
         [{"role": "user", "content": "Observation: {}"}]
 
 
@@ -405,18 +284,18 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
                                 "inference.max_queries_per_group": 2})
     env = tools.OfflineToolEnv.__new__(tools.OfflineToolEnv)
     env.recordings, env.docs = {}, {}
-    backend = agent.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg["seed"])
-    summary = agent.run(cfg, backend=backend, env=env, log=None)
+    backend = backends.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg["seed"])
+    summary = inference.run(cfg, backend=backend, env=env, log=None)
     g = summary["groups"]["G1_instruction"]
     assert g["queries"] == 2 and g["hit_limit"] + g["gave_up"] + g["finished_with_answer"] == 2
     assert g["prompts_truncated"] > 0 and g["tokens_generated"] > 0 and g["tokens_per_s"] > 0
     assert summary["total"]["queries"] == 4
     saved = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
     assert saved["groups"] == summary["groups"]
-    again = agent.run(cfg, backend=backend, env=env, log=None)
+    again = inference.run(cfg, backend=backend, env=env, log=None)
     assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
     # Fewer queries asked: the summary counts this selection, not every line left in the files.
-    one = agent.run(dict(cfg, inference=dict(cfg["inference"], max_queries_per_group=1)),
+    one = inference.run(dict(cfg, inference=dict(cfg["inference"], max_queries_per_group=1)),
                     backend=backend, env=env, log=None)
     assert one["total"]["queries"] == 2 and one["groups"]["G1_instruction"]["queries"] == 1
 
@@ -426,16 +305,16 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     finished = {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")}
     good = (test_dir / "G1_instruction.json").read_text()
     (test_dir / "G1_instruction.json").write_text(json.dumps([dict(QUERY, query_id=0)] * 2))
-    with pytest.raises(agent.QueryError, match="share query_id"):
-        agent.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=3)), backend=backend, env=env, log=None)
+    with pytest.raises(toolbench.QueryError, match="share query_id"):
+        inference.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=3)), backend=backend, env=env, log=None)
     (test_dir / "G1_instruction.json").write_text(good)
     from lib import store
     with store.exclusive(out / "trajectories", "stage 03 inference"):
         with pytest.raises(store.FolderBusy, match=r"pid \d+, stage 03 inference"):
-            agent.run(cfg, backend=backend, env=env, log=None)
+            inference.run(cfg, backend=backend, env=env, log=None)
     assert {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")} == finished
     said = []
-    agent.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=1)), backend=backend, env=env,
+    inference.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=1)), backend=backend, env=env,
               log=lambda *a, **k: said.append(a[0]))
     aside = list(out.glob("trajectories.run-*"))
     assert len(aside) == 1 and {p.name: p.read_text() for p in aside[0].glob("*.jsonl")} == finished
@@ -457,19 +336,19 @@ def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
             tool = fn["description"].split('"', 2)[1]
             if tool not in tools_in_order:
                 tools_in_order.append(tool)
-        assert agent.system_prompt(fns, [(t, docs.get(t, "")) for t in tools_in_order]) == text
+        assert toolbench.system_prompt(fns, [(t, docs.get(t, "")) for t in tools_in_order]) == text
 
 
 def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
     outputs = iter([step("nope", {}), step(CW, {"city": "Paris"}), ANSWER])
     backend = Scripted(lambda conversation: next(outputs))
-    agent.run_group([query(1)], backend, env, tmp_path / "g.jsonl", method="dfsdt", dfsdt_width=2)
-    line = agent.read_trajectories(tmp_path / "g.jsonl")[0]
+    inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl", method="dfsdt", dfsdt_width=2)
+    line = inference.read_trajectories(tmp_path / "g.jsonl")[0]
     assert line["method"] == "dfsdt" and line["finish_type"] == "give_answer"
     assert line["parse_errors"] == 1 and line["total_steps"] == 2      # the dead end counts, off the chain
     assert len(line["tree"]["children"]) == 2 and line["answer"]["method"] == "DFS_woFilter_w2"
     with pytest.raises(ValueError, match="react or dfsdt"):
-        agent.run_group([query(2)], backend, env, tmp_path / "h.jsonl", method="bfs")
+        inference.run_group([query(2)], backend, env, tmp_path / "h.jsonl", method="bfs")
 
 
 def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
@@ -494,12 +373,12 @@ def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
             new = torch.full((input_ids.shape[0], 2), tokenizer.eos_token_id)
             return torch.cat([torch.zeros(input_ids.shape, dtype=torch.long), new], dim=1)
 
-    backend = agent.HFBackend(ElsewhereModel(), tokenizer, max_new_tokens=4, temperature=0, seed=0)
+    backend = backends.HFBackend(ElsewhereModel(), tokenizer, max_new_tokens=4, temperature=0, seed=0)
     assert backend.generate([[{"role": "user", "content": "hi"}]])[0].tokens == 1
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert agent.inference_device("float16") == ("cuda", "float16")
+    assert backends.inference_device("float16") == ("cuda", "float16")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert agent.inference_device("float16") == ("cpu", "float32")
+    assert backends.inference_device("float16") == ("cpu", "float32")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,11 +426,11 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
             "output_dir": str(tmp_path / "out"), "data.test_dir": str(test_dir),
             "data.toolenv_dir": str(tmp_path / "toolenv"), "inference.groups": ["G1_instruction"],
             "inference.tool_env": "virtual", "inference.virtual_server_url": server.url + "/virtual"})
-        summary = agent.run(cfg, backend=Scripted(by_query(plans)), log=lambda *a, **k: logged.append(a[0]))
+        summary = inference.run(cfg, backend=Scripted(by_query(plans)), log=lambda *a, **k: logged.append(a[0]))
         # the check came first: a call of the first query's first API
         assert server.requests[0][2]["api_name"] == "current_weather" and "answered" in logged[0]
         path = tmp_path / "out" / "trajectories" / "G1_instruction.jsonl"
-        assert sorted(l["query_id"] for l in agent.read_trajectories(path)) == [0, 1, 3]
+        assert sorted(l["query_id"] for l in inference.read_trajectories(path)) == [0, 1, 3]
         g = summary["groups"]["G1_instruction"]
         tool_figures = (g["tool_calls"], g["tool_api_errors"], g["tool_transport_errors"], g["transport_failed"])
         assert tool_figures == (5, 1, 2, 1)
@@ -559,13 +438,13 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
         saved = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
         assert saved["groups"]["G1_instruction"]["tool_calls"] == 5
         assert any("G1_instruction 2: not kept, all 1 tool calls failed in transport" in m for m in logged)
-        q3 = next(l for l in agent.read_trajectories(path) if l["query_id"] == 3)
+        q3 = next(l for l in inference.read_trajectories(path) if l["query_id"] == 3)
         assert [s["tool_outcome"] for s in q3["steps"]] == ["ok", "transport_error", None]
         assert (q3["tool_calls"], q3["tool_transport_errors"]) == (2, 1)
         # the server is back: a rerun (also with a longer time-out: the same run) redoes query 2 only
         flaky.down = False
         cfg["inference"]["tool_timeout_s"] = 120
-        again = agent.run(cfg, backend=Scripted(by_query(plans)), log=None)
+        again = inference.run(cfg, backend=Scripted(by_query(plans)), log=None)
     g = again["groups"]["G1_instruction"]
     assert (g["ran_now"], g["skipped_done"], g["queries"], g["transport_failed"]) == (1, 3, 4, 0)
     assert (g["tool_calls"], g["tool_transport_errors"]) == (5, 1)
@@ -577,7 +456,7 @@ def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tm
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "inference.tool_env": "virtual",
                                 "inference.virtual_server_url": "http://127.0.0.1:9/virtual"})
     with pytest.raises(tools.EnvUnavailable, match=r"http://127.0.0.1:9/virtual.*inference\.virtual_server_url"):
-        agent.run(cfg, backend=Scripted([]), log=None)
+        inference.run(cfg, backend=Scripted([]), log=None)
     assert not (tmp_path / "out" / "trajectories").exists()
 
 
@@ -595,23 +474,23 @@ def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
     with LoopbackServer(flaky) as server:
         env = tools.VirtualToolEnv(server.url + "/virtual", retries=0)
         with pytest.raises(tools.EnvUnavailable) as err:
-            agent.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3, batch_size=4,
+            inference.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3, batch_size=4,
                             max_transport_error_share=0.25)
         # 4 ok calls, then 4 rounds of 4 failing ones: 16 of 20 > 25 %
         message = str(err.value)
         assert "16 of 20 tool calls failed in transport" in message and server.url + "/virtual" in message
         assert "inference.max_transport_error_share 0.25" in message and "HTTP 500" in message
         assert "(4 in this run) are kept" in message and "a rerun redoes the rest" in message
-        assert [l["query_id"] for l in agent.read_trajectories(path)] == [0, 1, 2, 3]
+        assert [l["query_id"] for l in inference.read_trajectories(path)] == [0, 1, 2, 3]
         # fewer than MIN_TOOL_CALLS calls never stop, nor does a share of None
-        counters = agent.run_group(queries[4:9], Scripted(by_query(plans)), env, tmp_path / "h.jsonl",
+        counters = inference.run_group(queries[4:9], Scripted(by_query(plans)), env, tmp_path / "h.jsonl",
                                    max_iterations=3, batch_size=8, max_transport_error_share=0.25)
         assert counters["transport_failed"] == 5 and counters["tool_transport_errors"] == 15
-        assert agent.read_trajectories(tmp_path / "h.jsonl") == []
-        counters = agent.run_group(queries[4:], Scripted(by_query(plans)), env, tmp_path / "i.jsonl",
+        assert inference.read_trajectories(tmp_path / "h.jsonl") == []
+        counters = inference.run_group(queries[4:], Scripted(by_query(plans)), env, tmp_path / "i.jsonl",
                                    max_iterations=3, batch_size=8, max_transport_error_share=None)
         assert counters["tool_transport_errors"] == 24 and counters["transport_failed"] == 8
         flaky.down = False
-        counters = agent.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3,
+        counters = inference.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3,
                                    batch_size=4, max_transport_error_share=0.25)
     assert counters["skipped"] == 4 and counters["ran"] == 8 and counters["tool_transport_errors"] == 0

@@ -1,0 +1,163 @@
+"""Generation backends: `generate(conversations) -> [Generation]` for a batch of conversations.
+
+`HFBackend` runs a local causal LM (the model stage 02 trained, or the untrained one) with batched,
+left-padded generation; `OpenAIBackend` asks any OpenAI-compatible chat endpoint. `make_backend`
+picks the one `inference.backend` names.
+"""
+from __future__ import annotations
+
+from lib import config, model as model_lib, tools
+
+class Generation:
+    __slots__ = ("text", "tokens", "truncated")
+
+    def __init__(self, text: str, tokens: int = 0, truncated: bool = False):
+        self.text, self.tokens, self.truncated = text, tokens, truncated
+
+
+# The chat template renders every turn as "Role: value\n"; a model that runs past its eos into the
+# next turn is cut there.
+_TURN_STARTS = ("\nFunction: ", "\nUser: ", "\nSystem: ", "\nAssistant: ")
+
+
+def cut_at_next_turn(text: str) -> str:
+    ends = [text.find(t) for t in _TURN_STARTS if text.find(t) >= 0]
+    return text[:min(ends)] if ends else text
+
+
+class HFBackend:
+    """A local causal LM: batched generation with KV cache and left padding.
+
+    Prompts are the conversation rendered with the tokenizer's chat template (the training one,
+    add_generation_prompt=True) and tokenized without extra special tokens, as training did. A prompt
+    longer than the model's positions minus max_new_tokens loses its oldest tokens (left truncation)
+    and is counted. temperature > 0 samples (do_sample) with torch seeded from the config seed and a
+    call counter before each batch, so a run is reproducible for the same batches; temperature 0 is
+    greedy. Generation stops at eos or after max_new_tokens.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
+                 max_positions: int | None = None):
+        import torch     # heavy: only a local model needs it
+
+        self.torch, self.model, self.tokenizer = torch, model.eval(), tokenizer
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.max_positions = max_positions or model.config.max_position_embeddings
+        self.max_prompt = self.max_positions - max_new_tokens
+        if self.max_prompt <= 0:
+            raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {self.max_positions} positions")
+        self.calls = 0
+        tokenizer.padding_side = "left"
+
+    def encode(self, conversation: list[dict]) -> tuple[list[int], bool]:
+        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt:
+            return ids[-self.max_prompt:], True
+        return ids, False
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        torch = self.torch
+        encoded = [self.encode(c) for c in conversations]
+        width = max(len(ids) for ids, _ in encoded)
+        pad = self.tokenizer.pad_token_id
+        # Inputs go where the model is (the GPU when load_hf_backend found one).
+        device = self.model.device
+        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded], device=device)
+        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded],
+                                 device=device)
+        sample = self.temperature and self.temperature > 0
+        kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
+            else dict(do_sample=False)
+        torch.manual_seed(self.seed + self.calls)
+        self.calls += 1
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
+                                      max_new_tokens=self.max_new_tokens, pad_token_id=pad,
+                                      eos_token_id=self.tokenizer.eos_token_id, **kwargs)
+        results = []
+        for row, (_, truncated) in zip(out[:, width:].cpu().tolist(), encoded):
+            eos = self.tokenizer.eos_token_id
+            n = row.index(eos) + 1 if eos in row else len(row)
+            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
+            results.append(Generation(cut_at_next_turn(text), n, truncated))
+        return results
+
+
+def inference_device(dtype: str | None) -> tuple[str, str]:
+    """(device, dtype) for generation: the GPU when there is one, in inference.dtype (null: the
+    saved dtype); half precision on a CPU is slow or unsupported, so there it is float32."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", dtype or "auto"
+    return "cpu", "float32" if dtype in ("float16", "bfloat16") else dtype or "auto"
+
+
+def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
+    """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    inf = cfg["inference"]
+    folder = config.path(cfg, model_dir or inf.get("model_dir") or f"{cfg['output_dir']}/model")
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
+    device, dtype = inference_device(inf.get("dtype"))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer.chat_template = cfg["model"]["chat_template"]
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer = model_lib.load_tokenizer(cfg)
+    backend = HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    backend.fingerprint = config.file_digest(folder)
+    return backend
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat endpoint through the `openai` client.
+
+    The conversation goes as chat messages; function turns (observations) go as user messages
+    prefixed "Observation: ", since plain chat endpoints have no function role without native
+    function calling. The key comes from the env var the config names and is never stored.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
+                 seed: int | None = None, client=None):
+        import openai
+
+        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
+
+    @staticmethod
+    def chat_messages(conversation: list[dict]) -> list[dict]:
+        return [{"role": "user", "content": "Observation: " + m["content"]} if m["role"] == "function"
+                else {"role": m["role"], "content": m["content"]} for m in conversation]
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        results = []
+        for conversation in conversations:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=self.chat_messages(conversation), temperature=self.temperature,
+                max_tokens=self.max_new_tokens, seed=self.seed)
+            usage = getattr(reply, "usage", None)
+            results.append(Generation(reply.choices[0].message.content or "",
+                                      getattr(usage, "completion_tokens", 0) or 0))
+        return results
+
+
+def make_backend(cfg: dict):
+    inf = cfg["inference"]
+    if inf["backend"] == "hf":
+        return load_hf_backend(cfg)
+    if inf["backend"] == "openai":
+        if not inf["openai_base_url"] or not inf["openai_model"]:
+            raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
+        backend = OpenAIBackend(inf["openai_base_url"], inf["openai_model"],
+                                tools.secret(inf["openai_api_key_env"], required=False), inf["max_new_tokens"],
+                                inf["temperature"], cfg["seed"])
+        backend.fingerprint = f"{inf['openai_base_url']} {inf['openai_model']}"
+        return backend
+    raise ValueError(f"inference.backend must be hf or openai, got '{inf['backend']}'")
