@@ -91,8 +91,8 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # Only now, with every setting and input checked, touch the folders: resume this same run from
     # its last checkpoint, or set another run's checkpoints, model and logs aside (never delete).
     planned = planned_steps(args, len(trainer.train_dataset))
-    fresh = prepare_output(cfg, args.output_dir, dataset, planned, log=log)
-    finished = None if fresh else finished_run(out, run_fingerprint(cfg, dataset), planned)
+    fresh = prepare_output(cfg, args.output_dir, planned, log=log)
+    finished = None if fresh else finished_run(out, run_fingerprint(cfg), planned)
     if finished:
         # Resuming a finished run would re-save model/ (and the Trainer even takes one more step
         # when the last checkpoint ends mid-epoch), which makes stage 03 start its queries afresh.
@@ -131,7 +131,12 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "device": str(args.device),
         "wall_time_s": round(time.time() - t0, 1),
         "train_runtime_s": round(result.metrics["train_runtime"], 1),
-        "tokens_per_s": round(trainer._total_train_tokens / max(result.metrics["train_runtime"], 1e-9), 1),
+        # Non-padding tokens per second of this process: the steps it ran times the data's tokens
+        # per step (from the examples' lengths; TRL's own counter is private).
+        "tokens_per_s": round(trained_tokens(lengths["padding_free_tokens"],
+                                             trainer.state.global_step - (step if last else 0),
+                                             len(trainer.train_dataset), args)
+                              / max(result.metrics["train_runtime"], 1e-9), 1),
         # The last logged window's loss; None when the run ended before logging_steps was reached.
         "final_loss": records[-1]["loss"] if records else None,
         "train_loss": round(result.training_loss, 4),        # mean over every step of this run
@@ -148,7 +153,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "learning_curve": [{k: r[k] for k in ("step", "parses", "correct", "parse_error_rate")}
                            for r in dev_curve],
         "stamp": cfg.get("stamp"),
-        "run_fingerprint": run_fingerprint(cfg, dataset),
+        "run_fingerprint": run_fingerprint(cfg),
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -287,11 +292,13 @@ HOW_FAR = ("max_steps", "num_train_epochs")
 LEFT_BY_A_RUN = ("model", "train_log.jsonl", "learning_curve.jsonl", "train_summary.json")
 
 
-def run_fingerprint(cfg: dict, dataset) -> str:
-    """What a checkpoint must share with this run to be resumed: the knobs and the data."""
+def run_fingerprint(cfg: dict) -> str:
+    """What a checkpoint must share with this run to be resumed: the knobs and the data (stage
+    01's saved examples; the held-out split and the length limit follow from the knobs)."""
     keys = {k: cfg.get(k) for k in ("seed", "model", "lora", "format_check")}
     keys["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in HOW_FAR}
-    keys["data"] = dataset._fingerprint
+    sft = config.path(cfg, cfg["output_dir"]) / "sft"
+    keys["data"] = config.file_digest(*sorted(sft.glob("data-*.arrow")))
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -304,7 +311,7 @@ def planned_steps(args, examples: int) -> int:
     return math.ceil(per_epoch * args.num_train_epochs)
 
 
-def prepare_output(cfg: dict, checkpoints: str, dataset, planned: int | None = None, log=print) -> bool:
+def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=print) -> bool:
     """Keep the checkpoints of this same run (to resume; also when it now trains further) and
     return False; otherwise set that run aside whole and return True (a fresh start).
 
@@ -314,7 +321,7 @@ def prepare_output(cfg: dict, checkpoints: str, dataset, planned: int | None = N
     now; resuming it would stop at once on the longer run's weights)."""
     folder, out = Path(checkpoints), Path(checkpoints).parent
     stamp = folder / "run_fingerprint.txt"
-    fingerprint = run_fingerprint(cfg, dataset)
+    fingerprint = run_fingerprint(cfg)
     old = stamp.read_text().strip() if stamp.exists() else None
     last = last_checkpoint(str(folder))
     past = last is not None and planned is not None and int(last.rsplit("-", 1)[-1]) > planned
@@ -329,6 +336,13 @@ def prepare_output(cfg: dict, checkpoints: str, dataset, planned: int | None = N
     folder.mkdir(parents=True, exist_ok=True)
     stamp.write_text(fingerprint + "\n")
     return True
+
+
+def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
+    """Tokens seen in `steps` optimizer steps, from the tokens of one pass over the data."""
+    per_epoch = steps_per_epoch(examples, args.per_device_train_batch_size,
+                                args.gradient_accumulation_steps, args.world_size)["ceil"]
+    return epoch_tokens * steps / max(per_epoch, 1)
 
 
 def finished_run(out: Path, fingerprint: str, planned: int) -> dict | None:
@@ -497,8 +511,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
     args = parser.parse_args(argv)
-    import yaml
-    overrides = {k: yaml.safe_load(v) for k, _, v in (s.partition("=") for s in args.set)}
+    try:
+        overrides = config.parse_overrides(args.set)
+    except config.ConfigError as err:
+        parser.error(str(err))
     summary = run(config.load(args.profile, overrides))
     print(json.dumps(summary, indent=2))
     return 0

@@ -258,19 +258,18 @@ def test_checkpoints_of_another_config_are_set_aside_not_deleted(cfg):
     out = config.path(cfg, cfg["output_dir"])
     checkpoints = config.output_dir(cfg, "checkpoints")
     (checkpoints / "checkpoint-99").mkdir()
-    dataset = train.load_data(cfg)[0]
     said = []
-    assert train.prepare_output(cfg, str(checkpoints), dataset, log=said.append) is True
+    assert train.prepare_output(cfg, str(checkpoints), log=said.append) is True
     first = [p for p in out.glob("checkpoints.run-unkeyed.*")]
     assert len(first) == 1 and (first[0] / "checkpoint-99").is_dir() and str(first[0]) in said[0]
     (checkpoints / "checkpoint-2").mkdir()
     (out / "train_log.jsonl").write_text('{"step": 2}\n')
-    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=6) is False   # same run: resume
-    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=8) is False   # trains further
-    assert train.prepare_output(cfg, str(checkpoints), dataset, planned=1) is True    # past it: aside
+    assert train.prepare_output(cfg, str(checkpoints), planned=6) is False   # same run: resume
+    assert train.prepare_output(cfg, str(checkpoints), planned=8) is False   # trains further
+    assert train.prepare_output(cfg, str(checkpoints), planned=1) is True    # past it: aside
     other = make_cfg(out, train={**FAST_TRAIN, "learning_rate": 1e-4})
     (checkpoints / "checkpoint-3").mkdir()
-    assert train.prepare_output(other, str(checkpoints), dataset) is True
+    assert train.prepare_output(other, str(checkpoints)) is True
     aside = sorted(out.glob("checkpoints.run-*"))
     assert len(aside) == 3
     assert sum((p / "checkpoint-2").is_dir() for p in aside) == 1
