@@ -69,7 +69,8 @@ class HFBackend:
         sample = self.temperature and self.temperature > 0
         kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
             else dict(do_sample=False)
-        torch.manual_seed(self.seed + self.calls)
+        if sample:      # greedy needs no seed, and leaves a training run's random state alone
+            torch.manual_seed(self.seed + self.calls)
         self.calls += 1
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import config, learning_curve, store, toolbench
+from lib import backends, config, learning_curve, store, toolbench
 from lib import model as model_lib
 
 PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
@@ -449,27 +449,18 @@ def parses(text: str) -> bool:
     return toolbench.parse_step(text).error is None
 
 
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int, batch_size: int = 8):
-    """Greedy completions of chat prompts (left-padded batches), decoded without special tokens."""
-    import torch
-
-    side, tokenizer.padding_side = tokenizer.padding_side, "left"
-    model.eval()
-    texts = []
+def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
+             batch_size: int = 8) -> list[str]:
+    """Greedy completions of chat prompts by stage 03's own generation path (lib.backends'
+    HFBackend: left-padded batches, cut at the next turn), so the format check and the learning
+    curve judge what inference will produce."""
+    side = tokenizer.padding_side
+    backend = backends.HFBackend(model, tokenizer, max_new_tokens, temperature=0, seed=0)
     try:
-        for i in range(0, len(prompts), batch_size):
-            rendered = [tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
-                        for p in prompts[i:i + batch_size]]
-            batch = tokenizer(rendered, return_tensors="pt", padding=True, add_special_tokens=False)
-            batch = batch.to(model.device)
-            with torch.no_grad():
-                ids = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False,
-                                     pad_token_id=tokenizer.pad_token_id,
-                                     eos_token_id=tokenizer.eos_token_id)
-            texts += tokenizer.batch_decode(ids[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)
+        return [g.text for i in range(0, len(prompts), batch_size)
+                for g in backend.generate(prompts[i:i + batch_size])]
     finally:
-        tokenizer.padding_side = side
-    return texts
+        tokenizer.padding_side = side     # training pads on its own side
 
 
 def format_rate(model, tokenizer, heldout, cfg: dict) -> float | None:
