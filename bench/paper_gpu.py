@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
-from lib import backends, config, data, model as model_lib, preflight, toolbench, train  # noqa: E402
+from lib import backends, config, data, model as model_lib, paper, preflight, toolbench, train  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 121.0}
@@ -137,7 +137,7 @@ def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float |
                      "peak_memory_gb": peak_gb(),
                      "seconds_per_sequence": round(step_s / (args.per_device_train_batch_size
                                                              * args.gradient_accumulation_steps), 3),
-                     "hours_for_5860_steps": round(step_s * train.PAPER_STEPS / 3600, 2)})
+                     "hours_for_5860_steps": round(step_s * paper.number("stated_steps") / 3600, 2)})
         print(json.dumps(rows[-1]), flush=True)
         del trainer, model
     return rows

@@ -30,11 +30,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib import config
+from lib import config, paper
 
 ROLES = ("system", "user", "assistant", "function")
 EXAMPLE_PER = ("record", "assistant_turn", "conversation")
-PAPER_EXAMPLES = 187_542
 # The sentence ToolBench's process_system_message anchors on, and what it adds after it.
 SYSTEM_ANCHOR = "with a function call to actually excute your step."
 SYSTEM_FORMAT = " Your output should follow this format:\nThought:\nAction\nAction Input:\n"
@@ -418,7 +417,7 @@ def _prepare(cfg: dict) -> dict:
         "example_per": data["example_per"],
         "examples_written": len(sft),
         "examples_per_choice": examples_per_choice,
-        "paper_examples": PAPER_EXAMPLES,
+        "paper_examples": paper.number("train_examples"),
         "dropped": dict(sorted(dropped.items())),
         "on_bad_record": data["on_bad_record"],
         "max_positions": positions,

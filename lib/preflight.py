@@ -36,7 +36,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from lib import config, data, inference, toolbench
+from lib import config, data, inference, paper, toolbench
 
 PROBE_TIMEOUT = 3.0
 GIB = 2 ** 30
@@ -217,7 +217,7 @@ def training_file_row(cfg: dict) -> Row:
     except (data.DataError, FileNotFoundError, UnicodeDecodeError) as err:
         return Row(item, "missing", f"{path}: unreadable: {err}", key)
     size = sum(f.stat().st_size for f in path.rglob("*.json")) if path.is_dir() else path.stat().st_size
-    detail = f"{path}: {records:,} records, {_size(size)} (the paper: {data.PAPER_EXAMPLES:,})"
+    detail = f"{path}: {records:,} records, {_size(size)} (the paper: {paper.number('train_examples'):,})"
     if skipped:
         detail += f"; {skipped:,} entries skipped or broken"
     if cfg["data"].get("max_records"):

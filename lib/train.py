@@ -35,12 +35,9 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import backends, config, learning_curve, store, toolbench
+from lib import backends, config, learning_curve, paper, store, toolbench
 from lib import model as model_lib
 
-PAPER_EXAMPLES = 187_542     # ToolBench's released toolllama_G123_dfs_train.json
-PAPER_STEPS = 5_860          # what the paper says one epoch at batch 8 x 4 took
-PAPER_BATCH, PAPER_ACCUM = 8, 4
 
 
 # ---------------------------------------------------------------------------------------------
@@ -145,7 +142,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         **lengths,
         "lora": bool(cfg.get("lora")),
         "resumed_from": last,
-        "paper_examples": PAPER_EXAMPLES,
+        "paper_examples": paper.number("train_examples"),
         "paper_steps_at_batch_32": paper_steps(),
         "format_rate_trained": trained_rate,
         "format_rate_untrained": untrained_rate,
@@ -478,8 +475,12 @@ def steps_per_epoch(examples: int, batch: int, accum: int, processes: int = 1) -
 
 
 def paper_steps() -> dict:
-    return {**steps_per_epoch(PAPER_EXAMPLES, PAPER_BATCH, PAPER_ACCUM), "paper": PAPER_STEPS,
-            "examples_over_32": round(PAPER_EXAMPLES / (PAPER_BATCH * PAPER_ACCUM), 2)}
+    """One epoch of the paper's data at its batch (data/paper_claims.csv), floor and ceil, beside
+    the steps it states; `examples` is the paper's example count."""
+    examples, batch = paper.number("train_examples"), paper.number("per_device_train_batch_size")
+    accum = paper.number("gradient_accumulation_steps")
+    return {**steps_per_epoch(examples, batch, accum), "paper": paper.number("stated_steps"),
+            "examples": examples, "examples_over_32": round(examples / (batch * accum), 2)}
 
 
 def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:

@@ -384,3 +384,11 @@ def test_identifier_pretokenizer_keeps_function_names_whole(pretokenize, pieces)
     assert tokenizer.decode(ids) == texts[0]
     with pytest.raises(ValueError, match="tokenizer_pretokenize"):
         model_lib.train_tokenizer(texts, 400, "words")
+
+
+def test_the_paper_constants_come_from_the_claims_file():
+    from lib import paper
+    assert paper.number("train_examples") == 187542 and paper.number("stated_steps") == 5860
+    assert train.paper_steps()["examples"] == paper.number("train_examples")
+    with pytest.raises(KeyError, match="paper_claims.csv: no claim 'nope'"):
+        paper.number("nope")
