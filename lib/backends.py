@@ -117,6 +117,21 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     return backend
 
 
+def untrained_backend(cfg: dict):
+    """Stage 03's HF backend around the model as stage 02 started from: the hub/local base model,
+    or the tiny OPT initialised from the same seed (stage 02 seeds, then builds it)."""
+    import torch        # heavy: only a local model needs it
+    from transformers import set_seed
+
+    inf = cfg["inference"]
+    tokenizer = model_lib.load_tokenizer(cfg)
+    set_seed(cfg["seed"])
+    model = model_lib.load_model(cfg, tokenizer)
+    device, dtype = inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
+    model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
+    return HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint through the `openai` client.
 

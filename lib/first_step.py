@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 
-from lib import backends, grounding, inference, store, toolbench
+from lib import backends, config, grounding, inference, store, toolbench, untrained
 
 CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
@@ -70,30 +70,13 @@ def rates(checks: list[dict]) -> dict:
 # Stage 03's report: the fine-tuned model (its trajectories) against the same model untrained.
 
 
-def untrained_backend(cfg: dict):
-    """Stage 03's HF backend around the model as stage 02 started from: the hub/local base model,
-    or the tiny OPT initialised from the same seed (stage 02 seeds, then builds it)."""
-    import torch
-    from transformers import set_seed
-
-    from lib import model as model_lib
-
-    inf = cfg["inference"]
-    tokenizer = model_lib.load_tokenizer(cfg)
-    set_seed(cfg["seed"])
-    model = model_lib.load_model(cfg, tokenizer)
-    device, dtype = backends.inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
-    model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
-    return backends.HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
-
-
 def untrained_turns(cfg: dict, queries: list, path) -> dict:
     """{(group, query_id): first turn} of the untrained model, appended to `path` as they are made
     and read back on a rerun (only the missing ones are generated)."""
     done = {(l["group"], str(l["query_id"])): l["text"] for l in store.read_jsonl(path)}
     todo = [q for q in queries if (q.group, str(q.query_id)) not in done]
     if todo:
-        backend, size = untrained_backend(cfg), cfg["inference"]["batch_size"]
+        backend, size = backends.untrained_backend(cfg), cfg["inference"]["batch_size"]
         with store.JsonlAppender(path) as out:
             for i in range(0, len(todo), size):
                 batch = todo[i:i + size]
@@ -106,8 +89,6 @@ def untrained_turns(cfg: dict, queries: list, path) -> dict:
 def untrained_run_turns(cfg: dict) -> dict:
     """{(group, query_id): first turn} from the untrained model's full run (lib/untrained.py), when
     stage 03 made one: the same first turns its pass rate comes from."""
-    from lib import untrained
-
     folder = untrained.output_dir(cfg) / "trajectories"
     paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
     if not untrained.enabled(cfg) or not all(p.exists() for p in paths):
@@ -118,8 +99,6 @@ def untrained_run_turns(cfg: dict) -> dict:
 def run(cfg: dict) -> dict:
     """first_step.json: per group and overall, the criteria's rates for the fine-tuned model (first
     turn of each trajectory) and, with the hf backend, for the untrained one on the same queries."""
-    from lib import config
-
     out = config.output_dir(cfg)
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     lines, queries, docs = {}, [], inference.tool_docs(cfg)

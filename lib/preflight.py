@@ -36,7 +36,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from lib import config, data, inference, paper, toolbench
+from lib import config, data, inference, model as model_lib, paper, sample, toolbench, tools
 
 PROBE_TIMEOUT = 3.0
 GIB = 2 ** 30
@@ -161,8 +161,6 @@ def _offline() -> bool:
 
 def _will_generate(cfg: dict, target: Path) -> bool:
     """True when stage 01 will (re)generate the project's sample corpus and `target` is part of it."""
-    from lib import sample
-
     if not cfg["data"].get("generate_sample"):
         return False
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"]).resolve()
@@ -365,8 +363,6 @@ def _stored_dtype(hf_config) -> str:
 
 def _positions_row(cfg: dict, shape: ModelShape, base: str) -> Row:
     """The model row: its sizes, warned when train.max_length is beyond its positions."""
-    from lib import model as model_lib
-
     max_length = _train(cfg, "max_length")
     try:
         load = model_lib.load_dtype(cfg) if cfg["model"]["name_or_path"] else "float32"
@@ -401,7 +397,6 @@ def template_problem(cfg: dict) -> str | None:
 
 
 def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], ModelShape | None]:
-    from lib import model as model_lib
 
     problem = template_problem(cfg)
     name = cfg["model"]["name_or_path"]
@@ -436,8 +431,6 @@ def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], ModelShape | None]:
 
 def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], ModelShape | None]:
     from transformers import OPTConfig
-
-    from lib import model as model_lib
 
     tiny = cfg["model"].get("tiny")
     if not tiny:
@@ -544,8 +537,6 @@ def _probe_api(cfg: dict) -> tuple[str, str, str]:
 def probe_virtual_server(cfg: dict) -> Row:
     """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv.probe,
     which stage 03 also runs before its first query)."""
-    from lib import tools
-
     inf = cfg["inference"]
     env = tools.VirtualToolEnv(inf["virtual_server_url"], tools.secret(inf["toolbench_key_env"], required=False),
                                timeout=PROBE_TIMEOUT, retries=0)

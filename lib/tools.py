@@ -24,6 +24,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
+from lib import config
 from lib.toolbench import change_name, standardize_name
 
 
@@ -400,8 +401,6 @@ def secret(env_var: str | None, required: bool = True) -> str:
 
 def make_env(cfg: dict) -> ToolEnv:
     """The environment the profile's inference.tool_env names."""
-    from lib import config
-
     inf = cfg["inference"]
     toolenv = config.path(cfg, cfg["data"]["toolenv_dir"])
     kind, timeout = inf["tool_env"], inf.get("tool_timeout_s") or 60

@@ -13,7 +13,7 @@ import copy
 import json
 from pathlib import Path
 
-from lib import config, first_step, inference, judge
+from lib import backends, config, inference, judge
 
 FOLDER = "untrained"
 
@@ -37,7 +37,7 @@ def infer(cfg: dict, log=print) -> dict | None:
     """Stage 03 for the untrained model; returns its inference summary (None when not enabled)."""
     if not enabled(cfg):
         return None
-    backend = first_step.untrained_backend(cfg)
+    backend = backends.untrained_backend(cfg)
     # Resume only what this same starting model made: its settings and the tokenizer stage 01 trained.
     tokenizer_dir = config.path(cfg, cfg["output_dir"]) / "tokenizer"
     backend.fingerprint = "untrained " + json.dumps(
