@@ -20,21 +20,16 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import config, data, first_step, inference, judge, train  # noqa: E402
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
     name, _, sets = text.partition("=")
-    overrides = {}
-    for item in sets.split():
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"candidate {name}: '{item}' is not key=value")
-        overrides[key] = yaml.safe_load(value)
-    return name, overrides
+    try:
+        return name, config.parse_overrides(sets.split())
+    except config.ConfigError as err:
+        raise SystemExit(f"candidate {name}: {err}") from None
 
 
 def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:

@@ -3,7 +3,13 @@
 `load("smoke", {"train.max_steps": 5})` reads the profile, applies overrides (dotted keys or nested
 dicts) and checks every key against the schema below, so a typo fails loudly instead of being
 ignored. The `train` section is TRL's `SFTConfig` and `lora` is peft's `LoraConfig`, field for field:
-their keys are checked against those classes, not against a list of ours.
+their keys are checked against those classes, not against a list of ours, and both are built once
+at load (on CPU, without a model) so what their own checks reject fails before stage 01 too.
+
+A profile may start with `extends: <profile>` (a name in configs/, or a .yaml path relative to the
+file): the base is loaded first (it may extend another), and the file's keys are merged over it:
+mappings key by key, anything else (lists, scalars, null) replaced whole. So a profile holds only
+what differs from its base. `--set KEY=VALUE` arguments become overrides through `parse_overrides`.
 """
 from __future__ import annotations
 
@@ -13,6 +19,9 @@ import functools
 import hashlib
 import json
 import os
+import re
+import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -69,6 +78,7 @@ COUNT, POSITIVE = Leaf((int,), low=0), Leaf((int,), low=1)
 SHARE = Leaf((float,), low=0)
 
 SCHEMA: dict[str, Any] = {
+    "extends": STR,         # the profile this one is merged over (read by load, not in its result)
     "profile": STR,
     "seed": Leaf((int,), null=False),
     "output_dir": Leaf((str,), null=False),
@@ -213,12 +223,14 @@ def profile_path(profile: str) -> Path:
     return CONFIG_DIR / f"{profile}.yaml"
 
 
-def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
-    """Read configs/<profile>.yaml (or a YAML path), apply overrides, validate, resolve paths."""
-    path = profile_path(profile)
-    if not path.exists():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise ConfigError(f"no profile '{profile}': {path} does not exist (known: {known})")
+def _known() -> str:
+    """The profiles in configs/ (files with a top-level `profile:`; configs/base.yaml is none)."""
+    return ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")
+                            if re.search(r"^profile:", p.read_text(encoding="utf-8"), re.M)))
+
+
+def _read(path: Path) -> dict:
+    """One profile file as written, checked alone, so a bad key or value names the file it is in."""
     with open(path, encoding="utf-8") as fh:
         try:
             cfg = yaml.safe_load(fh) or {}
@@ -230,12 +242,126 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
         raise ConfigError(f"{path}: a profile is a mapping of sections (data:, train:, ...), "
                           f"got {type(cfg).__name__}")
     _check(cfg, SCHEMA, "", str(path))
+    return cfg
+
+
+def _merge(base: dict, over: dict) -> dict:
+    """`over` over `base`: mappings merge key by key; lists, scalars and null replace whole."""
+    merged = dict(base)
+    for key, value in over.items():
+        both = isinstance(value, dict) and isinstance(merged.get(key), dict)
+        merged[key] = _merge(merged[key], value) if both else value
+    return merged
+
+
+def _read_extended(path: Path, chain: tuple[Path, ...] = ()) -> tuple[dict, tuple[Path, ...]]:
+    """(the profile at `path` merged over the profiles it extends, those files: itself first)."""
+    chain = (*chain, path)
+    cfg = _read(path)
+    base = cfg.pop("extends", None)
+    if base is None:
+        return cfg, (path,)
+    base_path = Path(base)
+    # A name is a profile of configs/; a .yaml path is taken relative to the file that names it.
+    base_path = (path.parent / base_path).resolve() if base_path.suffix in (".yaml", ".yml") \
+        else CONFIG_DIR / f"{base}.yaml"
+    if base_path in chain:
+        raise ConfigError(f"{path}: 'extends: {base}' makes a cycle: "
+                          f"{' -> '.join(map(str, (*chain, base_path)))}")
+    if not base_path.exists():
+        raise ConfigError(f"{path}: 'extends: {base}': {base_path} does not exist (known: {_known()})")
+    merged, files = _read_extended(base_path, chain)
+    merged = _merge(merged, cfg)
+    # Sections in the schema's order, as a profile writes them (a base may hold only a later one).
+    order = {key: n for n, key in enumerate(SCHEMA)}
+    return dict(sorted(merged.items(), key=lambda kv: order.get(kv[0], len(order)))), (path, *files)
+
+
+@functools.cache
+def _check_only_sft_config():
+    """TRL's SFTConfig, but setting up no device: TrainingArguments.__post_init__ asks for
+    self.device, which builds accelerate's process-wide state (under `accelerate launch`, a process
+    group); a check at load leaves that to the training."""
+    import torch
+    from trl import SFTConfig
+
+    class CheckOnly(SFTConfig):
+        @functools.cached_property
+        def _setup_devices(self):
+            self._n_gpu = 0
+            return torch.device("cpu")
+
+    return CheckOnly
+
+
+def _check_library(cfg: dict, source: str, sections=("train", "lora")) -> None:
+    """Build TRL's SFTConfig from `train:` and peft's LoraConfig from `lora:` as lib.train does, so
+    what their own __post_init__ rejects (logging_steps: 0, fp16 and bf16 both true, warmup_steps
+    below 0, an unknown task_type) fails on load, not in stage 02."""
+    if "train" in sections:
+        train = dict(cfg.get("train") or {})
+        # use_cpu: the check must not depend on this machine's devices (bf16 without use_cpu asks for
+        # a bf16 GPU). fp16 and bf16 are kept as written, so both true fails here; transformers checks
+        # no device for fp16 when building, so the paper's fp16 loads on a CPU-only machine (on one,
+        # lib.train.precision_kwargs trains it in fp32). output_dir: a name only, nothing is created
+        # there (lib.train passes outputs/<profile>/checkpoints).
+        train["use_cpu"] = True
+        environ = dict(os.environ)      # torch_compile: true sets ACCELERATE_DYNAMO_* variables
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")     # deprecations: training prints them once
+                _check_only_sft_config()(output_dir=os.path.join(tempfile.gettempdir(), "sft-config-check"),
+                                         **train)
+        except Exception as err:
+            raise ConfigError(f"{source}: 'train' is refused by TRL's SFTConfig: {err}") from None
+        finally:
+            os.environ.clear()
+            os.environ.update(environ)
+    if "lora" in sections and cfg.get("lora"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                _library_class("LoraConfig")(**cfg["lora"])
+        except Exception as err:
+            raise ConfigError(f"{source}: 'lora' is refused by peft's LoraConfig: {err}") from None
+
+
+def parse_overrides(items: list[str]) -> dict:
+    """`--set KEY=VALUE` arguments as overrides for `load`: {KEY: VALUE read as YAML}."""
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set takes KEY=VALUE (e.g. train.max_steps=5), got '{item}'")
+        try:
+            overrides[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item}: the value is not valid YAML "
+                              f"({getattr(err, 'problem', None) or err})") from None
+    return overrides
+
+
+def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
+    """Read configs/<profile>.yaml (or a YAML path) over the profiles it extends, apply overrides,
+    validate, resolve paths."""
+    path = profile_path(profile)
+    if not path.exists():
+        raise ConfigError(f"no profile '{profile}': {path} does not exist (known: {_known()})")
+    cfg, files = _read_extended(path)
+    source = str(path) if len(files) == 1 else f"{path} (extends {', '.join(map(str, files[1:]))})"
+    _check(cfg, SCHEMA, "", source)
+    _check_library(cfg, source)
     cfg = copy.deepcopy(cfg)
-    for dotted, value in _flatten(overrides or {}).items():
+    flat = _flatten(overrides or {})
+    for dotted, value in flat.items():
         # Checked one at a time (the file alone passed), so the error names the override at fault.
         source = f"{path} with the override {dotted}={value!r}"
         _set_dotted(cfg, dotted, value, source)
         _check(cfg, SCHEMA, "", source)
+    for section in ("train", "lora"):
+        mine = [f"{k}={v!r}" for k, v in flat.items() if k.split(".")[0] == section]
+        if mine:
+            _check_library(cfg, f"{path} with the override{'s' * (len(mine) > 1)} {', '.join(mine)}", (section,))
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     return cfg

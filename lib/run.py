@@ -193,13 +193,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
     args = parser.parse_args(argv)
-    import yaml
-    overrides = {}
-    for item in args.set:
-        key, sep, value = item.partition("=")
-        if not sep:
-            parser.error(f"--set takes KEY=VALUE, got '{item}'")
-        overrides[key] = yaml.safe_load(value)
+    try:
+        overrides = config.parse_overrides(args.set)
+    except config.ConfigError as err:
+        parser.error(str(err))
     t0 = time.time()
     from lib import store
     try:

@@ -67,6 +67,12 @@ def test_runner_rejects_unknown_stages_and_bad_settings(capsys):
     assert [s.number for s in run.select(start="03")] == ["03", "04", "05"]
     assert run.main(["--set", "trian.x=1"]) == 1
     assert "unknown key 'trian'" in capsys.readouterr().err
+    # --set is read by config.parse_overrides, in lib.run as in lib.train and bench/recipes.py.
+    from lib import train
+    for main in (run.main, train.main):
+        with pytest.raises(SystemExit):
+            main(["--set", "train.max_steps"])
+        assert "--set takes KEY=VALUE (e.g. train.max_steps=5), got 'train.max_steps'" in capsys.readouterr().err
 
 
 def test_a_bad_value_fails_in_a_second_and_touches_no_finished_work(tmp_path, capsys):
