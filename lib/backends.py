@@ -99,11 +99,11 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    inf = cfg["inference"]
-    folder = config.path(cfg, model_dir or inf.get("model_dir") or f"{cfg['output_dir']}/model")
+    inference_cfg = cfg["inference"]
+    folder = config.path(cfg, model_dir or inference_cfg.get("model_dir") or f"{cfg['output_dir']}/model")
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
-    device, dtype = inference_device(inf.get("dtype"))
+    device, dtype = inference_device(inference_cfg.get("dtype"))
     model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
     if (folder / "tokenizer_config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
@@ -112,7 +112,7 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
     else:
         tokenizer = model_lib.load_tokenizer(cfg)
-    backend = HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    backend = HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"])
     backend.fingerprint = config.file_digest(folder)
     return backend
 
@@ -123,13 +123,13 @@ def untrained_backend(cfg: dict):
     import torch        # heavy: only a local model needs it
     from transformers import set_seed
 
-    inf = cfg["inference"]
+    inference_cfg = cfg["inference"]
     tokenizer = model_lib.load_tokenizer(cfg)
     set_seed(cfg["seed"])
     model = model_lib.load_model(cfg, tokenizer)
-    device, dtype = inference_device(inf.get("dtype"))      # as stage 03 loads the trained one
+    device, dtype = inference_device(inference_cfg.get("dtype"))      # as stage 03 loads the trained one
     model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
-    return HFBackend(model, tokenizer, inf["max_new_tokens"], inf["temperature"], cfg["seed"])
+    return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"])
 
 
 class OpenAIBackend:
@@ -165,15 +165,15 @@ class OpenAIBackend:
 
 
 def make_backend(cfg: dict):
-    inf = cfg["inference"]
-    if inf["backend"] == "hf":
+    inference_cfg = cfg["inference"]
+    if inference_cfg["backend"] == "hf":
         return load_hf_backend(cfg)
-    if inf["backend"] == "openai":
-        if not inf["openai_base_url"] or not inf["openai_model"]:
+    if inference_cfg["backend"] == "openai":
+        if not inference_cfg["openai_base_url"] or not inference_cfg["openai_model"]:
             raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
-        backend = OpenAIBackend(inf["openai_base_url"], inf["openai_model"],
-                                tools.secret(inf["openai_api_key_env"], required=False), inf["max_new_tokens"],
-                                inf["temperature"], cfg["seed"])
-        backend.fingerprint = f"{inf['openai_base_url']} {inf['openai_model']}"
+        backend = OpenAIBackend(inference_cfg["openai_base_url"], inference_cfg["openai_model"],
+                                tools.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
+                                inference_cfg["temperature"], cfg["seed"])
+        backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}"
         return backend
-    raise ValueError(f"inference.backend must be hf or openai, got '{inf['backend']}'")
+    raise ValueError(f"inference.backend must be hf or openai, got '{inference_cfg['backend']}'")

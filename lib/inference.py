@@ -333,11 +333,11 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
 
 
 def _run(cfg: dict, backend, env, log) -> dict:
-    inf = cfg["inference"]
+    inference_cfg = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
-    selected = {g: load_queries(test_dir / f"{g}.json")[:inf["max_queries_per_group"] or None]
-                for g in inf["groups"]}
+    selected = {g: load_queries(test_dir / f"{g}.json")[:inference_cfg["max_queries_per_group"] or None]
+                for g in inference_cfg["groups"]}
     # The tool environment next: one that does not answer stops the stage before the model loads,
     # before any query and before the trajectories folder is touched.
     env = env or tools.make_env(cfg)
@@ -347,7 +347,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
     backend = backend or backends.make_backend(cfg)
     # Resume only what this model, these settings and these queries produced (the tool time-out and
     # the transport stop rule change no kept trajectory: raising them after a failed run resumes it).
-    settings = {k: v for k, v in inf.items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
+    settings = {k: v for k, v in inference_cfg.items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
                                                           "max_transport_error_share")}
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
@@ -357,10 +357,10 @@ def _run(cfg: dict, backend, env, log) -> dict:
     for group, records in selected.items():
         queries = [Query(r, group, docs) for r in records]
         path = out / f"{group}.jsonl"
-        counters = run_group(queries, backend, env, path, inf["method"], inf["max_iterations"],
-                             inf["batch_size"], inf["dfsdt_width"], inf["dfsdt_max_expansions"],
-                             inf.get("max_observation_length"), progress_log=log,
-                             max_transport_error_share=inf.get("max_transport_error_share"))
+        counters = run_group(queries, backend, env, path, inference_cfg["method"], inference_cfg["max_iterations"],
+                             inference_cfg["batch_size"], inference_cfg["dfsdt_width"], inference_cfg["dfsdt_max_expansions"],
+                             inference_cfg.get("max_observation_length"), progress_log=log,
+                             max_transport_error_share=inference_cfg.get("max_transport_error_share"))
         for key in dropped:
             dropped[key] += counters[key]
         # Only this run's selection counts (an earlier, larger run may have left more in the file).
@@ -381,9 +381,9 @@ def _run(cfg: dict, backend, env, log) -> dict:
     total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())
     ran_tokens = sum(g["tokens_per_s"] * g["wall_time_s"] for g in groups.values() if g["tokens_per_s"])
     total["tokens_per_s"] = round(ran_tokens / total["wall_time_s"], 1) if total["wall_time_s"] else None
-    summary = {"method": inf["method"], "backend": inf["backend"], "tool_env": inf["tool_env"],
-               "temperature": inf["temperature"], "max_iterations": inf["max_iterations"],
-               "batch_size": inf["batch_size"], "max_new_tokens": inf["max_new_tokens"],
+    summary = {"method": inference_cfg["method"], "backend": inference_cfg["backend"], "tool_env": inference_cfg["tool_env"],
+               "temperature": inference_cfg["temperature"], "max_iterations": inference_cfg["max_iterations"],
+               "batch_size": inference_cfg["batch_size"], "max_new_tokens": inference_cfg["max_new_tokens"],
                "groups": groups, "total": total, "stamp": cfg.get("stamp")}
     path = config.path(cfg, cfg["output_dir"]) / "inference_summary.json"
     path.write_text(json.dumps(summary, indent=2))

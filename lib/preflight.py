@@ -537,18 +537,18 @@ def _probe_api(cfg: dict) -> tuple[str, str, str]:
 def probe_virtual_server(cfg: dict) -> Row:
     """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv.probe,
     which stage 03 also runs before its first query)."""
-    inf = cfg["inference"]
-    env = tools.VirtualToolEnv(inf["virtual_server_url"], tools.secret(inf["toolbench_key_env"], required=False),
+    inference_cfg = cfg["inference"]
+    env = tools.VirtualToolEnv(inference_cfg["virtual_server_url"], tools.secret(inference_cfg["toolbench_key_env"], required=False),
                                timeout=PROBE_TIMEOUT, retries=0)
     status, detail = env.probe(*_probe_api(cfg))
-    if status != "missing" and not os.environ.get(inf["toolbench_key_env"] or ""):
-        detail += f"; {inf['toolbench_key_env']} not set (fine for a local server)"
+    if status != "missing" and not os.environ.get(inference_cfg["toolbench_key_env"] or ""):
+        detail += f"; {inference_cfg['toolbench_key_env']} not set (fine for a local server)"
     return Row("tool environment", status, detail, "inference.virtual_server_url")
 
 
 def tool_env_row(cfg: dict, probe: bool) -> Row:
-    inf, item = cfg["inference"], "tool environment"
-    kind = inf["tool_env"]
+    inference_cfg, item = cfg["inference"], "tool environment"
+    kind = inference_cfg["tool_env"]
     if kind == "offline":
         responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
         if _will_generate(cfg, responses):
@@ -560,14 +560,14 @@ def tool_env_row(cfg: dict, probe: bool) -> Row:
             n = sum(1 for line in fh if line.strip())
         return Row(item, "ok", f"offline: {n:,} recorded responses", "data.toolenv_dir")
     if kind == "virtual":
-        if not inf.get("virtual_server_url"):
+        if not inference_cfg.get("virtual_server_url"):
             return Row(item, "missing", "virtual: no server url", "inference.virtual_server_url")
         if not probe:
-            return Row(item, "skip", f"virtual server {inf['virtual_server_url']} not probed",
+            return Row(item, "skip", f"virtual server {inference_cfg['virtual_server_url']} not probed",
                        "inference.virtual_server_url")
         return probe_virtual_server(cfg)
     if kind == "rapidapi":
-        var = inf["rapidapi_key_env"]
+        var = inference_cfg["rapidapi_key_env"]
         # Never probed: a live call spends the user's quota. The key itself is never shown.
         if os.environ.get(var or ""):
             return Row(item, "ok", f"rapidapi: {var} is set (not probed: calls cost quota)", var)
@@ -619,14 +619,14 @@ def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) 
 
 
 def backend_row(cfg: dict, probe: bool) -> Row:
-    inf, item = cfg["inference"], "inference backend"
-    if inf["backend"] == "openai":
-        return endpoint_row(item, inf.get("openai_base_url"), inf.get("openai_model"),
-                            inf.get("openai_api_key_env"), "inference.openai_", probe)
-    if inf["backend"] != "hf":
-        return Row(item, "missing", f"unknown backend {inf['backend']!r} (hf | openai)", "inference.backend")
-    if inf.get("model_dir"):
-        folder = config.path(cfg, inf["model_dir"])
+    inference_cfg, item = cfg["inference"], "inference backend"
+    if inference_cfg["backend"] == "openai":
+        return endpoint_row(item, inference_cfg.get("openai_base_url"), inference_cfg.get("openai_model"),
+                            inference_cfg.get("openai_api_key_env"), "inference.openai_", probe)
+    if inference_cfg["backend"] != "hf":
+        return Row(item, "missing", f"unknown backend {inference_cfg['backend']!r} (hf | openai)", "inference.backend")
+    if inference_cfg.get("model_dir"):
+        folder = config.path(cfg, inference_cfg["model_dir"])
         if not (folder / "config.json").exists():
             return Row(item, "missing", f"hf: no model (config.json) at {folder}", "inference.model_dir")
         return Row(item, "ok", f"hf: the model at {folder}", "inference.model_dir")
