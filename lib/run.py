@@ -15,13 +15,14 @@ counts as not done however much it wrote. What the notebooks print goes to the t
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import config
+from lib import config, preflight, store
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
 LIB_DIR = config.ROOT / "lib"
@@ -86,7 +87,6 @@ def done_marker(cfg: dict, stage: Stage) -> Path:
 def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
     """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
     included: they are in no file)."""
-    import hashlib
     keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
     used = {k: v for k, v in cfg.items() if keys is None or k in keys}
     return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
@@ -157,7 +157,6 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
     stages = select(only, start)
     # One runner per output folder: a second `lib.run` stops here, before any notebook starts or
     # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
-    from lib import store
     with store.exclusive(config.path(cfg, cfg["output_dir"]) / "stages", f"lib.run --profile {profile}"):
         return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
 
@@ -198,10 +197,8 @@ def main(argv: list[str] | None = None) -> int:
     except config.ConfigError as err:
         parser.error(str(err))
     t0 = time.time()
-    from lib import store
     try:
         # Before hours are spent: is every input there? (lib/preflight.py; read-only, seconds)
-        from lib import preflight
         rows = preflight.check(config.load(args.profile, overrides))
         print(f"pre-flight check, profile '{args.profile}':\n{preflight.table(rows)}", flush=True)
         if args.check:
