@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib import config, paper
+from lib import config, paper, plots
 
 ROLES = ("system", "user", "assistant", "function")
 EXAMPLE_PER = ("record", "assistant_turn", "conversation")
@@ -447,7 +447,6 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    from lib import report
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
     ax.hist(lengths, bins=cfg["data"]["histogram_bins"], color="#4C72B0")
@@ -457,7 +456,7 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     ax.set_title(f"Training example lengths, {len(lengths):,} examples")
     ax.legend()
     fig.tight_layout(rect=(0, 0, 1, 0.92) if cfg["stamp"] else (0, 0, 1, 1))    # room for the banner
-    report.stamp_figure(fig, cfg["stamp"], size=18)
+    plots.stamp_figure(fig, cfg["stamp"], size=18)
     path = config.output_dir(cfg, "figures") / "token_lengths.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import first_step, store
+from lib import first_step, plots, store
 from lib.data import APIS_PREFIX     # the sentence before the function list of a system prompt
 
 
@@ -102,8 +102,6 @@ def plot(records: list[dict], png, stamp: str | None = None) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lib import report
-
     records = sorted(records, key=lambda r: r["step"])
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     if records:
@@ -119,7 +117,7 @@ def plot(records: list[dict], png, stamp: str | None = None) -> Path:
                 ha="center", va="center", transform=ax.transAxes)
     ax.set(xlabel="optimizer step", ylabel="share of dev first steps", ylim=(-0.03, 1.03))
     fig.tight_layout(rect=(0, 0, 1, 0.9) if stamp else (0, 0, 1, 1))
-    report.stamp_figure(fig, stamp, size=18)
+    plots.stamp_figure(fig, stamp, size=18)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return Path(png)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import backends, config, learning_curve, paper, store, toolbench
+from lib import backends, config, learning_curve, paper, plots, store, toolbench
 from lib import model as model_lib
 
 
@@ -429,8 +429,7 @@ def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
     ax_lr.plot(steps, [r["learning_rate"] for r in records], color="tab:orange")
     ax_lr.set(xlabel="optimizer step", ylabel="learning rate", title="learning rate")
     fig.tight_layout(rect=(0, 0, 1, 0.92) if stamp else (0, 0, 1, 1))    # room for the stamp's banner
-    from lib import report
-    report.stamp_figure(fig, stamp, size=18)
+    plots.stamp_figure(fig, stamp, size=18)
     fig.savefig(png, dpi=110)
     plt.close(fig)
     return Path(png)

@@ -1,0 +1,47 @@
+"""How stage 05 writes a table: CSV files in and out, Markdown tables, group labels, number formats.
+
+A leaf shared by the report (Tables 1 and 2, lib/report.py), the claim audit (lib/audit.py) and the
+contamination check (lib/contamination.py): what their tables hold is theirs, how every one of them
+prints is here, so all of stage 05's files look alike.
+"""
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+
+
+def group_label(group: str) -> str:
+    """File names use G1_instruction; tables print G1-instruction."""
+    return {"overall": "Overall", "average": "Avg (printed)"}.get(group, group.replace("_", "-"))
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        value = float(value)
+    return f"{value:.{digits}f}"
+
+
+def markdown_table(title: str, caption: list[str], header: list[str], rows: list[list[str]],
+                   stamp: str | None) -> str:
+    """A titled Markdown table under its caption lines, the profile's stamp above it (if any)."""
+    out = [f"**{stamp}**", ""] if stamp else []
+    out += [f"### {title}", "", *[f"_{line}_  " for line in caption], ""]
+    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out) + "\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
