@@ -30,7 +30,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib import config, paper, plots
+from lib import config, model, paper, plots, sample, store
 
 ROLES = ("system", "user", "assistant", "function")
 EXAMPLE_PER = ("record", "assistant_turn", "conversation")
@@ -314,8 +314,6 @@ def percentiles(values, qs=(50, 90, 95, 99)) -> dict:
 
 def ensure_sample(cfg: dict) -> None:
     """(Re)generate the project's own sample corpus in data.sample_dir when missing or stale."""
-    from lib import sample
-
     sample_dir = config.path(cfg, cfg["data"]["sample_dir"])
     options = sample_options(cfg)
     if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"], **options):
@@ -356,15 +354,12 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
 def prepare(cfg: dict) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
     One stage-01 run at a time per profile: a second one fails at once (lib.store.exclusive)."""
-    from lib import store
-
     with store.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
         return _prepare(cfg)
 
 
 def _prepare(cfg: dict) -> dict:
     from datasets import disable_progress_bars
-    from lib import model
 
     disable_progress_bars()
     data = cfg["data"]
@@ -485,7 +480,6 @@ def describe(stats: dict) -> str:
 def render_example(cfg: dict, index: int = 0, width: int = 1200) -> str:
     """One training example as the model sees it, the trained-on completion between >>> and <<<."""
     from datasets import load_from_disk
-    from lib import model
 
     example = load_from_disk(str(config.path(cfg, cfg["output_dir"]) / "sft"))[index]
     tokenizer = model.load_tokenizer(cfg)
