@@ -1,0 +1,150 @@
+"""Judging a group of trajectories into its judgments file: stage 03's trajectories read and
+checked, every query judged `judge.evaluate_times` times, one line per query appended to
+`judgments/<group>.jsonl` (docs/formats.md).
+
+A query's judgment (`judge_query`): ToolEval's pre-check (lib/tooleval.py), else each assessment by
+the LLM judge (tooleval.llm_assessment through lib/llm_judge.py) or by the offline judge's rule
+(lib/offline_judge.py); each assessment's label, vote (an Unsure label decided by a seeded coin), and
+score; the majority and the mean score; the deterministic checks. A group (`judge_group`) resumes:
+query ids already judged by the same judge with the same evaluate_times are not judged again. The
+file is appended and read through lib.store: a line torn by a killed run is skipped, and cut before
+the next append instead of swallowing it.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lib import llm_judge, offline_judge, store, toolbench, tooleval, trajectory_checks
+
+
+class JudgeInputError(ValueError):
+    """A trajectory or query record that cannot be judged; names file, line, query id and field."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading trajectories and queries
+# --------------------------------------------------------------------------------------------
+REQUIRED_FIELDS = {"query_id": (int, str), "query": str, "finish_type": str, "final_answer": str,
+                   "steps": list}
+STEP_FIELDS = ("action", "action_input", "observation")
+
+
+def _bad(path, line, qid, field, why) -> JudgeInputError:
+    return JudgeInputError(f"{path}, line {line}, query_id {qid!r}: field '{field}' {why}")
+
+
+def read_trajectories(path: str | Path) -> list[dict]:
+    """One trajectory per line; raises JudgeInputError naming file, line, query id and field. A
+    query id twice in the file is refused (naming both lines): judging both would count the query
+    twice in the pass rate, judging one would silently pick a run."""
+    rows, first_line = [], {}
+    with open(path, encoding="utf-8") as fh:
+        for line_no, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as err:
+                torn = "" if text.endswith("\n") else (
+                    "; the last line is cut short: stage 03 was stopped mid-write, rerun it to "
+                    "finish the group")
+                raise _bad(path, line_no, None, "<line>",
+                           f"is not valid JSON ({err.msg}){torn}") from None
+            if not isinstance(rec, dict):
+                raise _bad(path, line_no, None, "<line>", "is not a JSON object")
+            qid = rec.get("query_id")
+            for field, kind in REQUIRED_FIELDS.items():
+                if field not in rec:
+                    raise _bad(path, line_no, qid, field, "is missing")
+                if not isinstance(rec[field], kind) or isinstance(rec[field], bool):
+                    raise _bad(path, line_no, qid, field, f"has type {type(rec[field]).__name__}")
+            for i, step in enumerate(rec["steps"]):
+                if not isinstance(step, dict):
+                    raise _bad(path, line_no, qid, f"steps[{i}]", "is not an object")
+                for field in STEP_FIELDS:
+                    if not isinstance(step.get(field, ""), str):
+                        raise _bad(path, line_no, qid, f"steps[{i}].{field}", "is not a string")
+            if str(qid) in first_line:
+                raise JudgeInputError(f"{path}: query_id {qid!r} appears twice, on lines "
+                                      f"{first_line[str(qid)]} and {line_no}; stage 04 judges each "
+                                      f"query once: remove one of the two lines")
+            first_line[str(qid)] = line_no
+            rows.append(rec)
+    return rows
+
+
+def load_queries(path: str | Path | None) -> dict[str, dict]:
+    """ToolBench test queries by str(query_id), read and checked by stage 03's reader; {} when the
+    file is absent."""
+    if path is None or not Path(path).exists():
+        return {}
+    return {str(q["query_id"]): q for q in toolbench.load_queries(path)}
+
+
+# --------------------------------------------------------------------------------------------
+# One query: its assessments, votes and scores
+# --------------------------------------------------------------------------------------------
+def judge_query(traj: dict, checks: dict, judge: llm_judge.LLMJudge | None, times: int, seed: int,
+                group: str) -> dict:
+    """All assessments of one query, the votes and both scores."""
+    pre = tooleval.precheck(traj)
+    assessments = []
+    for index in range(times):
+        if pre:
+            a = {"answer_status": "Unsolved", "task_status": "Solvable", "source": "precheck",
+                 "reason": pre, "calls": []}
+        elif judge is None:
+            status, reason = offline_judge.offline_answer_status(checks, None)
+            a = {"answer_status": status, "task_status": "Solvable", "source": "offline",
+                 "reason": reason, "calls": []}
+        else:
+            a = tooleval.llm_assessment(judge, traj, index)
+        a["label"] = tooleval.assessment_label(a["answer_status"], a["task_status"])
+        coin = tooleval.seeded_rng(seed, group, traj["query_id"], index)
+        a["vote"], a["coin"] = tooleval.vote(a["label"], coin)
+        assessments.append({"index": index, **a})
+    votes = [a["vote"] for a in assessments]
+    scores = [tooleval.SCORE[a["answer_status"]] for a in assessments]
+    return {"query_id": traj["query_id"], "group": group, "method": traj.get("method"),
+            "judge": judge.name if judge else offline_judge.OFFLINE, "evaluate_times": times,
+            "precheck": pre, "assessments": assessments,
+            "votes": {"pass": votes.count("pass"), "fail": votes.count("fail")},
+            "passed": tooleval.majority(votes), "scores": scores,
+            "score_mean": sum(scores) / len(scores),
+            "final_answer": traj["final_answer"], "checks": checks}
+
+
+# --------------------------------------------------------------------------------------------
+# A group: resume, judge, append
+# --------------------------------------------------------------------------------------------
+def read_judgments(path: Path, judge_name: str, times: int) -> dict[str, dict]:
+    """Judgments already written by this judge (same evaluate_times), by str(query_id). A torn last
+    line (a run killed mid-write) is no judgment: that query is judged again, and the next append
+    (lib.store) cuts the fragment. Reading never changes the file (it may be a reference's)."""
+    return {str(rec["query_id"]): rec for rec in store.read_jsonl(path)
+            if rec.get("judge") == judge_name and rec.get("evaluate_times") == times}
+
+
+def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_judge.LLMJudge | None,
+                times: int, seed: int, group: str, workers: int = 1) -> list[dict]:
+    """Judge every trajectory not yet in out_path (append-only); returns all, in input order."""
+    name = judge.name if judge else offline_judge.OFFLINE
+    done = read_judgments(out_path, name, times)
+    todo = [t for t in trajs if str(t["query_id"]) not in done]
+
+    def one(traj):
+        checks = trajectory_checks.deterministic_checks(traj, queries.get(str(traj["query_id"])))
+        return judge_query(traj, checks, judge, times, seed, group)
+
+    pool = ThreadPoolExecutor(workers) if judge is not None and workers > 1 else None
+    try:
+        with store.JsonlAppender(out_path) as out:
+            for rec in (pool.map(one, todo) if pool else map(one, todo)):
+                out.write(rec)
+                done[str(rec["query_id"])] = rec
+    finally:
+        if pool:                  # on an error, queries not yet started are not sent at all
+            pool.shutdown(cancel_futures=True)
+    return [done[str(t["query_id"])] for t in trajs]
