@@ -27,6 +27,8 @@ from typing import Any
 
 import yaml
 
+from lib import store
+
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
 
@@ -406,8 +408,6 @@ def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
     results of two different runs. Call it only after every setting and input of the stage has
     been validated, so a failing run never moves a finished one.
     """
-    from lib import store
-
     folder = output_dir(cfg) / name
     stamp, text = folder / "RUN_KEY.json", json.dumps(key, sort_keys=True, indent=1, default=str)
     if folder.exists() and any(folder.iterdir()) and (not stamp.exists() or stamp.read_text() != text):

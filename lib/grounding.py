@@ -17,8 +17,8 @@ echoed back by the API) are not evidence of a result and are skipped.
 
 A call's result counts only when the call is about the query: each of its required arguments is
 stated in the query or in an earlier observation (`stated_in`, same normalisation), so an answer that
-reports the weather of a city the user never asked about is not grounded. Used by lib/judge.py for
-every profile's offline judge, and by lib/first_step.py's "values from the query".
+reports the weather of a city the user never asked about is not grounded. Used by lib/trajectory_checks.py
+for every profile's offline judge, and by lib/first_step.py's "values from the query".
 """
 from __future__ import annotations
 

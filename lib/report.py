@@ -21,7 +21,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from lib import audit, config, contamination, judge, untrained
+from lib import audit, config, contamination, stats, untrained
 from lib.plots import stamp_figure
 from lib.series import (OFFLINE_NOTE, covered_groups, is_majority, is_offline, overall, overall_note,
                         weighted_mean)
@@ -35,7 +35,7 @@ def wilson(passed: int, n: int) -> tuple[float, float]:
     """Wilson score 95% interval for passed/n (stage 04's), in percent; 0-100 with no queries."""
     if n == 0:
         return (0.0, 100.0)
-    low, high = judge.wilson(passed, n)
+    low, high = stats.wilson(passed, n)
     return (100 * low, 100 * high)
 
 

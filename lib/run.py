@@ -107,8 +107,10 @@ def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     oldest_output = _oldest_mtime(outputs)
     if oldest_output is None:
         return False
-    # The shipped reference tables (data/*.csv) count too: editing one must refresh the figures.
+    # The code counts (lib's modules, the judge's prompt templates beside them), and so do the
+    # shipped reference tables (data/*.csv): editing one must refresh the figures.
     inputs = [Path(cfg["config_path"]), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.glob("*.py"),
+              *LIB_DIR.glob("*/*.txt"),
               *(config.ROOT / "data").glob("*.csv")]
     inputs += [out / o for s in previous for o in s.outputs]
     return _newest_mtime(inputs) < oldest_output

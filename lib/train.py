@@ -37,6 +37,7 @@ from transformers import TrainerCallback
 
 from lib import backends, config, learning_curve, paper, plots, store, toolbench
 from lib import model as model_lib
+from lib.progress import Progress
 
 
 
@@ -398,7 +399,6 @@ class StepProgress(TrainerCallback):
         self.log, self.every_s, self.progress, self.loss = log, every_s, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        from lib.progress import Progress
         self.progress = Progress("02 train step", state.max_steps, self.every_s, self.log,
                                  start_at=state.global_step)
 
