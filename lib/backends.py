@@ -6,7 +6,7 @@ picks the one `inference.backend` names.
 """
 from __future__ import annotations
 
-from lib import config, model as model_lib, tools
+from lib import config, keys, model as model_lib
 
 class Generation:
     __slots__ = ("text", "tokens", "truncated")
@@ -172,7 +172,7 @@ def make_backend(cfg: dict):
         if not inference_cfg["openai_base_url"] or not inference_cfg["openai_model"]:
             raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
         backend = OpenAIBackend(inference_cfg["openai_base_url"], inference_cfg["openai_model"],
-                                tools.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
+                                keys.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
                                 inference_cfg["temperature"], cfg["seed"])
         backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}"
         return backend

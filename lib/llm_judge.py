@@ -21,13 +21,12 @@ import email.utils
 import hashlib
 import json
 import math
-import os
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
 
-from lib import store, tooleval
+from lib import keys, store, tooleval
 
 
 class JudgeRequestError(RuntimeError):
@@ -63,13 +62,10 @@ def request_key(model: str, messages: list[dict], params: dict, index: int, atte
 
 
 def _api_key(jcfg: dict) -> str:
-    key = os.environ.get(jcfg["api_key_env"] or "")
-    if key:
-        return key
-    if "api.openai.com" in str(jcfg["base_url"] or "api.openai.com"):
-        raise JudgeRequestError(f"judge.kind is llm but the environment variable "
-                                f"{jcfg['api_key_env']!r} is not set (the key is read only from there)")
-    return "not-needed"         # local servers (vLLM, Ollama) accept any key
+    try:
+        return keys.endpoint_key(jcfg["api_key_env"], jcfg["base_url"], "judge.kind is llm")
+    except keys.MissingKey as err:
+        raise JudgeRequestError(str(err)) from None
 
 
 MAX_RETRY_AFTER_S = 120.0       # a longer Retry-After is waited this long, then asked again

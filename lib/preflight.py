@@ -36,7 +36,7 @@ import shutil
 import urllib.request
 from pathlib import Path
 
-from lib import config, data, inference, model as model_lib, paper, sample, toolbench, tools
+from lib import config, data, inference, keys, model as model_lib, paper, sample, toolbench, tools
 
 PROBE_TIMEOUT = 3.0
 GIB = 2 ** 30
@@ -538,10 +538,10 @@ def probe_virtual_server(cfg: dict) -> Row:
     """One StableToolBench call through the project's own client (lib.tools.VirtualToolEnv.probe,
     which stage 03 also runs before its first query)."""
     inference_cfg = cfg["inference"]
-    env = tools.VirtualToolEnv(inference_cfg["virtual_server_url"], tools.secret(inference_cfg["toolbench_key_env"], required=False),
+    env = tools.VirtualToolEnv(inference_cfg["virtual_server_url"], keys.secret(inference_cfg["toolbench_key_env"], required=False),
                                timeout=PROBE_TIMEOUT, retries=0)
     status, detail = env.probe(*_probe_api(cfg))
-    if status != "missing" and not os.environ.get(inference_cfg["toolbench_key_env"] or ""):
+    if status != "missing" and not keys.is_set(inference_cfg["toolbench_key_env"]):
         detail += f"; {inference_cfg['toolbench_key_env']} not set (fine for a local server)"
     return Row("tool environment", status, detail, "inference.virtual_server_url")
 
@@ -569,7 +569,7 @@ def tool_env_row(cfg: dict, probe: bool) -> Row:
     if kind == "rapidapi":
         var = inference_cfg["rapidapi_key_env"]
         # Never probed: a live call spends the user's quota. The key itself is never shown.
-        if os.environ.get(var or ""):
+        if keys.is_set(var):
             return Row(item, "ok", f"rapidapi: {var} is set (not probed: calls cost quota)", var)
         return Row(item, "missing", f"rapidapi: the environment variable {var} is not set",
                    f"{var} (environment variable named by inference.rapidapi_key_env)")
@@ -577,43 +577,43 @@ def tool_env_row(cfg: dict, probe: bool) -> Row:
                "inference.tool_env")
 
 
-def probe_endpoint(item: str, base_url: str, model: str, keys: dict) -> Row:
+def probe_endpoint(item: str, base_url: str, model: str, names: dict) -> Row:
     """GET {base_url}/models through the openai client: does it answer, and list `model`?
-    `keys` names what to set: {"url": ..., "model": ..., "secret": ...}."""
+    `names` says what to set: {"url": ..., "model": ..., "secret": ...}."""
     import openai
 
-    api_key = os.environ.get(keys["env"] or "") or "not-needed"
+    api_key = keys.secret(names["env"], required=False) or "not-needed"
     client = openai.OpenAI(base_url=base_url, api_key=api_key, timeout=PROBE_TIMEOUT, max_retries=0)
     try:
         ids = [m.id for m in client.models.list()]
     except openai.AuthenticationError:
-        return Row(item, "missing", f"{base_url} rejected the key (HTTP 401)", keys["secret"])
+        return Row(item, "missing", f"{base_url} rejected the key (HTTP 401)", names["secret"])
     except openai.APIStatusError as err:      # some servers have no /models: reachable, unverified
         return Row(item, "warn", f"{base_url} answered HTTP {err.status_code} to GET /models; "
-                   f"{model} not verified", keys["url"])
+                   f"{model} not verified", names["url"])
     except openai.APIError as err:            # connection refused, time-out, not JSON
-        return Row(item, "missing", f"{base_url} does not answer ({type(err).__name__})", keys["url"])
+        return Row(item, "missing", f"{base_url} does not answer ({type(err).__name__})", names["url"])
     if model in ids:
-        return Row(item, "ok", f"{base_url} answers and lists {model}", keys["model"])
+        return Row(item, "ok", f"{base_url} answers and lists {model}", names["model"])
     shown = ", ".join(ids[:8]) + (", ..." if len(ids) > 8 else "")
     return Row(item, "warn", f"{base_url} answers but does not list {model} (it lists: "
-               f"{shown or 'nothing'})", keys["model"])
+               f"{shown or 'nothing'})", names["model"])
 
 
 def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) -> Row:
     """judge.* or inference.openai_*: configured, keyed (OpenAI itself needs a key, local servers
     accept any; the key is never shown), answering."""
-    keys = {"url": f"{prefix}base_url", "model": f"{prefix}model", "env": key_env,
+    names = {"url": f"{prefix}base_url", "model": f"{prefix}model", "env": key_env,
             "secret": f"{key_env} (environment variable named by {prefix}api_key_env)"}
     if not base_url or not model:
-        return Row(item, "missing", f"{keys['url']} and {keys['model']} must both be set",
-                   f"{keys['url']} / {keys['model']}")
-    note = f"{key_env} is set" if os.environ.get(key_env or "") else f"{key_env} is not set"
-    if not os.environ.get(key_env or "") and "api.openai.com" in str(base_url):
-        return Row(item, "missing", f"{base_url} needs a key: {note}", keys["secret"])
+        return Row(item, "missing", f"{names['url']} and {names['model']} must both be set",
+                   f"{names['url']} / {names['model']}")
+    note = f"{key_env} is set" if keys.is_set(key_env) else f"{key_env} is not set"
+    if not keys.is_set(key_env) and "api.openai.com" in str(base_url):
+        return Row(item, "missing", f"{base_url} needs a key: {note}", names["secret"])
     if not probe:
-        return Row(item, "skip", f"{base_url} ({model}) not probed; {note}", keys["url"])
-    row = probe_endpoint(item, base_url, model, keys)
+        return Row(item, "skip", f"{base_url} ({model}) not probed; {note}", names["url"])
+    row = probe_endpoint(item, base_url, model, names)
     row.detail += f"; {note}"
     return row
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import http.client
 import json
-import os
 import socket
 import time
 import urllib.error
@@ -24,7 +23,7 @@ import urllib.parse
 import urllib.request
 from pathlib import Path
 
-from lib import config
+from lib import config, keys
 from lib.toolbench import change_name, standardize_name
 
 
@@ -391,14 +390,6 @@ class RapidApiToolEnv(ToolEnv):
         return "ok", f"RapidAPI: key set, {host} accepts connections (not called: calls cost quota)"
 
 
-def secret(env_var: str | None, required: bool = True) -> str:
-    """A key from the environment variable the config names (never from the config itself)."""
-    value = os.environ.get(env_var or "", "")
-    if required and not value:
-        raise RuntimeError(f"set the environment variable {env_var} (named in the config) to your key")
-    return value
-
-
 def make_env(cfg: dict) -> ToolEnv:
     """The environment the profile's inference.tool_env names."""
     inference_cfg = cfg["inference"]
@@ -407,8 +398,8 @@ def make_env(cfg: dict) -> ToolEnv:
     if kind == "offline":
         return OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
     if kind == "virtual":
-        return VirtualToolEnv(inference_cfg["virtual_server_url"], secret(inference_cfg["toolbench_key_env"], required=False),
+        return VirtualToolEnv(inference_cfg["virtual_server_url"], keys.secret(inference_cfg["toolbench_key_env"], required=False),
                               timeout=timeout)
     if kind == "rapidapi":
-        return RapidApiToolEnv(toolenv / "tools", secret(inference_cfg["rapidapi_key_env"]), timeout=timeout)
+        return RapidApiToolEnv(toolenv / "tools", keys.secret(inference_cfg["rapidapi_key_env"]), timeout=timeout)
     raise ValueError(f"inference.tool_env must be offline, virtual or rapidapi, got '{kind}'")

@@ -103,12 +103,17 @@ def test_rapidapi_request_is_built_from_the_docs(toolenv):
 
 
 def test_secret_comes_from_env(monkeypatch):
+    from lib import keys
     monkeypatch.setenv("MY_TEST_KEY", "k")
-    assert tools.secret("MY_TEST_KEY") == "k"
+    assert keys.secret("MY_TEST_KEY") == "k" and keys.is_set("MY_TEST_KEY")
+    assert keys.endpoint_key("MY_TEST_KEY", None, "x") == "k"
     monkeypatch.delenv("MY_TEST_KEY")
-    with pytest.raises(RuntimeError, match="MY_TEST_KEY"):
-        tools.secret("MY_TEST_KEY")
-    assert tools.secret("MY_TEST_KEY", required=False) == ""
+    with pytest.raises(keys.MissingKey, match="MY_TEST_KEY"):
+        keys.secret("MY_TEST_KEY")
+    assert keys.secret("MY_TEST_KEY", required=False) == "" and not keys.is_set("MY_TEST_KEY")
+    with pytest.raises(keys.MissingKey, match="needs it but the environment variable 'MY_TEST_KEY'"):
+        keys.endpoint_key("MY_TEST_KEY", "https://api.openai.com/v1", "needs it")
+    assert keys.endpoint_key("MY_TEST_KEY", "http://127.0.0.1:8000/v1", "x") == "not-needed"
 
 
 def test_offline_observations_are_what_the_training_conversations_hold(tmp_path):
