@@ -21,7 +21,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import config, data, first_step, inference, judge, train  # noqa: E402
+from lib import config, data, first_step, inference, judge, train, untrained  # noqa: E402
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -47,7 +47,7 @@ def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     data.prepare(cfg)
     summary = train.run(cfg, log=quiet)
     inferred = inference.run(cfg, log=quiet)
-    first = first_step.run(cfg)
+    first = first_step.run(cfg, untrained.first_turns(cfg))
     judge.run(cfg, log=quiet)
     with open(Path(cfg["output_dir"]) / "pass_rate.csv") as fh:
         rows = {(r["aggregation"], r["group"]): r for r in csv.DictReader(fh)}

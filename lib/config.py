@@ -10,6 +10,8 @@ A profile may start with `extends: <profile>` (a name in configs/, or a .yaml pa
 file): the base is loaded first (it may extend another), and the file's keys are merged over it:
 mappings key by key, anything else (lists, scalars, null) replaced whole. So a profile holds only
 what differs from its base. `--set KEY=VALUE` arguments become overrides through `parse_overrides`.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -17,6 +17,8 @@ Output: TRL's conversational prompt-completion examples, the completion an assis
                   (completion_only_loss: false), where the prefix records would repeat the same text.
 With completion_only_loss (the paper profile), the loss is on the completion only, so the long system
 prompt with its function list is context, not target.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -12,12 +12,14 @@ assistant turn of a query is *correct* when all four hold:
 
 Stage 03 reports it per group for the fine-tuned model (from the trajectories) and for the same
 model before training (its first turn alone), so the table says what fine-tuning taught.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 
 import json
 
-from lib import backends, config, grounding, inference, store, toolbench, untrained
+from lib import backends, config, grounding, inference, store, toolbench
 
 CRITERIA = ("parses", "names_function", "has_required", "values_from_query")
 
@@ -86,19 +88,11 @@ def untrained_turns(cfg: dict, queries: list, path) -> dict:
     return done
 
 
-def untrained_run_turns(cfg: dict) -> dict:
-    """{(group, query_id): first turn} from the untrained model's full run (lib/untrained.py), when
-    stage 03 made one: the same first turns its pass rate comes from."""
-    folder = untrained.output_dir(cfg) / "trajectories"
-    paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
-    if not untrained.enabled(cfg) or not all(p.exists() for p in paths):
-        return {}
-    return {(l["group"], str(l["query_id"])): first_turn(l) for p in paths for l in inference.read_trajectories(p)}
-
-
-def run(cfg: dict) -> dict:
+def run(cfg: dict, untrained_first: dict | None = None) -> dict:
     """first_step.json: per group and overall, the criteria's rates for the fine-tuned model (first
-    turn of each trajectory) and, with the hf backend, for the untrained one on the same queries."""
+    turn of each trajectory) and, with the hf backend, for the untrained one on the same queries:
+    `untrained_first` ({(group, query_id): turn}, lib.untrained.first_turns: the untrained run's
+    own), the missing ones generated here."""
     out = config.output_dir(cfg)
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     lines, queries, docs = {}, [], inference.tool_docs(cfg)
@@ -110,7 +104,7 @@ def run(cfg: dict) -> dict:
         lines[group] = [(l, by_id[str(l["query_id"])]) for l in inference.read_trajectories(path)]
         queries += [toolbench.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
     compare = cfg["inference"]["backend"] == "hf"
-    untrained = untrained_run_turns(cfg) if compare else {}
+    untrained = dict(untrained_first or {}) if compare else {}
     if compare and any((q.group, str(q.query_id)) not in untrained for q in queries):
         untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl")
     report, pooled = {"criteria": list(CRITERIA), "groups": {}}, {"trained": [], "untrained": []}

@@ -40,11 +40,10 @@ killed run is skipped, and cut before the next append instead of swallowing it.
 """
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
-from lib import config, judgments, llm_judge, offline_judge, stats, store, tooleval, win_rate
+from lib import config, judgments, llm_judge, offline_judge, stats, store, tables, tooleval, win_rate
 
 
 # --------------------------------------------------------------------------------------------
@@ -187,16 +186,8 @@ def _fmt(value) -> str:
 
 
 def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_fmt(r.get(c)) for c in columns) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def _write_csv(path: Path, rows: list[dict], columns: list[str]) -> None:
-    with open(path, "w", newline="", encoding="utf-8") as fh:
-        writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
-        writer.writeheader()
-        writer.writerows(rows)
+    """Stage 04's rows (dicts) as a Markdown table of `columns`, numbers to 2 decimals."""
+    return tables.pipe_table(columns, [[_fmt(r.get(c)) for c in columns] for r in rows])
 
 
 def caption(judge_name: str, times: int, stamp: str | None) -> str:
@@ -291,17 +282,17 @@ def _run(cfg: dict, log):
 
     # Tables: pass rate (both aggregations), deterministic checks, agreement.
     rows = pass_rate_rows(judged, name, times)
-    _write_csv(out / "pass_rate.csv", rows, CSV_COLUMNS)
+    tables.write_csv(out / "pass_rate.csv", rows, CSV_COLUMNS)
     (out / "pass_rate.md").write_text(
         pass_rate_markdown(rows, name, times, cfg.get("stamp"), notes), encoding="utf-8")
     check_rows = checks_rows(judged)
-    _write_csv(out / "checks.csv", check_rows, CHECK_COLUMNS)
+    tables.write_csv(out / "checks.csv", check_rows, CHECK_COLUMNS)
 
     # Win rate against a reference method, when one is configured.
     win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if jcfg["win_rate_reference"]
                 else [])
     if win_rows:
-        _write_csv(out / "win_rate.csv", win_rows, win_rate.WIN_COLUMNS)
+        tables.write_csv(out / "win_rate.csv", win_rows, win_rate.WIN_COLUMNS)
 
     summary = {"judge": name, "kind": jcfg["kind"], "evaluate_times": times, "stamp": cfg.get("stamp"),
                "selection": selection, "no_queries": [g for g in groups if not judged[g]],

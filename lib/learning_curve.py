@@ -8,6 +8,8 @@ completes them greedily and each completion is scored by lib/first_step.py's cri
 functions its own prompt lists. Lines go to learning_curve.jsonl (append-only; a resumed run forgets
 the points after its checkpoint, as train_log.jsonl does) and the figure to
 figures/learning_curve.png.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

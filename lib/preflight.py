@@ -26,6 +26,8 @@ probe=False). The rows, top to bottom:
 
 The check is read-only: it creates and modifies nothing (a hub model not in the cache is looked up
 over HTTP, not downloaded), and each network probe times out after PROBE_TIMEOUT seconds.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -11,6 +11,8 @@ newer than its inputs (the profile, its notebook, the lib code and the previous 
 skipped unless --force; a failing stage stops the run naming the notebook and the failing cell, and
 counts as not done however much it wrote. What the notebooks print goes to the terminal as well
 (the long stages print a progress line every 30 s).
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

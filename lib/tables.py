@@ -1,8 +1,9 @@
-"""How stage 05 writes a table: CSV files in and out, Markdown tables, group labels, number formats.
+"""How the project writes a table: CSV files in and out, Markdown tables, group labels, numbers.
 
-A leaf shared by the report (Tables 1 and 2, lib/report.py), the claim audit (lib/audit.py) and the
-contamination check (lib/contamination.py): what their tables hold is theirs, how every one of them
-prints is here, so all of stage 05's files look alike.
+A leaf shared by stage 04 (lib/judge.py's pass-rate, checks and win-rate tables) and stage 05 (the
+report, lib/report.py; the claim audit, lib/audit.py; the contamination check,
+lib/contamination.py): what their tables hold is theirs, how every one of them prints is here, so
+all the project's table files look alike.
 """
 from __future__ import annotations
 
@@ -24,14 +25,19 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
+def pipe_table(header: list[str], rows: list[list[str]]) -> str:
+    """The Markdown pipe table itself: a header row, the rule, a row per list of cells."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
 def markdown_table(title: str, caption: list[str], header: list[str], rows: list[list[str]],
                    stamp: str | None) -> str:
     """A titled Markdown table under its caption lines, the profile's stamp above it (if any)."""
     out = [f"**{stamp}**", ""] if stamp else []
     out += [f"### {title}", "", *[f"_{line}_  " for line in caption], ""]
-    out += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out) + "\n"
+    return "\n".join(out) + "\n" + pipe_table(header, rows) + "\n"
 
 
 def read_csv(path: Path) -> list[dict]:

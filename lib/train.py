@@ -23,6 +23,8 @@ Single process: `python -m lib.train --profile smoke` (the notebook calls `run`)
 Several GPUs, same code: `accelerate launch --num_processes 4 -m lib.train --profile paper`
 (per_device_train_batch_size and gradient_accumulation_steps are per process: with 4 GPUs use
 gradient_accumulation_steps=1 to keep the paper's effective batch of 32).
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

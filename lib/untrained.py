@@ -13,7 +13,7 @@ import copy
 import json
 from pathlib import Path
 
-from lib import backends, config, inference, judge
+from lib import backends, config, first_step, inference, judge
 
 FOLDER = "untrained"
 
@@ -56,3 +56,14 @@ def judge_run(cfg: dict, log=print):
 
 def pass_rate_path(cfg: dict) -> Path:
     return output_dir(cfg) / "pass_rate.csv"
+
+
+def first_turns(cfg: dict) -> dict:
+    """{(group, query_id): first turn} from the untrained model's full run, when stage 03 made one:
+    the same first turns its pass rate comes from (lib.first_step.run compares them)."""
+    folder = output_dir(cfg) / "trajectories"
+    paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
+    if not enabled(cfg) or not all(p.exists() for p in paths):
+        return {}
+    return {(l["group"], str(l["query_id"])): first_step.first_turn(l)
+            for p in paths for l in inference.read_trajectories(p)}
