@@ -242,7 +242,7 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
 
 
 def _paper_steps_line(steps: dict | None, stated: int, examples: int, batch: int) -> dict:
-    """The paper's stated steps against train_summary's lib.train.paper_steps(): older Trainers ran
+    """The paper's stated steps against train_summary's lib.paper.epoch_steps(): older Trainers ran
     floor(batches / accumulation) steps, today's (transformers >= 4.46) keep the partial last one."""
     claim = f"paper's steps at batch {batch} (train_summary.paper_steps_at_batch_32)"
     rule = f"stated steps equal floor or ceil of {examples:,} / {batch}"

@@ -77,7 +77,7 @@ def one_of(*choices, null: bool = False) -> Leaf:
 
 
 STR, BOOL, LIST = Leaf((str,)), Leaf((bool,)), Leaf((list,))
-INT, NUM = Leaf((int,)), Leaf((float,))
+INT = Leaf((int,))
 COUNT, POSITIVE = Leaf((int,), low=0), Leaf((int,), low=1)
 SHARE = Leaf((float,), low=0)
 

@@ -37,7 +37,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import backends, config, learning_curve, paper, plots, store, toolbench
+from lib import config, format_check, learning_curve, paper, plots, store
 from lib import model as model_lib
 from lib.progress import Progress
 
@@ -69,7 +69,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # Tokenizer and model (the tiny one is initialised from the seed just set).
     tokenizer = model_lib.load_tokenizer(cfg)
     model = model_lib.load_model(cfg, tokenizer)
-    untrained_rate = format_rate(model, tokenizer, heldout, cfg)
+    untrained_rate = format_check.format_rate(model, tokenizer, heldout, cfg)
 
     # Training arguments: the profile's SFTConfig, with what this machine can do.
     args, precision = sft_config(cfg, log=log)
@@ -79,7 +79,8 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     dev = learning_curve.dev_prompts(heldout) if cfg["format_check"].get("curve_points") else []
     max_new = cfg["format_check"]["max_new_tokens"]
     curve = [learning_curve.LearningCurve(
-        out / "learning_curve.jsonl", lambda m, prompts: generate(m, tokenizer, prompts, max_new), dev,
+        out / "learning_curve.jsonl",
+        lambda m, prompts: format_check.generate(m, tokenizer, prompts, max_new), dev,
         int(cfg["format_check"]["curve_points"]), log)] if dev else []
     trainer = make_trainer(cfg, model, tokenizer, dataset, args,
                            [JsonlLogger(out / "train_log.jsonl"), StepProgress(log), *curve, *(callbacks or [])])
@@ -116,7 +117,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     model_lib.save(trained, tokenizer, out / "model")
 
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
-    trained_rate = format_rate(trained, tokenizer, heldout, cfg)
+    trained_rate = format_check.format_rate(trained, tokenizer, heldout, cfg)
     records = store.read_jsonl(out / "train_log.jsonl")
     plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.get("stamp"))
     dev_curve = store.read_jsonl(out / "learning_curve.jsonl")
@@ -146,7 +147,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "lora": bool(cfg.get("lora")),
         "resumed_from": last,
         "paper_examples": paper.number("train_examples"),
-        "paper_steps_at_batch_32": paper_steps(),
+        "paper_steps_at_batch_32": paper.epoch_steps(),
         "format_rate_trained": trained_rate,
         "format_rate_untrained": untrained_rate,
         # First-step accuracy on the dev split at a few steps (learning_curve.jsonl); [] without one.
@@ -306,7 +307,7 @@ def planned_steps(args, examples: int) -> int:
     """The optimizer step this run trains to: max_steps, or num_train_epochs of the data."""
     if args.max_steps and args.max_steps > 0:
         return args.max_steps
-    per_epoch = steps_per_epoch(examples, args.per_device_train_batch_size,
+    per_epoch = paper.steps_per_epoch(examples, args.per_device_train_batch_size,
                                 args.gradient_accumulation_steps, args.world_size)["ceil"]
     return math.ceil(per_epoch * args.num_train_epochs)
 
@@ -340,7 +341,7 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
 
 def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
     """Tokens seen in `steps` optimizer steps, from the tokens of one pass over the data."""
-    per_epoch = steps_per_epoch(examples, args.per_device_train_batch_size,
+    per_epoch = paper.steps_per_epoch(examples, args.per_device_train_batch_size,
                                 args.gradient_accumulation_steps, args.world_size)["ceil"]
     return epoch_tokens * steps / max(per_epoch, 1)
 
@@ -438,50 +439,7 @@ def plot_curves(records: list[dict], png, stamp: str | None = None) -> Path:
 
 
 # ---------------------------------------------------------------------------------------------
-# Format check and the paper's arithmetic
-
-
-def parses(text: str) -> bool:
-    """True if text is a usable Thought / Action / Action Input step, by ToolBench's step parser
-    (the one stage 03 runs on every generated turn), so train and inference agree on 'parses'."""
-    return toolbench.parse_step(text).error is None
-
-
-def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
-             batch_size: int = 8) -> list[str]:
-    """Greedy completions of chat prompts by stage 03's own generation path (lib.backends'
-    HFBackend: left-padded batches, cut at the next turn), so the format check and the learning
-    curve judge what inference will produce."""
-    side = tokenizer.padding_side
-    backend = backends.HFBackend(model, tokenizer, max_new_tokens, temperature=0, seed=0)
-    try:
-        return [g.text for i in range(0, len(prompts), batch_size)
-                for g in backend.generate(prompts[i:i + batch_size])]
-    finally:
-        tokenizer.padding_side = side     # training pads on its own side
-
-
-def format_rate(model, tokenizer, heldout, cfg: dict) -> float | None:
-    """Share of held-out prompts whose greedy completion parses as a ReAct step (None: no slice)."""
-    if len(heldout) == 0:
-        return None
-    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
-    return round(sum(parses(t) for t in texts) / len(texts), 4)
-
-
-def steps_per_epoch(examples: int, batch: int, accum: int, processes: int = 1) -> dict:
-    """Optimizer steps for one epoch: floor (older Trainers, len//accum) and ceil (transformers 5)."""
-    batches = math.ceil(examples / (batch * processes))
-    return {"floor": batches // accum, "ceil": math.ceil(batches / accum)}
-
-
-def paper_steps() -> dict:
-    """One epoch of the paper's data at its batch (data/paper_claims.csv), floor and ceil, beside
-    the steps it states; `examples` is the paper's example count."""
-    examples, batch = paper.number("train_examples"), paper.number("per_device_train_batch_size")
-    accum = paper.number("gradient_accumulation_steps")
-    return {**steps_per_epoch(examples, batch, accum), "paper": paper.number("stated_steps"),
-            "examples": examples, "examples_over_32": round(examples / (batch * accum), 2)}
+# Held-out samples for the notebook
 
 
 def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
@@ -492,8 +450,9 @@ def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
     tokenizer = AutoTokenizer.from_pretrained(str(folder))
     model = AutoModelForCausalLM.from_pretrained(str(folder))
     heldout = load_data(cfg)[1].select(range(min(n, int(cfg["format_check"]["heldout"] or 0))))
-    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
-    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": parses(t),
+    texts = format_check.generate(model, tokenizer, list(heldout["prompt"]),
+                                  cfg["format_check"]["max_new_tokens"])
+    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": format_check.parses(t),
              "reference": c[0]["content"]}
             for p, c, t in zip(heldout["prompt"], heldout["completion"], texts)]
 

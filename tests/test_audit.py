@@ -97,15 +97,15 @@ def test_audit_reads_our_outputs(tmp_path):
 
 
 def paper_steps_line(tmp_path, stated=None) -> dict:
-    """audit_ours' row for train_summary.json as stage 02 writes it (lib.train.paper_steps())."""
-    from lib import train
+    """audit_ours' row for train_summary.json as stage 02 writes it (lib.paper.epoch_steps())."""
+    from lib import paper
 
     cfg = load_cfg(tmp_path, profile="paper")
     out = Path(cfg["output_dir"])
     out.mkdir(parents=True)
     (out / "train_summary.json").write_text(json.dumps({
         "examples": 187542, "effective_batch": 32, "optimizer_steps": 5861,
-        "paper_steps_at_batch_32": train.paper_steps()}))
+        "paper_steps_at_batch_32": paper.epoch_steps()}))
     claims = read_claims(ROOT / "data/paper_claims.csv")
     for c in claims:
         if stated and c["claim"] == "stated_steps":

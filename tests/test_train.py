@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib import config, model as model_lib, store, train
+from lib import config, model as model_lib, paper, store, train
 
 SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
           "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
@@ -74,13 +74,6 @@ class CrashAfter(TrainerCallback):
     def on_log(self, args, state, control, logs=None, **kwargs):
         if state.global_step == self.step:
             raise Crash(f"killed after step {self.step}")
-
-
-def test_paper_step_arithmetic():
-    steps = train.paper_steps()
-    # 187,542 / 8 -> 23,443 batches; / 4 -> 5,860.75: floor is the paper's 5,860, ceil today's Trainer.
-    assert (steps["floor"], steps["ceil"], steps["paper"]) == (5860, 5861, 5860)
-    assert train.steps_per_epoch(100, 8, 4) == {"floor": 3, "ceil": 4}
 
 
 def test_train_section_is_sftconfig_verbatim(cfg, tmp_path):
@@ -177,7 +170,7 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     out = config.path(cfg, cfg["output_dir"])
     log = store.read_jsonl(out / "train_log.jsonl")
     steps = summary["optimizer_steps"]
-    assert steps == train.steps_per_epoch(24, 4, 1)["ceil"] == 6
+    assert steps == paper.steps_per_epoch(24, 4, 1)["ceil"] == 6
     assert [r["step"] for r in log] == list(range(1, steps + 1))
     assert summary["examples"] == 24 and summary["heldout_examples"] == 4
     assert (out / "model" / "model.safetensors").exists() and (out / "figures" / "loss_curve.png").exists()
@@ -274,15 +267,6 @@ def test_checkpoints_of_another_config_are_set_aside_not_deleted(cfg):
     assert len(aside) == 3
     assert sum((p / "checkpoint-2").is_dir() for p in aside) == 1
     assert sum((p / "train_log.jsonl").exists() for p in aside) == 1
-
-
-def test_parses_thought_action_input():
-    good = '\nThought: look it up\nAction: get_weather_for_meteo\nAction Input: {"city": "Paris"}'
-    assert train.parses(good)
-    assert not train.parses("Thought: hmm\nAction: get_weather_for_meteo")
-    assert not train.parses('Thought: t\nAction: f\nAction Input: {"a": ')
-    assert not train.parses('Thought: t\nAction: f\nAction Input: [1, 2]')
-    assert not train.parses("Thought: Thought: Thought: the the the")
 
 
 def test_hub_model_unreachable_says_how_to_point_at_a_local_copy(monkeypatch):
@@ -384,11 +368,3 @@ def test_identifier_pretokenizer_keeps_function_names_whole(pretokenize, pieces)
     assert tokenizer.decode(ids) == texts[0]
     with pytest.raises(ValueError, match="tokenizer_pretokenize"):
         model_lib.train_tokenizer(texts, 400, "words")
-
-
-def test_the_paper_constants_come_from_the_claims_file():
-    from lib import paper
-    assert paper.number("train_examples") == 187542 and paper.number("stated_steps") == 5860
-    assert train.paper_steps()["examples"] == paper.number("train_examples")
-    with pytest.raises(KeyError, match="paper_claims.csv: no claim 'nope'"):
-        paper.number("nope")
