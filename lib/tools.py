@@ -14,14 +14,13 @@ run whose environment fails, and checks the environment (`check_env`) before its
 """
 from __future__ import annotations
 
-import http.client
 import json
 import socket
 import time
-import urllib.error
 import urllib.parse
-import urllib.request
 from pathlib import Path
+
+import httpx
 
 from lib import config, keys
 from lib.toolbench import change_name, standardize_name
@@ -127,6 +126,15 @@ class ToolEnv:
         The arguments name an API to try (the first test query's, a call the server knows)."""
         return "ok", f"{self.name} tool environment"
 
+    def close(self) -> None:
+        """Release what the environment holds (the HTTP environments' open connections)."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
     def _answered(self, text: str, transport: bool = False) -> str:
         """Record the outcome of a call whose observation is `text` and pass `text` on."""
         self.last_outcome = TRANSPORT_ERROR if transport else API_ERROR if json.loads(text)["error"] else OK
@@ -231,30 +239,50 @@ def retry_wait(retry_after, attempt: int) -> float:
     return min(max(wait, 0.0), MAX_RETRY_AFTER_S)
 
 
-def _send(request, timeout: float, service: str, retries: int = RETRIES,
+def _client(timeout: float) -> httpx.Client:
+    """An environment's HTTP client: `timeout` s for connecting and for each read and write;
+    redirects followed; any other status comes back as a response (_send sorts them)."""
+    return httpx.Client(timeout=timeout, follow_redirects=True)
+
+
+def _send(client: httpx.Client, request: dict, timeout: float, service: str, retries: int = RETRIES,
           sleep=time.sleep) -> tuple[str, str | None, int]:
-    """(reply text, None, 200), or ("", an error observation, HTTP status) when `service` answers an
-    error, status 0 when nothing answers in `timeout` s. HTTP 429 and 502-504 (busy, temporarily
-    down) are retried up to `retries` times, waiting as Retry-After asks (`sleep`: tests inject it)."""
+    """(reply text, None, its 2xx status), or ("", an error observation, HTTP status) when `service`
+    answers an error, status 0 when nothing answers in `timeout` s (`client`'s time-out). `request`
+    is {method, url, headers, body}. HTTP 429 and 502-504 (busy, temporarily down) are retried up to
+    `retries` times, waiting as Retry-After asks (`sleep`: tests inject it)."""
     for attempt in range(retries + 1):
         try:
-            with urllib.request.urlopen(request, timeout=timeout) as reply:
-                return reply.read().decode("utf-8", errors="replace"), None, 200
-        except urllib.error.HTTPError as err:
-            err.close()
-            if err.code in (429, 502, 503, 504) and attempt < retries:
-                sleep(retry_wait(err.headers.get("Retry-After"), attempt))
-                continue
-            return "", observation(error=f"{service} answered HTTP {err.code}"), err.code
-        except (urllib.error.URLError, http.client.HTTPException, OSError) as err:
-            why = getattr(err, "reason", err)
-            if isinstance(why, TimeoutError):
-                return "", observation(error=f"{service} gave no answer within {timeout:g} s"), 0
-            detail = f": {why}" if isinstance(err, urllib.error.URLError) else ""
+            reply = client.request(request["method"], request["url"], headers=request.get("headers"),
+                                   content=request.get("body"))
+        except httpx.TimeoutException:
+            return "", observation(error=f"{service} gave no answer within {timeout:g} s"), 0
+        except (httpx.RequestError, httpx.InvalidURL) as err:    # refused, reset, no route, bad url
+            detail = f": {err}" if str(err) else ""
             return "", observation(error=f"{service} unreachable ({type(err).__name__}{detail})"), 0
+        if reply.is_success:
+            return reply.content.decode("utf-8", errors="replace"), None, reply.status_code
+        if reply.status_code in (429, 502, 503, 504) and attempt < retries:
+            sleep(retry_wait(reply.headers.get("Retry-After"), attempt))
+            continue
+        return "", observation(error=f"{service} answered HTTP {reply.status_code}"), reply.status_code
 
 
-class VirtualToolEnv(ToolEnv):
+class _HttpToolEnv(ToolEnv):
+    """An environment over HTTP: one client, made with the environment's time-out, for all its calls
+    (it keeps connections open for the next call); closed by close(), or when the environment goes."""
+
+    client = None
+
+    def close(self):
+        if self.client is not None:
+            self.client.close()
+
+    def __del__(self):
+        self.close()
+
+
+class VirtualToolEnv(_HttpToolEnv):
     """StableToolBench's virtual API server (server/main.py there).
 
     Request: HTTP POST to `url` (e.g. http://HOST:8080/virtual), JSON body
@@ -276,6 +304,7 @@ class VirtualToolEnv(ToolEnv):
                  retries: int = RETRIES, sleep=time.sleep):
         self.url, self.key, self.strip, self.timeout = url, toolbench_key or "", strip, timeout
         self.retries, self.sleep = retries, sleep
+        self.client = _client(timeout)
 
     def payload(self, category, tool_name, api_name, arguments) -> dict:
         return {"category": category, "tool_name": standardize_name(tool_name),
@@ -284,10 +313,9 @@ class VirtualToolEnv(ToolEnv):
                 "toolbench_key": self.key}
 
     def _post(self, category, tool_name, api_name, arguments) -> tuple[str, str | None, int]:
-        body = json.dumps(self.payload(category, tool_name, api_name, arguments)).encode()
-        request = urllib.request.Request(self.url, data=body, method="POST",
-                                         headers={"Content-Type": "application/json"})
-        return _send(request, self.timeout, "virtual API server", self.retries, self.sleep)
+        request = {"method": "POST", "url": self.url, "headers": {"Content-Type": "application/json"},
+                   "body": json.dumps(self.payload(category, tool_name, api_name, arguments)).encode()}
+        return _send(self.client, request, self.timeout, "virtual API server", self.retries, self.sleep)
 
     def call(self, category, tool_name, api_name, arguments):
         text, failed, _ = self._post(category, tool_name, api_name, arguments)
@@ -317,7 +345,7 @@ class VirtualToolEnv(ToolEnv):
         return "missing", f"{at}: {error}; start StableToolBench's server or set inference.virtual_server_url"
 
 
-class RapidApiToolEnv(ToolEnv):
+class RapidApiToolEnv(_HttpToolEnv):
     """Live RapidAPI calls built from the tool documents (url, method, parameter names).
 
     GET parameters go in the query string, other methods send them as a JSON body; the key travels
@@ -330,6 +358,7 @@ class RapidApiToolEnv(ToolEnv):
                  sleep=time.sleep):
         self.docs = load_tool_docs(tools_dir)
         self.key, self.timeout, self.retries, self.sleep = rapidapi_key, timeout, retries, sleep
+        self.client = _client(timeout)
 
     def build_request(self, tool_name, api_name, arguments) -> dict:
         """{method, url, headers, body} of the call, or raise KeyError for an unknown API."""
@@ -361,9 +390,7 @@ class RapidApiToolEnv(ToolEnv):
             spec = self.build_request(tool_name, api_name, arguments)
         except KeyError as err:
             return self._answered(observation(error=str(err.args[0])))
-        request = urllib.request.Request(spec["url"], data=spec["body"], method=spec["method"],
-                                         headers=spec["headers"])
-        text, failed, status = _send(request, self.timeout, "RapidAPI", self.retries, self.sleep)
+        text, failed, status = _send(self.client, spec, self.timeout, "RapidAPI", self.retries, self.sleep)
         if failed:     # a 4xx other than 429 is the API's answer (bad parameters, not subscribed)
             return self._answered(failed, transport=not 400 <= status < 500 or status == 429)
         try:

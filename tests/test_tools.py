@@ -176,7 +176,7 @@ def test_virtual_outcomes_tell_transport_errors_from_api_errors():
         assert "HTTP 404" in obs(wrong.call("Data", "t", "fine", {}))["error"]
         assert wrong.last_outcome == "transport_error"
     dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
-    assert "unreachable (URLError" in obs(dead.call("a", "b", "c", {}))["error"]
+    assert "unreachable (ConnectError" in obs(dead.call("a", "b", "c", {}))["error"]
     assert dead.last_outcome == "transport_error"
 
 
@@ -235,6 +235,27 @@ def test_rapidapi_4xx_is_an_api_error_5xx_and_429_transport(tmp_path):
         assert env.last_outcome == "ok" and len(waits) == tools.RETRIES      # only the 429 waited
         env.call("Weather", "W", "Nope", {})
         assert env.last_outcome == "api_error"                              # not documented
+
+
+def test_rapidapi_call_sends_what_build_request_built(tmp_path):
+    (tmp_path / "tools" / "W").mkdir(parents=True)
+    with LoopbackServer(lambda path, headers, body: (200, {"path": path, "body": body})) as server:
+        (tmp_path / "tools" / "W" / "w.json").write_text(json.dumps({"tool_name": "W", "api_list": [
+            {"name": "Now", "url": server.url + "/now/{city}", "method": "GET",
+             "required_parameters": [{"name": "city"}], "optional_parameters": [{"name": "Max Days"}]},
+            {"name": "Post", "url": server.url + "/post", "method": "POST", "required_parameters": [],
+             "optional_parameters": [{"name": "Text Body"}]}]}))
+        env = tools.RapidApiToolEnv(tmp_path / "tools", "secret-key")
+        out = obs(env.call("W", "W", "Now", {"city": "São Paulo", "max_days": "2 or 3"}))
+        assert out["response"] == {"path": "/now/S%C3%A3o%20Paulo?Max+Days=2+or+3", "body": None}
+        assert env.last_outcome == "ok"
+        _, headers, _ = server.requests[0]
+        assert headers["X-RapidAPI-Key"] == "secret-key" and headers["X-RapidAPI-Host"] == server.url[7:]
+        assert headers.get("Content-Type") is None
+        out = obs(env.call("W", "W", "Post", {"text_body": "hi"}))
+        assert out["response"] == {"path": "/post", "body": {"Text Body": "hi"}}
+        assert server.requests[1][1]["Content-Type"] == "application/json"
+        env.close()
 
 
 def test_check_env_probes_each_kind(tmp_path, toolenv):
