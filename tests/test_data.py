@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, data, sample
+from lib import config, data, sample, sample_world
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
@@ -292,9 +292,9 @@ def test_sample_options_come_from_the_profile(tmp_path):
 def test_invented_values_make_training_values_unguessable_and_leave_the_test_queries_alone(tmp_path):
     plain = sample.generate(tmp_path / "plain", seed=11, train_queries=40, queries_per_group=3)
     sample.generate(tmp_path / "inv", seed=11, train_queries=40, queries_per_group=3, invented_values=1.0)
-    listed = {str(v) for pool in (sample.CITIES, sample.NEW_CITIES, sample.CURRENCIES, sample.SYMBOLS,
-                                  sample.COINS, sample.LEAGUES, sample.PLAYERS, sample.MOVIES,
-                                  sample.INGREDIENTS, sample.FOODS, sample.WORDS, sample.FLIGHTS,
+    w = sample_world
+    listed = {str(v) for pool in (w.CITIES, w.NEW_CITIES, w.CURRENCIES, w.SYMBOLS, w.COINS, w.LEAGUES,
+                                  w.PLAYERS, w.MOVIES, w.INGREDIENTS, w.FOODS, w.WORDS, w.FLIGHTS,
                                   ("science", "history", "geography", "art")) for v in pool}
     records = json.loads((tmp_path / "inv" / "train" / "toolllama_G123_dfs_train.json").read_text())
     calls = [json.loads(t["value"].split("Action Input: ", 1)[1]) for r in records for t in r["conversations"]
@@ -331,7 +331,7 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
             _, again, right, _ = toolbench.parse_step(second["value"])
             assert action == again and wrong != right
             # The observation is what the offline environment itself answers to the miscopied call.
-            api = next(a for a in sample._apis(sample._world()) if a.function == action)
+            api = next(a for a in sample._apis(sample_world.world()) if a.function == action)
             assert observed["value"] == env.call(api.category, api.tool, api.name, json.loads(wrong))
             assert json.loads(env.call(api.category, api.tool, api.name, json.loads(right)))["error"] == ""
             retried += 1
