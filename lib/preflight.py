@@ -13,11 +13,11 @@ probe=False). The rows, top to bottom:
                       subset 163/153/158/106/124/61.
   tool documents      data.toolenv_dir/tools/<category>/<tool>.json: categories and tools.
   model               model.name_or_path (a local folder with config.json, or a hub id looked up in
-                      the HF cache, then on the hub), its stored dtype, load dtype and positions; the
-                      tiny OPT's sizes when it is null.
+                      the HF cache, then on the hub: lib.hub), its stored dtype, load dtype and
+                      positions; the tiny OPT's sizes when it is null.
   tokenizer           the hub/local tokenizer loads; model.chat_template is set (and has
                       {% generation %} when train.assistant_only_loss is on).
-  CUDA GPU            the device and its free memory against `training_memory`'s estimate.
+  CUDA GPU            the device and its free memory against lib.memory's estimate.
   disk                free space under output_dir against checkpoints x train.save_total_limit.
   tool environment    inference.tool_env: recorded responses (offline), a probe call to the virtual
                       server (virtual), the key's environment variable (rapidapi).
@@ -32,23 +32,19 @@ Heavy libraries are imported inside the functions that use them (lib/__init__.py
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shutil
-import urllib.request
 from pathlib import Path
 
-from lib import config, data, inference, keys, model as model_lib, paper, sample, toolbench, tools
+from lib import config, data, hub, inference, keys, memory, model as model_lib, paper, sample, toolbench, tools
 
 PROBE_TIMEOUT = 3.0
-GIB = 2 ** 30
 STATUSES = ("ok", "missing", "warn", "skip")
 # ToolBench's test groups, and StableToolBench's solvable subset of them (DESIGN.md section 3).
 TOOLBENCH_QUERIES = {"G1_instruction": 200, "G1_category": 200, "G1_tool": 200,
                      "G2_instruction": 200, "G2_category": 200, "G3_instruction": 100}
 STABLE_QUERIES = {"G1_instruction": 163, "G1_category": 153, "G1_tool": 158,
                   "G2_instruction": 106, "G2_category": 124, "G3_instruction": 61}
-TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"}
 
 
 @dataclasses.dataclass
@@ -59,85 +55,12 @@ class Row:
     key: str = ""          # the config key(s) (or environment variable) to set when not ok
 
 
-@dataclasses.dataclass
-class ModelShape:
-    """What the memory and disk estimates need to know about a model."""
-    params: int
-    layers: int
-    hidden: int
-    ffn: int
-    vocab: int
-    positions: int
-
-
-# ---------------------------------------------------------------------------------------------
-# The estimates
-
-
-def training_memory(shape: ModelShape, batch: int, seq: int, mixed_precision: bool = True,
-                    gradient_checkpointing: bool = True, lora: bool = False) -> dict:
-    """Estimated peak memory (bytes) of one training process: two moments compete for the peak.
-
-    a = bytes of an activation: 2 under fp16/bf16 autocast, 4 in fp32; P = parameters; T = batch*seq.
-      optimizer step  P * 20: fp32 weights 4 + fp32 grads 4 + AdamW's two moments 8 + the foreach
-                      implementation's temporaries, one fp32 tensor list 4.
-      loss/backward   P * 16 (the same state), + P * 2 for autocast's half copies of the weights
-                      (mixed precision only), + activations, + the logits T * vocab * a.
-                      Activations with gradient checkpointing: each layer's input, T * hidden *
-                      layers * a (the layer being recomputed is freed before the peak: the logits
-                      are the larger tensor). Without: every layer's saved tensors,
-                      T * layers * (18 * hidden + 4 * ffn) * a / 2 (Korthikanti et al. 2022, 34 sbh
-                      per layer at ffn = 4 hidden, no attention-score term as SDPA keeps none).
-    LoRA freezes the base weights: P * 4 (+2), no full-size grads or moments (the adapters' are
-    a rounding error).
-
-    Calibration, opt-350m's shape, fp16 mixed precision, gradient checkpointing, batch 8, NVIDIA
-    H200, torch.cuda.max_memory_allocated: 6.24 / 6.64 / 7.48 GiB at seq 512 / 1024 / 2048; this
-    gives 6.17 / 6.69 / 7.83 GiB (-1% / +1% / +5%). The fp32 logits (4 bytes under autocast too)
-    would give 9.4 GiB at 2048, +25%: the measured slope says the logits stay half precision.
-    """
-    act = 2 if mixed_precision else 4
-    tokens = batch * seq
-    state = shape.params * (4 if lora else 16)
-    half_copies = shape.params * 2 if mixed_precision else 0
-    step = state + (0 if lora else shape.params * 4)
-    if gradient_checkpointing:
-        activations = tokens * shape.hidden * shape.layers * act
-    else:
-        activations = tokens * shape.layers * (18 * shape.hidden + 4 * shape.ffn) * act // 2
-    logits = tokens * shape.vocab * act
-    backward = state + half_copies + activations + logits
-    return {"total": max(step, backward), "step": step, "backward": backward, "state": state,
-            "activations": activations, "logits": logits}
-
-
-def checkpoint_bytes(shape: ModelShape, lora: bool = False) -> int:
-    """One Trainer checkpoint: fp32 weights 4 + AdamW's two moments 8 = 12 bytes per parameter
-    (scheduler, RNG and trainer state are kilobytes). A LoRA checkpoint holds only the adapter."""
-    return 0 if lora else shape.params * 12
-
-
-def shape_of(hf_config) -> ModelShape:
-    """Parameters counted on the meta device (no memory, exact for any architecture; tied
-    embeddings counted once), sizes from the config."""
-    import torch
-    from transformers import AutoModelForCausalLM
-
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(hf_config)
-    hidden = hf_config.hidden_size
-    ffn = getattr(hf_config, "ffn_dim", None) or getattr(hf_config, "intermediate_size", None) or 4 * hidden
-    return ModelShape(params=sum(p.numel() for p in model.parameters()),
-                      layers=hf_config.num_hidden_layers, hidden=hidden, ffn=ffn,
-                      vocab=hf_config.vocab_size, positions=hf_config.max_position_embeddings)
-
-
 # ---------------------------------------------------------------------------------------------
 # Small helpers
 
 
 def _gib(n: float) -> str:
-    return f"{n / GIB:.2f} GiB"
+    return f"{n / memory.GIB:.2f} GiB"
 
 
 def _size(n: float) -> str:
@@ -151,14 +74,6 @@ def _train(cfg: dict, key: str):
         return train[key]
     from trl import SFTConfig
     return next(f.default for f in dataclasses.fields(SFTConfig) if f.name == key)
-
-
-def _offline() -> bool:
-    """HF_HUB_OFFLINE / TRANSFORMERS_OFFLINE, as the environment or huggingface_hub sees it."""
-    from huggingface_hub import constants
-
-    return constants.HF_HUB_OFFLINE or any(os.environ.get(v, "").upper() in ("1", "ON", "YES", "TRUE")
-                                           for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
 
 
 def _will_generate(cfg: dict, target: Path) -> bool:
@@ -276,94 +191,7 @@ def toolenv_row(cfg: dict) -> Row:
 # Model and tokenizer rows
 
 
-def _local_folder(cfg: dict, name: str) -> Path | None:
-    for candidate in (Path(name).expanduser(), config.path(cfg, name)):
-        if candidate.exists():
-            return candidate
-    return None
-
-
-def _looks_like_path(name: str) -> bool:
-    return name.startswith(("/", ".", "~")) or name.count("/") > 1
-
-
-def _hub_endpoint() -> str:
-    from huggingface_hub import constants
-    return constants.ENDPOINT          # https://huggingface.co, or HF_ENDPOINT's mirror
-
-
-def _hub_config_over_http(name: str):
-    """config.json of a hub model read over HTTP, without writing it into the HF cache."""
-    from huggingface_hub.utils import build_hf_headers
-    from transformers import AutoConfig
-
-    url = f"{_hub_endpoint()}/{name}/resolve/main/config.json"
-    request = urllib.request.Request(url, headers=build_hf_headers())
-    with urllib.request.urlopen(request, timeout=PROBE_TIMEOUT) as reply:
-        values = json.loads(reply.read())
-    return AutoConfig.for_model(values.pop("model_type"), **values)
-
-
-def _hub_tokenizer_listed(name: str) -> None:
-    """Raise unless the hub repository lists tokenizer files (checked, not downloaded)."""
-    from huggingface_hub import HfApi
-
-    info = HfApi(endpoint=_hub_endpoint()).model_info(name, timeout=PROBE_TIMEOUT)
-    if not any(Path(s.rfilename).name in TOKENIZER_FILES for s in info.siblings or []):
-        raise OSError("the hub repository has no tokenizer files")
-
-
-def _download_hint(name: str) -> str:
-    return (f"download it where there is hub access (`huggingface-cli download {name} --local-dir "
-            f"/path/{name.split('/')[-1]}`) and set model.name_or_path to that folder")
-
-
-def resolve_model(cfg: dict, probe: bool):
-    """(hf_config or None, where it was found, tokenizer loader or None, problem Row or None)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    name = cfg["model"]["name_or_path"]
-    folder = _local_folder(cfg, name)
-    if folder is not None:
-        if not (folder / "config.json").exists():
-            return None, "", None, Row("model", "missing", f"{folder}: no config.json in it",
-                                       "model.name_or_path")
-        try:
-            hf_config = AutoConfig.from_pretrained(str(folder))
-        except (OSError, ValueError) as err:     # bad JSON, unknown model_type
-            return None, "", None, Row("model", "missing", f"{folder}: config.json does not load: {err}",
-                                       "model.name_or_path")
-        return hf_config, f"local folder {folder}", lambda: AutoTokenizer.from_pretrained(str(folder)), None
-    if _looks_like_path(name):
-        return None, "", None, Row("model", "missing", f"no folder {name}", "model.name_or_path")
-    try:      # the HF cache only: reads, never downloads
-        hf_config = AutoConfig.from_pretrained(name, local_files_only=True)
-        return (hf_config, f"hub id {name}, in the HF cache",
-                lambda: AutoTokenizer.from_pretrained(name, local_files_only=True), None)
-    except OSError:
-        pass
-    if _offline():
-        return None, "", None, Row("model", "missing", f"hub id {name}: not in the HF cache and "
-                                   f"HF_HUB_OFFLINE is set: {_download_hint(name)}", "model.name_or_path")
-    if not probe:
-        return None, "", None, Row("model", "skip", f"hub id {name}: not in the HF cache; the hub "
-                                   "was not asked (no probes)", "model.name_or_path")
-    try:
-        hf_config = _hub_config_over_http(name)
-    except Exception as err:     # noqa: BLE001 - unreachable hub, unknown repo, gated repo alike
-        return None, "", None, Row("model", "missing", f"hub id {name}: not in the HF cache and the "
-                                   f"hub did not give its config ({type(err).__name__}): "
-                                   f"{_download_hint(name)}", "model.name_or_path")
-    return hf_config, f"hub id {name}, on the hub (stage 01/02 download it)", (
-        lambda: _hub_tokenizer_listed(name)), None
-
-
-def _stored_dtype(hf_config) -> str:
-    dtype = getattr(hf_config, "dtype", None) or hf_config.to_dict().get("torch_dtype")
-    return str(dtype).replace("torch.", "") if dtype else "not stated"
-
-
-def _positions_row(cfg: dict, shape: ModelShape, base: str) -> Row:
+def _positions_row(cfg: dict, shape: memory.ModelShape, base: str) -> Row:
     """The model row: its sizes, warned when train.max_length is beyond its positions."""
     max_length = _train(cfg, "max_length")
     try:
@@ -398,25 +226,20 @@ def template_problem(cfg: dict) -> str | None:
     return None
 
 
-def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], ModelShape | None]:
-
+def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], memory.ModelShape | None]:
+    """The model and tokenizer rows, and the model's shape for the GPU and disk rows."""
     problem = template_problem(cfg)
     name = cfg["model"]["name_or_path"]
     if not name:
         return _tiny_rows(cfg, problem)
-    hf_config, where, load_tokenizer, row = resolve_model(cfg, probe)
-    if row is not None:
-        # The estimates below can still use opt-350m's known shape when that is the model named.
-        from transformers import OPTConfig
-        shape = shape_of(OPTConfig(**model_lib.OPT_350M)) if name.rstrip("/").endswith("opt-350m") else None
-        if shape is not None:
-            row.detail += "; the GPU and disk rows assume opt-350m's known shape"
-        tok = Row("tokenizer", row.status if row.status == "skip" else "missing",
-                  "comes with the model (see the model row)", "model.name_or_path")
-        return [row, tok], shape
-    shape = shape_of(hf_config)
+    try:
+        hf_config, where, load_tokenizer = hub.resolve_model(cfg, probe, PROBE_TIMEOUT)
+    except hub.Unresolved as err:
+        return _unresolved_rows(name, Row("model", "skip" if err.skipped else "missing", str(err),
+                                          "model.name_or_path"))
+    shape = memory.shape_of(hf_config)
     model_row = _positions_row(cfg, shape, f"{where}, {type(hf_config).__name__} stored in "
-                                           f"{_stored_dtype(hf_config)}")
+                                           f"{hub.stored_dtype(hf_config)}")
     try:
         tokenizer = load_tokenizer()
         tok = Row("tokenizer", "ok", f"loads ({len(tokenizer):,} tokens)" if tokenizer is not None
@@ -431,7 +254,20 @@ def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], ModelShape | None]:
     return [model_row, tok], shape
 
 
-def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], ModelShape | None]:
+def _unresolved_rows(name: str, row: Row) -> tuple[list[Row], memory.ModelShape | None]:
+    """A model not found (or not looked for): the estimates can still use opt-350m's known shape
+    when that is the model named."""
+    from transformers import OPTConfig
+
+    shape = memory.shape_of(OPTConfig(**model_lib.OPT_350M)) if name.rstrip("/").endswith("opt-350m") else None
+    if shape is not None:
+        row.detail += "; the GPU and disk rows assume opt-350m's known shape"
+    tok = Row("tokenizer", row.status if row.status == "skip" else "missing",
+              "comes with the model (see the model row)", "model.name_or_path")
+    return [row, tok], shape
+
+
+def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], memory.ModelShape | None]:
     from transformers import OPTConfig
 
     tiny = cfg["model"].get("tiny")
@@ -439,7 +275,7 @@ def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], ModelShape | 
         return [Row("model", "missing", "model.name_or_path is null and model.tiny holds no sizes",
                     "model.name_or_path or model.tiny"),
                 Row("tokenizer", "missing", "no model", "model.name_or_path")], None
-    shape = shape_of(OPTConfig(**tiny))
+    shape = memory.shape_of(OPTConfig(**tiny))
     model_row = _positions_row(cfg, shape, "tiny OPT (OPTConfig from model.tiny, random init by stage 02)")
     trained = model_lib.tokenizer_dir(cfg) / "tokenizer.json"
     detail = (f"byte-level BPE trained by stage 01 ({tiny.get('vocab_size')} tokens)" if not trained.exists()
@@ -453,9 +289,9 @@ def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], ModelShape | 
 # Machine rows
 
 
-def _estimate(cfg: dict, shape: ModelShape, mixed: bool) -> dict:
+def _estimate(cfg: dict, shape: memory.ModelShape, mixed: bool) -> dict:
     seq = min(_train(cfg, "max_length") or shape.positions, shape.positions)
-    return training_memory(shape, _train(cfg, "per_device_train_batch_size"), seq, mixed_precision=mixed,
+    return memory.training_memory(shape, _train(cfg, "per_device_train_batch_size"), seq, mixed_precision=mixed,
                            gradient_checkpointing=bool(_train(cfg, "gradient_checkpointing")),
                            lora=bool(cfg.get("lora")))
 
@@ -466,7 +302,7 @@ def _estimate_text(cfg: dict, est: dict) -> str:
             f"gradient checkpointing {'on' if _train(cfg, 'gradient_checkpointing') else 'off'})")
 
 
-def cuda_row(cfg: dict, shape: ModelShape | None) -> Row:
+def cuda_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
     import torch
 
     item, knobs = "CUDA GPU", "train.per_device_train_batch_size / train.max_length / train.gradient_checkpointing"
@@ -502,7 +338,7 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def disk_row(cfg: dict, shape: ModelShape | None) -> Row:
+def disk_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
     item, key = "disk", "output_dir (or train.save_total_limit)"
     out = config.path(cfg, cfg["output_dir"])
     where = _existing_ancestor(out)
@@ -516,13 +352,13 @@ def disk_row(cfg: dict, shape: ModelShape | None) -> Row:
     kept = 0 if str(_train(cfg, "save_strategy")) == "no" else limit
     if kept is None:
         return Row(item, "warn", f"{_gib(free)} free under {where}; train.save_total_limit is null: "
-                   f"every checkpoint ({_gib(checkpoint_bytes(shape, lora))} each) is kept", key)
+                   f"every checkpoint ({_gib(memory.checkpoint_bytes(shape, lora))} each) is kept", key)
     # Stage 01's Arrow copy of the training data is about the size of the file it reads.
     train_path = config.path(cfg, cfg["data"]["train_path"])
     data_bytes = train_path.stat().st_size if train_path and train_path.is_file() else 0
-    need = checkpoint_bytes(shape, lora) * kept + shape.params * 4 + data_bytes
+    need = memory.checkpoint_bytes(shape, lora) * kept + shape.params * 4 + data_bytes
     detail = (f"{_gib(free)} free under {where}; needs ~{_gib(need)}: {kept} checkpoints x "
-              f"{_gib(checkpoint_bytes(shape, lora))} (fp32 weights + AdamW moments), the final "
+              f"{_gib(memory.checkpoint_bytes(shape, lora))} (fp32 weights + AdamW moments), the final "
               f"fp32 model, the training data's Arrow copy")
     return Row(item, "missing" if need > free else "ok", detail, key)
 

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer
-from lib import config, preflight
+from lib import config, hub, memory, preflight
 
 GROUPS = list(config.GROUPS)
 
@@ -79,34 +79,6 @@ def paper_cfg(tmp_path: Path, base: Path | None = None, **overrides) -> dict:
         "output_dir": str(tmp_path / "out"), "data.train_path": str(base / "toolllama_G123_dfs_train.json"),
         "data.test_dir": str(base / "test_instruction"), "data.toolenv_dir": str(base / "toolenv"),
         **overrides})
-
-
-# ---------------------------------------------------------------------------------------------
-# The memory estimate
-
-
-@pytest.mark.parametrize("seq, measured_gib", [(512, 6.24), (1024, 6.64), (2048, 7.48)])
-def test_memory_estimate_within_25_percent_of_h200(seq, measured_gib):
-    """torch.cuda.max_memory_allocated on an NVIDIA H200: opt-350m's shape, fp16 mixed precision,
-    gradient checkpointing, batch 8 (bench/results/paper_gpu_h200_*.json)."""
-    from transformers import OPTConfig
-
-    from lib.model import OPT_350M
-
-    shape = preflight.shape_of(OPTConfig(**OPT_350M))
-    assert shape.params == 331_196_416
-    est = preflight.training_memory(shape, batch=8, seq=seq, mixed_precision=True, gradient_checkpointing=True)
-    assert abs(est["total"] / preflight.GIB / measured_gib - 1) < 0.25
-    assert est["total"] == max(est["step"], est["backward"])
-
-
-def test_memory_estimate_grows_with_the_knobs():
-    shape = preflight.ModelShape(params=331_196_416, layers=24, hidden=1024, ffn=4096, vocab=50272, positions=2048)
-    base = preflight.training_memory(shape, 8, 2048)
-    assert preflight.training_memory(shape, 16, 2048)["total"] > base["total"]
-    assert preflight.training_memory(shape, 8, 2048, gradient_checkpointing=False)["total"] > base["total"]
-    assert preflight.training_memory(shape, 8, 2048, mixed_precision=False)["total"] > base["total"]
-    assert preflight.training_memory(shape, 8, 2048, lora=True)["total"] < base["total"]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -219,7 +191,7 @@ def test_hub_model_looked_up_over_http_without_downloading(tmp_path, monkeypatch
         return 404, {"error": "Repository not found"}
 
     with HttpServer(respond) as server:
-        monkeypatch.setattr(preflight, "_hub_endpoint", lambda: server.url)
+        monkeypatch.setattr(hub, "_hub_endpoint", lambda: server.url)
         # The cache lookup must fail as it would on a machine that never downloaded the model.
         monkeypatch.setattr("transformers.AutoConfig.from_pretrained",
                             lambda *a, **k: (_ for _ in ()).throw(OSError("not cached")))
@@ -283,7 +255,7 @@ def fake_gpu(monkeypatch, free_gib, total_gib):
     import torch
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda *_: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (free_gib * preflight.GIB, total_gib * preflight.GIB))
+    monkeypatch.setattr(torch.cuda, "mem_get_info", lambda *_: (free_gib * memory.GIB, total_gib * memory.GIB))
 
 
 def test_cuda_row(tmp_path, monkeypatch):
@@ -291,7 +263,7 @@ def test_cuda_row(tmp_path, monkeypatch):
 
     from lib.model import OPT_350M
 
-    shape = preflight.shape_of(OPTConfig(**OPT_350M))
+    shape = memory.shape_of(OPTConfig(**OPT_350M))
     cfg = paper_cfg(tmp_path)
     fake_gpu(monkeypatch, 20, 24)           # the paper's A10G 24 GB
     row = preflight.cuda_row(cfg, shape)
@@ -314,13 +286,13 @@ def test_no_cuda_warns_for_fp16(tmp_path, monkeypatch):
 
 def test_disk_row(tmp_path, monkeypatch):
     import collections
-    shape = preflight.ModelShape(params=331_196_416, layers=24, hidden=1024, ffn=4096, vocab=50272, positions=2048)
+    shape = memory.ModelShape(params=331_196_416, layers=24, hidden=1024, ffn=4096, vocab=50272, positions=2048)
     cfg = paper_cfg(tmp_path)
     Usage = collections.namedtuple("Usage", "total used free")
-    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: Usage(100 * preflight.GIB, 0, 100 * preflight.GIB))
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: Usage(100 * memory.GIB, 0, 100 * memory.GIB))
     row = preflight.disk_row(cfg, shape)
     assert row.status == "ok" and "3 checkpoints x 3.70 GiB" in row.detail
-    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: Usage(5 * preflight.GIB, 0, 5 * preflight.GIB))
+    monkeypatch.setattr(preflight.shutil, "disk_usage", lambda _: Usage(5 * memory.GIB, 0, 5 * memory.GIB))
     assert preflight.disk_row(cfg, shape).status == "missing"
     assert not (tmp_path / "out").exists()          # the output folder is not created to measure it
 
