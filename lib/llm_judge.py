@@ -7,20 +7,22 @@ written). Each request (model, messages, sampling parameters incl. a per-assessm
 assessment index, attempt) is hashed (`request_key`); request and reply are appended to
 `outputs/<profile>/judge_cache.jsonl` (`JudgeCache`) and looked up there first, so a rerun or
 resumed run sends nothing twice while the repeated assessments stay distinct samples.
-429 / 5xx / time-outs / connection errors / malformed responses (an HTTP 200 that is not a chat
-completion: a proxy's HTML page, JSON without choices; `MalformedResponse`) are retried
-`max_retries` times with exponential backoff starting at `retry_backoff_s`, at least as long as a
-`Retry-After` asks (capped at MAX_RETRY_AFTER_S); then JudgeRequestError names the endpoint and the
-last failure. A reply that is not a JSON object with a valid label is asked again (a new attempt,
-cached apart) up to `malformed_retries` times, then returned unparsed and flagged `malformed`
-(lib/tooleval.py counts it Unsure; an index reply, no preference).
+Time-outs (`timeout_s`), connection errors and HTTP 408 / 409 / 429 / 5xx (or as an `x-should-retry`
+header says) are retried by the openai client itself (`max_retries`; openai/_base_client.py
+`_should_retry`, `_calculate_retry_timeout`): it waits as `retry-after-ms` / `Retry-After` asks
+when that is over 0 and at most 120 s, else 0.5 * 2^n s capped at 8 s less up to 25 % jitter; a
+Retry-After over 120 s is not retried at all.
+What it does not retry, an HTTP 200 that is not a chat completion (a proxy's HTML page, JSON
+without choices; `MalformedResponse`), is sent again here `max_retries` times, waiting
+`retry_backoff_s` * 2^n. Either way JudgeRequestError then names the endpoint, the model, the last
+failure and the number of attempts. A reply that is not a JSON object with a valid label is asked
+again (a new attempt, cached apart) up to `malformed_retries` times, then returned unparsed and
+flagged `malformed` (lib/tooleval.py counts it Unsure; an index reply, no preference).
 """
 from __future__ import annotations
 
-import email.utils
 import hashlib
 import json
-import math
 import threading
 import time
 from pathlib import Path
@@ -68,13 +70,11 @@ def _api_key(jcfg: dict) -> str:
         raise JudgeRequestError(str(err)) from None
 
 
-MAX_RETRY_AFTER_S = 120.0       # a longer Retry-After is waited this long, then asked again
-
-
 class MalformedResponse(Exception):
     """An HTTP 200 from the judge endpoint that is not a chat completion (a proxy's HTML page, a
-    server's {"error": ...}): a failure of the endpoint, retried like a 5xx - unlike a completion
-    whose text is not a valid label, which the model is asked again for (malformed_retries)."""
+    server's {"error": ...}): a failure of the endpoint, which the openai client does not retry, so
+    LLMJudge sends it again (max_retries) - unlike a completion whose text is not a valid label,
+    which the model is asked again for (malformed_retries)."""
 
 
 def reply_content(resp: Any) -> str:
@@ -101,31 +101,37 @@ def reply_content(resp: Any) -> str:
     return content or ""
 
 
-def retry_after(response: Any) -> float | None:
-    """Seconds the server asked us to wait (`retry-after-ms`, or `Retry-After` in seconds or as an
-    HTTP date); None when it did not say or said something unreadable."""
-    headers = getattr(response, "headers", None) or {}
-    for name, unit in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if not value:
-            continue
-        try:
-            seconds = float(value) * unit
-        except ValueError:
-            try:
-                seconds = email.utils.parsedate_to_datetime(value).timestamp() - time.time()
-            except (TypeError, ValueError):
-                continue
-        if math.isfinite(seconds):
-            return max(0.0, seconds)
-    return None
-
-
-def _failure(err: Exception) -> str:
-    """What went wrong with one request, for the error after the last retry."""
+def _failure(err: Exception, secret: str) -> str:
+    """What went wrong with one request, for the error after the last attempt (the key, should a
+    server echo it, blanked)."""
     status = getattr(err, "status_code", None)
+    detail = str(err) if isinstance(err, MalformedResponse) else getattr(err, "message", "")
+    detail = ((detail or "").replace(secret, "***") if secret else (detail or ""))[:300]
     return f"{type(err).__name__}" + (f" (HTTP {status})" if status else "") + (
-        f": {err}" if isinstance(err, MalformedResponse) else "")
+        f": {detail}" if detail else "")
+
+
+def _plural(n: int, what: str) -> str:
+    return f"{n} {what}" + ("" if n == 1 else "s")
+
+
+def _attempts(err: Exception) -> int:
+    """How many times the openai client sent the request that finally failed: it stamps each send
+    with x-stainless-retry-count (0 on the first), which the error keeps on its request."""
+    request = getattr(err, "request", None)
+    try:
+        return int(request.headers.get("x-stainless-retry-count", 0)) + 1
+    except (AttributeError, TypeError, ValueError):
+        return 1
+
+
+def _parse(raw: Any) -> Any:
+    """The client's reply from its raw response. It decodes a 200 declared JSON itself and lets the
+    decoder's error through bare (measured): that is a malformed response too."""
+    try:
+        return raw.parse()
+    except json.JSONDecodeError as err:
+        raise MalformedResponse(f"HTTP 200 whose body is not JSON ({err.msg})") from None
 
 
 class LLMJudge:
@@ -138,52 +144,53 @@ class LLMJudge:
         self.name = jcfg["model"]
         self.cache = cache
         self.sleep = sleep
-        self.client = openai.OpenAI(base_url=jcfg["base_url"], api_key=_api_key(jcfg),
-                                    max_retries=0, timeout=float(jcfg["timeout_s"]))
+        self.api_key = _api_key(jcfg)
+        self.client = openai.OpenAI(base_url=jcfg["base_url"], api_key=self.api_key,
+                                    max_retries=int(jcfg["max_retries"]),
+                                    timeout=float(jcfg["timeout_s"]))
         self.endpoint = f"{self.client.base_url} (model {self.name})"
+        # requests: HTTP requests sent, the client's retries included; retries: of those, the ones
+        # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s.
         self.counts = {"requests": 0, "cache_hits": 0, "retries": 0, "bad_responses": 0,
                        "malformed": 0}
         self.lock = threading.Lock()
 
-    def _count(self, what: str) -> None:
+    def _count(self, what: str, n: int = 1) -> None:
         with self.lock:
-            self.counts[what] += 1
+            self.counts[what] += n
 
     def _send(self, messages: list[dict], params: dict) -> str:
-        """The reply's text; 429 / 5xx / time-outs / connection errors / malformed 200s are retried
-        max_retries times, then JudgeRequestError names the endpoint and the last failure."""
-        transient = (self.openai.RateLimitError, self.openai.APITimeoutError,
-                     self.openai.APIConnectionError, self.openai.InternalServerError,
-                     MalformedResponse)
-        retries = int(self.cfg["max_retries"])
+        """The reply's text. The client has retried time-outs / connection errors / 408 / 409 /
+        429 / 5xx itself; a malformed 200 is sent again here max_retries times (backoff
+        retry_backoff_s * 2^n); then JudgeRequestError names the endpoint and the last failure."""
+        retries, sent = int(self.cfg["max_retries"]), 0
         for attempt in range(retries + 1):
             try:
-                self._count("requests")
-                return reply_content(self._create(messages, params))
-            except transient as err:
-                if isinstance(err, MalformedResponse):
-                    self._count("bad_responses")
+                raw = self.client.chat.completions.with_raw_response.create(
+                    model=self.name, messages=messages, **params)
+            except self.openai.APIError as err:      # the client's retries are spent (or none apply)
+                n = _attempts(err)
+                sent += n
+                self._count("requests", n)
+                self._count("retries", n - 1)
+                raise JudgeRequestError(
+                    f"judge endpoint {self.endpoint} failed after {_plural(sent, 'attempt')} (the "
+                    f"openai client's max_retries={retries}), last: {_failure(err, self.api_key)}"
+                ) from None
+            sent += raw.retries_taken + 1
+            self._count("requests", raw.retries_taken + 1)
+            self._count("retries", raw.retries_taken)
+            try:
+                return reply_content(_parse(raw))
+            except MalformedResponse as err:
+                self._count("bad_responses")
                 if attempt == retries:
-                    raise JudgeRequestError(f"judge endpoint {self.endpoint} failed {retries + 1} "
-                                            f"times, last: {_failure(err)}") from None
+                    raise JudgeRequestError(
+                        f"judge endpoint {self.endpoint} failed after {_plural(sent, 'attempt')}, "
+                        f"last: {_failure(err, self.api_key)}") from None
                 self._count("retries")
-                self.sleep(self._wait(err, attempt))
+                self.sleep(float(self.cfg["retry_backoff_s"]) * 2 ** attempt)
         raise AssertionError("unreachable")
-
-    def _create(self, messages: list[dict], params: dict) -> Any:
-        """One request. The client decodes a 200 declared JSON itself and lets the decoder's error
-        through bare (measured): that is a malformed response too."""
-        try:
-            return self.client.chat.completions.create(model=self.name, messages=messages, **params)
-        except json.JSONDecodeError as err:
-            raise MalformedResponse(f"HTTP 200 whose body is not JSON ({err.msg})") from None
-
-    def _wait(self, err: Exception, attempt: int) -> float:
-        """Exponential backoff, but at least what the server asked for in Retry-After (a 429's,
-        a 503's), capped at MAX_RETRY_AFTER_S."""
-        backoff = float(self.cfg["retry_backoff_s"]) * 2 ** attempt
-        asked = retry_after(getattr(err, "response", None))
-        return backoff if asked is None else max(backoff, min(asked, MAX_RETRY_AFTER_S))
 
     def ask(self, function: str, fields: dict, index: int) -> dict:
         """One judge call (cached); returns {function, reply, parsed, cached, attempts}."""
