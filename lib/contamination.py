@@ -16,7 +16,7 @@ import re
 from collections import defaultdict
 from pathlib import Path
 
-from lib import config, data, toolbench, tools
+from lib import config, records, toolbench, tools
 from lib.tables import group_label, markdown_table
 
 GROUPS = config.GROUPS
@@ -44,7 +44,7 @@ def training_queries(cfg: dict) -> tuple[list[tuple[str, str, frozenset]], str]:
 
 def _file_queries(path: Path):
     """User queries of a training file or answer folder, read as stage 01 reads them (streamed)."""
-    for _, where, record, _ in data.iter_records(path):
+    for _, where, record, _ in records.iter_records(path):
         turns = (record.get("conversations") or []) if isinstance(record, dict) else []
         user = next((t["value"] for t in turns if t.get("from") == "user"), None)
         system = next((t["value"] for t in turns if t.get("from") == "system"), "")

@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from lib import first_step, plots, store
-from lib.data import APIS_PREFIX     # the sentence before the function list of a system prompt
+from lib.toolbench import APIS_PREFIX     # the sentence before the function list of a system prompt
 
 
 def dev_prompts(heldout) -> list[dict]:

@@ -36,7 +36,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lib import config, data, hub, inference, keys, memory, model as model_lib, paper, sample, toolbench, tools
+from lib import config, data, hub, inference, keys, memory, model as model_lib, paper, records, sample, toolbench, tools
 
 PROBE_TIMEOUT = 3.0
 STATUSES = ("ok", "missing", "warn", "skip")
@@ -109,13 +109,13 @@ def count_records(path: Path) -> tuple[int, int]:
     if path.is_file() and path.suffix == ".jsonl":
         with open(path, "rb") as fh:
             return sum(1 for line in fh if line.strip()), 0
-    records = skipped = 0
-    for _, _, record, bad in data.iter_records(path):
+    found = skipped = 0
+    for _, _, record, bad in records.iter_records(path):
         if bad is None:
-            records += 1
+            found += 1
         else:
             skipped += 1
-    return records, skipped
+    return found, skipped
 
 
 def training_file_row(cfg: dict) -> Row:
@@ -128,16 +128,16 @@ def training_file_row(cfg: dict) -> Row:
     if not path.exists():
         return Row(item, "missing", f"{path} not found", key)
     try:
-        records, skipped = count_records(path)
-    except (data.DataError, FileNotFoundError, UnicodeDecodeError) as err:
+        found, skipped = count_records(path)
+    except (records.DataError, FileNotFoundError, UnicodeDecodeError) as err:
         return Row(item, "missing", f"{path}: unreadable: {err}", key)
     size = sum(f.stat().st_size for f in path.rglob("*.json")) if path.is_dir() else path.stat().st_size
-    detail = f"{path}: {records:,} records, {_size(size)} (the paper: {paper.number('train_examples'):,})"
+    detail = f"{path}: {found:,} records, {_size(size)} (the paper: {paper.number('train_examples'):,})"
     if skipped:
         detail += f"; {skipped:,} entries skipped or broken"
     if cfg["data"].get("max_records"):
         detail += f"; stage 01 reads the first {cfg['data']['max_records']:,} (data.max_records)"
-    return Row(item, "ok" if records else "missing", detail if records else f"{path}: no records", key)
+    return Row(item, "ok" if found else "missing", detail if found else f"{path}: no records", key)
 
 
 def _known_counts(group: str, n: int) -> str:

@@ -88,6 +88,12 @@ TASK_DESCRIPTION = (
 )
 
 
+# The sentence ToolBench's process_system_message anchors on, and what it adds after it.
+SYSTEM_ANCHOR = "with a function call to actually excute your step."
+SYSTEM_FORMAT = " Your output should follow this format:\nThought:\nAction\nAction Input:\n"
+APIS_PREFIX = "\nSpecifically, you have access to the following APIs: "
+
+
 class QueryError(ValueError):
     """A test query record that does not fit ToolBench's format."""
 
@@ -223,6 +229,14 @@ def user_message(query: str) -> str:
 def format_step(thought: str, action: str, action_input: str) -> str:
     """An assistant turn as in ToolBench's training records."""
     return f"\nThought: {thought}\nAction: {action}\nAction Input: {action_input}"
+
+
+def process_system_message(system_message: str, functions: list) -> str:
+    """ToolBench's system prompt: the ReAct format after the anchor, the functions appended as a repr."""
+    if SYSTEM_ANCHOR not in system_message:
+        raise ValueError(f"system message lacks ToolBench's sentence {SYSTEM_ANCHOR!r}")
+    return (system_message.replace(SYSTEM_ANCHOR, SYSTEM_ANCHOR + SYSTEM_FORMAT)
+            + APIS_PREFIX + str(functions))
 
 
 class Step(NamedTuple):

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, data, sample, sample_world
+from lib import config, data, records, sample, sample_world
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
@@ -23,14 +23,14 @@ def record(rid="Step 4: weather in Oslo", turns=None):
     return {"id": rid, "conversations": [{"from": f, "value": v} for f, v in turns]}
 
 
-def write_list(path, records):
-    path.write_text(json.dumps(records))
+def write_list(path, rows):
+    path.write_text(json.dumps(rows))
     return path
 
 
 def collect(path, on_bad="raise"):
     dropped = Counter()
-    return list(data.iter_valid_records(path, on_bad, dropped)), dropped
+    return list(records.iter_valid_records(path, on_bad, dropped)), dropped
 
 
 # ---------------------------------------------------------------- transformation
@@ -84,108 +84,11 @@ def test_percentiles_are_nearest_rank():
 
 # ---------------------------------------------------------------- reading
 
-def test_json_list_is_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
-    records = [record(f"Step 2: q{i} " + "x" * 50) for i in range(40)]
-    path = write_list(tmp_path / "train.json", records)
-    original = data._decoded_chunks
-    monkeypatch.setattr(data, "_decoded_chunks", lambda p: original(p, size=37))
-    assert [r for _, r in data.iter_json_list(path)] == records
-
-
-def test_jsonl_and_list_give_the_same_records(tmp_path):
-    records = [record(f"Step 4: q{i}") for i in range(3)]
-    jsonl = tmp_path / "train.jsonl"
-    jsonl.write_text("\n".join(json.dumps(r) for r in records) + "\n")
-    assert collect(jsonl)[0] == collect(write_list(tmp_path / "train.json", records))[0] == records
-
-
-@pytest.mark.parametrize("mutate, reason, field", [
-    (lambda r: r.pop("conversations"), "missing_conversations", "conversations"),
-    (lambda r: r["conversations"][1].update({"from": "human"}), "unknown_role", "conversations[1].from"),
-    (lambda r: r["conversations"][3].update({"value": "  "}), "empty_value", "conversations[3].value"),
-    (lambda r: r.update({"conversations": [r["conversations"][0]]}), "no_assistant_turn", "conversations"),
-    (lambda r: r["conversations"][2].update({"value": "Thought: I will just answer."}), "no_action",
-     "conversations[2].value"),
-])
-def test_bad_records_name_file_record_and_field(tmp_path, mutate, reason, field):
-    bad = record("Step 4: the bad one")
-    mutate(bad)
-    path = write_list(tmp_path / "train.json", [record(), bad, record()])
-    with pytest.raises(data.DataError) as err:
-        collect(path)
-    assert (err.value.file, err.value.field, err.value.reason) == (str(path), field, reason)
-    assert "record 1 (id 'Step 4: the bad one')" in str(err.value) and str(path) in str(err.value)
-    kept, dropped = collect(path, "skip")
-    assert len(kept) == 2 and dropped == {reason: 1}
-
-
-def test_non_utf8_bytes_are_reported_against_their_field(tmp_path):
-    good = json.dumps(record()).encode()
-    bad = json.dumps(record("Step 4: latin")).encode().replace(b"3 C", b"3 \xb0C")
-    path = tmp_path / "train.jsonl"
-    path.write_bytes(good + b"\n" + bad + b"\n")
-    with pytest.raises(data.DataError, match=r"line 2 \(id 'Step 4: latin'\): field 'conversations\[4\].value'"):
-        collect(path)
-    kept, dropped = collect(path, "skip")
-    assert len(kept) == 1 and dropped == {"non_utf8": 1}
-
-
-def test_malformed_json_line_is_skippable_but_a_broken_list_always_raises(tmp_path):
-    path = tmp_path / "train.jsonl"
-    path.write_text(json.dumps(record()) + "\n{\"id\": \"Step 2: cut\", \"conversations\": [\n")
-    with pytest.raises(data.DataError, match=r"line 2: field '\(json\)'"):
-        collect(path)
-    assert collect(path, "skip")[1] == {"malformed_json": 1}
-    broken = tmp_path / "train.json"
-    broken.write_text("[" + json.dumps(record()) + ", {\"id\": \"Step 2\", \"conversations\": [}]")
-    with pytest.raises(data.DataError, match="record 1: field '\\(json\\)': malformed JSON"):
-        collect(broken, "skip")
-    with pytest.raises(data.DataError, match="expected a JSON list"):
-        collect(write_list(tmp_path / "obj.json", {"id": "x"}))
-
-
-def test_raw_answer_files_become_toolbench_records(tmp_path):
-    functions = [{"name": "current_weather_for_weathernow", "parameters": {}}]
-    system = "Intro, with a function call to actually excute your step.\nTools:\n"
-    call = {"name": "current_weather_for_weathernow", "arguments": "{\"city\": \"Oslo\"}"}
-    messages = [{"role": "system", "content": system}, {"role": "user", "content": "\nOslo?\nBegin!\n"},
-                {"role": "assistant", "content": "I will look.", "function_call": None},
-                {"role": "assistant", "content": None, "function_call": call}]
-    del messages[2]["function_call"]
-    answer = {"answer_generation": {"valid_data": True, "query": "Oslo?", "function": functions,
-                                    "train_messages": [messages, messages[:3]], "final_answer": "",
-                                    "finish_type": "give_answer"}}
-    folder = tmp_path / "G1_answer"
-    folder.mkdir()
-    (folder / "1_ChatGPT_DFS_woFilter_w2.json").write_text(json.dumps(answer))
-    (folder / "2_ChatGPT_DFS_woFilter_w2.json").write_text(json.dumps({"answer_generation": {"valid_data": False}}))
-    kept, dropped = collect(tmp_path)
-    assert dropped == {"last_turn_not_a_call": 1, "invalid_answer_file": 1}
-    [rec] = kept
-    assert rec["id"] == "Step 3: Oslo?"
-    assert rec["conversations"][0]["value"] == (
-        "Intro, with a function call to actually excute your step. Your output should follow this format:"
-        "\nThought:\nAction\nAction Input:\n\nTools:\n\nSpecifically, you have access to the following APIs: "
-        + str(functions))
-    assert rec["conversations"][2] == {"from": "assistant", "value":
-                                       "\nThought: I will look.\nAction: current_weather_for_weathernow"
-                                       "\nAction Input: {\"city\": \"Oslo\"}"}
-
-
-@needs_samples
-def test_real_raw_answers_reproduce_toolbench_preprocessing():
-    derived = json.loads((SAMPLES / "derived" / "toolllama_format_from_data_example.json").read_text())
-    ours, dropped = collect(SAMPLES / "data_example" / "answer")
-    key = lambda r: json.dumps(r, sort_keys=True)
-    assert sorted(map(key, ours)) == sorted(map(key, derived))
-    assert dropped == {"invalid_answer_file": 1, "last_turn_not_a_call": 1}
-
-
 @needs_samples
 def test_real_sample_files_parse():
-    records, dropped = collect(SAMPLES / "derived" / "toolllama_format_from_data_example.json")
-    assert len(records) == 33 and not dropped
-    examples = [e for r in records for e in data.examples_from_record(r, "assistant_turn")]
+    rows, dropped = collect(SAMPLES / "derived" / "toolllama_format_from_data_example.json")
+    assert len(rows) == 33 and not dropped
+    examples = [e for r in rows for e in data.examples_from_record(r, "assistant_turn")]
     assert all(e["completion"][0]["content"].startswith("\nThought:") for e in examples)
     for path in (SAMPLES / "stabletoolbench" / "solvable_queries" / "test_instruction").glob("*.json"):
         queries = json.loads(path.read_text())
@@ -222,17 +125,17 @@ def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
     from datasets import load_from_disk
     sample.generate(tmp_path / "sample", seed=3, train_queries=12, queries_per_group=2)
     train = tmp_path / "sample" / "train" / "toolllama_G123_dfs_train.json"
-    records = json.loads(train.read_text())
-    records.insert(5, {"id": "Step 2: broken", "conversations": []})
-    train.write_text(json.dumps(records))
+    rows = json.loads(train.read_text())
+    rows.insert(5, {"id": "Step 2: broken", "conversations": []})
+    train.write_text(json.dumps(rows))
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
                                 "data.train_path": str(train), "data.on_bad_record": "skip",
                                 "data.example_per": "assistant_turn", "model.tokenizer_train_texts": 50})
     stats = data.prepare(cfg)
-    assert stats["records_read"] == len(records) and stats["records_used"] == len(records) - 1
+    assert stats["records_read"] == len(rows) and stats["records_used"] == len(rows) - 1
     assert stats["dropped"] == {"missing_conversations": 1}
-    assert stats["examples_written"] == stats["examples_per_choice"]["assistant_turn"] > len(records)
-    assert stats["examples_per_choice"]["record"] == len(records) - 1
+    assert stats["examples_written"] == stats["examples_per_choice"]["assistant_turn"] > len(rows)
+    assert stats["examples_per_choice"]["record"] == len(rows) - 1
     assert stats["examples_per_choice"]["conversation"] == 12
     sft = load_from_disk(str(tmp_path / "out" / "sft"))
     assert len(sft) == stats["examples_written"]
@@ -248,15 +151,15 @@ def test_prepare_writes_dataset_stats_and_histogram(tmp_path):
 def test_prepare_errors_name_the_file_record_and_field_not_the_datasets_wrapper(tmp_path):
     sample.generate(tmp_path / "sample", seed=3, train_queries=6, queries_per_group=2)
     train = tmp_path / "sample" / "train" / "toolllama_G123_dfs_train.json"
-    records = json.loads(train.read_text())
-    records[3]["conversations"][2]["from"] = "robot"
-    train.write_text(json.dumps(records))
+    rows = json.loads(train.read_text())
+    rows[3]["conversations"][2]["from"] = "robot"
+    train.write_text(json.dumps(rows))
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
                                 "data.train_path": str(train), "model.tokenizer_train_texts": 50})
-    with pytest.raises(data.DataError, match=rf"{train}: record 3 .*field 'conversations\[2\].from'"):
+    with pytest.raises(records.DataError, match=rf"{train}: record 3 .*field 'conversations\[2\].from'"):
         data.prepare(cfg)
     train.write_text("[]")
-    with pytest.raises(data.DataError, match=rf"{train}: .*no usable training record"):
+    with pytest.raises(records.DataError, match=rf"{train}: .*no usable training record"):
         data.prepare(cfg)
 
 
@@ -296,8 +199,8 @@ def test_invented_values_make_training_values_unguessable_and_leave_the_test_que
     listed = {str(v) for pool in (w.CITIES, w.NEW_CITIES, w.CURRENCIES, w.SYMBOLS, w.COINS, w.LEAGUES,
                                   w.PLAYERS, w.MOVIES, w.INGREDIENTS, w.FOODS, w.WORDS, w.FLIGHTS,
                                   ("science", "history", "geography", "art")) for v in pool}
-    records = json.loads((tmp_path / "inv" / "train" / "toolllama_G123_dfs_train.json").read_text())
-    calls = [json.loads(t["value"].split("Action Input: ", 1)[1]) for r in records for t in r["conversations"]
+    rows = json.loads((tmp_path / "inv" / "train" / "toolllama_G123_dfs_train.json").read_text())
+    calls = [json.loads(t["value"].split("Action Input: ", 1)[1]) for r in rows for t in r["conversations"]
              if t["from"] == "assistant" and "Action: Finish" not in t["value"]]
     values = [v for args in calls for v in args.values() if isinstance(v, str)]
     assert values and not set(values) & listed
@@ -314,9 +217,9 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
     from lib import toolbench, tools
     sample.generate(tmp_path, seed=4, train_queries=30, queries_per_group=1, retry_share=1.0)
     env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
-    records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
+    rows = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
     whole = {}
-    for r in records:          # the last record of a query holds its whole conversation
+    for r in rows:          # the last record of a query holds its whole conversation
         whole[r["id"].split(": ", 1)[1]] = r["conversations"]
     retried = 0
     for conversation in whole.values():
