@@ -183,3 +183,25 @@ def test_the_runner_checks_inputs_first_and_stops_on_a_missing_one(monkeypatch, 
     assert "--skip-check" in err
     assert run.main(["--check"]) == 0                       # smoke: everything is there or generated
     assert "0 missing" in capsys.readouterr().out
+
+
+def test_every_module_is_on_the_readme_map_below_what_it_imports():
+    """README's "Where things are" lists each lib module once, leaves first: a module's lib imports
+    (top-level, where they must be) are all rows above it, so the imports flow one way, no circles."""
+    import ast
+    import re
+    readme = (config.ROOT / "README.md").read_text()
+    table = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    order = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
+    modules = {p.stem: p for p in (config.ROOT / "lib").glob("*.py") if p.stem != "__init__"}
+    assert sorted(order) == sorted(modules)
+    for position, name in enumerate(order):
+        tree = ast.parse(modules[name].read_text())
+        imported = {a.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "lib"
+                    for a in node.names}
+        imported |= {node.module.split(".")[1] for node in tree.body
+                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib.")}
+        assert imported <= set(order[:position]), (name, imported - set(order[:position]))
+        inside = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
+                  and (node.module == "lib" or (node.module or "").startswith("lib.")) and node not in tree.body]
+        assert not inside, f"lib/{name}.py imports lib modules inside a function (line {inside[0].lineno})"
