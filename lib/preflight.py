@@ -216,11 +216,13 @@ def template_problem(cfg: dict) -> str | None:
         return "model.chat_template is not set (OPT has no chat template of its own)"
     if _train(cfg, "assistant_only_loss") and not re.search(r"{%-?\s*generation\s*-?%}", template):
         return "train.assistant_only_loss needs {% generation %} ... {% endgeneration %} in model.chat_template"
-    try:      # transformers' own compiler, generation tags included: a typo fails here, not at hour 2
-        from transformers.utils.chat_template_utils import _compile_jinja_template
-        _compile_jinja_template(template)
-    except ImportError:
-        pass
+    # transformers' own renderer, generation tags included, on a three-turn conversation: a typo
+    # fails here, not at hour 2.
+    from transformers.utils.chat_template_utils import render_jinja_template
+    conversation = [{"role": "system", "content": "s"}, {"role": "user", "content": "u"},
+                    {"role": "assistant", "content": "a"}]
+    try:
+        render_jinja_template([conversation], chat_template=template, eos_token="</s>", bos_token="<s>")
     except Exception as err:     # noqa: BLE001 - jinja2's TemplateSyntaxError and kin
         return f"model.chat_template does not compile: {err}"
     return None
