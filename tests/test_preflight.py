@@ -450,3 +450,12 @@ def test_real_toolbench_files(tmp_path):
     # A folder of raw answer files is a training input too, counted through ToolBench's preprocessing.
     records, _ = preflight.count_records(TOOLBENCH_SAMPLE / "data_example" / "answer")
     assert records > 0
+
+
+def test_a_chat_template_that_does_not_render_is_named_before_training():
+    assert preflight.template_problem(config.load("smoke")) is None
+    broken = config.load("smoke", {"model.chat_template": "{% for m in messages %}{{ m.content }"})
+    assert "model.chat_template does not compile" in preflight.template_problem(broken)
+    no_tags = config.load("smoke", {"model.chat_template": "{% for m in messages %}{{ m.content }}{% endfor %}",
+                                    "train.assistant_only_loss": True})
+    assert "{% generation %}" in preflight.template_problem(no_tags)
