@@ -38,7 +38,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
-from lib import backends, config, data, model as model_lib, paper, preflight, toolbench, train  # noqa: E402
+from lib import backends, checklist, config, data, model as model_lib, paper, preflight, toolbench, train  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 121.0}
@@ -207,7 +207,7 @@ def main(argv=None) -> int:
     report = {"gpu": name, "torch": torch.__version__, "measured_matmul_tflops": round(peak / 1e12, 1),
               "datasheet_tflops": sheet and sheet / 1e12, "layers": args.layers}
     print(json.dumps(report), flush=True)
-    for part, fn in (("preflight", lambda: preflight.table(preflight.check(cfg, probe=False)).splitlines()),
+    for part, fn in (("preflight", lambda: checklist.table(preflight.check(cfg, probe=False)).splitlines()),
                      ("pipeline", lambda: pipeline(cfg)),
                      ("sweep", lambda: sweep(cfg, [int(x) for x in args.lengths.split(",")],
                                              args.sweep_steps, peak, sheet, args.batch, args.accum)),

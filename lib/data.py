@@ -106,6 +106,15 @@ def ensure_sample(cfg: dict) -> None:
         sample.generate(sample_dir, cfg["seed"], **options)
 
 
+def will_generate(cfg: dict, target: Path) -> bool:
+    """True when stage 01 will (re)generate the project's sample corpus and `target` is part of it."""
+    if not cfg["data"].get("generate_sample"):
+        return False
+    sample_dir = config.path(cfg, cfg["data"]["sample_dir"]).resolve()
+    inside = target.resolve() == sample_dir or sample_dir in target.resolve().parents
+    return inside and not sample.is_current(sample_dir, cfg["seed"], **sample_options(cfg))
+
+
 def sample_options(cfg: dict) -> dict:
     """lib.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
     data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib import config, preflight, store
+from lib import checklist, config, preflight, store
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
 LIB_DIR = config.ROOT / "lib"
@@ -204,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # Before hours are spent: is every input there? (lib/preflight.py; read-only, seconds)
         rows = preflight.check(config.load(args.profile, overrides))
-        print(f"pre-flight check, profile '{args.profile}':\n{preflight.table(rows)}", flush=True)
+        print(f"pre-flight check, profile '{args.profile}':\n{checklist.table(rows)}", flush=True)
         if args.check:
-            return 1 if preflight.failed(rows) else 0
-        if preflight.failed(rows) and not args.skip_check:
+            return 1 if checklist.failed(rows) else 0
+        if checklist.failed(rows) and not args.skip_check:
             print("error: the pre-flight check found missing inputs (above); set the keys it names, "
                   "or pass --skip-check to run anyway", file=sys.stderr)
             return 1

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer, chat_completion
-from lib import config, model as model_lib, preflight, run
+from lib import checklist, config, model as model_lib, preflight, run
 
 pytestmark = pytest.mark.slow
 
@@ -125,7 +125,7 @@ def paper_run(tmp_path_factory):
 
 def test_the_preflight_check_found_every_input(paper_run):
     rows = {r.item: r for r in paper_run["preflight"]}
-    assert not preflight.failed(paper_run["preflight"]), preflight.table(paper_run["preflight"])
+    assert not checklist.failed(paper_run["preflight"]), checklist.table(paper_run["preflight"])
     assert f"{len(paper_run['records'])} records" in rows["training file"].detail
     assert "float16" in rows["model"].detail
     assert rows["tool environment"].status == rows["judge"].status == "ok"
