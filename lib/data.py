@@ -118,11 +118,11 @@ def will_generate(cfg: dict, target: Path) -> bool:
 def sample_options(cfg: dict) -> dict:
     """lib.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
     data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""
-    data = cfg["data"]
-    return {"train_queries": int(data.get("sample_train_queries") or 240),
-            "queries_per_group": int(data.get("sample_queries_per_group") or 8),
-            "invented_values": float(data.get("sample_invented_values") or 0.0),
-            "retry_share": float(data.get("sample_retry_share") or 0.0)}
+    data_cfg = cfg["data"]
+    return {"train_queries": int(data_cfg.get("sample_train_queries") or 240),
+            "queries_per_group": int(data_cfg.get("sample_queries_per_group") or 8),
+            "invented_values": float(data_cfg.get("sample_invented_values") or 0.0),
+            "retry_share": float(data_cfg.get("sample_retry_share") or 0.0)}
 
 
 def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
@@ -156,18 +156,18 @@ def _prepare(cfg: dict) -> dict:
     from datasets import disable_progress_bars
 
     disable_progress_bars()
-    data = cfg["data"]
+    data_cfg = cfg["data"]
     ensure_sample(cfg)
-    train_path = config.path(cfg, data["train_path"])
+    train_path = config.path(cfg, data_cfg["train_path"])
     out = config.output_dir(cfg)
     cache = config.output_dir(cfg, "cache")
 
     # Read as a stream into an Arrow file on disk, so memory stays flat however large the input.
     dropped: Counter = Counter()
-    max_records = data["max_records"]
+    max_records = data_cfg["max_records"]
 
     def valid():
-        for n, record in enumerate(records.iter_valid_records(train_path, data["on_bad_record"], dropped)):
+        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped)):
             if max_records is not None and n >= max_records:
                 return
             yield record
@@ -178,14 +178,14 @@ def _prepare(cfg: dict) -> dict:
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
         raw = _read_records(flagged, train_path, work, dropped)
-        num_proc = data["num_proc"] if len(raw) >= 1000 else None
+        num_proc = data_cfg["num_proc"] if len(raw) >= 1000 else None
         per_choice = raw.map(lambda b: {"turns": [sum(t["from"] == "assistant" for t in c)
                                                   for c in b["conversations"]]},
                              batched=True, num_proc=num_proc, remove_columns=raw.column_names)
         examples_per_choice = {"record": len(raw), "assistant_turn": int(sum(per_choice["turns"])),
                                "conversation": len(raw) - int(sum(raw["extended"]))}
         sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
-                      fn_kwargs={"example_per": data["example_per"]})
+                      fn_kwargs={"example_per": data_cfg["example_per"]})
         tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
         sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
         # Written aside, then swapped in, so an interrupted run never leaves half a dataset behind.
@@ -203,12 +203,12 @@ def _prepare(cfg: dict) -> dict:
         "source": str(train_path),
         "records_read": len(raw) + sum(dropped.values()),
         "records_used": len(raw),
-        "example_per": data["example_per"],
+        "example_per": data_cfg["example_per"],
         "examples_written": len(sft),
         "examples_per_choice": examples_per_choice,
         "paper_examples": paper.number("train_examples"),
         "dropped": dict(sorted(dropped.items())),
-        "on_bad_record": data["on_bad_record"],
+        "on_bad_record": data_cfg["on_bad_record"],
         "max_positions": positions,
         "over_max_positions": sum(n > positions for n in lengths),
         "token_length_percentiles": percentiles(lengths),

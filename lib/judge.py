@@ -225,12 +225,12 @@ def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str
 # --------------------------------------------------------------------------------------------
 def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
     """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
-    jcfg = cfg["judge"]
-    if jcfg["kind"] == "offline":
+    judge_cfg = cfg["judge"]
+    if judge_cfg["kind"] == "offline":
         return None
-    if jcfg["kind"] != "llm":
-        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {jcfg['kind']!r}")
-    return llm_judge.LLMJudge(jcfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
+    if judge_cfg["kind"] != "llm":
+        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg['kind']!r}")
+    return llm_judge.LLMJudge(judge_cfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
 
 
 def run(cfg: dict, log=print):
@@ -243,8 +243,8 @@ def run(cfg: dict, log=print):
 
 def _run(cfg: dict, log):
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
-    jcfg, out = cfg["judge"], config.output_dir(cfg)
-    times, seed = int(jcfg["evaluate_times"]), int(jcfg["seed"])
+    judge_cfg, out = cfg["judge"], config.output_dir(cfg)
+    times, seed = int(judge_cfg["evaluate_times"]), int(judge_cfg["seed"])
     if times < 1:
         raise config.ConfigError("judge.evaluate_times must be >= 1 (the paper used >= 4)")
     judge = make_judge(cfg)
@@ -270,14 +270,14 @@ def _run(cfg: dict, log):
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
     # only now, with the settings and every input checked, is the folder touched).
     judgments_dir = config.resumable_dir(cfg, "judgments", {
-        "judge": jcfg, "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
+        "judge": judge_cfg, "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
         "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
     judged = {}
     for group in groups:
         queries = judgments.load_queries(test_dir / f"{group}.json")
         judged[group] = judgments.judge_group(trajs[group], queries,
                                               judgments_dir / f"{group}.jsonl", judge, times, seed,
-                                              group, int(jcfg["max_workers"]))
+                                              group, int(judge_cfg["max_workers"]))
         log(f"{group}: {len(judged[group])} queries judged by {name}")
 
     # Tables: pass rate (both aggregations), deterministic checks, agreement.
@@ -289,12 +289,12 @@ def _run(cfg: dict, log):
     tables.write_csv(out / "checks.csv", check_rows, CHECK_COLUMNS)
 
     # Win rate against a reference method, when one is configured.
-    win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if jcfg["win_rate_reference"]
+    win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if judge_cfg["win_rate_reference"]
                 else [])
     if win_rows:
         tables.write_csv(out / "win_rate.csv", win_rows, win_rate.WIN_COLUMNS)
 
-    summary = {"judge": name, "kind": jcfg["kind"], "evaluate_times": times, "stamp": cfg.get("stamp"),
+    summary = {"judge": name, "kind": judge_cfg["kind"], "evaluate_times": times, "stamp": cfg.get("stamp"),
                "selection": selection, "no_queries": [g for g in groups if not judged[g]],
                "notes": notes, "pass_rate": rows, "checks": check_rows,
                "agreement": agreement(judged),

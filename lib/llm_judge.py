@@ -63,9 +63,9 @@ def request_key(model: str, messages: list[dict], params: dict, index: int, atte
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _api_key(jcfg: dict) -> str:
+def _api_key(judge_cfg: dict) -> str:
     try:
-        return keys.endpoint_key(jcfg["api_key_env"], jcfg["base_url"], "judge.kind is llm")
+        return keys.endpoint_key(judge_cfg["api_key_env"], judge_cfg["base_url"], "judge.kind is llm")
     except keys.MissingKey as err:
         raise JudgeRequestError(str(err)) from None
 
@@ -137,17 +137,17 @@ def _parse(raw: Any) -> Any:
 class LLMJudge:
     """Asks an OpenAI-compatible chat endpoint; every request/reply goes through the cache."""
 
-    def __init__(self, jcfg: dict, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, judge_cfg: dict, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
         import openai           # here, not at the top: only judge.kind llm needs the client
         self.openai = openai
-        self.cfg = jcfg
-        self.name = jcfg["model"]
+        self.cfg = judge_cfg
+        self.name = judge_cfg["model"]
         self.cache = cache
         self.sleep = sleep
-        self.api_key = _api_key(jcfg)
-        self.client = openai.OpenAI(base_url=jcfg["base_url"], api_key=self.api_key,
-                                    max_retries=int(jcfg["max_retries"]),
-                                    timeout=float(jcfg["timeout_s"]))
+        self.api_key = _api_key(judge_cfg)
+        self.client = openai.OpenAI(base_url=judge_cfg["base_url"], api_key=self.api_key,
+                                    max_retries=int(judge_cfg["max_retries"]),
+                                    timeout=float(judge_cfg["timeout_s"]))
         self.endpoint = f"{self.client.base_url} (model {self.name})"
         # requests: HTTP requests sent, the client's retries included; retries: of those, the ones
         # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s.

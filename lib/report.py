@@ -303,11 +303,11 @@ def bars(paper: list[dict], runs: list[dict], caption, stamp, folder: Path) -> t
 # ----------------------------------------------------------------------------- the stage
 def run(cfg: dict) -> dict[str, Path]:
     """Stage 05, top to bottom: read, tables, figures, audit, contamination, index.json."""
-    rep, stamp = cfg["report"], cfg.get("stamp")
+    report_cfg, stamp = cfg["report"], cfg.get("stamp")
     folder = config.output_dir(cfg, "figures")
-    paper = reference_series(config.path(cfg, rep["paper_results"]), "paper")
-    readme = reference_series(config.path(cfg, rep["toolbench_results"]), "readme")
-    claims = audit.read_claims(config.path(cfg, rep["paper_claims"]))
+    paper = reference_series(config.path(cfg, report_cfg["paper_results"]), "paper")
+    readme = reference_series(config.path(cfg, report_cfg["toolbench_results"]), "readme")
+    claims = audit.read_claims(config.path(cfg, report_cfg["paper_claims"]))
     runs = run_series(cfg)
     primary = [s for s in runs if s.get("primary")]
     caption = captions(cfg, primary)
@@ -334,7 +334,7 @@ def run(cfg: dict) -> dict[str, Path]:
     paths["audit_csv"] = write_csv(folder / "audit.csv", lines, audit.AUDIT_COLUMNS)
     paths["audit_md"] = _write_text(folder / "audit.md", audit.audit_markdown(lines, caption, stamp))
 
-    n, threshold = int(rep["contamination_ngram"]), float(rep["contamination_threshold"])
+    n, threshold = int(report_cfg["contamination_ngram"]), float(report_cfg["contamination_threshold"])
     train, source = contamination.training_queries(cfg)
     rows_c, pairs = contamination.contamination(contamination.test_queries(cfg), train, n, threshold)
     for r in rows_c:

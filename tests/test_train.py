@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib import config, model as model_lib, paper, store, train
+from lib import config, model as model_lib, paper, store, train, training_log
 
 SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
           "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
@@ -354,7 +354,7 @@ def test_run_shorter_than_one_logging_window_still_summarises(cfg, tmp_path):
     summary = train.run(cfg)
     assert summary["final_loss"] is None and summary["train_loss"] > 0
     assert (tmp_path / "figures" / "loss_curve.png").stat().st_size > 0
-    assert "final loss" in train.describe(summary)
+    assert "final loss" in training_log.describe(summary)
 
 
 @pytest.mark.parametrize("pretokenize, pieces", [("gpt2", 7), ("identifiers", 1)])
