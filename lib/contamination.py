@@ -15,6 +15,7 @@ import json
 import re
 from collections import defaultdict
 from pathlib import Path
+from typing import NamedTuple
 
 from lib import config, records, toolbench, tools
 from lib.tables import group_label, markdown_table
@@ -97,6 +98,13 @@ def ngrams(text: str, n: int) -> set[tuple[str, ...]]:
     return {tuple(words[i:i + n]) for i in range(len(words) - n + 1)}
 
 
+class Nearest(NamedTuple):
+    """A test query's closest training query so far: n-gram Jaccard, overlap, the training id."""
+    jaccard: float
+    overlap: float
+    train_id: str
+
+
 def contamination(tests: dict[str, list[dict]], train: list[tuple[str, str]], n: int,
                   threshold: float) -> tuple[list[dict], list[dict]]:
     """Exact and near-duplicate overlap of test queries with training queries.
@@ -112,7 +120,7 @@ def contamination(tests: dict[str, list[dict]], train: list[tuple[str, str]], n:
     for i, gs in enumerate(grams):
         for gram in gs:
             index[gram].append(i)
-    best = [(0.0, 0.0, "") for _ in flat]          # (jaccard, overlap, train id)
+    best = [Nearest(0.0, 0.0, "") for _ in flat]
     exact_ids: dict[str, str] = {}
     seen: set[str] = set()
     test_texts = set(norm)
@@ -130,8 +138,8 @@ def contamination(tests: dict[str, list[dict]], train: list[tuple[str, str]], n:
                 hits[i] += 1
         for i, c in hits.items():
             jac = c / (len(grams[i]) + len(tgrams) - c)
-            if jac > best[i][0]:
-                best[i] = (jac, c / len(grams[i]), rid)
+            if jac > best[i].jaccard:
+                best[i] = Nearest(jac, c / len(grams[i]), rid)
     return _contamination_rows(tests, flat, norm, best, exact_ids, threshold, len(seen))
 
 
@@ -151,8 +159,8 @@ def _contamination_rows(tests, flat, norm, best, exact_ids, threshold, n_train):
         rows.append({"group": g, "n_test": len(idx), "n_train_queries": n_train,
                      "exact_dups": sum(p["kind"] == "exact" for p in mine),
                      "near_dups": sum(p["kind"] == "near" for p in mine),
-                     "max_overlap": f"{max((best[i][1] for i in idx), default=0):.3f}",
-                     "max_jaccard": f"{max((best[i][0] for i in idx), default=0):.3f}"})
+                     "max_overlap": f"{max((best[i].overlap for i in idx), default=0):.3f}",
+                     "max_jaccard": f"{max((best[i].jaccard for i in idx), default=0):.3f}"})
     return rows, pairs
 
 

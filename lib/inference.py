@@ -9,6 +9,7 @@ the stage. The formats (prompts, the step parser, converted answers) are lib/too
 from __future__ import annotations
 
 import collections
+import dataclasses
 import json
 import time
 
@@ -227,6 +228,16 @@ def _all_steps(result: dict):
     return out
 
 
+@dataclasses.dataclass
+class Running:
+    """A query in the batch: its loop (a coroutine), the conversation it waits on, what it cost."""
+    query: Query
+    loop: object
+    prompt: list
+    tokens: int = 0
+    truncated: int = 0
+
+
 def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
               batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
               max_observation_length: int | None = None, log=None, progress_log=None,
@@ -239,7 +250,8 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
     pending = collections.deque(q for q in queries if str(q.query_id) not in done)
     counters = {"skipped": len(queries) - len(pending), "ran": 0, "tokens": 0, "truncated": 0,
                 "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0}
-    active, started = [], []     # active: [query, coroutine, prompt, tokens, truncated]
+    active: list[Running] = []
+    started: list[Query] = []
     t0 = time.perf_counter()
     group = queries[0].group if queries else ""
     progress = Progress(f"03 {group} queries", len(queries), log=progress_log or (lambda *a, **k: None),
@@ -256,20 +268,20 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                     co = dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length)
                 else:
                     raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
-                active.append([q, co, next(co), 0, 0])
-            generations = backend.generate([a[2] for a in active])
+                active.append(Running(q, co, next(co)))
+            generations = backend.generate([a.prompt for a in active])
             counters["generate_calls"] += 1
             still = []
             for entry, gen in zip(active, generations):
-                entry[3] += gen.tokens
-                entry[4] += int(gen.truncated)
+                entry.tokens += gen.tokens
+                entry.truncated += int(gen.truncated)
                 try:
-                    entry[2] = entry[1].send(gen.text)
+                    entry.prompt = entry.loop.send(gen.text)
                     still.append(entry)
                 except StopIteration as stop:
-                    line = trajectory_line(entry[0], method, stop.value, entry[3], entry[4])
-                    counters["tokens"] += entry[3]
-                    counters["truncated"] += entry[4]
+                    line = trajectory_line(entry.query, method, stop.value, entry.tokens, entry.truncated)
+                    counters["tokens"] += entry.tokens
+                    counters["truncated"] += entry.truncated
                     if transport_failed(line):
                         counters["transport_failed"] += 1
                         counters["transport_failed_calls"] += line["tool_calls"]
@@ -280,7 +292,7 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                         fh.write(line)
                         counters["ran"] += 1
                         if log:
-                            log(f"{entry[0].group} {entry[0].query_id}: {stop.value['finish_type']}")
+                            log(f"{entry.query.group} {entry.query.query_id}: {stop.value['finish_type']}")
                     progress.update(counters["skipped"] + counters["ran"] + counters["transport_failed"],
                                     f"{counters['tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
             active = still
