@@ -453,8 +453,12 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
 def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tmp_path):
     from lib import config, tools
 
+    test_dir = tmp_path / "test_instruction"      # its own queries: a fresh clone has no data/sample yet
+    test_dir.mkdir()
+    (test_dir / "G1_instruction.json").write_text(json.dumps([QUERY]))
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "inference.tool_env": "virtual",
-                                "inference.virtual_server_url": "http://127.0.0.1:9/virtual"})
+                                "inference.virtual_server_url": "http://127.0.0.1:9/virtual",
+                                "data.test_dir": str(test_dir), "inference.groups": ["G1_instruction"]})
     with pytest.raises(tools.EnvUnavailable, match=r"http://127.0.0.1:9/virtual.*inference\.virtual_server_url"):
         inference.run(cfg, backend=Scripted([]), log=None)
     assert not (tmp_path / "out" / "trajectories").exists()
