@@ -127,8 +127,9 @@ def test_lora_and_mini_profiles_are_smoke_with_their_own_keys():
     assert (mini["train"]["num_train_epochs"], mini["train"]["learning_rate"]) == (5, 2.0e-3)
     assert {k: v for k, v in mini["train"].items() if k not in ("num_train_epochs", "learning_rate")} == \
         {k: v for k, v in smoke["train"].items() if k not in ("num_train_epochs", "learning_rate")}
-    assert {k: mini["data"][k] for k in ("sample_train_queries", "sample_invented_values", "sample_retry_share")} == \
-        {"sample_train_queries": 1000, "sample_invented_values": 0.5, "sample_retry_share": 0.2}
+    assert {k: mini["data"][k] for k in ("sample_train_queries", "sample_invented_values")} == \
+        {"sample_train_queries": 1000, "sample_invented_values": 0.5}
+    assert not mini["data"].get("sample_retry_share")      # inv50: retried miscopies taught miscopying
     assert mini["data"]["sample_dir"] == "data/sample-mini" and mini["data"]["example_per"] == "conversation"
     assert mini["data"]["train_path"].startswith("data/sample-mini/") and mini["seed"] == smoke["seed"] == 1234
     assert mini["judge"] == smoke["judge"] and mini["lora"] is None
