@@ -267,9 +267,14 @@ def sft_config(cfg: dict, log=print):
 
 def make_trainer(cfg: dict, model, tokenizer, dataset, args, callbacks=()):
     """TRL's SFTTrainer; it tokenizes with the tokenizer's chat template and builds the labels."""
+    from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
-    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
-                      peft_config=lora_config(cfg), callbacks=list(callbacks))
+    trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
+                         peft_config=lora_config(cfg), callbacks=list(callbacks))
+    # With disable_tqdm the Trainer prints every log as a raw dict; train_log.jsonl and the progress
+    # lines (lib/training_log.py) already say the same, readably.
+    trainer.remove_callback(PrinterCallback)
+    return trainer
 
 
 def lora_config(cfg: dict):
