@@ -255,11 +255,11 @@ def _run(cfg: dict, log):
     groups = [g for g in cfg["inference"]["groups"] if (traj_dir / f"{g}.jsonl").exists()]
     if not groups:
         raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
-    trajs, selection, notes = {}, {}, []
+    trajs, queries, selection, notes = {}, {}, {}, []
     for g in groups:
+        queries[g] = judgments.load_queries(test_dir / f"{g}.json")
         trajs[g], selection[g] = select(judgments.read_trajectories(traj_dir / f"{g}.jsonl"),
-                                        judgments.load_queries(test_dir / f"{g}.json"),
-                                        cfg["inference"]["max_queries_per_group"])
+                                        queries[g], cfg["inference"]["max_queries_per_group"])
         for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
             log(f"{'WARNING: ' if warning else ''}{g}: {note}")
             notes.append(f"{g}: {note}")
@@ -274,8 +274,7 @@ def _run(cfg: dict, log):
         "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
     judged = {}
     for group in groups:
-        queries = judgments.load_queries(test_dir / f"{group}.json")
-        judged[group] = judgments.judge_group(trajs[group], queries,
+        judged[group] = judgments.judge_group(trajs[group], queries[group],
                                               judgments_dir / f"{group}.jsonl", judge, times, seed,
                                               group, int(judge_cfg["max_workers"]))
         log(f"{group}: {len(judged[group])} queries judged by {name}")

@@ -88,8 +88,9 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # Only now, with every setting and input checked, touch the folders: resume this same run from
     # its last checkpoint, or set another run's checkpoints, model and logs aside (never delete).
     planned = planned_steps(args, len(trainer.train_dataset))
-    fresh = prepare_output(cfg, args.output_dir, planned, log=log)
-    finished = None if fresh else finished_run(out, run_fingerprint(cfg), planned)
+    fingerprint = run_fingerprint(cfg)      # a digest of sft/'s data files: computed once
+    fresh = prepare_output(cfg, args.output_dir, planned, log=log, fingerprint=fingerprint)
+    finished = None if fresh else finished_run(out, fingerprint, planned)
     if finished:
         # Resuming a finished run would re-save model/ (and the Trainer even takes one more step
         # when the last checkpoint ends mid-epoch), which makes stage 03 start its queries afresh.
@@ -150,7 +151,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "learning_curve": [{k: r[k] for k in ("step", "parses", "correct", "parse_error_rate")}
                            for r in dev_curve],
         "stamp": cfg.get("stamp"),
-        "run_fingerprint": run_fingerprint(cfg),
+        "run_fingerprint": fingerprint,
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
@@ -313,7 +314,8 @@ def planned_steps(args, examples: int) -> int:
     return math.ceil(per_epoch * args.num_train_epochs)
 
 
-def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=print) -> bool:
+def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=print,
+                   fingerprint: str | None = None) -> bool:
     """Keep the checkpoints of this same run (to resume; also when it now trains further) and
     return False; otherwise set that run aside whole and return True (a fresh start).
 
@@ -323,7 +325,7 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
     now; resuming it would stop at once on the longer run's weights)."""
     folder, out = Path(checkpoints), Path(checkpoints).parent
     stamp = folder / "run_fingerprint.txt"
-    fingerprint = run_fingerprint(cfg)
+    fingerprint = fingerprint or run_fingerprint(cfg)
     old = stamp.read_text().strip() if stamp.exists() else None
     last = last_checkpoint(str(folder))
     past = last is not None and planned is not None and int(last.rsplit("-", 1)[-1]) > planned
