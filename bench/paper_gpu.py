@@ -35,6 +35,7 @@ import traceback
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
@@ -75,7 +76,7 @@ def peak_gb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20, 2)
 
 
-class StepClock(train.TrainerCallback):
+class StepClock(TrainerCallback):
     """Wall time at the end of each optimizer step (the first one is warm-up)."""
 
     def __init__(self):

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import torch
+from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib import config, model as model_lib, train  # noqa: E402
@@ -71,7 +72,7 @@ def padding_fraction(trainer, batches: int) -> tuple[float, float]:
     return 1 - real / total, real / seqs
 
 
-class StepTimer(train.TrainerCallback):
+class StepTimer(TrainerCallback):
     """Wall time and TRL's non-padding token count per optimizer step (the first one is warm-up)."""
 
     def __init__(self):

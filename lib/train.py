@@ -83,6 +83,9 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # TRL drops examples whose completion was cut away entirely by its (keep_start) truncation.
     lengths["dropped_too_long"] += len(dataset) - len(trainer.train_dataset)
     lengths["truncated"] -= len(dataset) - len(trainer.train_dataset)
+    # Tokens per epoch from what TRL will train on: truncated, and without the examples it dropped.
+    if "input_ids" in trainer.train_dataset.column_names:
+        lengths["padding_free_tokens"] = sum(map(len, trainer.train_dataset["input_ids"]))
     check_not_empty(cfg, len(trainer.train_dataset), args.max_length, lengths)
 
     # Only now, with every setting and input checked, touch the folders: resume this same run from

@@ -155,6 +155,22 @@ def test_too_long_counted(tmp_path, cfg, policy):
         assert max(len(x) for x in trainer.train_dataset["input_ids"]) == limit
 
 
+def test_tokens_per_second_count_what_trl_trains_on(tmp_path, cfg):
+    """tokens_per_s rests on padding_free_tokens: after TRL's cut to max_length, and without the
+    examples it drops (a prompt alone filling max_length leaves no completion to learn)."""
+    tokenizer = model_lib.load_tokenizer(cfg)
+    dataset = train.load_data(cfg)[0]
+    lengths = train.sequence_lengths(dataset, tokenizer)
+    prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"])
+               for p in dataset["prompt"]]
+    limit = (min(prompts) + max(prompts)) // 2 + 5
+    assert any(p >= limit for p in prompts)
+    run_cfg = make_cfg(tmp_path, model={"tiny": TINY, "over_max_positions": "truncate"},
+                       train={**FAST_TRAIN, "max_length": limit, "completion_only_loss": True, "max_steps": 1})
+    summary = train.run(run_cfg, log=lambda *a, **k: None)
+    assert summary["dropped_too_long"] == sum(p >= limit for p in prompts)
+    assert summary["padding_free_tokens"] == sum(min(n, limit) for n, p in zip(lengths, prompts) if p < limit)
+
 def test_tiny_model_tied_to_tokenizer(cfg):
     tokenizer = model_lib.load_tokenizer(cfg)
     m = model_lib.load_model(cfg, tokenizer)
