@@ -93,6 +93,7 @@ SCHEMA: dict[str, Any] = {
         "on_bad_record": one_of("raise", "skip"), "num_proc": POSITIVE,
         "max_records": COUNT, "histogram_bins": POSITIVE, "sample_train_queries": COUNT,
         "sample_queries_per_group": COUNT, "sample_invented_values": SHARE, "sample_retry_share": SHARE,
+        "answer_methods": LIST,
     },
     "model": {
         "name_or_path": STR, "tiny": MAPPING, "tokenizer_train_texts": POSITIVE, "chat_template": STR,
@@ -116,7 +117,8 @@ SCHEMA: dict[str, Any] = {
         "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,
         "api_key_env": STR, "temperature": SHARE, "max_retries": COUNT, "timeout_s": SHARE,
         "seed": INT, "win_rate_reference": STR, "max_tokens": POSITIVE, "retry_backoff_s": SHARE,
-        "malformed_retries": COUNT, "max_workers": POSITIVE,
+        "malformed_retries": COUNT, "max_workers": POSITIVE, "max_calls": COUNT, "evaluator_dir": STR,
+        "released": LIST,
     },
     "report": {
         "paper_results": STR, "toolbench_results": STR, "paper_claims": STR, "runs": LIST,
