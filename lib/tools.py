@@ -2,18 +2,24 @@
 
 All of them share one interface, `call(category, tool_name, api_name, arguments) -> observation`,
 where the names are the query's api_list names (as written in test_instruction/*.json) and the
-observation is ToolBench's JSON text `{"error": "...", "response": ...}`.
+observation is ToolBench's JSON text `{"error": "...", "response": ...}`. The HTTP environments give
+it byte for byte as ToolBench's and StableToolBench's own inference client writes it
+(`toolbench/inference/Downstream_tasks/rapidapi.py`, `rapidapi_wrapper._step`: `json.dumps(<the
+server's JSON reply>)`, Python's defaults: ASCII escapes, ", " and ": ", keys in the order received),
+so trajectories read as upstream ones; see `client_observation` and the two environments' `call`.
 
 - `OfflineToolEnv`: recorded responses (toolenv/responses.jsonl), deterministic, no network.
 - `VirtualToolEnv`: a StableToolBench-style virtual API server over HTTP.
 - `RapidApiToolEnv`: the live RapidAPI endpoints, with the user's key (from an env var).
 
 Each call also leaves its outcome in `env.last_outcome`: "ok", "api_error" (the API answered with an
-error) or "transport_error" (no answer: the environment itself failed). Stage 03 counts them, stops a
-run whose environment fails, and checks the environment (`check_env`) before its first query.
+error) or "transport_error" (no answer: the environment itself failed), and in `env.last_problem`
+what went wrong in the project's words (None when the call got an answer). Stage 03 counts them,
+stops a run whose environment fails, and checks the environment (`check_env`) before its first query.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import socket
 import time
@@ -27,8 +33,30 @@ from lib.toolbench import change_name, standardize_name
 
 
 def observation(response="", error: str = "") -> str:
-    """ToolBench's observation text."""
+    """ToolBench's observation text, as the offline environment and the sample corpus write it."""
     return json.dumps({"error": error, "response": response}, ensure_ascii=False)
+
+
+def client_observation(reply) -> str:
+    """The observation ToolBench's inference client makes of a tool server's JSON reply:
+    `json.dumps(response)` with Python's defaults (non-ASCII as \\uXXXX escapes, ", " and ": "
+    separators, keys in the order the server sent them, nothing sorted). Upstream:
+    StableToolBench and ToolBench toolbench/inference/Downstream_tasks/rapidapi.py,
+    rapidapi_wrapper._step (`return json.dumps(response), status_code`); the client's own error
+    observations are built the same way (`json.dumps({"error": ..., "response": ""})`)."""
+    return json.dumps(reply)
+
+
+def client_error(error: str) -> str:
+    """An error observation as rapidapi_wrapper._step writes its own: `{"error": ..., "response": ""}`."""
+    return client_observation({"error": error, "response": ""})
+
+
+# The client's own error texts (StableToolBench toolbench/inference/Downstream_tasks/rapidapi.py,
+# rapidapi_wrapper._step, around the requests.post to the service url):
+TIMEOUT_ERROR = "Timeout error..."                                   # requests.exceptions.Timeout
+STATUS_ERROR = "request invalid, data error. status_code={status}"   # response.status_code != 200
+DATA_ERROR = "request invalid, data error"                           # response.json() failed
 
 
 def recorded_observation(response) -> str:
@@ -113,10 +141,13 @@ class ToolEnv:
     `last_outcome` is what the last call met: "ok", "api_error" (the API answered with an error:
     a bad argument, an unknown API, RapidAPI's HTTP 4xx; the model's business) or "transport_error"
     (no answer: unreachable, timed out, HTTP 5xx, 429 after its retries; the environment's failure).
+    `last_problem` says in the project's words what went wrong in transport (None otherwise): the
+    observation itself holds upstream's text, which names less (e.g. "Timeout error...").
     """
 
     name = "base"
     last_outcome = OK
+    last_problem = None
 
     def call(self, category: str, tool_name: str, api_name: str, arguments: dict) -> str:
         raise NotImplementedError
@@ -135,9 +166,14 @@ class ToolEnv:
     def __exit__(self, *exc):
         self.close()
 
-    def _answered(self, text: str, transport: bool = False) -> str:
-        """Record the outcome of a call whose observation is `text` and pass `text` on."""
-        self.last_outcome = TRANSPORT_ERROR if transport else API_ERROR if json.loads(text)["error"] else OK
+    def _answered(self, text: str, transport: str | None = None, api_error: bool | None = None) -> str:
+        """Record the outcome of a call whose observation is `text` and pass `text` on: a transport
+        error when `transport` says what failed, else an API error when `api_error` (by default:
+        when the observation's error field is set)."""
+        self.last_problem = transport
+        if api_error is None:
+            api_error = bool(json.loads(text).get("error"))
+        self.last_outcome = TRANSPORT_ERROR if transport else API_ERROR if api_error else OK
         return text
 
 
@@ -245,27 +281,39 @@ def _client(timeout: float) -> httpx.Client:
     return httpx.Client(timeout=timeout, follow_redirects=True)
 
 
+@dataclasses.dataclass
+class Reply:
+    """What one HTTP call got: `status` (0: no answer), the body as text (UTF-8, undecodable bytes
+    replaced), and `problem`, None for a 2xx, else what went wrong in the project's words
+    ("<service> answered HTTP 500", "... gave no answer within 30 s", "... unreachable (...)")."""
+    status: int
+    text: str = ""
+    problem: str | None = None
+    timed_out: bool = False
+
+
 def _send(client: httpx.Client, request: dict, timeout: float, service: str, retries: int = RETRIES,
-          sleep=time.sleep) -> tuple[str, str | None, int]:
-    """(reply text, None, its 2xx status), or ("", an error observation, HTTP status) when `service`
-    answers an error, status 0 when nothing answers in `timeout` s (`client`'s time-out). `request`
-    is {method, url, headers, body}. HTTP 429 and 502-504 (busy, temporarily down) are retried up to
-    `retries` times, waiting as Retry-After asks (`sleep`: tests inject it)."""
+          sleep=time.sleep) -> Reply:
+    """One call of `service`; `request` is {method, url, headers, body}. Nothing answering within
+    `timeout` s (`client`'s time-out) is status 0, timed_out. HTTP 429 and 502-504 (busy,
+    temporarily down) are retried up to `retries` times, waiting as Retry-After asks (`sleep`: tests
+    inject it); the last answer is returned, its body kept (RapidAPI's error bodies are observations)."""
     for attempt in range(retries + 1):
         try:
             reply = client.request(request["method"], request["url"], headers=request.get("headers"),
                                    content=request.get("body"))
         except httpx.TimeoutException:
-            return "", observation(error=f"{service} gave no answer within {timeout:g} s"), 0
+            return Reply(0, "", f"{service} gave no answer within {timeout:g} s", timed_out=True)
         except (httpx.RequestError, httpx.InvalidURL) as err:    # refused, reset, no route, bad url
             detail = f": {err}" if str(err) else ""
-            return "", observation(error=f"{service} unreachable ({type(err).__name__}{detail})"), 0
+            return Reply(0, "", f"{service} unreachable ({type(err).__name__}{detail})")
+        text = reply.content.decode("utf-8", errors="replace")
         if reply.is_success:
-            return reply.content.decode("utf-8", errors="replace"), None, reply.status_code
+            return Reply(reply.status_code, text)
         if reply.status_code in (429, 502, 503, 504) and attempt < retries:
             sleep(retry_wait(reply.headers.get("Retry-After"), attempt))
             continue
-        return "", observation(error=f"{service} answered HTTP {reply.status_code}"), reply.status_code
+        return Reply(reply.status_code, text, f"{service} answered HTTP {reply.status_code}")
 
 
 class _HttpToolEnv(ToolEnv):
@@ -283,19 +331,36 @@ class _HttpToolEnv(ToolEnv):
 
 
 class VirtualToolEnv(_HttpToolEnv):
-    """StableToolBench's virtual API server (server/main.py there).
+    """StableToolBench's virtual API server (server/main.py there, `get_virtual_response`).
 
     Request: HTTP POST to `url` (e.g. http://HOST:8080/virtual), JSON body
     `category` (the query's category_name), `tool_name` (standardized tool name), `api_name`
     (standardized API name, as in the function name), `tool_input` (the arguments as a JSON
     string), `strip` (how the server shortens long responses: "truncate", "filter" or "random"),
-    `toolbench_key` (the user's ToolBench key, from an env var; may be empty for a local server).
-    Reply: JSON `{"error": ..., "response": ...}`, passed on as the observation.
+    `toolbench_key` (the user's ToolBench key, from an env var; may be empty for a local server),
+    the key also in a `toolbench_key` header, as the upstream client sends it.
+    Reply: a JSON object `{"error": ..., "response": ...}` (from the server's cache, the real API or
+    its LLM simulation; `response` may be text or any JSON value).
+
+    The observation is what StableToolBench's client (toolbench/inference/Downstream_tasks/
+    rapidapi.py, rapidapi_wrapper._step) makes of the reply, byte for byte:
+    - HTTP 200 with JSON: `json.dumps(reply)` (client_observation), the reply's keys in their order;
+    - HTTP status other than 200: `{"error": "request invalid, data error. status_code=<N>",
+      "response": ""}`;
+    - a body that is not JSON: `{"error": "request invalid, data error", "response": ""}`;
+    - no answer within the time-out: `{"error": "Timeout error...", "response": ""}` (upstream
+      waits forever on a /virtual url, and gives up after 15 s on others).
+    Where upstream's client stops with an exception instead, the project goes on with an
+    observation of the same shape: a refused connection (requests' ConnectionError, not caught
+    there) reads `{"error": "virtual API server unreachable (...)", "response": ""}`, and a JSON
+    reply that is not an object with an "error" field (upstream: KeyError on response["error"])
+    reads as a body it cannot use, "request invalid, data error". Unlike upstream, HTTP 429 and
+    502-504 are retried first (RETRIES, Retry-After).
 
     The real server answers every API error (unknown tool, unparsable input) with HTTP 200 and an
     error field, and simulates unknown tools with its LLM; an HTTP error status means the call never
     reached an API (a wrong url path: 404/405/422; its simulator or upstream failed: 500), so any
-    HTTP error here is a transport error.
+    HTTP error here is a transport error, as are the replies above that the client cannot use.
     """
 
     name = "virtual"
@@ -312,44 +377,97 @@ class VirtualToolEnv(_HttpToolEnv):
                 "tool_input": json.dumps(arguments, ensure_ascii=False), "strip": self.strip,
                 "toolbench_key": self.key}
 
-    def _post(self, category, tool_name, api_name, arguments) -> tuple[str, str | None, int]:
-        request = {"method": "POST", "url": self.url, "headers": {"Content-Type": "application/json"},
+    def _post(self, category, tool_name, api_name, arguments) -> Reply:
+        request = {"method": "POST", "url": self.url,
+                   "headers": {"Content-Type": "application/json", "toolbench_key": self.key},
                    "body": json.dumps(self.payload(category, tool_name, api_name, arguments)).encode()}
         return _send(self.client, request, self.timeout, "virtual API server", self.retries, self.sleep)
 
     def call(self, category, tool_name, api_name, arguments):
-        text, failed, _ = self._post(category, tool_name, api_name, arguments)
-        if failed:
-            return self._answered(failed, transport=True)
+        reply = self._post(category, tool_name, api_name, arguments)
+        if reply.timed_out:
+            return self._answered(client_error(TIMEOUT_ERROR), transport=reply.problem)
+        if reply.status == 0:
+            return self._answered(client_error(reply.problem), transport=reply.problem)
+        if reply.status != 200:
+            return self._answered(client_error(STATUS_ERROR.format(status=reply.status)),
+                                  transport=reply.problem or f"virtual API server answered HTTP {reply.status}")
         try:
-            data = json.loads(text)
+            data = json.loads(reply.text)
         except json.JSONDecodeError:
-            return self._answered(observation(text))
-        if isinstance(data, dict) and ("error" in data or "response" in data):
-            return self._answered(observation(data.get("response", ""), str(data.get("error") or "")))
-        return self._answered(observation(data))
+            return self._answered(client_error(DATA_ERROR),
+                                  transport=f"virtual API server answered HTTP 200 with a body that is not JSON: "
+                                            f"{reply.text[:80]!r}")
+        if not isinstance(data, dict) or "error" not in data:
+            return self._answered(client_error(DATA_ERROR),
+                                  transport=f"virtual API server answered JSON without an 'error' field: "
+                                            f"{reply.text[:80]!r}")
+        return self._answered(client_observation(data), api_error=bool(data["error"]))
 
     def probe(self, category="Data", tool_name="preflight", api_name="probe"):
         """One call. "missing": nothing answers at the url, or it answers HTTP 4xx (not
         StableToolBench's POST /virtual); "warn": connected but slow (the server simulates an
         uncached call with an LLM) or HTTP 5xx / 429 to this call; "ok": it answered."""
-        _, failed, status = self._post(category, tool_name, api_name, {})
+        reply = self._post(category, tool_name, api_name, {})
         at, call = f"virtual server {self.url}", f"a call of {tool_name}/{api_name}"
-        if not failed:
+        if reply.problem is None:
             return "ok", f"{at} answered {call}"
-        error = json.loads(failed)["error"].replace("virtual API server ", "")
-        if status >= 500 or status == 429 or "no answer within" in error:
+        error, status = reply.problem.replace("virtual API server ", ""), reply.status
+        if status >= 500 or status == 429 or reply.timed_out:
             return "warn", f"{at}: {error} to {call}"
         if status:
             return "missing", f"{at}: {error} to {call}; is inference.virtual_server_url the server's /virtual?"
         return "missing", f"{at}: {error}; start StableToolBench's server or set inference.virtual_server_url"
 
 
+# ToolBench's RapidAPI route (toolbench/inference/server.py, process_error): the error label a
+# response gets from its text, first match wins. (Its first test, for "The request to the API has
+# timed out...", is followed by an `if` rather than an `elif`, so the chain below always overrides
+# it: it never decides, and is left out here.)
+RAPIDAPI_ERRORS = (
+    (("Your Client (working) ---> Gateway (working) ---> API (not working)",), "API not working error..."),
+    (("Unauthorized", "unauthorized"), "Unauthorized error..."),
+    (("You are not subscribed to this API.",), "Unsubscribed error..."),
+    (("Too many requests",), "Too many requests error..."),
+    (("You have exceeded", "you are being rate limited"), "Rate limit error..."),
+    (("Access restricted. Check credits balance or enter the correct API key.",), "Rate limit error..."),
+    (("Oops, an error in the gateway has occurred.",), "Gateway error..."),
+    (("Blocked User. Please contact your API provider.",), "Blocked error..."),
+    (("error",), "Message error..."),
+)
+RAPIDAPI_RESPONSE_CHARS = 2048      # server.py get_rapidapi_response: str(observation)[:2048]
+
+
+def rapidapi_error_label(response) -> str:
+    """server.py process_error's label of a RapidAPI response (a parsed JSON value or text)."""
+    text = str(response)
+    for needles, label in RAPIDAPI_ERRORS:
+        if any(n in text for n in needles):
+            return label
+    return ""
+
+
+def rapidapi_observation(body: str) -> str:
+    """The observation ToolBench makes of a RapidAPI reply `body`, byte for byte:
+    the tool's api.py keeps `response.json()`, else `response.text`, whatever the HTTP status;
+    server.py `get_rapidapi_response` labels it (process_error), writes it with str() (Python's
+    repr for a dict or list, observation_shorten with strip "truncate") cut to 2048 characters, and
+    returns {"error": label, "response": that text}; rapidapi.py `rapidapi_wrapper._step` then
+    json.dumps-es that dict (client_observation)."""
+    try:
+        response = json.loads(body)
+    except json.JSONDecodeError:
+        response = body
+    return client_observation({"error": rapidapi_error_label(response),
+                               "response": str(response)[:RAPIDAPI_RESPONSE_CHARS]})
+
+
 class RapidApiToolEnv(_HttpToolEnv):
     """Live RapidAPI calls built from the tool documents (url, method, parameter names).
 
     GET parameters go in the query string, other methods send them as a JSON body; the key travels
-    in the X-RapidAPI-Key header and is never logged or written anywhere.
+    in the X-RapidAPI-Key header and is never logged or written anywhere. The observation is
+    ToolBench's (rapidapi_observation), also for an HTTP error status: its body is the API's answer.
     """
 
     name = "rapidapi"
@@ -390,13 +508,18 @@ class RapidApiToolEnv(_HttpToolEnv):
             spec = self.build_request(tool_name, api_name, arguments)
         except KeyError as err:
             return self._answered(observation(error=str(err.args[0])))
-        text, failed, status = _send(self.client, spec, self.timeout, "RapidAPI", self.retries, self.sleep)
-        if failed:     # a 4xx other than 429 is the API's answer (bad parameters, not subscribed)
-            return self._answered(failed, transport=not 400 <= status < 500 or status == 429)
-        try:
-            return self._answered(observation(json.loads(text)))
-        except json.JSONDecodeError:
-            return self._answered(observation(text))
+        reply = _send(self.client, spec, self.timeout, "RapidAPI", self.retries, self.sleep)
+        if reply.status == 0:
+            # Nothing answered: in ToolBench the tool's api.py raised, and server.py run() made
+            # {"error": "Function executing <import line> error...\n<exception>", "response": ""}.
+            return self._answered(client_error(f"Function executing {_import_line(category, tool_name, api_name)}"
+                                               f" error...\n{reply.problem}"), transport=reply.problem)
+        text = rapidapi_observation(reply.text)
+        if reply.problem and (reply.status >= 500 or reply.status == 429):
+            return self._answered(text, transport=reply.problem)
+        # Any other status is the API's answer: a 4xx one (bad parameters, not subscribed) an API
+        # error whatever its label; a 2xx one an API error when ToolBench labels it one.
+        return self._answered(text, api_error=True if reply.problem else None)
 
     def probe(self, category="", tool_name="", api_name=""):
         """The key is set and the API's host (else the first documented one) accepts a connection:
@@ -415,6 +538,17 @@ class RapidApiToolEnv(_HttpToolEnv):
         except OSError as err:
             return "missing", f"RapidAPI: {host}:{port} unreachable ({type(err).__name__}: {err}); check the network"
         return "ok", f"RapidAPI: key set, {host} accepts connections (not called: calls cost quota)"
+
+
+def _import_line(category: str, tool_name: str, api_name: str) -> str:
+    """The import server.py's prepare_tool_name_and_url writes for a tool's api.py function, with
+    get_rapidapi_response's default tools_root "data.toolenv.tools"."""
+    standard_category = category.replace(" ", "_").replace(",", "_").replace("/", "_")
+    while " " in standard_category or "," in standard_category:
+        standard_category = standard_category.replace(" ", "_").replace(",", "_")
+    standard_category = standard_category.replace("__", "_")
+    return (f"from data.toolenv.tools.{standard_category}.{standardize_name(tool_name)}.api import "
+            f"{change_name(standardize_name(api_name))}")
 
 
 def make_env(cfg: dict) -> ToolEnv:

@@ -3,8 +3,10 @@ import json
 
 import pytest
 
-from conftest import LoopbackServer
+from conftest import TOOLBENCH_SAMPLE as SAMPLES, LoopbackServer
 from lib import tools
+
+needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
 
 
 @pytest.fixture
@@ -86,7 +88,7 @@ def test_virtual_server_over_http(server):
     assert path == "/virtual"
     assert body == {"category": "Weather", "tool_name": "weather_api", "api_name": "current_weather",
                     "tool_input": '{"city": "Paris"}', "strip": "truncate", "toolbench_key": "tb-key"}
-    assert "HTTP 500" in obs(env.call("Weather", "Weather API!", "boom", {}))["error"]
+    assert obs(env.call("Weather", "Weather API!", "boom", {}))["error"] == "request invalid, data error. status_code=500"
     dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
     assert "unreachable" in obs(dead.call("a", "b", "c", {}))["error"]
 
@@ -169,12 +171,15 @@ def test_virtual_outcomes_tell_transport_errors_from_api_errors():
         assert env.last_outcome == "ok"
         assert "parse error" in obs(env.call("Data", "t", "bad_input", {}))["error"]
         assert env.last_outcome == "api_error"
-        assert "HTTP 500" in obs(env.call("Data", "t", "crash", {}))["error"]
-        assert env.last_outcome == "transport_error"
+        assert env.call("Data", "t", "crash", {}) == \
+            '{"error": "request invalid, data error. status_code=500", "response": ""}'
+        assert env.last_outcome == "transport_error" and env.last_problem == "virtual API server answered HTTP 500"
         # any HTTP error from the virtual server is transport: a wrong url path never reaches an API
         wrong = tools.VirtualToolEnv(server.url + "/wrong")
-        assert "HTTP 404" in obs(wrong.call("Data", "t", "fine", {}))["error"]
+        assert obs(wrong.call("Data", "t", "fine", {}))["error"] == "request invalid, data error. status_code=404"
         assert wrong.last_outcome == "transport_error"
+        env.call("Data", "t", "fine", {})
+        assert env.last_problem is None
     dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
     assert "unreachable (ConnectError" in obs(dead.call("a", "b", "c", {}))["error"]
     assert dead.last_outcome == "transport_error"
@@ -184,8 +189,10 @@ def test_virtual_time_out_is_the_setting_and_a_transport_error():
     import time
     with LoopbackServer(lambda *_: (time.sleep(1.0), (200, {"error": "", "response": "late"}))[1]) as server:
         env = tools.VirtualToolEnv(server.url + "/virtual", timeout=0.3)
-        assert obs(env.call("a", "b", "c", {}))["error"] == "virtual API server gave no answer within 0.3 s"
+        # StableToolBench's client on requests' Timeout: {"error": "Timeout error...", "response": ""}
+        assert env.call("a", "b", "c", {}) == '{"error": "Timeout error...", "response": ""}'
     assert env.last_outcome == "transport_error"
+    assert env.last_problem == "virtual API server gave no answer within 0.3 s"
 
 
 def test_retry_wait_honours_retry_after_seconds_and_caps_it():
@@ -207,7 +214,8 @@ def test_http_429_is_retried_as_retry_after_asks():
     waits.clear()
     with LoopbackServer(lambda *_: (429, {"error": "quota"})) as server:
         env = tools.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
-        assert obs(env.call("a", "b", "c", {}))["error"] == "virtual API server answered HTTP 429"
+        assert obs(env.call("a", "b", "c", {}))["error"] == "request invalid, data error. status_code=429"
+        assert env.last_problem == "virtual API server answered HTTP 429"
         # no Retry-After: 1, 2, 4 s, then the call counts as failed in transport
         assert waits == [1.0, 2.0, 4.0] and len(server.requests) == 1 + tools.RETRIES
     assert env.last_outcome == "transport_error"
@@ -228,8 +236,10 @@ def test_rapidapi_4xx_is_an_api_error_5xx_and_429_transport(tmp_path):
         for code, outcome in ((404, "api_error"), (403, "api_error"), (500, "transport_error"),
                               (429, "transport_error")):
             status["code"] = code
-            assert f"HTTP {code}" in obs(env.call("Weather", "W", "Now", {}))["error"]
+            # ToolBench's api.py keeps the body whatever the status: it is the observation
+            assert env.call("Weather", "W", "Now", {}) == '{"error": "", "response": "{\'message\': \'x\'}"}'
             assert env.last_outcome == outcome, code
+            assert (env.last_problem == f"RapidAPI answered HTTP {code}") == (outcome == "transport_error")
         status["code"] = 200
         env.call("Weather", "W", "Now", {})
         assert env.last_outcome == "ok" and len(waits) == tools.RETRIES      # only the 429 waited
@@ -247,13 +257,13 @@ def test_rapidapi_call_sends_what_build_request_built(tmp_path):
              "optional_parameters": [{"name": "Text Body"}]}]}))
         env = tools.RapidApiToolEnv(tmp_path / "tools", "secret-key")
         out = obs(env.call("W", "W", "Now", {"city": "São Paulo", "max_days": "2 or 3"}))
-        assert out["response"] == {"path": "/now/S%C3%A3o%20Paulo?Max+Days=2+or+3", "body": None}
+        assert out["response"] == str({"path": "/now/S%C3%A3o%20Paulo?Max+Days=2+or+3", "body": None})
         assert env.last_outcome == "ok"
         _, headers, _ = server.requests[0]
         assert headers["X-RapidAPI-Key"] == "secret-key" and headers["X-RapidAPI-Host"] == server.url[7:]
         assert headers.get("Content-Type") is None
         out = obs(env.call("W", "W", "Post", {"text_body": "hi"}))
-        assert out["response"] == {"path": "/post", "body": {"Text Body": "hi"}}
+        assert out["response"] == str({"path": "/post", "body": {"Text Body": "hi"}})
         assert server.requests[1][1]["Content-Type"] == "application/json"
         env.close()
 
@@ -294,3 +304,102 @@ def test_make_env_takes_the_tool_timeout_from_the_config(monkeypatch):
     assert tools.make_env(cfg).timeout == 12.5
     with pytest.raises(config.ConfigError, match="tool_timeout_s"):
         config.load("smoke", {"inference.tool_timeout_s": 0})
+
+
+# ---------------------------------------------------------------------------------------------
+# Observations byte for byte as ToolBench's client writes them (rapidapi.py, rapidapi_wrapper._step:
+# json.dumps(<the server's JSON reply>)), and as ToolBench's RapidAPI route (server.py) makes them.
+# ---------------------------------------------------------------------------------------------
+
+# A reply as a server may send it: compact separators, raw UTF-8, "response" before "error", keys
+# that sorting would reorder, nested objects and lists, a character outside the BMP.
+RAW_REPLY = ('{"response":{"zeta":"Zürich – 18 °C 🙂","alpha":{"y":[1,2.5,null,true],'
+             '"b":"é \\"q\\"\\n"}},"error":""}').encode("utf-8")
+RAW_REPLY_OBSERVATION = ('{"response": {"zeta": "Z\\u00fcrich \\u2013 18 \\u00b0C \\ud83d\\ude42", '
+                         '"alpha": {"y": [1, 2.5, null, true], "b": "\\u00e9 \\"q\\"\\n"}}, "error": ""}')
+
+
+def test_virtual_observation_is_the_clients_json_dumps_byte_for_byte():
+    replies = {"weather": (200, RAW_REPLY),
+               "bad_input": (200, '{"error": "Tool input parse error...\\n", "response": ""}'.encode()),
+               "html": (200, b"<html>proxy page</html>"),
+               "no_error_field": (200, b'{"response": "x"}'),
+               "a_list": (200, b'[1, 2]')}
+    with LoopbackServer(lambda path, headers, body: replies[body["api_name"]]) as server:
+        env = tools.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb", retries=0)
+        text = env.call("Weather", "Weather", "weather", {"city": "Zürich"})
+        assert text == RAW_REPLY_OBSERVATION and env.last_outcome == "ok"
+        assert text.isascii() and text == json.dumps(json.loads(RAW_REPLY))
+        assert server.requests[0][1]["toolbench_key"] == "tb"         # the header upstream sends too
+        assert env.call("Data", "t", "bad_input", {}) == '{"error": "Tool input parse error...\\n", "response": ""}'
+        assert env.last_outcome == "api_error" and env.last_problem is None
+        # a body the client cannot use: rapidapi.py's "request invalid, data error" (code 12)
+        for api in ("html", "no_error_field", "a_list"):
+            assert env.call("Data", "t", api, {}) == '{"error": "request invalid, data error", "response": ""}', api
+            assert env.last_outcome == "transport_error" and "virtual API server answered" in env.last_problem
+
+
+def test_rapidapi_observation_is_toolbench_servers_byte_for_byte(tmp_path):
+    replies = {"/now": (200, '{"zeta":"São","alpha":{"b":[1,2.5,null,true]}}'.encode("utf-8"))}
+    with LoopbackServer(lambda path, headers, body: replies[path.partition("?")[0]]) as server:
+        env = tools.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", retries=0)
+        # api.py keeps response.json(); server.py writes str() of it; the client json.dumps the dict
+        assert env.call("Weather", "W", "Now", {}) == \
+            '{"error": "", "response": "{\'zeta\': \'S\\u00e3o\', \'alpha\': {\'b\': [1, 2.5, None, True]}}"}'
+        assert env.last_outcome == "ok"
+        replies["/now"] = (403, b'{"message": "You are not subscribed to this API."}')
+        assert env.call("Weather", "W", "Now", {}) == \
+            '{"error": "Unsubscribed error...", "response": "{\'message\': \'You are not subscribed to this API.\'}"}'
+        assert env.last_outcome == "api_error"
+        replies["/now"] = (200, b"plain text, an error somewhere")               # not JSON: response.text
+        assert env.call("Weather", "W", "Now", {}) == \
+            '{"error": "Message error...", "response": "plain text, an error somewhere"}'
+        assert env.last_outcome == "api_error"
+        replies["/now"] = (200, json.dumps({"items": ["x" * 10] * 400}).encode())
+        out = json.loads(env.call("Weather", "W", "Now", {}))
+        assert len(out["response"]) == 2048 and out["response"] == str({"items": ["x" * 10] * 400})[:2048]
+    dead = tools.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k", timeout=2)
+    error = obs(dead.call("Weather Data, Inc", "W", "Now", {}))["error"]
+    assert error.startswith("Function executing from data.toolenv.tools.Weather_Data_Inc.w.api import now error...\n"
+                            "RapidAPI unreachable (ConnectError")
+    assert dead.last_outcome == "transport_error"
+
+
+def test_rapidapi_error_labels_follow_toolbench_process_error():
+    label = tools.rapidapi_error_label
+    assert label({"message": "Your Client (working) ---> Gateway (working) ---> API (not working)"}) == \
+        "API not working error..."
+    assert label("401 Unauthorized") == label("unauthorized") == "Unauthorized error..."
+    assert label("Too many requests") == "Too many requests error..."
+    assert label("You have exceeded the MONTHLY quota") == "Rate limit error..."
+    assert label("Blocked User. Please contact your API provider.") == "Blocked error..."
+    # the time-out test in process_error never decides (an `if`, then an if/elif/else chain)
+    assert label("The request to the API has timed out. Please try again later, or if the issue persists") == ""
+    assert label({"errors": []}) == "Message error..." and label({"temp": 3}) == ""
+
+
+@needs_samples
+def test_released_answers_hold_observations_in_the_clients_form():
+    """Every whole function message of ToolBench's and StableToolBench's answer files is what
+    client_observation writes for the JSON it holds (ASCII escapes, separators, key order); the cut
+    ones are 1024 characters and "..." (rapidapi_wrapper.step, max_observation_length 1024)."""
+    import glob
+    seen = {"whole": 0, "cut": 0, "object_response": 0, "escapes": 0}
+    for path in glob.glob(str(SAMPLES / "data_example" / "answer" / "*" / "*.json")) + \
+            glob.glob(str(SAMPLES / "stabletoolbench" / "data_example" / "answer" / "*" / "*" / "*.json")):
+        generation = json.loads(open(path, encoding="utf-8").read())["answer_generation"]
+        for message in (m for chain in generation.get("train_messages", []) for m in chain):
+            if message["role"] != "function":
+                continue
+            text = message["content"]
+            try:
+                reply = json.loads(text)
+            except json.JSONDecodeError:
+                assert len(text) == 1027 and text.endswith("..."), path
+                seen["cut"] += 1
+                continue
+            assert tools.client_observation(reply) == text, path
+            seen["whole"] += 1
+            seen["object_response"] += isinstance(reply.get("response"), (dict, list))
+            seen["escapes"] += "\\u" in text
+    assert seen["whole"] > 50 and seen["cut"] > 10 and seen["object_response"] > 5 and seen["escapes"] >= 3, seen
