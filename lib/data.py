@@ -165,9 +165,11 @@ def _prepare(cfg: dict) -> dict:
     # Read as a stream into an Arrow file on disk, so memory stays flat however large the input.
     dropped: Counter = Counter()
     max_records = data_cfg["max_records"]
+    files: dict = {}        # which files were read (records.iter_records fills it)
 
     def valid():
-        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped)):
+        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped,
+                                                              data_cfg.get("answer_methods"), files)):
             if max_records is not None and n >= max_records:
                 return
             yield record
@@ -201,6 +203,7 @@ def _prepare(cfg: dict) -> dict:
     positions = model.max_positions(cfg)
     stats = {
         "source": str(train_path),
+        "input_files": files,
         "records_read": len(raw) + sum(dropped.values()),
         "records_used": len(raw),
         "example_per": data_cfg["example_per"],
@@ -257,6 +260,7 @@ def describe(stats: dict) -> str:
     choice = stats["examples_per_choice"]
     lines = [
         f"source: {stats['source']}",
+        *([describe_files(stats["input_files"])] if stats.get("input_files") else []),
         f"records read: {stats['records_read']:,}   used: {stats['records_used']:,}   "
         f"dropped: {stats['dropped'] or 'none'}",
         f"examples written ({stats['example_per']}): {stats['examples_written']:,}",
@@ -269,6 +273,17 @@ def describe(stats: dict) -> str:
     if stats.get("stamp"):
         lines.insert(0, f"[{stats['stamp']}]")
     return "\n".join(lines)
+
+
+def describe_files(files: dict) -> str:
+    """One line on the files stage 01 read (data_stats.json's input_files)."""
+    if files.get("form") != "answer folder":
+        return f"read: 1 file ({files.get('form')})"
+    read = ", ".join(f"{m or '(no method)'} {n:,}" for m, n in files["methods_kept"].items())
+    line = f"read: {files['files_kept']:,} of {files['files_found']:,} answer files ({read})"
+    if files["answer_methods"] is not None:
+        line += f", data.answer_methods {files['answer_methods']}"
+    return line + f"; first: {', '.join(files['sample'])}"
 
 
 def render_example(cfg: dict, index: int = 0, width: int = 1200) -> str:

@@ -2,8 +2,11 @@
 
 Any of ToolBench's own forms (docs/formats.md): the released preprocessed list
 `toolllama_G123_dfs_train.json` (a JSON list, read as a stream so memory stays flat), the same records
-as JSONL, or a folder of raw answer files `<id>_ChatGPT_DFS_woFilter_w2.json`, turned into records
-the way ToolBench's preprocess_toolllama_data.py does (one record per `train_messages` entry).
+as JSONL, or a folder of raw answer files `<id>_<method>.json` (`10_ChatGPT_DFS_woFilter_w2.json`,
+`588_DFS_woFilter_w2.json`, `1073_CoT@1.json`), turned into records the way ToolBench's
+preprocess/preprocess_toolllama_data.py (`preprocess_rapidapi`) does: one record per
+`train_messages` entry, files with `valid_data` false skipped, and only the files of the methods asked
+for (`data.answer_methods`; see `answer_files`).
 A record is `{"id": "Step N: <query>", "conversations": [{"from", "value"}, ...]}`. A bad record is
 a DataError naming the file, the record and the field, or is counted (data.on_bad_record: skip).
 """
@@ -129,20 +132,103 @@ def _answer_records(answer: dict, file: Path) -> Iterator[tuple[str, dict]]:
         yield "", {"id": f"Step {last}: {query}", "conversations": conversations}
 
 
-def iter_records(path: Path) -> Iterator[tuple[str, object, dict | None, tuple | None]]:
+ANSWER_SAMPLE = 5       # file names an answer-folder report lists
+PREPROCESS_METHOD = "DFS_woFilter_w2"       # preprocess_toolllama_data.py's default --method
+
+
+def answer_file_name(name: str) -> tuple[str, str]:
+    """(query id, method) of a raw answer file name `<id>_<method>.json`: ("10",
+    "ChatGPT_DFS_woFilter_w2"), ("1073", "CoT@1"); ("<stem>", "") for a name without "_"."""
+    stem = name[:-5] if name.endswith(".json") else name
+    query_id, _, method = stem.partition("_")
+    return query_id, method
+
+
+def method_matches(method: str, wanted: str) -> bool:
+    """Whether a file's method part is `wanted`: the same, or `wanted` after a model prefix
+    ("ChatGPT_DFS_woFilter_w2" is DFS_woFilter_w2). ToolBench's preprocess keeps a file when the
+    method occurs anywhere in its name (`if method not in data_file: continue`); this agrees on every
+    name ToolBench and StableToolBench write (`<id>_<method>.json`, rapidapi.py run_single_task)
+    without taking CoT@10 for CoT@1."""
+    return method == wanted or method.endswith("_" + wanted)
+
+
+def answer_files(folder: Path, answer_methods=None, report: dict | None = None) -> list[Path]:
+    """The raw answer files of `folder` (and its subfolders, e.g. G1_answer/ G2_answer/) to read.
+
+    With `answer_methods` (data.answer_methods, a list), only the files whose method part matches
+    one of them (method_matches), as ToolBench's preprocess reads one method (--method, CoT@1 or
+    DFS_woFilter_w2); None reads every method. Two files kept for the same query (the same id in
+    folders of the same name, e.g. 588_CoT@1.json and 588_DFS_woFilter_w2.json) would train on that
+    query twice: a DataError naming the folder, the id and both files, and what to set. `report`,
+    when given, is filled with what was found: `files_found`, `files_kept`, `methods_found` and
+    `methods_kept` ({method: files}), `answer_methods`, and `sample` (the first ANSWER_SAMPLE names
+    kept, relative to `folder`)."""
+    folder = Path(folder)
+    files = sorted(folder.rglob("*.json"))
+    if not files:
+        raise FileNotFoundError(f"{folder}: no answer files (*.json) in this folder")
+    if answer_methods is not None and (isinstance(answer_methods, str) or not all(
+            isinstance(m, str) and m for m in answer_methods)):
+        raise ValueError(f"data.answer_methods must be a list of method names (e.g. [DFS_woFilter_w2]) "
+                         f"or null, got {answer_methods!r}")
+    method_of = {file: answer_file_name(file.name)[1] for file in files}
+    kept = [file for file in files if answer_methods is None
+            or any(method_matches(method_of[file], m) for m in answer_methods)]
+    if report is not None:
+        report.update({"folder": str(folder), "files_found": len(files), "files_kept": len(kept),
+                       "methods_found": dict(sorted(Counter(method_of.values()).items())),
+                       "methods_kept": dict(sorted(Counter(method_of[f] for f in kept).items())),
+                       "answer_methods": None if answer_methods is None else list(answer_methods),
+                       "sample": [str(f.relative_to(folder)) for f in kept[:ANSWER_SAMPLE]]})
+    if not kept:
+        raise FileNotFoundError(
+            f"{folder}: no answer file of the methods {list(answer_methods)} (data.answer_methods); "
+            f"the folder's {len(files)} files have the methods {sorted(set(method_of.values()))}")
+    # A query is its group folder's name and its id: G1_answer/10_... and G2_answer/10_... are two
+    # queries, while StableToolBench's answer/<system>/G1_instruction/588_<method>.json files of two
+    # systems or methods answer the same one.
+    first: dict[tuple, Path] = {}
+    for file in kept:
+        key = (file.parent.name, answer_file_name(file.name)[0])
+        if key in first:
+            other, names = first[key], [str(f.relative_to(folder)) for f in (first[key], file)]
+            if method_of[other] != method_of[file]:
+                # ToolBench's preprocess reads DFS_woFilter_w2 unless told otherwise (--method)
+                pick = next((PREPROCESS_METHOD for f in (other, file) if method_matches(method_of[f], PREPROCESS_METHOD)),
+                            method_of[file])
+                fix = (f"set data.answer_methods to the one method to read, e.g. [{pick}] "
+                       f"(methods here: {method_of[other]}, {method_of[file]})")
+            else:
+                fix = (f"both are method {method_of[file]}: point data.train_path at one system's folder "
+                       f"({other.parent.parent.name} or {file.parent.parent.name})")
+            raise DataError(folder, f"query id {key[1]!r} of {key[0]}", "(file name)", "duplicate_query",
+                            f"two answer files for the same query, {names[0]} and {names[1]}, so its "
+                            f"records would be read twice; {fix}")
+        first[key] = file
+    return kept
+
+
+def iter_records(path: Path, answer_methods=None, report: dict | None = None
+                 ) -> Iterator[tuple[str, object, dict | None, tuple | None]]:
     """Yield (file, where, record, bad) from a JSON list, a JSONL file or a folder of answer files.
 
     `record` is None where there is none: then `bad` is (reason, field, message) for broken input,
-    or (reason, None, None) for an entry that ToolBench's own preprocessing skips.
+    or (reason, None, None) for an entry that ToolBench's own preprocessing skips. A folder's files
+    are those `answer_files(path, answer_methods)` picks; `report`, when given, is filled with the
+    files read: `form` ("answer folder", "json list" or "jsonl"), `files_found`, `files_kept`,
+    `sample`, and for a folder what answer_files reports.
     """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"training data not found: {path} (set data.train_path in the profile)")
+    if report is not None and not path.is_dir():
+        report.update({"form": "jsonl" if path.suffix == ".jsonl" else "json list",
+                       "files_found": 1, "files_kept": 1, "sample": [path.name]})
     if path.is_dir():
-        files = sorted(path.rglob("*.json"))
-        if not files:
-            raise FileNotFoundError(f"{path}: no answer files (*.json) in this folder")
-        for file in files:
+        if report is not None:
+            report["form"] = "answer folder"
+        for file in answer_files(path, answer_methods, report):
             try:
                 answer = json.loads(file.read_bytes().decode("utf-8", errors="surrogateescape"))
                 for n, (skip, record) in enumerate(_answer_records(answer, file)):
@@ -197,11 +283,13 @@ def check_record(record) -> tuple[str, str, str] | None:
     return None
 
 
-def iter_valid_records(path: Path, on_bad_record: str, dropped: Counter) -> Iterator[dict]:
-    """Records that pass check_record; bad ones raise DataError, or are counted in `dropped` (skip)."""
+def iter_valid_records(path: Path, on_bad_record: str, dropped: Counter, answer_methods=None,
+                       report: dict | None = None) -> Iterator[dict]:
+    """Records that pass check_record; bad ones raise DataError, or are counted in `dropped` (skip).
+    `answer_methods` and `report` as iter_records takes them."""
     if on_bad_record not in ("raise", "skip"):
         raise ValueError(f"data.on_bad_record must be 'raise' or 'skip', got {on_bad_record!r}")
-    for file, where, record, bad in iter_records(path):
+    for file, where, record, bad in iter_records(path, answer_methods, report):
         if bad is not None and bad[1] is None:  # skipped by ToolBench's own preprocessing: counted
             dropped[bad[0]] += 1
             continue

@@ -28,9 +28,30 @@ def write_list(path, rows):
     return path
 
 
-def collect(path, on_bad="raise"):
+def collect(path, on_bad="raise", answer_methods=None, report=None):
     dropped = Counter()
-    return list(records.iter_valid_records(path, on_bad, dropped)), dropped
+    return list(records.iter_valid_records(path, on_bad, dropped, answer_methods, report)), dropped
+
+
+def answer(query="Oslo?", city="Oslo", valid=True, thought="I will look."):
+    """A raw answer file's content (ToolBench's answer_generation) whose one train_messages entry
+    ends in a call: one training record, id "Step 3: <query>"."""
+    functions = [{"name": "current_weather_for_weathernow", "parameters": {}}]
+    call = {"name": "current_weather_for_weathernow", "arguments": json.dumps({"city": city})}
+    messages = [{"role": "system", "content": "Intro, with a function call to actually excute your step.\nTools:\n"},
+                {"role": "user", "content": f"\n{query}\nBegin!\n"},
+                {"role": "assistant", "content": thought},
+                {"role": "assistant", "content": None, "function_call": call}]
+    return {"answer_generation": {"valid_data": valid, "query": query, "function": functions,
+                                  "train_messages": [messages], "final_answer": "", "finish_type": "give_answer"}}
+
+
+def write_answers(folder, files: dict):
+    """{file name: answer content} into `folder` (made), as JSON."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, content in files.items():
+        (folder / name).write_text(json.dumps(content))
+    return folder
 
 
 # ---------------------------------------------------------------- transformation
@@ -239,3 +260,30 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
             assert json.loads(env.call(api.category, api.tool, api.name, json.loads(right)))["error"] == ""
             retried += 1
     assert retried >= 20, retried
+
+
+def test_prepare_reads_the_answer_methods_asked_for_and_says_which_files(tmp_path):
+    folder = write_answers(tmp_path / "answer" / "G1_answer", {
+        f"{i}_{method}.json": answer(f"weather in city {i} please ({method})", f"C{i}")
+        for i in range(8) for method in ("CoT@1", "ChatGPT_DFS_woFilter_w2")})
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                "data.train_path": str(tmp_path / "answer"), "model.tokenizer_train_texts": 50})
+    with pytest.raises(records.DataError) as err:
+        data.prepare(cfg)
+    message = str(err.value)
+    assert message.startswith(f"{tmp_path / 'answer'}: record query id '0' of G1_answer: field '(file name)'")
+    assert "G1_answer/0_ChatGPT_DFS_woFilter_w2.json and G1_answer/0_CoT@1.json" in message
+    assert "set data.answer_methods to the one method to read, e.g. [DFS_woFilter_w2]" in message
+    assert err.value.reason == "duplicate_query"
+    cfg["data"]["answer_methods"] = ["DFS_woFilter_w2"]
+    stats = data.prepare(cfg)
+    assert stats["records_used"] == 8
+    files = json.loads((tmp_path / "out" / "data_stats.json").read_text())["input_files"]
+    assert files == {"form": "answer folder", "folder": str(tmp_path / "answer"), "files_found": 16,
+                     "files_kept": 8, "methods_found": {"ChatGPT_DFS_woFilter_w2": 8, "CoT@1": 8},
+                     "methods_kept": {"ChatGPT_DFS_woFilter_w2": 8}, "answer_methods": ["DFS_woFilter_w2"],
+                     "sample": [f"G1_answer/{i}_ChatGPT_DFS_woFilter_w2.json" for i in range(5)]}
+    ids = [r["id"] for r in collect(folder, answer_methods=["DFS_woFilter_w2"])[0]]
+    assert len(ids) == 8 and all(i.endswith("(ChatGPT_DFS_woFilter_w2)") for i in ids)
+    assert "read: 8 of 16 answer files (ChatGPT_DFS_woFilter_w2 8), data.answer_methods ['DFS_woFilter_w2']" \
+        in data.describe(stats)

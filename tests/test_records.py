@@ -5,7 +5,7 @@ import pytest
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES
 from lib import records
-from test_data import collect, needs_samples, record, write_list
+from test_data import answer, collect, needs_samples, record, write_answers, write_list
 
 
 def test_json_list_is_streamed_across_chunk_boundaries(tmp_path, monkeypatch):
@@ -103,3 +103,94 @@ def test_real_raw_answers_reproduce_toolbench_preprocessing():
     key = lambda r: json.dumps(r, sort_keys=True)
     assert sorted(map(key, ours)) == sorted(map(key, derived))
     assert dropped == {"invalid_answer_file": 1, "last_turn_not_a_call": 1}
+
+
+def test_answer_file_names_and_methods():
+    assert records.answer_file_name("10_ChatGPT_DFS_woFilter_w2.json") == ("10", "ChatGPT_DFS_woFilter_w2")
+    assert records.answer_file_name("1073_CoT@1.json") == ("1073", "CoT@1")
+    assert records.answer_file_name("588_DFS_woFilter_w2.json") == ("588", "DFS_woFilter_w2")
+    assert records.answer_file_name("notes.json") == ("notes", "")
+    match = records.method_matches
+    assert match("ChatGPT_DFS_woFilter_w2", "DFS_woFilter_w2") and match("DFS_woFilter_w2", "DFS_woFilter_w2")
+    assert match("CoT@1", "CoT@1") and not match("CoT@10", "CoT@1") and not match("DFS_woFilter_w2", "CoT@1")
+    assert not match("ChatGPT_DFS_woFilter_w2", "ChatGPT")
+
+
+def test_answer_methods_pick_the_files_and_two_methods_of_one_query_is_an_error(tmp_path):
+    root = tmp_path / "answer"
+    write_answers(root / "G1_answer", {"1_CoT@1.json": answer("q1 cot"), "1_DFS_woFilter_w2.json": answer("q1 dfs"),
+                                       "2_DFS_woFilter_w2.json": answer("q2 dfs"), "3_CoT@1.json": answer("q3 cot")})
+    write_answers(root / "G2_answer", {"1_DFS_woFilter_w2.json": answer("g2 q1 dfs")})   # another query
+    with pytest.raises(records.DataError) as err:
+        collect(root)
+    assert str(err.value) == (
+        f"{root}: record query id '1' of G1_answer: field '(file name)': two answer files for the same query, "
+        "G1_answer/1_CoT@1.json and G1_answer/1_DFS_woFilter_w2.json, so its records would be read twice; "
+        "set data.answer_methods to the one method to read, e.g. [DFS_woFilter_w2] (methods here: CoT@1, "
+        "DFS_woFilter_w2)")
+    report = {}
+    kept, _ = collect(root, answer_methods=["DFS_woFilter_w2"], report=report)
+    assert sorted(r["id"] for r in kept) == ["Step 3: g2 q1 dfs", "Step 3: q1 dfs", "Step 3: q2 dfs"]
+    assert report == {"form": "answer folder", "folder": str(root), "files_found": 5, "files_kept": 3,
+                      "methods_found": {"CoT@1": 2, "DFS_woFilter_w2": 3}, "methods_kept": {"DFS_woFilter_w2": 3},
+                      "answer_methods": ["DFS_woFilter_w2"],
+                      "sample": ["G1_answer/1_DFS_woFilter_w2.json", "G1_answer/2_DFS_woFilter_w2.json",
+                                 "G2_answer/1_DFS_woFilter_w2.json"]}
+    assert sorted(r["id"] for r in collect(root, answer_methods=["CoT@1"])[0]) == ["Step 3: q1 cot", "Step 3: q3 cot"]
+    with pytest.raises(records.DataError, match="query id '1' of G1_answer"):
+        collect(root, answer_methods=["CoT@1", "DFS_woFilter_w2"])          # both methods: doubled again
+    with pytest.raises(FileNotFoundError, match=r"no answer file of the methods \['CoT@10'\].*\['CoT@1', 'DFS_woFilter_w2'\]"):
+        collect(root, answer_methods=["CoT@10"])
+    with pytest.raises(ValueError, match="data.answer_methods must be a list"):
+        collect(root, answer_methods="DFS_woFilter_w2")
+    # the sample lists a few names, not every file
+    many = write_answers(tmp_path / "many", {f"{i}_CoT@1.json": answer(f"q{i}") for i in range(40)})
+    report = {}
+    assert len(collect(many, report=report)[0]) == 40
+    assert report["files_kept"] == 40 and len(report["sample"]) == records.ANSWER_SAMPLE == 5
+    report = {}
+    collect(write_list(tmp_path / "train.json", [record()]), report=report)
+    assert report == {"form": "json list", "files_found": 1, "files_kept": 1, "sample": ["train.json"]}
+
+
+def test_the_same_query_answered_by_two_systems_is_an_error_the_filter_cannot_fix(tmp_path):
+    root = tmp_path / "answer"
+    write_answers(root / "chatgpt_dfs" / "G1_instruction", {"588_DFS_woFilter_w2.json": answer("a")})
+    write_answers(root / "gpt4_dfs" / "G1_instruction", {"588_DFS_woFilter_w2.json": answer("b")})
+    with pytest.raises(records.DataError, match=r"query id '588' of G1_instruction.*both are method DFS_woFilter_w2: "
+                                                r"point data.train_path at one system's folder \(chatgpt_dfs or gpt4_dfs\)"):
+        collect(root, answer_methods=["DFS_woFilter_w2"])
+
+
+def test_a_bad_answer_file_names_the_file_record_and_field(tmp_path):
+    broken = answer("q2")
+    del broken["answer_generation"]["train_messages"]
+    folder = write_answers(tmp_path / "G1_answer", {"1_CoT@1.json": answer("q1"), "2_CoT@1.json": broken})
+    with pytest.raises(records.DataError) as err:
+        collect(folder)
+    assert str(err.value) == f"{folder / '2_CoT@1.json'}: record 0: field 'answer_generation.train_messages': missing"
+    assert collect(folder, "skip")[1] == {"missing_field": 1}
+
+
+@needs_samples
+def test_real_answer_folders_by_method():
+    """StableToolBench's example answers: answer/virtual_chatgpt_{cot,dfs}/G1_instruction/<id>_<method>.json,
+    the same three queries answered by CoT@1 and DFS_woFilter_w2."""
+    root = SAMPLES / "stabletoolbench" / "data_example" / "answer"
+    with pytest.raises(records.DataError, match=r"query id '1073' of G1_instruction.*virtual_chatgpt_cot/G1_instruction/"
+                                                r"1073_CoT@1.json and virtual_chatgpt_dfs/G1_instruction/1073_DFS_woFilter_w2"
+                                                r".json.*set data.answer_methods"):
+        collect(root)
+    report = {}
+    dfs, dropped = collect(root, answer_methods=["DFS_woFilter_w2"], report=report)
+    assert report["files_kept"] == 3 and report["methods_found"] == {"CoT@1": 3, "DFS_woFilter_w2": 3}
+    assert len({r["id"].partition(": ")[2] for r in dfs}) == 3 and len(dfs) == len({r["id"] for r in dfs})
+    cot, cot_dropped = collect(root, answer_methods=["CoT@1"])
+    assert cot_dropped.get("invalid_answer_file", 0) >= 1            # valid_data false: skipped, as upstream
+    # ToolBench's own folder: the method filter ToolBench's script uses reads what it reads
+    toolbench = SAMPLES / "data_example" / "answer"
+    key = lambda r: json.dumps(r, sort_keys=True)
+    assert sorted(map(key, collect(toolbench, answer_methods=["DFS_woFilter_w2"])[0])) == \
+        sorted(map(key, collect(toolbench)[0]))
+    with pytest.raises(FileNotFoundError, match=r"no answer file of the methods \['CoT@1'\]"):
+        collect(toolbench, answer_methods=["CoT@1"])
