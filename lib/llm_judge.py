@@ -18,21 +18,52 @@ without choices; `MalformedResponse`), is sent again here `max_retries` times, w
 failure and the number of attempts. A reply that is not a JSON object with a valid label is asked
 again (a new attempt, cached apart) up to `malformed_retries` times, then returned unparsed and
 flagged `malformed` (lib/tooleval.py counts it Unsure; an index reply, no preference).
+
+Which prompts (`LLMJudge.prompts`, one line for the stage's outputs): our wording,
+lib/tooleval_prompts/ (its sha256 is `cd lib/tooleval_prompts && sha256sum *.txt | sha256sum`), a
+system message and a JSON reply; or, with `judge.evaluator_dir`, ToolEval's own evaluator folder read
+at run time (lib/tooleval_evaluator.py): its description as the one user message, its function
+schema with a forced function call, its sampling settings, the reply read from the call's arguments
+(`function_call`, or `tool_calls` from a server that answers so). The messages and parameters differ,
+so the two never share a cache entry.
+
+Which model answered: each call records the completion's `model` field (`served_model`, in the call
+record and the cache record); `served_models` counts calls per id, cached ones included, and
+`served_model_warning()` says when an id is not judge.model (OpenAI answers an alias such as
+gpt-3.5-turbo-16k with a dated snapshot id, gpt-3.5-turbo-16k-0613: that is said, not hidden).
+
+A budget: with `judge.max_calls`, the call that would be the (max_calls + 1)-th sent by this judge is
+refused with JudgeBudgetExceeded (cached replies are free and not counted), so a rerun resumes from
+the cache. `estimate` counts, before anything is sent, the calls a list of first calls will make.
 """
 from __future__ import annotations
 
 import hashlib
 import json
+import math
+import os
+import re
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterable
 
-from lib import keys, store, tooleval
+from lib import config, keys, store, tooleval, tooleval_evaluator
 
 
 class JudgeRequestError(RuntimeError):
     """The judge endpoint kept failing after every retry."""
+
+
+class JudgeBudgetExceeded(JudgeRequestError):
+    """judge.max_calls calls were sent; the next one was not (a rerun resumes from the cache)."""
+
+
+# served_model of a cache record written before the served model id was kept, and of a reply
+# whose `model` field is missing (not model ids: the parentheses keep them apart from any).
+NOT_RECORDED = "(not recorded)"
+NOT_GIVEN = "(not given)"
 
 
 class JudgeCache:
@@ -46,14 +77,22 @@ class JudgeCache:
         # A bad line mid-file (an older version glued a record onto a torn line): its requests are
         # simply sent again, so it is skipped with a warning rather than stopping the stage.
         warn = lambda message: print(f"WARNING: {message}: skipped; its requests are sent again")
-        self.replies = {rec["key"]: rec["reply"] for rec in store.read_jsonl(self.path, on_bad=warn)}
+        self.replies, self.served = {}, {}
+        for rec in store.read_jsonl(self.path, on_bad=warn):
+            self.replies[rec["key"]] = rec["reply"]
+            self.served[rec["key"]] = rec.get("served_model", NOT_RECORDED)
 
     def get(self, key: str) -> str | None:
         return self.replies.get(key)
 
+    def served_model(self, key: str) -> str:
+        """The model id that answered a cached request (NOT_RECORDED for an older record)."""
+        return self.served.get(key, NOT_RECORDED)
+
     def put(self, key: str, record: dict) -> None:
         with self.lock:
             self.replies[key] = record["reply"]
+            self.served[key] = record.get("served_model", NOT_RECORDED)
             store.append_jsonl(self.path, {"key": key, **record})
 
 
@@ -77,13 +116,12 @@ class MalformedResponse(Exception):
     which the model is asked again for (malformed_retries)."""
 
 
-def reply_content(resp: Any) -> str:
-    """The text of a chat completion as the openai client returned it. The client does not check a
-    200's body (measured with openai 3.57 against a local server): a non-JSON body sent as text/html
-    comes back as a str, a bare JSON list or string as that value, a JSON object without choices as
-    a ChatCompletion whose choices are None (empty: []; a choice without message: message None).
-    Each raises MalformedResponse saying what was wrong. A message whose content is None is the
-    model's own empty reply: "" (parse_reply counts it malformed and the model is asked again)."""
+def _message(resp: Any) -> Any:
+    """choices[0].message of a chat completion as the openai client returned it. The client does
+    not check a 200's body (measured with openai 3.57 against a local server): a non-JSON body sent
+    as text/html comes back as a str, a bare JSON list or string as that value, a JSON object
+    without choices as a ChatCompletion whose choices are None (empty: []; a choice without
+    message: message None). Each raises MalformedResponse saying what was wrong."""
     if not hasattr(resp, "choices"):
         raise MalformedResponse(f"HTTP 200 whose body is not a chat completion but a "
                                 f"{type(resp).__name__}: {str(resp)[:120]!r}")
@@ -94,11 +132,80 @@ def reply_content(resp: Any) -> str:
     message = getattr(resp.choices[0], "message", None)
     if message is None:
         raise MalformedResponse("HTTP 200 whose choices[0] has no message")
-    content = getattr(message, "content", None)
+    return message
+
+
+def reply_content(resp: Any) -> str:
+    """The text of a chat completion (a malformed one raises MalformedResponse, `_message`). A
+    message whose content is None is the model's own empty reply: "" (parse_reply counts it
+    malformed and the model is asked again)."""
+    content = getattr(_message(resp), "content", None)
     if content is not None and not isinstance(content, str):
         raise MalformedResponse(f"HTTP 200 whose message content is a "
                                 f"{type(content).__name__}, not text")
     return content or ""
+
+
+def call_arguments(resp: Any) -> str:
+    """The arguments of the function the model was made to call, as ToolEval reads them: the legacy
+    `message.function_call.arguments`, else `message.tool_calls[0].function.arguments` (a server
+    that answers the legacy request in the newer form), else the message's text. An arguments
+    object a server sent parsed is written back as JSON. parse_reply reads the label from it."""
+    message = _message(resp)
+    call = getattr(message, "function_call", None)
+    if call is None and getattr(message, "tool_calls", None):
+        call = getattr(message.tool_calls[0], "function", None)
+    if call is None:
+        content = getattr(message, "content", None)
+        return content if isinstance(content, str) else ""
+    arguments = getattr(call, "arguments", None)
+    if arguments is None:
+        return ""
+    return arguments if isinstance(arguments, str) else json.dumps(arguments)
+
+
+def served_model(resp: Any) -> str:
+    """The completion's `model` field: the model id the endpoint says answered."""
+    model = getattr(resp, "model", None)
+    return model if isinstance(model, str) and model else NOT_GIVEN
+
+
+def prompts_sha256(folder: Path = tooleval.PROMPT_DIR) -> str:
+    """sha256 of our prompt files, as `cd lib/tooleval_prompts && sha256sum *.txt | sha256sum`."""
+    listing = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n"
+                      for f in sorted(Path(folder).glob("*.txt"), key=lambda f: f.name))
+    return hashlib.sha256(listing.encode("utf-8")).hexdigest()
+
+
+# The most judge calls an assessment makes from the call it starts with (lib/tooleval.py's
+# llm_assessment: the answer, whole-run and task checks; lib/win_rate.py: one preference), re-asks
+# of a malformed reply not counted.
+CALLS_AT_MOST = {"check_answer_status": 3, "parse_answer_status": 2, "check_task_solvable": 1,
+                 "select_better_answer": 1}
+
+
+@dataclass(frozen=True)
+class CallPlan:
+    """What a list of first calls will cost, counted before anything is sent (LLMJudge.estimate).
+    `to_send`: first calls not in the cache; `cached`: first calls in it; `at_most`: the most calls
+    sent, follow-up checks included (those after a cached first call too), malformed replies'
+    re-asks not; `prompt_tokens`: an estimate (characters / 4, function schemas included) of the
+    first calls to send, the follow-ups' not (their prompts depend on the replies)."""
+    first_calls: int
+    cached: int
+    to_send: int
+    at_most: int
+    prompt_tokens: int
+    max_calls: int | None
+
+    def line(self) -> str:
+        text = (f"{self.to_send} judge calls (at most {self.at_most} with the follow-up checks, "
+                f"re-asks of malformed replies not counted), ~{self.prompt_tokens:,} prompt tokens "
+                f"(an estimate: characters / 4, first calls only), {self.cached} cached")
+        if self.max_calls is not None:
+            text += (f"; judge.max_calls={self.max_calls} stops the run before call "
+                     f"{self.max_calls + 1} (a rerun resumes from the cache)")
+        return text
 
 
 def _failure(err: Exception, secret: str) -> str:
@@ -134,8 +241,26 @@ def _parse(raw: Any) -> Any:
         raise MalformedResponse(f"HTTP 200 whose body is not JSON ({err.msg})") from None
 
 
+def evaluator_path(folder: str | os.PathLike) -> Path:
+    """judge.evaluator_dir as a path: absolute as written, else from the repository root (as
+    config.path resolves the profile's paths)."""
+    path = Path(os.path.expanduser(str(folder)))
+    return path if path.is_absolute() else config.ROOT / path
+
+
+def _dated_snapshot(served: str, asked: str) -> bool:
+    """Whether `served` is `asked` with a snapshot date appended (gpt-3.5-turbo-16k-0613,
+    gpt-4o-2024-08-06): OpenAI's name for the snapshot that served an alias."""
+    return re.fullmatch(re.escape(asked) + r"-(\d{4}|\d{4}-\d{2}-\d{2})", served) is not None
+
+
 class LLMJudge:
-    """Asks an OpenAI-compatible chat endpoint; every request/reply goes through the cache."""
+    """Asks an OpenAI-compatible chat endpoint; every request/reply goes through the cache.
+
+    Attributes the stage reads: `prompts` (one line: which prompts), `evaluator` (the
+    tooleval_evaluator.Evaluator, or None for our wording), `counts` (requests, cache_hits, retries,
+    bad_responses, malformed, calls: judge calls sent), `served_models` ({model id: calls},
+    cached calls included), `max_calls` (judge.max_calls or None)."""
 
     def __init__(self, judge_cfg: dict, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
         import openai           # here, not at the top: only judge.kind llm needs the client
@@ -144,25 +269,114 @@ class LLMJudge:
         self.name = judge_cfg["model"]
         self.cache = cache
         self.sleep = sleep
+        folder = judge_cfg.get("evaluator_dir")
+        self.evaluator = (None if folder is None
+                          else tooleval_evaluator.load(evaluator_path(folder)))
+        if self.evaluator is None:
+            self.prompts = (f"our wording of ToolEval's prompts, lib/tooleval_prompts "
+                            f"(sha256 {prompts_sha256()})")
+        else:
+            self.prompts = self.evaluator.describe()
+            if self.evaluator.model not in (None, self.name):
+                self.prompts += (f"; asks judge.model {self.name}, not config.yaml's "
+                                 f"{self.evaluator.model}")
+        max_calls = judge_cfg.get("max_calls")
+        self.max_calls = None if max_calls is None else int(max_calls)
         self.api_key = _api_key(judge_cfg)
         self.client = openai.OpenAI(base_url=judge_cfg["base_url"], api_key=self.api_key,
                                     max_retries=int(judge_cfg["max_retries"]),
                                     timeout=float(judge_cfg["timeout_s"]))
         self.endpoint = f"{self.client.base_url} (model {self.name})"
         # requests: HTTP requests sent, the client's retries included; retries: of those, the ones
-        # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s.
+        # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s;
+        # calls: judge calls sent (not from the cache), what judge.max_calls limits.
         self.counts = {"requests": 0, "cache_hits": 0, "retries": 0, "bad_responses": 0,
-                       "malformed": 0}
+                       "malformed": 0, "calls": 0}
+        self.served_models: dict[str, int] = {}
         self.lock = threading.Lock()
 
     def _count(self, what: str, n: int = 1) -> None:
         with self.lock:
             self.counts[what] += n
 
-    def _send(self, messages: list[dict], params: dict) -> str:
-        """The reply's text. The client has retried time-outs / connection errors / 408 / 409 /
-        429 / 5xx itself; a malformed 200 is sent again here max_retries times (backoff
+    def _served(self, model: str) -> None:
+        with self.lock:
+            self.served_models[model] = self.served_models.get(model, 0) + 1
+
+    def _reserve_call(self) -> None:
+        """Count one judge call about to be sent, or refuse it when judge.max_calls are spent."""
+        with self.lock:
+            if self.max_calls is not None and self.counts["calls"] >= self.max_calls:
+                raise JudgeBudgetExceeded(
+                    f"judge.max_calls={self.max_calls} reached: {self.counts['calls']} judge calls "
+                    f"were sent to {self.endpoint} in this run (limit {self.max_calls}) and the "
+                    f"next was not. Every reply received is kept in the cache {self.cache.path}: "
+                    f"a rerun resumes from it and sends only the calls not answered yet (cached "
+                    f"replies do not count against the limit); raise judge.max_calls, or set it "
+                    f"to null, to judge the rest")
+            self.counts["calls"] += 1
+
+    def served_model_warning(self) -> str | None:
+        """A warning when any call was answered by a model id other than judge.model (an exact
+        comparison), or by one not known; None when every call names judge.model."""
+        others = {m: n for m, n in self.served_models.items() if m != self.name}
+        if not others:
+            return None
+        parts = []
+        for model, n in sorted(others.items()):
+            calls = _plural(n, "call")
+            if model == NOT_RECORDED:
+                parts.append(f"{calls} replayed from cache records written before the served model "
+                             f"id was recorded (which model answered is unknown)")
+            elif model == NOT_GIVEN:
+                parts.append(f"{calls} answered without a `model` field (the endpoint did not say "
+                             f"which model answered)")
+            elif _dated_snapshot(model, self.name):
+                parts.append(f"{calls} answered by {model}, the dated snapshot the endpoint served "
+                             f"for the alias {self.name}: that snapshot is the judge (name it to "
+                             f"compare runs)")
+            else:
+                parts.append(f"{calls} answered by {model}, not the {self.name} asked")
+        return f"judge.model is {self.name} but " + "; ".join(parts)
+
+    def request(self, function: str, fields: dict, index: int) -> tuple[list[dict], dict]:
+        """(messages, parameters) of one judge call: our prompts (a system message, seed + index
+        sent), or the evaluator's function call (lib/tooleval_evaluator.py)."""
+        if self.evaluator is not None:
+            return self.evaluator.request(function, fields)
+        messages = [{"role": "system", "content": tooleval.SYSTEM_PROMPT},
+                    {"role": "user", "content": tooleval.PROMPTS[function].format(**fields)}]
+        params = {"temperature": float(self.cfg["temperature"]),
+                  "max_tokens": int(self.cfg["max_tokens"]),
+                  "seed": int(self.cfg["seed"]) + index}
+        return messages, params
+
+    def estimate(self, first_calls: Iterable[tuple[str, dict, int]]) -> CallPlan:
+        """What judging will cost, before anything is sent: `first_calls` holds, per query and
+        assessment index, the (function, fields, index) of the first call that assessment makes
+        (check_answer_status; check_task_solvable after a pre-check that still asks the task;
+        select_better_answer for a win-rate round). Looks in the cache only; sends nothing."""
+        n = cached = at_most = chars = 0
+        for function, fields, index in first_calls:
+            messages, params = self.request(function, fields, index)
+            n += 1
+            if self.cache.get(request_key(self.name, messages, params, index, 0)) is not None:
+                cached += 1
+                at_most += CALLS_AT_MOST[function] - 1
+                continue
+            at_most += CALLS_AT_MOST[function]
+            chars += sum(len(m["content"]) for m in messages)
+            if "functions" in params:
+                chars += len(json.dumps(params["functions"]))
+        return CallPlan(first_calls=n, cached=cached, to_send=n - cached, at_most=at_most,
+                        prompt_tokens=math.ceil(chars / 4), max_calls=self.max_calls)
+
+    def _send(self, messages: list[dict], params: dict) -> tuple[str, str]:
+        """The reply's text (the function call's arguments for an evaluator's request) and the model
+        id that answered. The client has retried time-outs / connection errors / 408 / 409 / 429 /
+        5xx itself; a malformed 200 is sent again here max_retries times (backoff
         retry_backoff_s * 2^n); then JudgeRequestError names the endpoint and the last failure."""
+        read = call_arguments if "functions" in params else reply_content
         retries, sent = int(self.cfg["max_retries"]), 0
         for attempt in range(retries + 1):
             try:
@@ -181,7 +395,8 @@ class LLMJudge:
             self._count("requests", raw.retries_taken + 1)
             self._count("retries", raw.retries_taken)
             try:
-                return reply_content(_parse(raw))
+                resp = _parse(raw)
+                return read(resp), served_model(resp)
             except MalformedResponse as err:
                 self._count("bad_responses")
                 if attempt == retries:
@@ -193,28 +408,31 @@ class LLMJudge:
         raise AssertionError("unreachable")
 
     def ask(self, function: str, fields: dict, index: int) -> dict:
-        """One judge call (cached); returns {function, reply, parsed, cached, attempts}."""
-        messages = [{"role": "system", "content": tooleval.SYSTEM_PROMPT},
-                    {"role": "user", "content": tooleval.PROMPTS[function].format(**fields)}]
-        params = {"temperature": float(self.cfg["temperature"]),
-                  "max_tokens": int(self.cfg["max_tokens"]),
-                  "seed": int(self.cfg["seed"]) + index}
-        reply, cached = None, True
+        """One judge call (cached); returns {function, reply, parsed, cached, attempts,
+        served_model[, malformed]} (served_model: of the last attempt). Raises JudgeBudgetExceeded
+        instead of sending a call past judge.max_calls."""
+        messages, params = self.request(function, fields, index)
+        reply, cached, model = None, True, NOT_GIVEN
         for attempt in range(int(self.cfg["malformed_retries"]) + 1):
             key = request_key(self.name, messages, params, index, attempt)
             reply = self.cache.get(key)
             if reply is None:
                 cached = False
-                reply = self._send(messages, params)
-                self.cache.put(key, {"model": self.name, "function": function, "index": index,
-                                     "attempt": attempt, "params": params, "messages": messages,
-                                     "reply": reply, "time": time.time()})
+                self._reserve_call()
+                reply, model = self._send(messages, params)
+                self.cache.put(key, {"model": self.name, "served_model": model,
+                                     "function": function, "index": index, "attempt": attempt,
+                                     "params": params, "messages": messages, "reply": reply,
+                                     "time": time.time()})
             else:
+                model = self.cache.served_model(key)
                 self._count("cache_hits")
+            self._served(model)
             parsed = tooleval.parse_reply(function, reply)
             if parsed is not None:
                 return {"function": function, "reply": reply, "parsed": parsed, "cached": cached,
-                        "attempts": attempt + 1}
+                        "attempts": attempt + 1, "served_model": model}
             self._count("malformed")
         return {"function": function, "reply": reply, "parsed": None, "cached": cached,
-                "attempts": int(self.cfg["malformed_retries"]) + 1, "malformed": True}
+                "attempts": int(self.cfg["malformed_retries"]) + 1, "served_model": model,
+                "malformed": True}
