@@ -6,9 +6,18 @@ call; otherwise, as rtl.py does, an answer labelled Solved (then Unsure) in that
 that is not (tooleval.status_winner); otherwise the LLM judge picks the better of the two answers
 shown in a seeded random order (cancelling position bias), identical answers being a tie without a
 call, and the offline judge decides by its score (offline_judge.offline_preference_score), else a
-tie. More round votes wins; equal votes is a tie, reported apart. The reference's trajectories are
+tie. More round votes wins; equal votes is a tie. The reference's trajectories are
 judged like ours (its own judgments reused when it has them by the same judge); each query's
 comparison is appended to `preferences/<group>.jsonl`, and a rerun compares only what is missing.
+
+The win rate counts a tie as half a win: (wins + ties / 2) / n, with the wins, ties and losses
+reported beside it. So a run against itself is 50 % and swapping output and reference turns W into
+100 - W, as ToolBench's leaderboard has its reference method at 50. The seeded coin orders the two
+answers, not the two roles, so the swapped comparison shows the judge the same pair in the same
+order (and meets its cache). Upstream, for comparison: ToolEval's eval_preference.py prints
+"Win rate" as wins / n and the tie rate apart; rtl.py's select_better_answer gives identical
+answers a random winner (random.choice) where this is a tie, the same in expectation; base.py's
+annotate_preference shuffles the order of each sample unseeded.
 """
 from __future__ import annotations
 
@@ -45,8 +54,11 @@ def compare(out_traj: dict, out_rec: dict, ref_traj: dict, ref_rec: dict,
                 if json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True):
                     winner, why = "equal", "identical answers"
                 else:
+                    # The seeded coin orders the pair, not the roles: swapping output and
+                    # reference shows the judge the same two answers in the same order.
                     coin = tooleval.seeded_rng(seed, "order", group, out_traj["query_id"], index)
-                    swap = coin.random() < 0.5
+                    first = min((a, "output"), (b, "reference"), key=lambda x: json.dumps(x[0], sort_keys=True))
+                    swap = (coin.random() < 0.5) != (first[1] == "reference")
                     shown = ("reference", "output") if swap else ("output", "reference")
                     pair = (b, a) if swap else (a, b)
                     call = judge.ask("select_better_answer",
@@ -121,7 +133,7 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
 def _win_row(group, n, counts, judge_name, reference) -> dict:
     return {"group": group, "reference": str(reference), "n": n, "wins": counts["win"],
             "losses": counts["loss"], "ties": counts["tie"],
-            "win_rate": stats.percent(counts["win"] / n) if n else float("nan"),
+            "win_rate": stats.percent((counts["win"] + counts["tie"] / 2) / n) if n else float("nan"),
             "tie_rate": stats.percent(counts["tie"] / n) if n else float("nan"),
             "loss_rate": stats.percent(counts["loss"] / n) if n else float("nan"),
             "judge": judge_name}
