@@ -9,8 +9,11 @@ informative value of a successful call of a relevant API, or of any successful c
 lists none, made *about the query*: each required argument stated in the query or an earlier
 observation; values echoing the query or the call's input do not count; lib/grounding.py defines the
 matching) -> Unsolved; otherwise Solved when no call was hallucinated, every Action Input was valid
-and (when the query lists relevant APIs) at least half of them were called, else Unsure. Task label:
-always Solvable (a rule cannot judge solvability). ToolEval's vote and aggregation rules then apply,
+and (when the query lists relevant APIs) at least half of them were called, else Unsure. A released
+answer whose tool responses were cut (lib/released.py) cannot be grounded: Unsure, so its votes are
+coins, and stage 04 says how many. Task label: always Solvable (a rule cannot judge solvability):
+where ToolEval asks an LLM whether a given-up or empty answer's task was solvable (and passes it when
+Unsolvable), the offline judge fails it. ToolEval's vote and aggregation rules then apply,
 so its repeated assessments differ only in the coins. In a win-rate comparison it breaks pass/pass
 and fail/fail pairs with a documented score (`offline_preference_score`: relevant-API recall, then
 fewer hallucinated / invalid calls, then fewer steps) and calls the rest ties.
@@ -27,6 +30,9 @@ def offline_answer_status(checks: dict, pre: str | None) -> tuple[str, str]:
     tooleval.precheck's failure, if any."""
     if pre:
         return "Unsolved", pre
+    if checks.get("not_available"):
+        return "Unsure", ("not decidable: the answer's tool responses are not available (released "
+                          "file with messages cut to 100 characters), so its vote is a coin")
     if checks["successful_calls"] == 0:
         return "Unsolved", "no API call returned a result"
     if not checks["answer_grounded"]:

@@ -4,7 +4,9 @@ finished with `give_answer`; every Action names a function of the query's api_li
 every Action Input is a JSON object holding the function's required parameters;
 hallucinated-function rate; relevant-API recall (share of the query's "relevant APIs" that were
 called); parse-error rate; the successful calls made about the query, and whether the final answer
-states a value one of them returned (grounded; lib/grounding.py defines the matching).
+states a value one of them returned (grounded; lib/grounding.py defines the matching). For a
+released answer whose tool messages were cut (lib/released.py), the checks that need arguments or
+responses are None (not available) and `not_available` names them.
 """
 from __future__ import annotations
 
@@ -83,7 +85,7 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
     given = " ".join([traj["query"], *(s.get("action_input", "") for s in sources)])
     grounded = grounding.matched_values(tooleval.final_answer_text(traj),
                                         [s["observation"] for s in sources], given)
-    return {
+    checks = {
         "finished": traj["finish_type"] == "give_answer" and tooleval.last_action(traj) == "Finish",
         "n_steps": n_steps, "n_calls": len(calls), "n_api_calls": len(api_calls),
         "successful_calls": sum(_call_succeeded(s.get("observation", "")) for s in api_calls),
@@ -98,3 +100,11 @@ def deterministic_checks(traj: dict, query: dict | None) -> dict:
         "off_query_calls": off_query,
         "answer_grounded": bool(grounded), "grounded_values": grounded[:10],
     }
+    # Released answers whose tool messages were cut (lib/released.py): what needs the arguments or
+    # the responses is not available - None, never a failure.
+    for key in traj.get("not_available") or ():
+        checks[key] = None
+    if traj.get("not_available"):
+        checks.update(invalid_inputs=None, missing_required=None, grounded_values=None,
+                      not_available=list(traj["not_available"]))
+    return checks
