@@ -16,7 +16,7 @@ import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from lib import llm_judge, offline_judge, store, toolbench, tooleval, trajectory_checks
+from lib import config, llm_judge, offline_judge, store, toolbench, tooleval, trajectory_checks
 
 
 class JudgeInputError(ValueError):
@@ -83,18 +83,65 @@ def load_queries(path: str | Path | None) -> dict[str, dict]:
     return {str(q["query_id"]): q for q in toolbench.load_queries(path)}
 
 
+def select(trajs: list[dict], queries: dict[str, dict],
+           limit: int | None) -> tuple[list[dict], dict]:
+    """The trajectories this run's settings ask to judge: those of the first `limit`
+    (inference.max_queries_per_group) queries of the test file - the queries stage 03 runs
+    (lib.inference.run), so that stage 04 reports on what stage 03's summary counts, not on every
+    query an earlier, larger run left in the file; without a test file, the file's first `limit`.
+    The others stay in the file, unjudged. Returns them (in file order) and an account for the log
+    and judge_summary.json."""
+    if queries:
+        wanted = list(queries)[:limit or None]
+        chosen = set(wanted)
+        picked = [t for t in trajs if str(t["query_id"]) in chosen]
+        found = {str(t["query_id"]) for t in picked}
+        missing = [q for q in wanted if q not in found]
+    else:
+        wanted, picked, missing = None, trajs[:limit or None], []
+    return picked, {"in_file": len(trajs), "judged": len(picked), "max_queries_per_group": limit,
+                    "selected_queries": None if wanted is None else len(wanted),
+                    "without_trajectory": missing}
+
+
+# The judge settings a judgment depends on; the others (time-outs, retries, workers, max_calls, the
+# released list) may change between a run and its resumption without setting judgments aside.
+JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature", "max_tokens", "seed",
+                     "malformed_retries", "evaluator_dir")
+
+
+def judgment_settings(judge_cfg: dict) -> dict:
+    return {k: judge_cfg.get(k) for k in JUDGMENT_SETTINGS}
+
+
+def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
+    """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
+    judge_cfg = cfg["judge"]
+    if judge_cfg["kind"] == "offline":
+        return None
+    if judge_cfg["kind"] != "llm":
+        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg['kind']!r}")
+    return llm_judge.LLMJudge(judge_cfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
+
+
 # --------------------------------------------------------------------------------------------
 # One query: its assessments, votes and scores
 # --------------------------------------------------------------------------------------------
+OFFLINE_TASK = ("; ToolEval would still ask whether the task was solvable (and pass it if not); the "
+                "offline judge cannot, and counts it Solvable")
+
+
 def judge_query(traj: dict, checks: dict, judge: llm_judge.LLMJudge | None, times: int, seed: int,
                 group: str) -> dict:
     """All assessments of one query, the votes and both scores."""
     pre = tooleval.precheck(traj)
     assessments = []
     for index in range(times):
-        if pre:
+        if judge is not None and tooleval.asks_task(pre):
+            a = tooleval.llm_assessment(judge, traj, index, answer_rule=pre)
+        elif pre:
             a = {"answer_status": "Unsolved", "task_status": "Solvable", "source": "precheck",
-                 "reason": pre, "calls": []}
+                 "reason": pre + (OFFLINE_TASK if tooleval.asks_task(pre) else ""), "calls": []}
         elif judge is None:
             status, reason = offline_judge.offline_answer_status(checks, None)
             a = {"answer_status": status, "task_status": "Solvable", "source": "offline",
@@ -114,6 +161,13 @@ def judge_query(traj: dict, checks: dict, judge: llm_judge.LLMJudge | None, time
             "passed": tooleval.majority(votes), "scores": scores,
             "score_mean": sum(scores) / len(scores),
             "final_answer": traj["final_answer"], "checks": checks}
+
+
+def deemed_solvable(judgment: dict) -> bool:
+    """Whether the judge deems the query's task solvable: not when most of its assessments label the
+    task Unsolvable (an answer labelled Solved counts its task Solvable, as ToolEval's does)."""
+    labels = [a["task_status"] for a in judgment["assessments"]]
+    return 2 * labels.count("Unsolvable") <= len(labels)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,11 @@ ToolBench's `tooleval/eval_pass_rate.py` + `registered_cls/rtl.py`, re-implement
 own prompts; lib/judge.py runs them over a stage-03 run (`judge.evaluate_times` assessments per
 query), lib/llm_judge.py sends the prompts. Pure rules, no lib imports.
 
-- Rule-based pre-checks, no judge call (`precheck`): the last step is not a call of `Finish`, the
-  final answer is empty, or the model gave up (`give_up_and_restart`) -> answer Unsolved, vote fail.
+- Rule-based pre-checks (`precheck`): the last step is not a call of `Finish` -> answer Unsolved,
+  vote fail, no judge call (eval_pass_rate.py's "'name': 'Finish'" test of the final step). An
+  empty final answer or a give-up (`give_up_and_restart`) -> answer Unsolved without asking
+  (rtl.py check_is_solved), but, as ToolEval does, the judge is still asked whether the task was
+  solvable, and an Unsolvable task passes (`asks_task`).
 - Otherwise the judge labels the final answer Solved / Unsolved / Unsure; an Unsure answer is asked
   again with the whole trajectory. Unless Solved, the judge labels the task Solvable / Unsolvable /
   Unsure with the available tools (`llm_assessment`). Assessment (`assessment_label`): Solved ->
@@ -66,16 +69,27 @@ def final_answer_text(traj: dict) -> str:
     return traj["final_answer"]
 
 
+NO_FINISH = "no Finish call"
+
+
 def precheck(traj: dict) -> str | None:
-    """ToolEval's rule-based failures, decided without the judge; None when the judge must look."""
+    """ToolEval's rule-based answer labels (Unsolved), decided without the judge; None when the
+    judge must look at the answer."""
     if last_action(traj) != "Finish":
-        return "no Finish call"
+        return NO_FINISH
     text = final_answer_text(traj)
     if traj["finish_type"] in ("give_up", "give_up_and_restart") or "give_up_and_restart" in text:
         return "gave up (give_up_and_restart)"
     if not text.strip() or not traj["final_answer"].strip():
         return "empty final answer"
     return None
+
+
+def asks_task(pre: str | None) -> bool:
+    """Whether ToolEval still asks the judge if the task was solvable after this pre-check: for an
+    empty or given-up answer yes (rtl.py is_passed -> check_task_solvable), without a Finish call no
+    (eval_pass_rate.py returns Solvable at once)."""
+    return pre is not None and pre != NO_FINISH
 
 
 # --------------------------------------------------------------------------------------------
@@ -170,12 +184,34 @@ def _label(call: dict, field: str) -> str:
     return call["parsed"][field] if call["parsed"] is not None else "Unsure"
 
 
-def llm_assessment(judge, traj: dict, index: int) -> dict:
+def answer_fields(traj: dict) -> dict:
+    """check_answer_status's fields (ToolEval: the query and the answer's final_answer)."""
+    return {"query": traj["query"], "answer": final_answer_text(traj)}
+
+
+def task_fields(traj: dict) -> dict:
+    """check_task_solvable's fields (ToolEval: json.dumps of the query and its available tools)."""
+    return {"task": json.dumps({"query": traj["query"], "available_tools": traj.get("available_tools", [])})}
+
+
+def first_call(traj: dict) -> tuple[str, dict] | None:
+    """The first judge call of each assessment of `traj` (function, fields); None when the
+    pre-checks decide it without any call."""
+    pre = precheck(traj)
+    if pre is None:
+        return "check_answer_status", answer_fields(traj)
+    return ("check_task_solvable", task_fields(traj)) if asks_task(pre) else None
+
+
+def llm_assessment(judge, traj: dict, index: int, answer_rule: str | None = None) -> dict:
     """ToolEval's answer check (re-asked with the whole run when Unsure), then the task check.
-    `judge` is a lib.llm_judge.LLMJudge (anything with its `ask`); a malformed reply is Unsure."""
-    calls = [judge.ask("check_answer_status",
-                       {"query": traj["query"], "answer": final_answer_text(traj)}, index)]
-    answer_status = _label(calls[-1], "answer_status")
+    `judge` is a lib.llm_judge.LLMJudge (anything with its `ask`); a malformed reply is Unsure.
+    With `answer_rule` (a pre-check for which `asks_task`), the answer is Unsolved by that rule and
+    only the task is asked about."""
+    calls, answer_status = [], "Unsolved"
+    if answer_rule is None:
+        calls.append(judge.ask("check_answer_status", answer_fields(traj), index))
+        answer_status = _label(calls[-1], "answer_status")
     if answer_status == "Unsure":
         run = traj.get("answer") or {"final_answer": traj["final_answer"], "steps": traj["steps"]}
         calls.append(judge.ask("parse_answer_status",
@@ -183,8 +219,8 @@ def llm_assessment(judge, traj: dict, index: int) -> dict:
         answer_status = _label(calls[-1], "answer_status")
     task_status = "Solvable"
     if answer_status != "Solved":
-        task = {"query": traj["query"], "available_tools": traj.get("available_tools", [])}
-        calls.append(judge.ask("check_task_solvable", {"task": json.dumps(task)}, index))
+        calls.append(judge.ask("check_task_solvable", task_fields(traj), index))
         task_status = _label(calls[-1], "task_status")
-    return {"answer_status": answer_status, "task_status": task_status, "source": "judge",
-            "calls": calls, "malformed": any(c.get("malformed") for c in calls)}
+    return {"answer_status": answer_status, "task_status": task_status,
+            "source": "precheck+judge" if answer_rule else "judge",
+            **({"reason": answer_rule} if answer_rule else {}), "calls": calls, "malformed": any(c.get("malformed") for c in calls)}
