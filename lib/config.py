@@ -420,7 +420,7 @@ def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
         log(f"{folder} holds a run with other settings or inputs: set aside as {moved} "
             f"(its RUN_KEY.json says what it was made from)")
     if not folder.exists() or not any(folder.iterdir()):
-        earlier = [p for p in folder.parent.glob(f"{name}.run-*")
+        earlier = [p for p in folder.parent.glob(f"{folder.name}.run-*")
                    if (p / "RUN_KEY.json").exists() and (p / "RUN_KEY.json").read_text() == text]
         if earlier:
             back = max(earlier, key=lambda p: p.stat().st_mtime)

@@ -43,33 +43,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import config, judgments, llm_judge, offline_judge, stats, store, tables, tooleval, win_rate
+from lib import config, judgments, llm_judge, offline_judge, pass_rates, released, released_runs, store, tables, win_rate
+
 
 
 # --------------------------------------------------------------------------------------------
-# Selecting what to judge
+# What was selected, in words
 # --------------------------------------------------------------------------------------------
-def select(trajs: list[dict], queries: dict[str, dict],
-           limit: int | None) -> tuple[list[dict], dict]:
-    """The trajectories this run's settings ask to judge: those of the first `limit`
-    (inference.max_queries_per_group) queries of the test file - the queries stage 03 runs
-    (lib.inference.run), so that stage 04 reports on what stage 03's summary counts, not on every
-    query an earlier, larger run left in the file; without a test file, the file's first `limit`.
-    The others stay in the file, unjudged. Returns them (in file order) and an account for the log
-    and judge_summary.json."""
-    if queries:
-        wanted = list(queries)[:limit or None]
-        chosen = set(wanted)
-        picked = [t for t in trajs if str(t["query_id"]) in chosen]
-        found = {str(t["query_id"]) for t in picked}
-        missing = [q for q in wanted if q not in found]
-    else:
-        wanted, picked, missing = None, trajs[:limit or None], []
-    return picked, {"in_file": len(trajs), "judged": len(picked), "max_queries_per_group": limit,
-                    "selected_queries": None if wanted is None else len(wanted),
-                    "without_trajectory": missing}
-
-
 def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
     """What the log and pass_rate.md must say about a group's selection, each note with whether it
     is a warning (the figures cover fewer queries than asked); [] when the selection is the whole
@@ -91,148 +71,8 @@ def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
 
 
 # --------------------------------------------------------------------------------------------
-# Tables
-# --------------------------------------------------------------------------------------------
-def overall_note(groups: list[str]) -> str:
-    """'' when an overall pools all six groups; else which it pools, so that nobody reads it against
-    the paper's six-group overall (77.55) as like for like."""
-    if set(config.GROUPS) <= set(groups):
-        return ""
-    return (f"overall over {len(groups)} of {len(config.GROUPS)} groups: {', '.join(groups)}; "
-            "the paper's overall covers all six")
-
-
-def pass_rate_rows(judged: dict[str, list[dict]], judge_name: str, times: int) -> list[dict]:
-    """pass_rate.csv rows: per group and overall (query-weighted), for both aggregations; `covers`
-    names the groups a row pools. A group without queries has no row (a rate of 0 / 0 is no
-    figure: run() says "no queries" in the log and pass_rate.md) and is not in the overall."""
-    rows = []
-    present = [g for g in judged if judged[g]]
-    for aggregation in tooleval.AGGREGATIONS:
-        for group in present + ["overall"]:
-            recs = [r for g in present for r in judged[g]] if group == "overall" else judged[group]
-            n = len(recs)
-            methods = sorted({str(r.get("method")) for r in recs}) or ["?"]
-            if aggregation == "majority":
-                passed = sum(r["passed"] for r in recs)
-                std = None
-            else:
-                runs = stats.mean_score_runs([r["scores"] for r in recs], times)
-                passed = round(sum(runs) / len(runs) * n, 4)
-                std = stats.percent(stats.population_std(runs))
-            low, high = stats.wilson(passed, n)
-            rows.append({"method": "+".join(methods), "group": group, "n": n, "passed": passed,
-                         "pass_rate": stats.percent(passed / n) if n else float("nan"),
-                         "ci_low": stats.percent(low), "ci_high": stats.percent(high),
-                         "aggregation": aggregation, "judge": judge_name, "std_over_runs": std,
-                         "covers": "+".join(present) if group == "overall" else group})
-    return rows
-
-
-CSV_COLUMNS = ["method", "group", "n", "passed", "pass_rate", "ci_low", "ci_high", "aggregation",
-               "judge", "covers"]
-CHECK_COLUMNS = ["group", "n", "finished", "n_calls", "with_calls", "valid_names", "valid_inputs",
-                 "hallucination_rate", "relevant_recall", "parse_error_rate"]
-
-
-def _rate(part: float, whole: float) -> float | None:
-    """part / whole in percent; None (n/a) for 0 / 0, which is no evidence, not 100% or 0%."""
-    return stats.percent(part / whole) if whole else None
-
-
-def checks_rows(judged: dict[str, list[dict]]) -> list[dict]:
-    """Deterministic checks per group and overall, in percent. Valid names / inputs are shares of
-    the trajectories that made a call: one without calls is valid only vacuously."""
-    rows = []
-    for group in list(judged) + ["overall"]:
-        recs = [r for g in judged for r in judged[g]] if group == "overall" else judged[group]
-        checks = [r["checks"] for r in recs]
-        calling = [c for c in checks if c["n_calls"]]
-        recalls = [c["relevant_recall"] for c in checks if c["relevant_recall"] is not None]
-        calls = sum(c["n_calls"] for c in checks)
-        rows.append({"group": group, "n": len(checks),
-                     "finished": _rate(sum(c["finished"] for c in checks), len(checks)),
-                     "n_calls": calls, "with_calls": len(calling),
-                     "valid_names": _rate(sum(c["valid_names"] for c in calling), len(calling)),
-                     "valid_inputs": _rate(sum(c["valid_inputs"] for c in calling), len(calling)),
-                     "hallucination_rate": _rate(sum(len(c["hallucinated"]) for c in checks), calls),
-                     "relevant_recall": _rate(sum(recalls), len(recalls)),
-                     "parse_error_rate": _rate(sum(c["parse_errors"] for c in checks),
-                                               sum(c["n_steps"] for c in checks))})
-    return rows
-
-
-def agreement(judged: dict[str, list[dict]]) -> dict:
-    """Agreement of the repeated answer labels, over the queries the judge looked at."""
-    out = {}
-    for group in list(judged) + ["overall"]:
-        recs = [r for g in judged for r in judged[g]] if group == "overall" else judged[group]
-        labels = [[a["answer_status"] for a in r["assessments"]] for r in recs if not r["precheck"]]
-        out[group] = {"queries_judged": len(labels),
-                      "mean_pairwise_agreement": stats.pairwise_agreement(labels),
-                      "fleiss_kappa": stats.fleiss_kappa(labels, tooleval.ANSWER_LABELS),
-                      "coin_votes": sum(a["coin"] for r in recs for a in r["assessments"]),
-                      "malformed_assessments": sum(bool(a.get("malformed")) for r in recs
-                                                   for a in r["assessments"])}
-    return out
-
-
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.2f}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """Stage 04's rows (dicts) as a Markdown table of `columns`, numbers to 2 decimals."""
-    return tables.pipe_table(columns, [[_fmt(r.get(c)) for c in columns] for r in rows])
-
-
-def caption(judge_name: str, times: int, stamp: str | None) -> str:
-    if judge_name == offline_judge.OFFLINE:
-        what = (f"Pass rate by the **offline judge** (rule-based on the deterministic checks; "
-                f"NOT ToolEval), {times} assessments per query")
-    else:
-        what = f"ToolEval-style pass rate, judge `{judge_name}`, {times} assessments per query"
-    return what + (f" - {stamp}" if stamp else "")
-
-
-def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str | None,
-                       caveats: list[str] = ()) -> str:
-    """pass_rate.md; `caveats` are run()'s words on what was judged (selection, empty groups)."""
-    parts = [f"{caption(judge_name, times, stamp)}.", ""]
-    groups = [r["group"] for r in rows
-              if r["aggregation"] == tooleval.AGGREGATIONS[0] and r["group"] != "overall"]
-    if overall_note(groups):
-        parts += [f"**Note: {overall_note(groups)}.**", ""]
-    parts += [f"- **{caveat}.**" for caveat in caveats] + ([""] if caveats else [])
-    notes = {"majority": "majority vote (paper; ToolBench: pass if pass votes >= fail votes, "
-                              "Unsure decided by a seeded coin)",
-             "mean": "mean score (StableToolBench: Solved 1 / Unsure 0.5 / Unsolved 0 per "
-                           "run, mean over runs; std over runs in percentage points)"}
-    for aggregation in tooleval.AGGREGATIONS:
-        sub = [r for r in rows if r["aggregation"] == aggregation]
-        cols = CSV_COLUMNS + (["std_over_runs"] if aggregation == "mean" else [])
-        parts += [f"**{notes[aggregation]}** - pass rates in %, Wilson 95% intervals:", "",
-                  markdown_table(sub, cols), ""]
-    return "\n".join(parts)
-
-
-# --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
-    """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
-    judge_cfg = cfg["judge"]
-    if judge_cfg["kind"] == "offline":
-        return None
-    if judge_cfg["kind"] != "llm":
-        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg['kind']!r}")
-    return llm_judge.LLMJudge(judge_cfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
-
-
 def run(cfg: dict, log=print):
     """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
     Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
@@ -244,10 +84,11 @@ def run(cfg: dict, log=print):
 def _run(cfg: dict, log):
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
     judge_cfg, out = cfg["judge"], config.output_dir(cfg)
-    times, seed = int(judge_cfg["evaluate_times"]), int(judge_cfg["seed"])
+    times = int(judge_cfg["evaluate_times"])
     if times < 1:
         raise config.ConfigError("judge.evaluate_times must be >= 1 (the paper used >= 4)")
-    judge = make_judge(cfg)
+    released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(judge_cfg.get("released") or [])]
+    judge = judgments.make_judge(cfg)
     name = judge.name if judge else offline_judge.OFFLINE
 
     # Load the trajectories of every group that has some, and select what this run's settings ask.
@@ -258,7 +99,7 @@ def _run(cfg: dict, log):
     trajs, queries, selection, notes = {}, {}, {}, []
     for g in groups:
         queries[g] = judgments.load_queries(test_dir / f"{g}.json")
-        trajs[g], selection[g] = select(judgments.read_trajectories(traj_dir / f"{g}.jsonl"),
+        trajs[g], selection[g] = judgments.select(judgments.read_trajectories(traj_dir / f"{g}.jsonl"),
                                         queries[g], cfg["inference"]["max_queries_per_group"])
         for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
             log(f"{'WARNING: ' if warning else ''}{g}: {note}")
@@ -270,22 +111,11 @@ def _run(cfg: dict, log):
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
     # only now, with the settings and every input checked, is the folder touched).
     judgments_dir = config.resumable_dir(cfg, "judgments", {
-        "judge": judge_cfg, "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
+        "judge": judgments.judgment_settings(judge_cfg), "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
         "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
-    judged = {}
-    for group in groups:
-        judged[group] = judgments.judge_group(trajs[group], queries[group],
-                                              judgments_dir / f"{group}.jsonl", judge, times, seed,
-                                              group, int(judge_cfg["max_workers"]))
-        log(f"{group}: {len(judged[group])} queries judged by {name}")
-
-    # Tables: pass rate (both aggregations), deterministic checks, agreement.
-    rows = pass_rate_rows(judged, name, times)
-    tables.write_csv(out / "pass_rate.csv", rows, CSV_COLUMNS)
-    (out / "pass_rate.md").write_text(
-        pass_rate_markdown(rows, name, times, cfg.get("stamp"), notes), encoding="utf-8")
-    check_rows = checks_rows(judged)
-    tables.write_csv(out / "checks.csv", check_rows, CHECK_COLUMNS)
+    result = pass_rates.judge_set(cfg, judge, trajs, queries, {g: judgments_dir / f"{g}.jsonl" for g in trajs},
+                       out, notes, log)
+    rows, judged = result["rows"], result["judged"]
 
     # Win rate against a reference method, when one is configured.
     win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if judge_cfg["win_rate_reference"]
@@ -293,13 +123,25 @@ def _run(cfg: dict, log):
     if win_rows:
         tables.write_csv(out / "win_rate.csv", win_rows, win_rate.WIN_COLUMNS)
 
-    summary = {"judge": name, "kind": judge_cfg["kind"], "evaluate_times": times, "stamp": cfg.get("stamp"),
+    # Released answers of other systems: the same judge, cache, votes and aggregations.
+    released_rows = [row for entry in released_sets
+                     for row in released_runs.judge_released(cfg, judge, entry, queries, log)["rows"]]
+
+    # Which model the endpoint actually answered with (an alias is served by a dated snapshot).
+    served_warning = judge.served_model_warning() if judge else None
+    if served_warning:
+        log(f"WARNING: {served_warning}")
+    summary = {"judge": name, "kind": judge_cfg["kind"], "prompts": pass_rates.prompts_used(judge),
+               "evaluate_times": times, "stamp": cfg.get("stamp"),
                "selection": selection, "no_queries": [g for g in groups if not judged[g]],
-               "notes": notes, "pass_rate": rows, "checks": check_rows,
-               "agreement": agreement(judged),
-               "win_rate": win_rows, "requests": judge.counts if judge else None}
+               "notes": notes, "pass_rate": rows, "checks": result["checks"],
+               "agreement": result["agreement"], "deemed_unsolvable": result["deemed_unsolvable"],
+               "win_rate": win_rows, "released": released_rows,
+               "requests": judge.counts if judge else None,
+               "served_models": judge.served_models if judge else None,
+               "served_model_warning": served_warning}
     (out / "judge_summary.json").write_text(json.dumps(summary, indent=2), encoding="utf-8")
-    return pd.DataFrame(rows, columns=CSV_COLUMNS + ["std_over_runs"])
+    return pd.DataFrame(rows, columns=pass_rates.CSV_COLUMNS + ["std_over_runs"])
 
 
 # Small readers for the notebook.
@@ -328,3 +170,51 @@ def examples(cfg: dict, k: int = 3) -> list[dict]:
                     "checks": {c: r["checks"][c] for c in ("finished", "valid_names",
                                                            "valid_inputs", "relevant_recall")}})
     return out
+
+
+# --------------------------------------------------------------------------------------------
+# Command line: re-judge one released answer set (lib/released_runs.py)
+# --------------------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+    import sys
+    parser = argparse.ArgumentParser(
+        prog="python -m lib.judge", description="Re-judge released answers (a ToolEval converted-answer "
+        "file or a raw answer folder) with a profile's judge; stage 04 itself runs from notebook 04 "
+        "or `python -m lib.run --only 04`.")
+    parser.add_argument("--profile", default="smoke")
+    parser.add_argument("--answers", required=True, help="converted-answer file (<group>.json) or raw answer folder")
+    parser.add_argument("--group", required=True, choices=config.GROUPS)
+    parser.add_argument("--name", required=True, help='the run\'s name, e.g. "ChatGPT-CoT (released)"')
+    parser.add_argument("--methods", nargs="*", help="raw answer folders: only these methods (e.g. CoT@1)")
+    parser.add_argument("--compare-to", help="the published row to compare with in stage 05 (a paper "
+                        "label such as ChatGPT-CoT); default: the label the name starts with")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config key, value parsed as YAML (e.g. judge.evaluate_times=2)")
+    args = parser.parse_args(argv)
+    try:
+        cfg = config.load(args.profile, config.parse_overrides(args.set))
+        result = released_runs.rejudge(cfg, args.answers, args.group, args.name, args.methods, args.compare_to,
+                         log=lambda *a: print(*a, file=sys.stderr))
+    except (config.ConfigError, released.ReleasedFormatError, judgments.JudgeInputError,
+            llm_judge.JudgeRequestError, FileNotFoundError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2
+    info = result["info"]
+    print(f"{info['name']}, {args.group}: judge {info['judge']}, prompts {info['prompts']}, "
+          f"{cfg['judge']['evaluate_times']} assessments per query")
+    for row in result["rows"]:
+        if row["group"] == args.group:
+            print(f"  {row['aggregation']:>8}: pass rate {row['pass_rate']:.1f}% of n={row['n']} "
+                  f"(Wilson 95% {row['ci_low']:.1f}-{row['ci_high']:.1f}); on the "
+                  f"{row['n_solvable']} deemed solvable: "
+                  + (f"{row['pass_rate_solvable']:.1f}%" if row["pass_rate_solvable"] is not None else "n/a"))
+    for note in info["notes"]:
+        print(f"  note: {note}")
+    print(f"  not available: {', '.join(released.NEEDS_FULL_MESSAGES) if info['not_available'] else 'none'}")
+    print(f"  written to {result['folder']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -10,7 +10,7 @@ lib/report.py reads the series (the paper's, the README's, our runs) and draws t
 """
 from __future__ import annotations
 
-from lib import config, judge
+from lib import config, pass_rates
 
 GROUPS = config.GROUPS
 OFFLINE_NOTE = "offline judge, not ToolEval"
@@ -42,7 +42,7 @@ def covered_groups(s: dict) -> list[str]:
 
 def overall_note(s: dict) -> str:
     """'' when the series' overall pools all six groups, else which groups it pools (stage 04's words)."""
-    return judge.overall_note(covered_groups(s))
+    return pass_rates.overall_note(covered_groups(s))
 
 
 def overall(s: dict) -> tuple[float | None, str]:

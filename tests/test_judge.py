@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, judge, judgments, stats, store, tooleval, trajectory_checks
+from lib import config, judge, judgments, llm_judge, pass_rates, stats, store, tooleval, trajectory_checks
 
 from judge_helpers import (GOOD, SECRET, FakeServer, finish, llm_cfg, make_cfg, query, read_csv,
                            scripted_judge, step, traj)
@@ -28,7 +28,7 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     table = judge.run(cfg, log=lambda *a: None)
     out = Path(cfg["output_dir"])
     rows = read_csv(out / "pass_rate.csv")
-    assert list(rows[0]) == judge.CSV_COLUMNS
+    assert list(rows[0]) == pass_rates.CSV_COLUMNS
     assert {r["aggregation"] for r in rows} == {"majority", "mean"}
     assert {r["judge"] for r in rows} == {"offline judge"}
     by = {(r["aggregation"], r["group"]): r for r in rows}
@@ -139,8 +139,8 @@ def test_checks_without_any_call_report_no_rate_not_100(tmp_path):
     some = checks["G2_instruction"]
     assert (some["n_calls"], some["with_calls"]) == ("2", "1")
     assert some["valid_names"] == some["valid_inputs"] == "0.0"      # over the run that called
-    assert "n/a" in judge.markdown_table(judge.checks_rows({"G1": [{"checks": trajectory_checks.deterministic_checks(
-        g1[0], query(1))}]}), judge.CHECK_COLUMNS)
+    assert "n/a" in pass_rates.markdown_table(pass_rates.checks_rows({"G1": [{"checks": trajectory_checks.deterministic_checks(
+        g1[0], query(1))}]}), pass_rates.CHECK_COLUMNS)
 
 
 def test_overall_over_some_groups_names_them(tmp_path):
@@ -156,7 +156,7 @@ def test_overall_over_some_groups_names_them(tmp_path):
     note = ("overall over 3 of 6 groups: G1_instruction, G2_instruction, G3_instruction; "
             "the paper's overall covers all six")
     assert note in (out / "pass_rate.md").read_text()
-    assert judge.overall_note(list(config.GROUPS)) == ""
+    assert pass_rates.overall_note(list(config.GROUPS)) == ""
 
 
 # ------------------------------------------------------------------------------------------------
@@ -209,3 +209,58 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     assert len(server.requests) == sent
     assert (out / "pass_rate.csv").read_text() == before
     assert json.loads((out / "judge_summary.json").read_text())["requests"]["cache_hits"] == sent
+
+
+def test_a_given_up_answer_is_asked_whether_its_task_was_solvable(tmp_path, server, monkeypatch):
+    """ToolEval (rtl.py): an empty or given-up answer is Unsolved without asking, but the judge is
+    still asked whether the task was solvable, and an Unsolvable task passes. No Finish: no call."""
+    give_up = [GOOD[0], step("Finish", '{"return_type": "give_up_and_restart"}', "")]
+    trajs = [traj(1, give_up, "NOPE please", finish_type="give_up_and_restart"),
+             traj(2, give_up, "UNSOLVED please", finish_type="give_up_and_restart"),
+             traj(3, [GOOD[0], finish("  ")], "NOPE again"), traj(4, GOOD, "SOLVED please")]
+    cfg = llm_cfg(tmp_path, server, trajs, monkeypatch)
+    judge.run(cfg, log=lambda *a: None)
+    out = Path(cfg["output_dir"])
+    recs = {r["query_id"]: r for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
+    for qid in (1, 2, 3):
+        assert [c["function"] for a in recs[qid]["assessments"] for c in a["calls"]] == ["check_task_solvable"] * 4
+        assert {a["answer_status"] for a in recs[qid]["assessments"]} == {"Unsolved"}
+    assert recs[1]["passed"] and recs[3]["passed"] and not recs[2]["passed"]
+    assert "gave up" in recs[1]["precheck"] and recs[3]["precheck"] == "empty final answer"
+    assert recs[1]["score_mean"] == 0.0          # StableToolBench's mean scores the answer alone
+    rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
+    majority = rows["majority", "G1_instruction"]
+    assert (majority["pass_rate"], majority["n_solvable"], majority["pass_rate_solvable"]) == ("75.0", "2", "50.0")
+    assert "deemed unsolvable: G1_instruction 2 of 4" in (out / "pass_rate.md").read_text()
+
+
+def test_the_offline_judge_fails_a_given_up_answer_and_says_toolEval_would_ask(tmp_path):
+    give_up = [GOOD[0], step("Finish", '{"return_type": "give_up_and_restart"}', "")]
+    cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, give_up, finish_type="give_up_and_restart")]},
+                   {"G1_instruction": [query(1)]}, kind="offline")
+    judge.run(cfg, log=lambda *a: None)
+    rec = store.read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
+    assert not rec["passed"]
+    assert "ToolEval would still ask whether the task was solvable" in rec["assessments"][0]["reason"]
+
+
+def test_stage_04_says_what_it_will_send_and_stops_at_max_calls_then_resumes(tmp_path, server, monkeypatch):
+    give_up = [GOOD[0], step("Finish", '{"return_type": "give_up_and_restart"}', "")]
+    trajs = [traj(1, GOOD, "SOLVED please"), traj(2, GOOD, "UNSOLVED please"),
+             traj(3, give_up, "NOPE please", finish_type="give_up_and_restart"),
+             traj(4, GOOD[:1], "never finished", finish_type="max_iterations")]
+    cfg = llm_cfg(tmp_path, server, trajs, monkeypatch, max_calls=5)
+    said = []
+    with pytest.raises(llm_judge.JudgeBudgetExceeded, match="judge.max_calls=5"):
+        judge.run(cfg, log=said.append)
+    # Three queries ask a first call in each of 4 assessments; the one without Finish asks none.
+    assert said[0].startswith("12 judge calls (at most 28 ") and "0 cached" in said[0]
+    assert len(server.requests) == 5
+    cfg["judge"]["max_calls"] = None
+    said.clear()
+    judge.run(cfg, log=said.append)
+    # SOLVED 1 call, UNSOLVED 2, give-up 1 (the task), four assessments each: 16 in all, none twice.
+    assert len(server.requests) == 16
+    assert "cached" in said[0] and not said[0].startswith("12 ")
+    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    assert set(summary["served_models"]) == {"fake-judge"} and summary["served_model_warning"] is None
