@@ -47,7 +47,7 @@ def round_like(value: Decimal, printed: str) -> Decimal:
 
 
 # ----------------------------------------------------------------------------- claims
-def _line(section, claim, claimed, recomputed, verdict, rule, note=""):
+def line(section, claim, claimed, recomputed, verdict, rule, note=""):
     if isinstance(verdict, bool):
         verdict = "consistent" if verdict else "inconsistent"
     return {"section": section, "claim": claim, "claimed": str(claimed), "recomputed": str(recomputed),
@@ -78,9 +78,9 @@ def audit_training(claims: list[dict]) -> list[dict]:
     exact = Decimal(examples) * epochs / batch
     trainer_steps = math.ceil(math.ceil(examples / per_device) / accum) * epochs
     lines = [
-        _line("training", "effective batch = per-device batch x accumulation", batch, per_device * accum,
+        line("training", "effective batch = per-device batch x accumulation", batch, per_device * accum,
               batch == per_device * accum, "exact"),
-        _line("training", f"{stated:,} optimizer steps for {examples:,} examples at batch {batch}, "
+        line("training", f"{stated:,} optimizer steps for {examples:,} examples at batch {batch}, "
               f"{epochs} epoch", stated, f"{exact:.2f} (floor {math.floor(exact)}, ceil {math.ceil(exact)})",
               stated in (math.floor(exact), math.ceil(exact)),
               "stated steps equal floor or ceil of examples x epochs / effective batch",
@@ -88,7 +88,7 @@ def audit_training(claims: list[dict]) -> list[dict]:
               f"ceil(ceil({examples}/{per_device})/{accum}) = {trainer_steps} steps"),
     ]
     seq, positions = int(c["max_seq_length"]["value"]), int(c["max_position_embeddings"]["value"])
-    lines.append(_line("training", f"max sequence length {seq} with {c['max_position_embeddings']['model_a']}",
+    lines.append(line("training", f"max sequence length {seq} with {c['max_position_embeddings']['model_a']}",
                        seq, f"{positions} learned positions", seq <= positions,
                        "sequence length <= the model's max_position_embeddings",
                        f"OPT cannot attend past {positions} tokens; {seq} is {seq / positions:.0f}x that"))
@@ -100,7 +100,7 @@ def audit_tables(paper: list[dict], claims: list[dict]) -> list[dict]:
     lines = []
     sizes = [paper[0]["n"][g] for g in GROUPS]
     total = _claim(claims, "test_queries")
-    lines.append(_line("tables", "test queries over the six groups", total["value"],
+    lines.append(line("tables", "test queries over the six groups", total["value"],
                        f"{' + '.join(map(str, sizes))} = {sum(sizes)}",
                        int(total["value"]) == sum(sizes), "exact"))
     for s in paper:
@@ -109,13 +109,13 @@ def audit_tables(paper: list[dict], claims: list[dict]) -> list[dict]:
         plain = sum(values) / len(values)
         t1, avg = s["printed"]["overall"], s["printed"]["average"]
         lines += [
-            _line("tables", f"{s['label']}: Table 1 overall = query-weighted mean of Table 2", t1,
+            line("tables", f"{s['label']}: Table 1 overall = query-weighted mean of Table 2", t1,
                   f"{weighted:.4f}", matches_printed(weighted, t1), HALF_UNIT_RULE),
-            _line("tables", f"{s['label']}: Table 2 Avg = unweighted mean of Table 2", avg,
+            line("tables", f"{s['label']}: Table 2 Avg = unweighted mean of Table 2", avg,
                   f"{plain:.4f}", matches_printed(plain, avg), HALF_UNIT_RULE),
-            _line("tables", f"{s['label']}: Table 2 Avg = query-weighted mean of Table 2", avg,
+            line("tables", f"{s['label']}: Table 2 Avg = query-weighted mean of Table 2", avg,
                   f"{weighted:.4f}", matches_printed(weighted, avg), HALF_UNIT_RULE),
-            _line("tables", f"{s['label']}: Table 2 Avg = Table 1 overall rounded to Avg's precision", avg,
+            line("tables", f"{s['label']}: Table 2 Avg = Table 1 overall rounded to Avg's precision", avg,
                   f"{round_like(Decimal(t1), avg)} (from {t1})", round_like(Decimal(t1), avg) == Decimal(avg),
                   "equal after rounding half-up", "a double rounding: Table 1 was rounded first"),
         ]
@@ -129,7 +129,7 @@ def audit_text(paper: list[dict], readme: list[dict], claims: list[dict]) -> lis
     for c in claims:
         if c["claim"] == "headline_pass_rate":
             t1 = by_label[c["model_a"]]["printed"]["overall"]
-            lines.append(_line("text", c["text"], c["value"], f"Table 1: {t1}",
+            lines.append(line("text", c["text"], c["value"], f"Table 1: {t1}",
                                Decimal(c["value"]) == Decimal(t1), "exact (same printed figure)"))
         if c["claim"] == "ahead_of":
             lines += _ahead_of(c, by_label[c["model_a"]], by_label[c["model_b"]])
@@ -138,7 +138,7 @@ def audit_text(paper: list[dict], readme: list[dict], claims: list[dict]) -> lis
             readme_b = [r for r in readme if r["paper_label"] == c["model_b"] and "average" in r["printed"]]
             note = "; ".join(f"with {r['label']} Average {r['printed']['average']}: "
                              f"{a / _dec(r, 'average'):.2f}x" for r in readme_b)
-            lines.append(_line("text", f"{c['text']} ({c['model_a']} / {c['model_b']}, Table 1)",
+            lines.append(line("text", f"{c['text']} ({c['model_a']} / {c['model_b']}, Table 1)",
                                c["value"], f"{a} / {b} = {a / b:.4f}", matches_printed(a / b, c["value"]),
                                HALF_UNIT_RULE, note))
     return lines
@@ -149,9 +149,9 @@ def _ahead_of(c: dict, a: dict, b: dict) -> list[dict]:
     ahead = sum(_dec(a, g) > _dec(b, g) for g in GROUPS)
     gaps = [_dec(a, g) - _dec(b, g) for g in GROUPS]
     return [
-        _line("text", f"{c['text']}: quoted figure = Table 1", c["value"], f"Table 1: {b['printed']['overall']}",
+        line("text", f"{c['text']}: quoted figure = Table 1", c["value"], f"Table 1: {b['printed']['overall']}",
               Decimal(c["value"]) == tb, "exact (same printed figure)"),
-        _line("text", f"{c['model_a']} ahead of {c['model_b']} overall (gap in points)", f"{ta} > {tb}",
+        line("text", f"{c['model_a']} ahead of {c['model_b']} overall (gap in points)", f"{ta} > {tb}",
               f"{ta - tb:+.2f} pts, ratio {ta / tb:.2f}x", ta > tb, "gap > 0",
               f"per group: ahead in {ahead}/{len(GROUPS)}, gaps {min(gaps):+.1f} to {max(gaps):+.1f} pts"),
     ]
@@ -166,17 +166,17 @@ def audit_readme(paper: list[dict], readme: list[dict]) -> list[dict]:
             plain = sum(_dec(r, g) for g in GROUPS) / len(GROUPS)
             weighted = sum(_dec(r, g) * r["n"][g] for g in GROUPS) / sum(r["n"][g] for g in GROUPS)
             avg = r["printed"]["average"]
-            lines.append(_line("readme", f"{r['label']}: README Average = unweighted mean of its groups",
+            lines.append(line("readme", f"{r['label']}: README Average = unweighted mean of its groups",
                                avg, f"{plain:.4f}", matches_printed(plain, avg), HALF_UNIT_RULE))
             coarse = max(half_unit(p["printed"]["overall"]), half_unit(avg))
             diff = _dec(p, "overall") - Decimal(avg)
-            lines.append(_line("readme", f"{p['label']} (paper Table 1) vs {r['label']} Average",
+            lines.append(line("readme", f"{p['label']} (paper Table 1) vs {r['label']} Average",
                                p["printed"]["overall"], f"README {avg} (query-weighted {weighted:.2f}); "
                                f"paper minus README {diff:+.2f} pts", abs(diff) <= coarse, rule))
             diffs = [_dec(p, g) - _dec(r, g) for g in GROUPS]
             same = sum(abs(d) <= max(half_unit(p["printed"][g]), half_unit(r["printed"][g]))
                        for d, g in zip(diffs, GROUPS))
-            lines.append(_line(
+            lines.append(line(
                 "readme", f"{p['label']} (paper Table 2) vs {r['label']} per group",
                 "/".join(p["printed"][g] for g in GROUPS), "README " + "/".join(r["printed"][g] for g in GROUPS),
                 same == len(GROUPS), rule,
@@ -200,30 +200,30 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
     na = "not available"
     lines = []
     if stats is None:
-        lines.append(_line("ours", f"data prep yields {examples:,} examples", examples, "no data_stats.json", na, "exact"))
+        lines.append(line("ours", f"data prep yields {examples:,} examples", examples, "no data_stats.json", na, "exact"))
     else:
-        lines.append(_line("ours", f"data prep yields {examples:,} examples (example_per={stats.get('example_per')})",
+        lines.append(line("ours", f"data prep yields {examples:,} examples (example_per={stats.get('example_per')})",
                            examples, stats.get("examples_written"),
                            scope or stats.get("examples_written") == examples, "exact",
                            f"{stats.get('records_read')} records read from {stats.get('source')}"))
         for choice, n in (stats.get("examples_per_choice") or {}).items():
-            lines.append(_line("ours", f"examples with one example per {choice}", examples, n,
+            lines.append(line("ours", f"examples with one example per {choice}", examples, n,
                                scope or n == examples, "exact"))
-        lines.append(_line("ours", "training sequences longer than the model's positions", "none implied",
+        lines.append(line("ours", "training sequences longer than the model's positions", "none implied",
                            f"{stats.get('over_max_positions')} over {stats.get('max_positions')} positions; "
                            f"token length percentiles {stats.get('token_length_percentiles')}", "info", "count"))
     if summary is None:
-        lines.append(_line("ours", f"training runs {stated:,} steps", stated, "no train_summary.json", na, "exact"))
+        lines.append(line("ours", f"training runs {stated:,} steps", stated, "no train_summary.json", na, "exact"))
     else:
         ours = summary.get("examples"), summary.get("effective_batch"), summary.get("optimizer_steps")
         epochs = cfg["train"].get("num_train_epochs", 1)
         expected = math.ceil(ours[0] / ours[1]) * math.ceil(epochs) if all(ours) else None
         lines += [
-            _line("ours", "our optimizer steps = ceil(examples / effective batch) x epochs", expected, ours[2],
+            line("ours", "our optimizer steps = ceil(examples / effective batch) x epochs", expected, ours[2],
                   expected == ours[2] if expected else na, "exact",
                   f"{ours[0]} examples, effective batch {ours[1]}, {epochs} epochs"),
             _paper_steps_line(summary.get("paper_steps_at_batch_32"), stated, examples, batch),
-            _line("ours", f"paper's {stated:,} steps vs our run", stated, ours[2], scope or ours[2] == stated, "exact"),
+            line("ours", f"paper's {stated:,} steps vs our run", stated, ours[2], scope or ours[2] == stated, "exact"),
         ]
     lines.append(_test_count_line(cfg, claims, scope))
     for s in runs:
@@ -234,7 +234,7 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
             # An overall over fewer groups is another quantity than the paper's six-group one.
             partial = overall_note(s) and f"not comparable ({len(covered_groups(s))} of {len(GROUPS)} groups)"
             notes = [OFFLINE_NOTE if is_offline(s["judge"]) else "", overall_note(s)]
-            lines.append(_line("ours", f"{s['label']} overall pass rate vs the paper's {paper_ours}", paper_ours,
+            lines.append(line("ours", f"{s['label']} overall pass rate vs the paper's {paper_ours}", paper_ours,
                                f"{s['value']['overall']:.2f} [{fmt(lo)}, {fmt(hi)}] ({s['aggregation']}, "
                                f"judge {s['judge']})", scope or partial or inside,
                                "paper's figure inside our Wilson 95% interval", "; ".join(filter(None, notes))))
@@ -247,13 +247,13 @@ def _paper_steps_line(steps: dict | None, stated: int, examples: int, batch: int
     claim = f"paper's steps at batch {batch} (train_summary.paper_steps_at_batch_32)"
     rule = f"stated steps equal floor or ceil of {examples:,} / {batch}"
     if not isinstance(steps, dict):
-        return _line("ours", claim, stated, steps, "not available", rule)
+        return line("ours", claim, stated, steps, "not available", rule)
     floor, ceil = steps["floor"], steps["ceil"]
     note = {floor: f"the paper's {stated:,} is the floor, older Trainers' count; today's Trainer "
                    f"(transformers >= 4.46, keeping the partial last accumulation) runs the ceil, {ceil:,}",
             ceil: f"the paper's {stated:,} is the ceil, today's Trainer's count; older Trainers ran "
                   f"the floor, {floor:,}"}.get(stated)
-    return _line("ours", claim, stated,
+    return line("ours", claim, stated,
                  f"floor {floor}, ceil {ceil} ({examples} / {batch} = {steps.get('examples_over_32')})",
                  note is not None, rule,
                  note or f"neither floor {floor:,} (older Trainers) nor ceil {ceil:,} (today's Trainer)")
@@ -264,10 +264,10 @@ def _test_count_line(cfg: dict, claims: list[dict], scope) -> dict:
     claimed = int(_claim(claims, "test_queries")["value"])
     files = [test_dir / f"{g}.json" for g in GROUPS]
     if not all(f.exists() for f in files):
-        return _line("ours", "test queries in data.test_dir", claimed, f"missing files in {test_dir}",
+        return line("ours", "test queries in data.test_dir", claimed, f"missing files in {test_dir}",
                      "not available", "exact")
     counts = [len(json.loads(f.read_text(encoding="utf-8"))) for f in files]
-    return _line("ours", "test queries in data.test_dir", claimed, f"{'/'.join(map(str, counts))} = {sum(counts)}",
+    return line("ours", "test queries in data.test_dir", claimed, f"{'/'.join(map(str, counts))} = {sum(counts)}",
                  scope or sum(counts) == claimed, "exact")
 
 

@@ -5,7 +5,8 @@ README's numbers (`report.toolbench_results`), the paper's other stated figures
 (`report.paper_claims`), our pass_rate.csv files (the profile's own plus `report.runs`), and whatever
 upstream outputs exist (data_stats.json, train_summary.json, the model's safetensors). It writes into
 outputs/<profile>/figures/: Table 1 and Table 2 (CSV + Markdown), Figure 1 (radar, PNG + SVG), the
-paper-vs-reproduced chart (CSV, PNG, SVG), audit.csv/.md (lib/audit.py), contamination.csv/.md and
+paper-vs-reproduced chart (CSV, PNG, SVG), the judge calibration (lib/calibration.py:
+calibration.csv/.md, PNG + SVG), audit.csv/.md (lib/audit.py), contamination.csv/.md and
 split.csv (lib/contamination.py) and index.json.
 
 Here: the row sets (each row a series, lib/series.py), the tables, the figures and their captions.
@@ -21,7 +22,7 @@ from pathlib import Path
 import matplotlib
 from matplotlib.figure import Figure
 
-from lib import audit, config, contamination, stats, untrained
+from lib import audit, calibration, config, contamination, stats, untrained
 from lib.plots import stamp_figure
 from lib.series import (OFFLINE_NOTE, covered_groups, is_majority, is_offline, overall, overall_note,
                         weighted_mean)
@@ -328,9 +329,19 @@ def run(cfg: dict) -> dict[str, Path]:
     paths["paper_vs_reproduced_png"], paths["paper_vs_reproduced_svg"] = bars(paper, primary, caption,
                                                                               stamp, folder)
 
+    # Judge calibration: released baselines re-judged by stage 04, beside their published rates.
+    released = calibration.released_runs(cfg)
+    calibrated = calibration.calibration_rows(released, paper, readme)
+    paths["calibration_csv"] = write_csv(folder / "calibration.csv", calibrated, calibration.COLUMNS)
+    paths["calibration_md"] = _write_text(folder / "calibration.md", calibration.calibration_markdown(
+        calibrated, released, caption, stamp))
+    if calibrated:
+        paths["calibration_png"], paths["calibration_svg"] = calibration.figure(calibrated, caption, stamp, folder)
+
     lines = (audit.audit_training(claims) + audit.audit_tables(paper, claims)
              + audit.audit_text(paper, readme, claims) + audit.audit_readme(paper, readme)
-             + audit.audit_ours(cfg, claims, primary))
+             + audit.audit_ours(cfg, claims, primary)
+             + calibration.audit_lines(calibrated, primary, claims, audit.line))
     paths["audit_csv"] = write_csv(folder / "audit.csv", lines, audit.AUDIT_COLUMNS)
     paths["audit_md"] = _write_text(folder / "audit.md", audit.audit_markdown(lines, caption, stamp))
 
