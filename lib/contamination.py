@@ -37,15 +37,15 @@ def training_queries(cfg: dict) -> tuple[list[tuple[str, str, frozenset]], str]:
     train = config.path(cfg, cfg["data"]["train_path"])
     sft = config.path(cfg, cfg["output_dir"]) / "sft"
     if train is not None and train.exists():
-        return list(_file_queries(train)), str(train)
+        return list(_file_queries(train, cfg["data"].get("answer_methods"))), str(train)
     if sft.exists():
         return list(_sft_queries(sft)), str(sft)
     return [], "not available"
 
 
-def _file_queries(path: Path):
+def _file_queries(path: Path, answer_methods=None):
     """User queries of a training file or answer folder, read as stage 01 reads them (streamed)."""
-    for _, where, record, _ in records.iter_records(path):
+    for _, where, record, _ in records.iter_records(path, answer_methods):
         turns = (record.get("conversations") or []) if isinstance(record, dict) else []
         user = next((t["value"] for t in turns if t.get("from") == "user"), None)
         system = next((t["value"] for t in turns if t.get("from") == "system"), "")

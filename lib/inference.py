@@ -196,7 +196,9 @@ def stop_on_transport_errors(queries: list, share, env, path, kept: int) -> dict
     failed = counts["tool_transport_errors"]
     if share is None or len(calls) < MIN_TOOL_CALLS or failed <= share * len(calls):
         return counts
-    last = next(json.loads(t).get("error") for o, t in reversed(calls) if o == "transport_error")
+    # The environment's own account of the last failure (the observation holds ToolBench's words).
+    last = getattr(env, "last_problem", None) or next(
+        json.loads(t).get("error") for o, t in reversed(calls) if o == "transport_error")
     where = getattr(env, "url", None) or getattr(env, "name", "the tool environment")
     raise tools.EnvUnavailable(
         f"{queries[0].group}: {failed} of {len(calls)} tool calls failed in transport at {where} "

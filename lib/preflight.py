@@ -71,7 +71,7 @@ def _train(cfg: dict, key: str):
 # Data rows
 
 
-def count_records(path: Path) -> tuple[int, int]:
+def count_records(path: Path, answer_methods=None) -> tuple[int, int]:
     """(records, entries skipped or broken) of a training input, read as stage 01 reads it: a JSON
     list as a stream (187,542 records in 763 MiB never held whole), JSONL by line, a folder of raw
     answer files through ToolBench's preprocessing."""
@@ -79,7 +79,7 @@ def count_records(path: Path) -> tuple[int, int]:
         with open(path, "rb") as fh:
             return sum(1 for line in fh if line.strip()), 0
     found = skipped = 0
-    for _, _, record, bad in records.iter_records(path):
+    for _, _, record, bad in records.iter_records(path, answer_methods):
         if bad is None:
             found += 1
         else:
@@ -97,7 +97,7 @@ def training_file_row(cfg: dict) -> Row:
     if not path.exists():
         return Row(item, "missing", f"{path} not found", key)
     try:
-        found, skipped = count_records(path)
+        found, skipped = count_records(path, cfg["data"].get("answer_methods"))
     except (records.DataError, FileNotFoundError, UnicodeDecodeError) as err:
         return Row(item, "missing", f"{path}: unreadable: {err}", key)
     size = sum(f.stat().st_size for f in path.rglob("*.json")) if path.is_dir() else path.stat().st_size
