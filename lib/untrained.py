@@ -26,6 +26,7 @@ def settings(cfg: dict) -> dict:
     """The profile as the untrained run sees it: outputs under outputs/<profile>/untrained/."""
     ucfg = copy.deepcopy(cfg)
     ucfg["output_dir"] = str(Path(cfg["output_dir"]) / FOLDER)
+    ucfg["judge"]["released"] = []     # released baselines are judged once, beside the fine-tuned run
     return ucfg
 
 

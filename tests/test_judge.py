@@ -195,6 +195,7 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
     assert rows["mean", "overall"]["pass_rate"] == "30.0"       # (1 + 0 + .5 + 0 + 0) / 5
     assert rows["majority", "overall"]["judge"] == "fake-judge"
+    assert "Prompts: our wording of ToolEval's prompts, lib/tooleval_prompts (sha256 " in (out / "pass_rate.md").read_text()
     summary = json.loads((out / "judge_summary.json").read_text())
     assert summary["agreement"]["overall"]["queries_judged"] == 4
     assert summary["agreement"]["overall"]["mean_pairwise_agreement"] == 1.0

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import calibration, config, judge, released, released_runs, report, store
+from lib import calibration, config, judge, released, released_runs, report, store, untrained
 from judge_helpers import GOOD, make_cfg, query, read_csv, traj
 
 SAMPLE = config.ROOT.parent / "shared" / "toolbench-sample"
@@ -207,3 +207,9 @@ def test_calibration_sets_rejudged_beside_published_with_the_gap(tmp_path):
     assert paths["calibration_png"].exists()
     audit = (paths["audit_md"]).read_text()
     assert "ChatGPT-CoT (released answers) re-judged 100.00" in audit
+
+
+def test_released_baselines_are_judged_once_not_again_for_the_untrained_model(tmp_path):
+    cfg = make_cfg(tmp_path, {}, kind="offline")
+    cfg["judge"]["released"] = [{"name": "x", "path": "somewhere"}]
+    assert untrained.settings(cfg)["judge"]["released"] == [] and cfg["judge"]["released"]
