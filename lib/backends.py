@@ -8,6 +8,8 @@ Heavy libraries are imported inside the functions that use them (lib/__init__.py
 """
 from __future__ import annotations
 
+import json
+
 from lib import config, keys, model as model_lib
 
 class Generation:
@@ -51,9 +53,17 @@ class HFBackend:
         self.calls = 0
         tokenizer.padding_side = "left"
 
+    def render(self, conversation: list[dict]) -> str:
+        """The prompt as text: the conversation in the chat template, ending with the generation
+        prompt the model continues."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def prompt_tokens(self, conversation: list[dict]) -> int:
+        """The rendered prompt's length in tokens, before any truncation (compare `max_prompt`)."""
+        return len(self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"])
+
     def encode(self, conversation: list[dict]) -> tuple[list[int], bool]:
-        text = self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
-        ids = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        ids = self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
         if len(ids) > self.max_prompt:
             return ids[-self.max_prompt:], True
         return ids, False
@@ -148,11 +158,21 @@ class OpenAIBackend:
 
         self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
         self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
+        # The endpoint's model, its positions and its tokenizer are the server's: unknown here.
+        self.max_positions = self.max_prompt = None
 
     @staticmethod
     def chat_messages(conversation: list[dict]) -> list[dict]:
         return [{"role": "user", "content": "Observation: " + m["content"]} if m["role"] == "function"
                 else {"role": m["role"], "content": m["content"]} for m in conversation]
+
+    def render(self, conversation: list[dict]) -> str:
+        """The prompt as sent: the chat messages as JSON (the endpoint applies its own template)."""
+        return json.dumps(self.chat_messages(conversation), indent=1, ensure_ascii=False)
+
+    def prompt_tokens(self, conversation: list[dict]) -> None:
+        """Unknown before sending: the endpoint counts the prompt with its own tokenizer."""
+        return None
 
     def generate(self, conversations: list[list[dict]]) -> list[Generation]:
         results = []

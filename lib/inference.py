@@ -65,7 +65,10 @@ def take_step(query: Query, text: str, env, max_observation_length: int | None =
     return step
 
 
-def _turns(step: dict) -> list[dict]:
+def step_turns(step: dict) -> list[dict]:
+    """What a step adds to the conversation: the assistant turn as ToolBench writes it (the parsed
+    step re-formatted, or the raw text when nothing parsed) and the observation as a function turn.
+    ReAct and DFSDT build the next prompt as `messages + step_turns(step)`."""
     return [{"role": "assistant", "content": step["assistant"]},
             {"role": "function", "content": step["observation"]}]
 
@@ -93,7 +96,7 @@ def react(query: Query, env, max_iterations: int, max_observation_length=None):
         text = yield messages
         step = take_step(query, text, env, max_observation_length)
         steps.append(step)
-        messages = messages + _turns(step)
+        messages = messages + step_turns(step)
         if step["finish"]:
             break
     finish = steps[-1]["finish"] if steps and steps[-1]["finish"] else "max_iterations"
@@ -118,7 +121,7 @@ def dfsdt(query: Query, env, max_iterations: int, width: int, max_expansions: in
             text = yield node["messages"]
             state["expansions"] += 1
             step = take_step(query, text, env, max_observation_length)
-            child = {"step": step, "children": [], "messages": node["messages"] + _turns(step),
+            child = {"step": step, "children": [], "messages": node["messages"] + step_turns(step),
                      "path": node["path"] + [step]}
             node["children"].append(child)
             state["last"] = child
@@ -336,6 +339,17 @@ def tool_docs(cfg: dict) -> dict:
             for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
 
 
+def test_queries(cfg: dict) -> dict[str, list[Query]]:
+    """{group: its queries} for inference.groups, each test file read and checked and cut to
+    inference.max_queries_per_group: the queries stage 03 runs, with the prompts it gives them."""
+    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    limit = cfg["inference"]["max_queries_per_group"] or None
+    # Every group's file is read and checked before any query is made: a bad one stops at once.
+    records = {g: load_queries(test_dir / f"{g}.json")[:limit] for g in cfg["inference"]["groups"]}
+    docs = tool_docs(cfg)
+    return {g: [Query(r, g, docs) for r in rs] for g, rs in records.items()}
+
+
 def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
@@ -350,8 +364,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
     inference_cfg = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
-    selected = {g: load_queries(test_dir / f"{g}.json")[:inference_cfg["max_queries_per_group"] or None]
-                for g in inference_cfg["groups"]}
+    selected = test_queries(cfg)
     # The tool environment next: one that does not answer stops the stage before the model loads,
     # before any query and before the trajectories folder is touched.
     env = env or tools.make_env(cfg)
@@ -366,10 +379,8 @@ def _run(cfg: dict, backend, env, log) -> dict:
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg["seed"], "queries": config.file_digest(test_dir)}, log=log)
-    docs = tool_docs(cfg)
     groups, dropped, kept = {}, {"transport_failed": 0, "transport_failed_calls": 0}, []
-    for group, records in selected.items():
-        queries = [Query(r, group, docs) for r in records]
+    for group, queries in selected.items():
         path = out / f"{group}.jsonl"
         counters = run_group(queries, backend, env, path, inference_cfg["method"], inference_cfg["max_iterations"],
                              inference_cfg["batch_size"], inference_cfg["dfsdt_width"], inference_cfg["dfsdt_max_expansions"],
@@ -428,10 +439,19 @@ def render_trajectory(line: dict, width: int = 300) -> str:
     return "\n".join(out)
 
 
+def _stage_lines(cfg: dict, groups) -> list[dict]:
+    out = config.path(cfg, cfg["output_dir"]) / "trajectories"
+    return [l for g in groups for l in read_trajectories(out / f"{g}.jsonl")]
+
+
+def trajectory(cfg: dict, query: Query) -> dict | None:
+    """The stage's trajectory line for this query (None when it has not run it)."""
+    return next((l for l in _stage_lines(cfg, [query.group]) if str(l["query_id"]) == str(query.query_id)), None)
+
+
 def pick_trajectory(cfg: dict) -> dict | None:
     """The trajectory the notebook shows: the longest answered one, else the longest of all."""
-    out = config.path(cfg, cfg["output_dir"]) / "trajectories"
-    lines = [l for g in cfg["inference"]["groups"] for l in read_trajectories(out / f"{g}.jsonl")]
+    lines = _stage_lines(cfg, cfg["inference"]["groups"])
     if not lines:
         return None
     return max(lines, key=lambda l: (l["finish_type"] == "give_answer", l["total_steps"]))

@@ -74,6 +74,24 @@ def test_react_calls_tool_then_finishes(env):
     assert "1.weather_api: Weather for all\n" in prompts[0][0]["content"]
 
 
+def test_the_next_prompt_is_the_prompt_plus_the_steps_turns(env):
+    """Notebook 03 walks one step by hand with take_step and step_turns: ReAct and DFSDT must build
+    their next prompt exactly so."""
+    call = step(CW, {"city": "Paris"}, thought="weather first")
+    _, prompts = drive(inference.react(query(), env, 1), [call])
+    by_hand = inference.take_step(query(), call, env)
+    assert prompts[0] == query().start()
+    _, react_prompts = drive(inference.react(query(), env, 2), [call, ANSWER])
+    assert react_prompts[1] == query().start() + inference.step_turns(by_hand)
+    assert [t["role"] for t in inference.step_turns(by_hand)] == ["assistant", "function"]
+    _, tree_prompts = drive(inference.dfsdt(query(), env, 10, 2, 20), [call, ANSWER])
+    assert tree_prompts[1] == react_prompts[1]
+    # nothing parsed: the raw text goes back as the assistant turn, the error as the observation
+    lost = inference.take_step(query(), "  I would check the weather", env)
+    assert inference.step_turns(lost)[0]["content"] == "\nI would check the weather"
+    assert json.loads(inference.step_turns(lost)[1]["content"])["error"] == "missing 'Action:'"
+
+
 def test_react_parse_errors_become_observations_and_limit(env):
     bad = ["Thought: no action here", step("nope_for_x", {}), "Thought: x\nAction: Finish\nAction Input: {bad",
            step("Finish", {"return_type": "give_answer"})]
@@ -249,6 +267,32 @@ def test_hf_backend_batches_truncates_and_is_seeded(tiny_hf):
     assert [o.text for o in a] == [o.text for o in b]
 
 
+def test_hf_backend_renders_what_it_encodes(tiny_hf, env):
+    cfg, model, tok = tiny_hf
+    backend = backends.HFBackend(model, tok, max_new_tokens=16, temperature=0, seed=1)
+    messages = query().start()
+    text = backend.render(messages)
+    assert text == tok.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+    ids, truncated = backend.encode(messages)
+    assert truncated and backend.prompt_tokens(messages) > backend.max_prompt == len(ids) == 512 - 16
+    assert backend.prompt_tokens([{"role": "user", "content": "hi"}]) == \
+        len(tok(backend.render([{"role": "user", "content": "hi"}]), add_special_tokens=False)["input_ids"])
+    # With the profiles' chat template the next prompt extends the last one, whose generation
+    # prompt opens the assistant turn: what follows it is exactly what the step added.
+    turn = inference.take_step(query(), step(CW, {"city": "Paris"}), env)
+    after = backend.render(messages + inference.step_turns(turn))
+    assert after.startswith(text)
+    assert after[len(text):] == (turn["assistant"] + tok.eos_token + "\nFunction: " + turn["observation"]
+                                 + "\nAssistant: ")
+
+
+def test_openai_backend_renders_the_messages_it_sends():
+    backend = backends.OpenAIBackend("http://127.0.0.1:9/v1", "m", "", 8, 0.1, client=object())
+    conversation = query().start() + [{"role": "function", "content": "{}"}]
+    assert json.loads(backend.render(conversation)) == backends.OpenAIBackend.chat_messages(conversation)
+    assert backend.prompt_tokens(conversation) is None and backend.max_prompt is None
+
+
 def test_cut_at_next_turn():
     assert backends.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
 
@@ -319,6 +363,32 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     aside = list(out.glob("trajectories.run-*"))
     assert len(aside) == 1 and {p.name: p.read_text() for p in aside[0].glob("*.jsonl")} == finished
     assert any(str(aside[0]) in line for line in said)
+
+
+def test_test_queries_are_the_stage_queries_and_trajectory_finds_a_line(tmp_path):
+    from lib import config
+
+    test_dir, tools_dir = tmp_path / "test_instruction", tmp_path / "toolenv" / "tools" / "Weather"
+    test_dir.mkdir()
+    tools_dir.mkdir(parents=True)
+    (tools_dir / "weather_api.json").write_text(json.dumps({"tool_name": "Weather API!", "api_list": [],
+                                                             "tool_description": "Weather for all"}))
+    for group in config.GROUPS[:2]:
+        (test_dir / f"{group}.json").write_text(json.dumps([dict(QUERY, query_id=i) for i in range(3)]))
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.test_dir": str(test_dir),
+                                "data.toolenv_dir": str(tmp_path / "toolenv"),
+                                "inference.groups": config.GROUPS[:2], "inference.max_queries_per_group": 2})
+    queries = inference.test_queries(cfg)
+    assert list(queries) == config.GROUPS[:2] and [q.query_id for q in queries["G1_instruction"]] == [0, 1]
+    first = queries["G1_instruction"][0]
+    assert first.group == "G1_instruction" and "1.weather_api: Weather for all\n" in first.system
+    assert first.start() == query(0).start()
+    assert inference.trajectory(cfg, first) is None
+    counters = inference.run_group([first], Scripted([ANSWER]), tools.OfflineToolEnv.__new__(tools.OfflineToolEnv),
+                                   tmp_path / "out" / "trajectories" / "G1_instruction.jsonl")
+    assert counters["ran"] == 1
+    assert inference.trajectory(cfg, first)["finish_type"] == "give_answer"
+    assert inference.trajectory(cfg, queries["G1_instruction"][1]) is None
 
 
 def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
