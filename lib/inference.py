@@ -339,7 +339,7 @@ def tool_docs(cfg: dict) -> dict:
             for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
 
 
-def test_queries(cfg: dict) -> dict[str, list[Query]]:
+def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
     """{group: its queries} for inference.groups, each test file read and checked and cut to
     inference.max_queries_per_group: the queries stage 03 runs, with the prompts it gives them."""
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
@@ -364,7 +364,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
     inference_cfg = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
-    selected = test_queries(cfg)
+    selected = load_test_queries(cfg)
     # The tool environment next: one that does not answer stops the stage before the model loads,
     # before any query and before the trajectories folder is touched.
     env = env or tools.make_env(cfg)

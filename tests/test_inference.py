@@ -365,7 +365,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     assert any(str(aside[0]) in line for line in said)
 
 
-def test_test_queries_are_the_stage_queries_and_trajectory_finds_a_line(tmp_path):
+def test_load_test_queries_gives_the_stage_queries_and_trajectory_finds_a_line(tmp_path):
     from lib import config
 
     test_dir, tools_dir = tmp_path / "test_instruction", tmp_path / "toolenv" / "tools" / "Weather"
@@ -378,7 +378,7 @@ def test_test_queries_are_the_stage_queries_and_trajectory_finds_a_line(tmp_path
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.test_dir": str(test_dir),
                                 "data.toolenv_dir": str(tmp_path / "toolenv"),
                                 "inference.groups": config.GROUPS[:2], "inference.max_queries_per_group": 2})
-    queries = inference.test_queries(cfg)
+    queries = inference.load_test_queries(cfg)
     assert list(queries) == config.GROUPS[:2] and [q.query_id for q in queries["G1_instruction"]] == [0, 1]
     first = queries["G1_instruction"][0]
     assert first.group == "G1_instruction" and "1.weather_api: Weather for all\n" in first.system
