@@ -167,8 +167,9 @@ class OpenAIBackend:
                 else {"role": m["role"], "content": m["content"]} for m in conversation]
 
     def render(self, conversation: list[dict]) -> str:
-        """The prompt as sent: the chat messages as JSON (the endpoint applies its own template)."""
-        return json.dumps(self.chat_messages(conversation), indent=1, ensure_ascii=False)
+        """The prompt as sent: the chat messages, one JSON object a line (the endpoint applies its
+        own template), so a longer conversation's text extends a shorter one's, as with HFBackend."""
+        return "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in self.chat_messages(conversation))
 
     def prompt_tokens(self, conversation: list[dict]) -> None:
         """Unknown before sending: the endpoint counts the prompt with its own tokenizer."""

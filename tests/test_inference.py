@@ -289,7 +289,9 @@ def test_hf_backend_renders_what_it_encodes(tiny_hf, env):
 def test_openai_backend_renders_the_messages_it_sends():
     backend = backends.OpenAIBackend("http://127.0.0.1:9/v1", "m", "", 8, 0.1, client=object())
     conversation = query().start() + [{"role": "function", "content": "{}"}]
-    assert json.loads(backend.render(conversation)) == backends.OpenAIBackend.chat_messages(conversation)
+    text = backend.render(conversation)
+    assert [json.loads(line) for line in text.splitlines()] == backends.OpenAIBackend.chat_messages(conversation)
+    assert text.startswith(backend.render(conversation[:2]))
     assert backend.prompt_tokens(conversation) is None and backend.max_prompt is None
 
 
