@@ -1,6 +1,7 @@
 # make reproduce  - set up .venv if needed, run the pre-flight check, then notebooks 01-05 on $(PROFILE) (default: smoke)
 # make check      - the pre-flight check alone: is every input of $(PROFILE) there?
 # make test       - set up .venv if needed, then the test suite (unit tests, the smoke pipeline, a paper-shaped dry run)
+# make lab        - set up .venv if needed, then JupyterLab on notebooks/ with the project's kernel (toolsft-repro)
 PROFILE ?= smoke
 PYTHON ?= python3
 VENV := .venv
@@ -11,7 +12,8 @@ OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 endif
 
 .PHONY: setup reproduce check test lab bench clean
-setup: $(VENV)/.installed
+KERNEL := $(VENV)/share/jupyter/kernels/toolsft-repro/kernel.json
+setup: $(VENV)/.installed $(KERNEL)
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,6 +21,10 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
+
+# The notebooks' kernel: this .venv's Python, by name, so JupyterLab opens them with it selected.
+$(KERNEL): $(VENV)/.installed
+	$(PY) -m ipykernel install --sys-prefix --name toolsft-repro --display-name "toolsft-repro (.venv)" > /dev/null
 
 reproduce: setup
 	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) $(ARGS)
@@ -30,7 +36,7 @@ test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest $(ARGS)
 
 lab: setup
-	$(VENV)/bin/jupyter lab notebooks/
+	$(OFFLINE) $(VENV)/bin/jupyter lab --notebook-dir=notebooks
 
 clean:
 	rm -rf outputs/smoke outputs/test-*

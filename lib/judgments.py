@@ -17,6 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from lib import config, llm_judge, offline_judge, store, toolbench, tooleval, trajectory_checks
+from lib.progress import Progress
 
 
 class JudgeInputError(ValueError):
@@ -182,22 +183,27 @@ def read_judgments(path: Path, judge_name: str, times: int) -> dict[str, dict]:
 
 
 def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_judge.LLMJudge | None,
-                times: int, seed: int, group: str, workers: int = 1) -> list[dict]:
-    """Judge every trajectory not yet in out_path (append-only); returns all, in input order."""
+                times: int, seed: int, group: str, workers: int = 1, progress_log=print) -> list[dict]:
+    """Judge every trajectory not yet in out_path (append-only); returns all, in input order.
+    Progress (queries judged of the group, rate, ETA) goes to `progress_log` (lib.progress)."""
     name = judge.name if judge else offline_judge.OFFLINE
     done = read_judgments(out_path, name, times)
     todo = [t for t in trajs if str(t["query_id"]) not in done]
+    progress = Progress(f"04 {group} judged", len(trajs), log=progress_log, start_at=len(trajs) - len(todo))
 
     def one(traj):
         checks = trajectory_checks.deterministic_checks(traj, queries.get(str(traj["query_id"])))
         return judge_query(traj, checks, judge, times, seed, group)
 
+    finished = passed = 0
     pool = ThreadPoolExecutor(workers) if judge is not None and workers > 1 else None
     try:
         with store.JsonlAppender(out_path) as out:
             for rec in (pool.map(one, todo) if pool else map(one, todo)):
                 out.write(rec)
                 done[str(rec["query_id"])] = rec
+                passed += rec["passed"]
+                progress.update(progress.start_at + (finished := finished + 1), f"{passed} passed in this run")
     finally:
         if pool:                  # on an error, queries not yet started are not sent at all
             pool.shutdown(cancel_futures=True)

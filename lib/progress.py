@@ -1,12 +1,20 @@
-"""Progress lines for the long stages (training: hours of steps; inference: 1,100 queries).
+"""Progress of the long stages (training: hours of steps; inference and judging: 1,100 queries).
 
 The notebooks run inside papermill's kernel, whose stdout `python -m lib.run` copies to the
-terminal, so a plain print here is what a user watching a long run sees. Lines are throttled to
-one every `every_s` seconds (and the last one), so a 5,860-step run prints a few hundred lines.
+terminal. Printed there (`log=print`, the stages' default), progress is one tqdm line that updates in
+place - done/total, percentage, the stage's own figures (loss, ...), elapsed, ETA and rate - redrawn
+at most every `every_s` seconds and left standing at the end with the wall time, so an executed
+notebook keeps a few states of one line, not thousands of lines. Any other `log` (a test, a quiet
+caller) gets the same text as whole lines, throttled the same way.
 """
 from __future__ import annotations
 
+import sys
 import time
+
+from tqdm import tqdm
+
+BAR_FORMAT = "[{desc}] {n:,}/{total:,} ({percentage:.1f}%){postfix} | elapsed {elapsed}, ETA {remaining}, {rate_fmt}"
 
 
 def clock(seconds: float) -> str:
@@ -15,12 +23,18 @@ def clock(seconds: float) -> str:
 
 
 class Progress:
-    """`update(done, extra)` prints '[tag] done/total (pct) extra | elapsed h:mm:ss, ETA h:mm:ss'."""
+    """`update(done, extra)`: '[tag] done/total (pct) extra | elapsed h:mm:ss, ETA h:mm:ss'."""
 
     def __init__(self, tag: str, total: int, every_s: float = 30.0, log=print, start_at: int = 0):
         self.tag, self.total, self.every_s, self.log = tag, total, every_s, log
         # Work done before a resume does not count towards the rate.
         self.t0, self.start_at, self.last = time.time(), start_at, 0.0
+        self.bar = None
+        if log is print:
+            self.bar = tqdm(total=total, initial=start_at, desc=tag, file=sys.stdout, mininterval=every_s,
+                            ascii=True, dynamic_ncols=False, bar_format=BAR_FORMAT, unit="")
+            if start_at >= total:      # nothing left (a resumed, finished group): say so and end the line
+                self.bar.close()
 
     def line(self, done: int, extra: str = "") -> str:
         elapsed = time.time() - self.t0
@@ -31,6 +45,13 @@ class Progress:
         return f"[{self.tag}] {done:,}/{self.total:,}{pct}{extra} | elapsed {clock(elapsed)}, ETA {eta}"
 
     def update(self, done: int, extra: str = "") -> None:
+        if self.bar is not None:
+            if extra:
+                self.bar.set_postfix_str(extra, refresh=False)
+            self.bar.update(done - self.bar.n)
+            if done >= self.total:
+                self.bar.close()        # the final state stays, with the stage's wall time
+            return
         now = time.time()
         if done >= self.total or now - self.last >= self.every_s:
             self.last = now

@@ -15,3 +15,16 @@ def test_progress_lines_are_throttled_and_give_an_eta(monkeypatch):
     assert lines[1] == "[02 train step] 51/100 (51.0%) loss 1.0 | elapsed 0:00:31, ETA 0:00:49"
     assert lines[-1].startswith("[02 train step] 100/100 (100.0%)") and lines[-1].endswith("ETA 0:00:00")
     assert progress.clock(5 * 3600 + 62) == "5:01:02"
+
+
+def test_printed_progress_is_one_line_that_updates_in_place(capsys):
+    """On stdout (the stages' default, copied to the terminal by `python -m lib.run`), progress is one
+    tqdm line redrawn with carriage returns at most every every_s, left standing with the wall time."""
+    p = progress.Progress("03 G1_instruction queries", 1000, every_s=3600, start_at=0)
+    for done in range(1, 1001):
+        p.update(done, "3 parse errors")
+    out = capsys.readouterr().out
+    assert out.count("\n") == 1 and out.endswith("\n")
+    states = [s for s in out.rstrip("\n").split("\r") if s]
+    assert len(states) <= 3                        # not one per update
+    assert states[-1].startswith("[03 G1_instruction queries] 1,000/1,000 (100.0%), 3 parse errors | elapsed ")

@@ -221,3 +221,33 @@ def test_bench_scripts_import_and_name_only_what_lib_has(path):
     assert not missing, f"{path.name} uses names lib does not have: {missing}"
     if path.stem != "__init__":
         importlib.import_module(f"bench.{path.stem}")
+
+
+SECTIONS = ("data", "model", "format_check", "train", "lora", "inference", "judge", "report")
+DOTTED = re.compile(r"\b(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
+
+
+def _known_key(section: str, key: str) -> bool:
+    schema = config.SCHEMA[section]
+    fields = config._library_fields(schema) if isinstance(schema, str) else schema
+    return key in fields
+
+
+def test_notebooks_name_only_config_keys_that_exist():
+    """A dotted key a notebook names (`inference.method` in prose, "judge.kind" in an override, a
+    cfg["judge"]["kind"] lookup) must be in the profile schema: a renamed key fails here, not in a
+    workshop. Names of lib modules' functions (`data.prepare`, `judge.run`) are not keys."""
+    import importlib
+    unknown = []
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            text = "".join(cell["source"])
+            found = [(m.group(1), m.group(2)) for m in DOTTED.finditer(text)]
+            found += re.findall(r'cfg\["(' + "|".join(SECTIONS) + r')"\]\["([a-z_0-9]+)"\]', text)
+            for section, key in found:
+                if key == "py":         # a file name, lib/train.py
+                    continue
+                module = importlib.import_module(f"lib.{section}") if (ROOT / "lib" / f"{section}.py").exists() else None
+                if not _known_key(section, key) and not hasattr(module, key):
+                    unknown.append(f"{path.name}: {section}.{key}")
+    assert not unknown, f"notebooks name config keys that do not exist: {sorted(set(unknown))}"
