@@ -43,7 +43,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib import config, judgments, llm_judge, offline_judge, pass_rates, released, released_runs, store, tables, win_rate
+from lib import (config, judgments, llm_judge, offline_judge, pass_rates, released, released_runs, store, tables,
+                 tooleval, win_rate)
 
 
 
@@ -68,6 +69,48 @@ def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
         notes.append(("no queries: nothing to judge, so no pass rate for this group and it is not "
                       "in the overall", True))
     return notes
+
+
+# --------------------------------------------------------------------------------------------
+# One group's trajectories, as the stage judges them
+# --------------------------------------------------------------------------------------------
+def selected_trajectories(cfg: dict, group: str) -> tuple[list[dict], dict[str, dict], dict]:
+    """A group's trajectories as stage 04 judges them: trajectories/<group>.jsonl read and checked,
+    those of the first inference.max_queries_per_group test queries (judgments.select); with the
+    group's test queries by str(query_id) and the selection's account."""
+    out, test_dir = config.output_dir(cfg), config.path(cfg, cfg["data"]["test_dir"])
+    queries = judgments.load_queries(test_dir / f"{group}.json")
+    trajs, account = judgments.select(judgments.read_trajectories(out / "trajectories" / f"{group}.jsonl"),
+                                      queries, cfg["inference"]["max_queries_per_group"])
+    return trajs, queries, account
+
+
+def example_trajectory(cfg: dict) -> dict:
+    """One trajectory to follow through stage 04 by hand (notebook 04): the first, in group order,
+    whose answer the judge must look at (it ends with a Finish answer no pre-check decides), else
+    the first selected one. {group, trajectory, query (its test query, or None)}."""
+    traj_dir = config.output_dir(cfg) / "trajectories"
+    found = []
+    for group in (g for g in cfg["inference"]["groups"] if (traj_dir / f"{g}.jsonl").exists()):
+        trajs, queries, _ = selected_trajectories(cfg, group)
+        found += [{"group": group, "trajectory": t, "query": queries.get(str(t["query_id"]))} for t in trajs]
+    if not found:
+        raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
+    return next((f for f in found if tooleval.precheck(f["trajectory"]) is None), found[0])
+
+
+def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
+    """What the LLM judge is sent first about `traj` (assessment 0), built and not sent: the judge's
+    own request (our wording or ToolEval's evaluator, with its parameters); for the offline judge
+    (None), the messages of our wording an LLM judge would get (parameters None: nothing is sent).
+    None when a pre-check decides the answer without asking anything."""
+    call = tooleval.first_call(traj)
+    if call is None:
+        return None
+    function, fields = call
+    messages, params = (judge.request(function, fields, 0) if judge is not None
+                        else (tooleval.prompt_messages(function, fields), None))
+    return {"function": function, "fields": fields, "messages": messages, "params": params}
 
 
 # --------------------------------------------------------------------------------------------
@@ -98,9 +141,7 @@ def _run(cfg: dict, log):
         raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
     trajs, queries, selection, notes = {}, {}, {}, []
     for g in groups:
-        queries[g] = judgments.load_queries(test_dir / f"{g}.json")
-        trajs[g], selection[g] = judgments.select(judgments.read_trajectories(traj_dir / f"{g}.jsonl"),
-                                        queries[g], cfg["inference"]["max_queries_per_group"])
+        trajs[g], queries[g], selection[g] = selected_trajectories(cfg, g)
         for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
             log(f"{'WARNING: ' if warning else ''}{g}: {note}")
             notes.append(f"{g}: {note}")

@@ -152,6 +152,13 @@ SYSTEM_PROMPT = _template("system")
 PROMPTS = {function: _template(function) for function in REPLY_FIELDS}
 
 
+def prompt_messages(function: str, fields: dict) -> list[dict]:
+    """The chat messages of one judge call in our wording: the system message, then the function's
+    template filled with `fields` (what lib/llm_judge.py sends when judge.evaluator_dir is null)."""
+    return [{"role": "system", "content": SYSTEM_PROMPT},
+            {"role": "user", "content": PROMPTS[function].format(**fields)}]
+
+
 def parse_reply(function: str, text: str | None) -> dict | None:
     """The reply's JSON object with its label normalised; None when malformed."""
     if not text:

@@ -265,3 +265,49 @@ def test_stage_04_says_what_it_will_send_and_stops_at_max_calls_then_resumes(tmp
     assert "cached" in said[0] and not said[0].startswith("12 ")
     summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
     assert set(summary["served_models"]) == {"fake-judge"} and summary["served_model_warning"] is None
+
+
+# ------------------------------------------------------------------------------------------------
+# One query by hand (notebook 04's walk-through): the example, the first request, the record
+# ------------------------------------------------------------------------------------------------
+def test_the_example_is_the_first_answer_the_judge_looks_at_and_judges_as_the_stage_records(tmp_path):
+    unfinished = traj(1, GOOD[:1], finish_type="max_iterations")
+    g1 = [unfinished, traj(2, GOOD), traj(3, [GOOD[0], step("get_stock_for_x", "{}"), finish()])]
+    cfg = make_cfg(tmp_path, {"G1_instruction": g1}, {"G1_instruction": [query(1), query(2), query(3)]},
+                   kind="offline")
+    example = judge.example_trajectory(cfg)
+    assert (example["group"], example["trajectory"]["query_id"], example["query"]["query_id"]) == (
+        "G1_instruction", 2, 2)
+    assert judge.first_request(None, unfinished) is None              # no Finish: no judge call
+    request = judge.first_request(None, example["trajectory"])
+    assert request["function"] == "check_answer_status" and request["params"] is None
+    assert request["messages"] == tooleval.prompt_messages("check_answer_status", request["fields"])
+    assert "It is 20 C in Paris." in request["messages"][-1]["content"]
+    by_hand = {}
+    for t in g1:      # as notebook 04 does for its one example, for each kind of outcome
+        checks = trajectory_checks.deterministic_checks(t, query(t["query_id"]))
+        by_hand[t["query_id"]] = judgments.judge_query(t, checks, None, 4, cfg["judge"]["seed"], "G1_instruction")
+    judge.run(cfg, log=lambda *a: None)
+    stored = judgments.read_judgments(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl",
+                                      "offline judge", 4)
+    assert {qid: stored[str(qid)] for qid in by_hand} == by_hand
+    assert [a["coin"] for a in by_hand[3]["assessments"]] == [True] * 4     # Unsure: coins, seeded
+
+
+def test_the_example_falls_back_to_the_first_trajectory_when_none_finished(tmp_path):
+    g1 = [traj(5, GOOD[:1], finish_type="max_iterations"), traj(6, GOOD[:1], finish_type="max_iterations")]
+    cfg = make_cfg(tmp_path, {"G1_instruction": g1}, {"G1_instruction": [query(5), query(6)]}, kind="offline")
+    assert judge.example_trajectory(cfg)["trajectory"]["query_id"] == 5
+
+
+def test_the_first_request_is_what_the_llm_judge_sends(tmp_path, server, monkeypatch):
+    trajs = [traj(1, GOOD, "SOLVED please")]
+    cfg = llm_cfg(tmp_path, server, trajs, monkeypatch)
+    request = judge.first_request(judgments.make_judge(cfg), judge.example_trajectory(cfg)["trajectory"])
+    assert not server.requests                                        # built, not sent
+    assert request["messages"] == tooleval.prompt_messages("check_answer_status", request["fields"])
+    assert request["params"]["seed"] == cfg["judge"]["seed"]           # assessment 0
+    judge.run(cfg, log=lambda *a: None)
+    first = [b for b in server.bodies if b["seed"] == cfg["judge"]["seed"]]
+    assert [(b["messages"], b["temperature"], b["max_tokens"]) for b in first] == [
+        (request["messages"], request["params"]["temperature"], request["params"]["max_tokens"])]

@@ -84,3 +84,10 @@ def test_each_prompt_fills_with_its_fields_and_asks_for_its_reply_field(function
     field, _ = tooleval.REPLY_FIELDS[function]
     assert '{"reason": "<one or two sentences>", "' + field + '": ' in text
     assert all(value in text for value in fields.values()) and "{{" not in text
+
+
+def test_prompt_messages_are_the_system_message_then_the_filled_template():
+    fields = {"query": "Q?", "answer": "A."}
+    assert tooleval.prompt_messages("check_answer_status", fields) == [
+        {"role": "system", "content": tooleval.SYSTEM_PROMPT},
+        {"role": "user", "content": tooleval.PROMPTS["check_answer_status"].format(**fields)}]
