@@ -95,30 +95,43 @@ def audit_training(claims: list[dict]) -> list[dict]:
     return lines
 
 
+def query_weighted_mean(s: dict) -> Decimal:
+    """The six printed group figures of a published series, weighted by their query counts (the
+    paper's Table 1 figure, if Table 2 and Table 1 agree), exactly."""
+    return sum(_dec(s, g) * s["n"][g] for g in GROUPS) / sum(s["n"][g] for g in GROUPS)
+
+
+def unweighted_mean(s: dict) -> Decimal:
+    """The plain mean of the six printed group figures of a published series, exactly."""
+    return sum(_dec(s, g) for g in GROUPS) / len(GROUPS)
+
+
+def table_lines(s: dict) -> list[dict]:
+    """One paper row's Table 1 against its Table 2: overall = query-weighted mean; the printed Avg
+    against the unweighted and the query-weighted mean, and against Table 1 rounded."""
+    weighted, plain = query_weighted_mean(s), unweighted_mean(s)
+    t1, avg = s["printed"]["overall"], s["printed"]["average"]
+    return [
+        line("tables", f"{s['label']}: Table 1 overall = query-weighted mean of Table 2", t1,
+              f"{weighted:.4f}", matches_printed(weighted, t1), HALF_UNIT_RULE),
+        line("tables", f"{s['label']}: Table 2 Avg = unweighted mean of Table 2", avg,
+              f"{plain:.4f}", matches_printed(plain, avg), HALF_UNIT_RULE),
+        line("tables", f"{s['label']}: Table 2 Avg = query-weighted mean of Table 2", avg,
+              f"{weighted:.4f}", matches_printed(weighted, avg), HALF_UNIT_RULE),
+        line("tables", f"{s['label']}: Table 2 Avg = Table 1 overall rounded to Avg's precision", avg,
+              f"{round_like(Decimal(t1), avg)} (from {t1})", round_like(Decimal(t1), avg) == Decimal(avg),
+              "equal after rounding half-up", "a double rounding: Table 1 was rounded first"),
+    ]
+
+
 def audit_tables(paper: list[dict], claims: list[dict]) -> list[dict]:
     """Table 1 against Table 2, per model: weighted mean, unweighted mean, printed Avg."""
-    lines = []
     sizes = [paper[0]["n"][g] for g in GROUPS]
     total = _claim(claims, "test_queries")
-    lines.append(line("tables", "test queries over the six groups", total["value"],
-                       f"{' + '.join(map(str, sizes))} = {sum(sizes)}",
-                       int(total["value"]) == sum(sizes), "exact"))
+    lines = [line("tables", "test queries over the six groups", total["value"],
+                  f"{' + '.join(map(str, sizes))} = {sum(sizes)}", int(total["value"]) == sum(sizes), "exact")]
     for s in paper:
-        values = [_dec(s, g) for g in GROUPS]
-        weighted = sum(v * s["n"][g] for v, g in zip(values, GROUPS)) / sum(s["n"][g] for g in GROUPS)
-        plain = sum(values) / len(values)
-        t1, avg = s["printed"]["overall"], s["printed"]["average"]
-        lines += [
-            line("tables", f"{s['label']}: Table 1 overall = query-weighted mean of Table 2", t1,
-                  f"{weighted:.4f}", matches_printed(weighted, t1), HALF_UNIT_RULE),
-            line("tables", f"{s['label']}: Table 2 Avg = unweighted mean of Table 2", avg,
-                  f"{plain:.4f}", matches_printed(plain, avg), HALF_UNIT_RULE),
-            line("tables", f"{s['label']}: Table 2 Avg = query-weighted mean of Table 2", avg,
-                  f"{weighted:.4f}", matches_printed(weighted, avg), HALF_UNIT_RULE),
-            line("tables", f"{s['label']}: Table 2 Avg = Table 1 overall rounded to Avg's precision", avg,
-                  f"{round_like(Decimal(t1), avg)} (from {t1})", round_like(Decimal(t1), avg) == Decimal(avg),
-                  "equal after rounding half-up", "a double rounding: Table 1 was rounded first"),
-        ]
+        lines += table_lines(s)
     return lines
 
 
@@ -163,8 +176,7 @@ def audit_readme(paper: list[dict], readme: list[dict]) -> list[dict]:
     rule = "equal within half a unit of the coarser printed precision"
     for p in paper[1:]:
         for r in [r for r in readme if r["paper_label"] == p["label"]]:
-            plain = sum(_dec(r, g) for g in GROUPS) / len(GROUPS)
-            weighted = sum(_dec(r, g) * r["n"][g] for g in GROUPS) / sum(r["n"][g] for g in GROUPS)
+            plain, weighted = unweighted_mean(r), query_weighted_mean(r)
             avg = r["printed"]["average"]
             lines.append(line("readme", f"{r['label']}: README Average = unweighted mean of its groups",
                                avg, f"{plain:.4f}", matches_printed(plain, avg), HALF_UNIT_RULE))

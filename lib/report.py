@@ -149,7 +149,9 @@ def captions(cfg: dict, runs: list[dict]) -> list[str]:
     return lines
 
 
-def _cell(s: dict, group: str) -> str:
+def table2_cell(s: dict, group: str) -> str:
+    """A series' Table 2 cell for `group`: our run's rate to one decimal with its Wilson 95% interval,
+    a published row's figure as printed."""
     if group not in s["value"]:
         return ""
     lo, hi = s["ci"].get(group, (None, None))
@@ -208,7 +210,7 @@ def table2(rows: list[dict]) -> list[dict]:
 
 def table2_markdown(rows: list[dict], caption: list[str], stamp) -> str:
     header = ["Model", *map(group_label, GROUPS), "Query-weighted mean", "Avg (printed)"]
-    body = [[s["label"], *[_cell(s, g) for g in GROUPS], fmt(weighted_mean(s)),
+    body = [[s["label"], *[table2_cell(s, g) for g in GROUPS], fmt(weighted_mean(s)),
              s["printed"].get("average", "")] for s in rows]
     return markdown_table("Table 2 (regenerated): pass rate % by test group", caption, header, body, stamp)
 

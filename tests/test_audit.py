@@ -7,7 +7,8 @@ from pathlib import Path
 
 from lib import config, report
 from lib.audit import (audit_ours, audit_readme, audit_tables, audit_text, audit_training, half_unit,
-                       matches_printed, read_claims, round_like)
+                       matches_printed, query_weighted_mean, read_claims, round_like, table_lines,
+                       unweighted_mean)
 from test_report import load_cfg
 
 ROOT = config.ROOT
@@ -62,6 +63,18 @@ def test_audit_weighted_and_unweighted_means():
         assert audit[f"{model}: Table 1 overall = query-weighted mean of Table 2"]["verdict"] == "consistent"
         assert audit[f"{model}: Table 2 Avg = unweighted mean of Table 2"]["verdict"] == "inconsistent"
     assert audit["ChatGPT-CoT: Table 2 Avg = unweighted mean of Table 2"]["recomputed"] == "24.2500"
+
+
+def test_one_paper_row_recomputed_exactly_from_its_printed_groups():
+    ours = report.reference_series(ROOT / "data/paper_results.csv", "paper")[0]
+    assert ours["label"] == "Ours"
+    # (78.5 + 74.0 + 79.0 + 74.5 + 80.5) x 200 + 80.0 x 100 over 1,100 queries; the plain mean over six.
+    assert query_weighted_mean(ours) == Decimal(85300) / 1100
+    assert unweighted_mean(ours) == Decimal("77.75")
+    lines = table_lines(ours)
+    assert [l["verdict"] for l in lines] == ["consistent", "inconsistent", "inconsistent", "consistent"]
+    assert all(l in audit_tables(report.reference_series(ROOT / "data/paper_results.csv", "paper"),
+                                 read_claims(ROOT / "data/paper_claims.csv")) for l in lines)
 
 
 def test_audit_ratio_gaps_and_readme():

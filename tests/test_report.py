@@ -159,6 +159,18 @@ def test_tables_pick_majority_and_carry_values(smoke_run):
     assert t2["Ours"]["printed_avg"] == "77.6"
 
 
+def test_a_table2_cell_is_the_rate_with_its_wilson_interval_or_the_printed_figure(smoke_run):
+    cfg, paths = smoke_run
+    fine_tuned = report.run_series(cfg)[0]
+    assert fine_tuned["label"] == "Fine-tuned (smoke)" and fine_tuned["aggregation"] == "majority"
+    low, high = report.wilson(12, 20)                                  # G1_tool: 12 of 20
+    cell = report.table2_cell(fine_tuned, "G1_tool")
+    assert cell == f"60.0 [{low:.1f}, {high:.1f}]" and f"| {cell} |" in paths["table2_md"].read_text()
+    paper = report.reference_series(ROOT / "data/paper_results.csv", "paper")
+    assert report.table2_cell(paper[0], "G3_instruction") == "80.0"    # as printed, no interval
+    assert report.table2_cell(paper[0], "no such group") == ""
+
+
 def test_markdown_and_svg_carry_stamp_and_judge_note(smoke_run):
     _, paths = smoke_run
     for key in ("table1_md", "table2_md", "audit_md", "contamination_md"):
