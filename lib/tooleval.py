@@ -32,6 +32,7 @@ function calls - the labels and rules are ToolEval's (`parse_reply`, REPLY_FIELD
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import random
@@ -77,10 +78,13 @@ def precheck(traj: dict) -> str | None:
     judge must look at the answer."""
     if last_action(traj) != "Finish":
         return NO_FINISH
+    # rtl.py check_is_solved, on the converted answer's final_answer (Finish's raw arguments) as
+    # is: an empty string or a give-up; anything else, even an empty answer inside the JSON, is the
+    # judge's to read.
     text = final_answer_text(traj)
-    if traj["finish_type"] in ("give_up", "give_up_and_restart") or "give_up_and_restart" in text:
+    if "give_up_and_restart" in text or (text == "" and traj["finish_type"] in ("give_up", "give_up_and_restart")):
         return "gave up (give_up_and_restart)"
-    if not text.strip() or not traj["final_answer"].strip():
+    if text == "":
         return "empty final answer"
     return None
 
@@ -191,6 +195,36 @@ def _label(call: dict, field: str) -> str:
     return call["parsed"][field] if call["parsed"] is not None else "Unsure"
 
 
+def answer_as_toolbench_shows_it(traj: dict):
+    """The whole run as ToolBench's eval_pass_rate.py puts it in the judge's parse_answer_status
+    prompt: its hallucination check (rtl.py check_has_hallucination) runs first and, walking the
+    answer_details tree depth first, turns each tool node's message into its str() in place, stopping
+    at the first call of a function not in available_tools (or at an error, which it swallows).
+    StableToolBench's eval_pass_rate.py skips that check; ours follows ToolBench, as its rules do."""
+    answer = traj.get("answer")
+    if not isinstance(answer, dict):
+        return {"final_answer": traj["final_answer"], "steps": traj["steps"]}
+    answer = copy.deepcopy(answer)
+
+    def valid(node) -> bool:
+        if node["role"] == "tool":
+            if isinstance(node["message"], dict):
+                node["message"] = str(node["message"])
+            return re.findall(r"'name':\s*'(.*?)'", node["message"], re.DOTALL)[0] in names
+
+    def walk(nodes) -> bool:
+        if isinstance(nodes, dict):
+            return valid(nodes) is not False and walk(nodes["next"])
+        return all(walk(node) for node in nodes)
+
+    try:
+        names = {tool["name"] for tool in traj.get("available_tools") or []}
+        walk(answer["answer_details"])
+    except (KeyError, IndexError, TypeError):
+        pass
+    return answer
+
+
 def answer_fields(traj: dict) -> dict:
     """check_answer_status's fields (ToolEval: the query and the answer's final_answer)."""
     return {"query": traj["query"], "answer": final_answer_text(traj)}
@@ -220,9 +254,8 @@ def llm_assessment(judge, traj: dict, index: int, answer_rule: str | None = None
         calls.append(judge.ask("check_answer_status", answer_fields(traj), index))
         answer_status = _label(calls[-1], "answer_status")
     if answer_status == "Unsure":
-        run = traj.get("answer") or {"final_answer": traj["final_answer"], "steps": traj["steps"]}
-        calls.append(judge.ask("parse_answer_status",
-                               {"query": traj["query"], "answer": json.dumps(run)}, index))
+        calls.append(judge.ask("parse_answer_status", {"query": traj["query"],
+                                                       "answer": json.dumps(answer_as_toolbench_shows_it(traj))}, index))
         answer_status = _label(calls[-1], "answer_status")
     task_status = "Solvable"
     if answer_status != "Solved":

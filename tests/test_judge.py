@@ -218,7 +218,8 @@ def test_a_given_up_answer_is_asked_whether_its_task_was_solvable(tmp_path, serv
     give_up = [GOOD[0], step("Finish", '{"return_type": "give_up_and_restart"}', "")]
     trajs = [traj(1, give_up, "NOPE please", finish_type="give_up_and_restart"),
              traj(2, give_up, "UNSOLVED please", finish_type="give_up_and_restart"),
-             traj(3, [GOOD[0], finish("  ")], "NOPE again"), traj(4, GOOD, "SOLVED please")]
+             traj(3, [GOOD[0], finish("")], "NOPE again", finish_type="max_iterations"),
+             traj(4, GOOD, "SOLVED please")]
     cfg = llm_cfg(tmp_path, server, trajs, monkeypatch)
     judge.run(cfg, log=lambda *a: None)
     out = Path(cfg["output_dir"])

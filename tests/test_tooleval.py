@@ -51,7 +51,10 @@ def test_prechecks_fail_without_the_judge():
     assert tooleval.precheck(traj(1, GOOD[:1], finish_type="max_iterations")) == "no Finish call"
     give_up = [step("Finish", '{"return_type": "give_up_and_restart"}', "")]
     assert "gave up" in tooleval.precheck(traj(1, give_up, finish_type="give_up"))
-    assert tooleval.precheck(traj(1, [GOOD[0], finish("  ")])) == "empty final answer"
+    # ToolEval (rtl.py check_is_solved) tests the converted answer's final_answer, Finish's raw
+    # arguments, as is: a blank answer inside the JSON is the judge's to read; "" is not.
+    assert tooleval.precheck(traj(1, [GOOD[0], finish("  ")])) is None
+    assert tooleval.precheck(traj(1, [GOOD[0], finish("")], finish_type="max_iterations")) == "empty final answer"
 
 
 # The prompts' texts as they were in lib/judge.py before they moved to lib/tooleval_prompts/ (sha256 of
@@ -91,3 +94,22 @@ def test_prompt_messages_are_the_system_message_then_the_filled_template():
     assert tooleval.prompt_messages("check_answer_status", fields) == [
         {"role": "system", "content": tooleval.SYSTEM_PROMPT},
         {"role": "user", "content": tooleval.PROMPTS["check_answer_status"].format(**fields)}]
+
+
+def test_the_whole_run_is_shown_as_toolbench_shows_it():
+    """ToolBench's eval_pass_rate.py runs its hallucination check first, which turns each tool
+    message into its str() in place and stops at the first unknown function: the judge's
+    parse_answer_status prompt shows that, not the dicts."""
+    def tool(name):
+        return {"role": "tool", "message": {"name": name, "arguments": "{}", "response": "r"}, "next": []}
+    nodes = [tool("a_for_x"), tool("ghost_for_x"), tool("b_for_x")]
+    for node, nxt in zip(nodes, nodes[1:]):
+        node["next"] = [nxt]
+    t = {"query": "q", "final_answer": "", "steps": [], "available_tools": [{"name": "a_for_x"}, {"name": "b_for_x"}],
+         "answer": {"final_answer": "x", "answer_details": [{"role": "system", "message": "", "next": [nodes[0]]}]}}
+    shown = tooleval.answer_as_toolbench_shows_it(t)
+    first = shown["answer_details"][0]["next"][0]
+    assert first["message"] == str({"name": "a_for_x", "arguments": "{}", "response": "r"})
+    assert isinstance(first["next"][0]["message"], str)            # the unknown one is turned, then it stops
+    assert isinstance(first["next"][0]["next"][0]["message"], dict)
+    assert isinstance(t["answer"]["answer_details"][0]["next"][0]["message"], dict)   # the trajectory is untouched
