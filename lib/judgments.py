@@ -189,7 +189,8 @@ def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_jud
     name = judge.name if judge else offline_judge.OFFLINE
     done = read_judgments(out_path, name, times)
     todo = [t for t in trajs if str(t["query_id"]) not in done]
-    progress = Progress(f"04 {group} judged", len(trajs), log=progress_log, start_at=len(trajs) - len(todo))
+    progress = Progress(f"04 {group} judged", len(trajs), log=progress_log, start_at=len(trajs) - len(todo),
+                        unit="query")
 
     def one(traj):
         checks = trajectory_checks.deterministic_checks(traj, queries.get(str(traj["query_id"])))

@@ -19,7 +19,7 @@ from pathlib import Path
 
 from transformers import TrainerCallback
 
-from lib import first_step, plots, store
+from lib import first_step, plots, progress, store
 from lib.toolbench import APIS_PREFIX     # the sentence before the function list of a system prompt
 
 
@@ -66,7 +66,9 @@ class LearningCurve(TrainerCallback):
 
     def __init__(self, path, generate, dev: list[dict], count: int, log=print):
         """`generate(model, prompts) -> texts` makes the completions (stage 02's greedy decoder)."""
-        self.path, self.generate, self.dev, self.count, self.log = Path(path), generate, dev, count, log
+        self.path, self.generate, self.dev, self.count = Path(path), generate, dev, count
+        # Printed during training, under stage 02's progress line, not glued to its end.
+        self.log = progress.say if log is print else log
         self.todo: set[int] = set()
 
     def _measure(self, model, state) -> None:

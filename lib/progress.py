@@ -25,14 +25,15 @@ def clock(seconds: float) -> str:
 class Progress:
     """`update(done, extra)`: '[tag] done/total (pct) extra | elapsed h:mm:ss, ETA h:mm:ss'."""
 
-    def __init__(self, tag: str, total: int, every_s: float = 30.0, log=print, start_at: int = 0):
+    def __init__(self, tag: str, total: int, every_s: float = 30.0, log=print, start_at: int = 0,
+                 unit: str = "it"):
         self.tag, self.total, self.every_s, self.log = tag, total, every_s, log
         # Work done before a resume does not count towards the rate.
         self.t0, self.start_at, self.last = time.time(), start_at, 0.0
         self.bar = None
         if log is print:
             self.bar = tqdm(total=total, initial=start_at, desc=tag, file=sys.stdout, mininterval=every_s,
-                            ascii=True, dynamic_ncols=False, bar_format=BAR_FORMAT, unit="")
+                            ascii=True, dynamic_ncols=False, bar_format=BAR_FORMAT, unit=unit)
             if start_at >= total:      # nothing left (a resumed, finished group): say so and end the line
                 self.bar.close()
 
@@ -56,3 +57,9 @@ class Progress:
         if done >= self.total or now - self.last >= self.every_s:
             self.last = now
             self.log(self.line(done, extra), flush=True)
+
+
+def say(*parts, **_) -> None:
+    """print() for a stage's own lines while a progress line may be open: tqdm clears the line,
+    prints the text on its own line and redraws the progress under it."""
+    tqdm.write(" ".join(map(str, parts)), file=sys.stdout)
