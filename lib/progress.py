@@ -33,6 +33,7 @@ class Progress:
         self.bar = None
         if log is print:
             self.bar = tqdm(total=total, initial=start_at, desc=tag, file=sys.stdout, mininterval=every_s,
+                            maxinterval=max(every_s, 10.0),
                             ascii=True, dynamic_ncols=False, bar_format=BAR_FORMAT, unit=unit)
             if start_at >= total:      # nothing left (a resumed, finished group): say so and end the line
                 self.bar.close()
