@@ -254,6 +254,27 @@ def iter_records(path: Path, answer_methods=None, report: dict | None = None
             yield str(path), index, record, None
 
 
+def first_record(path: Path, answer_methods=None) -> tuple[str, object, dict]:
+    """(file, where, record) of the first record of the training data, as read and not yet checked;
+    entries that ToolBench's own preprocessing skips (or that are not JSON) are passed over."""
+    for file, where, record, _ in iter_records(path, answer_methods):
+        if record is not None:
+            return file, where, record
+    raise DataError(path, "(all)", "(file)", "no_records", "no record in the training data")
+
+
+def outline(record: dict, width: int = 90) -> str:
+    """A record to read: its id, then one line per turn with its index, role, length and the start
+    of its value (as a Python string, so newlines show). A ToolBench system prompt alone runs to
+    thousands of characters, so whole values would bury the turns."""
+    lines = [f"id: {record['id']!r}"]
+    for i, turn in enumerate(record["conversations"]):
+        value = turn["value"]
+        shown = repr(value if len(value) <= width else value[:width] + "...")
+        lines.append(f"  [{i}] {turn['from']:<9} {len(value):>6,} chars  {shown}")
+    return "\n".join(lines)
+
+
 def check_record(record) -> tuple[str, str, str] | None:
     """(reason, field, problem) for the first thing wrong with a record, or None if it is usable."""
     if not isinstance(record, dict):

@@ -194,3 +194,27 @@ def test_real_answer_folders_by_method():
         sorted(map(key, collect(toolbench)[0]))
     with pytest.raises(FileNotFoundError, match=r"no answer file of the methods \['CoT@1'\]"):
         collect(toolbench, answer_methods=["CoT@1"])
+
+
+def test_first_record_is_read_as_is_and_outlined(tmp_path):
+    broken = record("Step 2: no call")
+    broken["conversations"] = broken["conversations"][:2]
+    path = write_list(tmp_path / "train.json", [broken, record()])
+    file, where, first = records.first_record(path)
+    # Not checked yet: the first record comes back even though check_record would refuse it.
+    assert (file, where, first) == (str(path), 0, broken)
+    assert records.check_record(first)[0] == "no_assistant_turn"
+    lines = records.outline(record(), width=12).splitlines()
+    assert lines[0] == "id: 'Step 4: weather in Oslo'"
+    assert lines[3] == "  [2] assistant     90 chars  '\\nThought: lo...'"
+    assert len(lines) == 1 + len(record()["conversations"])
+
+
+def test_first_record_of_an_answer_folder_passes_over_what_toolbench_skips(tmp_path):
+    folder = write_answers(tmp_path / "G1_answer", {"1_DFS_woFilter_w2.json": answer(valid=False),
+                                                   "2_DFS_woFilter_w2.json": answer(query="Lima?", city="Lima")})
+    file, where, first = records.first_record(tmp_path)
+    assert file.endswith("2_DFS_woFilter_w2.json") and first["id"] == "Step 3: Lima?"
+    write_answers(tmp_path / "G1_answer", {"2_DFS_woFilter_w2.json": answer(valid=False)})
+    with pytest.raises(records.DataError, match="no record"):
+        records.first_record(tmp_path)
