@@ -53,7 +53,11 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     from transformers import set_seed
 
     import datasets
-    datasets.disable_progress_bars()      # a progress bar per map() drowns the notebook's output
+    from transformers.utils import logging as transformers_logging
+    # A progress bar per map() and per checkpoint written drowns the notebook's output; the
+    # progress lines (lib/training_log.py) say how far training is.
+    datasets.disable_progress_bars()
+    transformers_logging.disable_progress_bar()
     t0 = time.time()
     out = config.output_dir(cfg)
     set_seed(cfg["seed"])
@@ -207,6 +211,69 @@ def sequence_lengths(dataset, tokenizer) -> list[int]:
             for p, c in zip(dataset["prompt"], dataset["completion"])]
 
 
+def tokenize_example(tokenizer, example: dict, completion_only_loss: bool) -> dict:
+    """One prompt-completion example tokenized as SFTTrainer does it, before its cut to max_length:
+    `input_ids` (the chat template over prompt + completion), `prompt_length` (where the completion
+    starts: the tokens the prompt shares with that, the prompt rendered with its generation prompt),
+    `completion_mask` (1 from there on) and `labels` (the ids, -100 where no loss is computed: the
+    prompt with completion_only_loss, nowhere without). tests/test_train.py checks every field
+    against TRL's own prepared dataset."""
+    from trl.data_utils import common_prefix_length
+
+    prompt = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True,
+                                           return_dict=True)["input_ids"]
+    ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], return_dict=True)["input_ids"]
+    start = common_prefix_length(prompt, ids)
+    mask = [0] * start + [1] * (len(ids) - start)
+    labels = [t if m or not completion_only_loss else -100 for t, m in zip(ids, mask)]
+    return {"input_ids": ids, "prompt_length": start, "completion_mask": mask, "labels": labels}
+
+
+def mark_loss(tokenizer, input_ids, labels, width: int = 600) -> str:
+    """The text of a tokenized sequence with each run of loss-bearing tokens (label not -100)
+    between >>> and <<<. A run longer than `width` characters keeps its start and end around
+    [... N characters ...], so a long system prompt does not hide where the loss starts."""
+    def shown(text):
+        if len(text) <= width:
+            return text
+        return f"{text[:width // 2]}[... {len(text) - width:,} characters ...]{text[-width // 2:]}"
+
+    runs, start = [], 0
+    labels = [int(x) for x in labels]
+    for end in range(1, len(labels) + 1):
+        if end == len(labels) or (labels[end] == -100) != (labels[start] == -100):
+            text = shown(tokenizer.decode([int(t) for t in input_ids[start:end]]))
+            runs.append(text if labels[start] == -100 else f">>>{text}<<<")
+            start = end
+    return "".join(runs)
+
+
+def describe_tokens(tokenizer, input_ids, columns: dict, start: int, stop: int) -> str:
+    """A table of positions start..stop-1: position, token id, the token's text, then one column per
+    entry of `columns` (name: values per position; in labels, -100 means no loss there)."""
+    names = list(columns)
+    lines = [f"{'position':>8} {'id':>6}  {'token':<16}" + "".join(f"  {name}" for name in names)]
+    for i in range(max(start, 0), min(stop, len(input_ids))):
+        token = repr(tokenizer.decode([int(input_ids[i])]))
+        lines.append(f"{i:>8} {int(input_ids[i]):>6}  {token:<16}"
+                     + "".join(f"  {int(columns[name][i]):>{len(name)}}" for name in names))
+    return "\n".join(lines)
+
+
+def describe_batch(batch: dict) -> str:
+    """Per row of a collated batch: its positions, and of them the padding (attention 0; the
+    collator pads labels with -100), the other masked positions (-100: the prompt, with
+    completion_only_loss) and those that carry loss."""
+    lines = []
+    for i, (attention, labels) in enumerate(zip(batch["attention_mask"], batch["labels"])):
+        padding = int((attention == 0).sum())
+        masked = int(((labels == -100) & (attention == 1)).sum())
+        lines.append(f"row {i}: {len(labels)} positions = {len(labels) - padding} tokens + {padding} padding; "
+                     f"-100 on the {padding} padding and {masked} prompt positions; "
+                     f"{int((labels != -100).sum())} carry loss")
+    return "\n".join(lines)
+
+
 def limit_length(dataset, tokenizer, cfg: dict, max_length: int):
     """Count (and with over_max_positions: drop, remove) the examples longer than max_length."""
     policy = cfg["model"].get("over_max_positions") or "truncate"
@@ -269,10 +336,35 @@ def sft_config(cfg: dict, log=print):
     return args, precision
 
 
+# The settings notebook 02's prose names, printed beside it so that a drifted sentence shows.
+RECIPE = ("model.name_or_path", "data.example_per", "train.completion_only_loss", "train.num_train_epochs",
+          "train.max_steps", "train.learning_rate", "train.lr_scheduler_type", "train.warmup_steps",
+          "train.per_device_train_batch_size", "train.gradient_accumulation_steps", "train.max_grad_norm",
+          "train.optim", "train.weight_decay", "train.fp16", "train.gradient_checkpointing", "train.max_length")
+
+
+def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
+    """A table of `keys` (dotted) with their values in `cfg` and in each profile of `others`;
+    "(default)" where a profile does not set the key (SFTConfig's default then applies)."""
+    def value(profile, dotted):
+        section, _, key = dotted.partition(".")
+        found = (profile.get(section) or {}).get(key, "(default)")
+        return "null" if found is None else str(found)
+
+    profiles = (cfg, *others)
+    width = max(map(len, keys)) + 2
+    lines = ["".join([f"{'key':<{width}}", *(f"{p['profile']:<22}" for p in profiles)]).rstrip()]
+    lines += ["".join([f"{k:<{width}}", *(f"{value(p, k):<22}" for p in profiles)]).rstrip() for k in keys]
+    return "\n".join(lines)
+
+
 def make_trainer(cfg: dict, model, tokenizer, dataset, args, callbacks=()):
     """TRL's SFTTrainer; it tokenizes with the tokenizer's chat template and builds the labels."""
+    import datasets
     from transformers.trainer_callback import PrinterCallback
     from trl import SFTTrainer
+
+    datasets.disable_progress_bars()      # also when called alone, as notebook 02 does
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=list(callbacks))
     # With disable_tqdm the Trainer prints every log as a raw dict; train_log.jsonl and the progress

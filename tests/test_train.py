@@ -384,3 +384,77 @@ def test_identifier_pretokenizer_keeps_function_names_whole(pretokenize, pieces)
     assert tokenizer.decode(ids) == texts[0]
     with pytest.raises(ValueError, match="tokenizer_pretokenize"):
         model_lib.train_tokenizer(texts, 400, "words")
+
+
+def two_turn_example(city: str = "Oslo") -> dict:
+    """A prompt holding an earlier assistant turn and its function reply, as ToolBench's later
+    records do: with completion_only_loss that earlier turn carries no loss."""
+    first = record(0, city)
+    return {"id": first["id"],
+            "prompt": first["prompt"] + first["completion"]
+            + [{"role": "function", "content": '{"error": "", "response": "3 C"}'}],
+            "completion": [{"role": "assistant", "content": "\nThought: done\nAction: Finish\n"
+                            'Action Input: {"return_type": "give_answer", "final_answer": "3 C"}'}]}
+
+
+@pytest.mark.parametrize("completion_only", [True, False])
+def test_tokenize_example_is_what_trl_trains_on(tmp_path, cfg, completion_only):
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": completion_only})
+    examples = [two_turn_example("Oslo"), record(1, "Lima")]
+    trainer, tokenizer = _trainer(cfg, Dataset.from_list(examples))
+    for example, prepared in zip(examples, trainer.train_dataset):
+        ours = train.tokenize_example(tokenizer, example, completion_only)
+        assert ours["input_ids"] == prepared["input_ids"] and ours["labels"] == prepared["labels"]
+        if "completion_mask" in prepared:           # TRL keeps it when it did not fold it into labels
+            assert ours["completion_mask"] == prepared["completion_mask"]
+        start = ours["prompt_length"]
+        assert tokenizer.decode(ours["input_ids"][start:]) == (
+            example["completion"][0]["content"] + tokenizer.eos_token + "\n")
+        carrying = sum(label != -100 for label in ours["labels"])
+        assert carrying == (len(ours["input_ids"]) - start if completion_only else len(ours["input_ids"]))
+
+
+def test_mark_loss_brackets_the_loss_bearing_text(cfg):
+    tokenizer = model_lib.load_tokenizer(cfg)
+    example = two_turn_example()
+    prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
+    full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
+    only = train.tokenize_example(tokenizer, example, True)
+    every = train.tokenize_example(tokenizer, example, False)
+    wide = 10 * len(full)
+    assert train.mark_loss(tokenizer, only["input_ids"], only["labels"], wide) == f"{prompt}>>>{full[len(prompt):]}<<<"
+    assert train.mark_loss(tokenizer, every["input_ids"], every["labels"], wide) == f">>>{full}<<<"
+    # A long run keeps its two ends and says how much it left out.
+    cut = train.mark_loss(tokenizer, only["input_ids"], only["labels"], 40)
+    assert cut.startswith(prompt[:20] + f"[... {len(prompt) - 40:,} characters ...]" + prompt[-20:] + ">>>")
+    start = only["prompt_length"]
+    table = train.describe_tokens(tokenizer, only["input_ids"], {"mask": only["completion_mask"],
+                                                                "labels": only["labels"]}, start - 1, start + 1)
+    assert [row.split()[-2:] for row in table.splitlines()] == [
+        ["mask", "labels"], ["0", "-100"], ["1", str(only["input_ids"][start])]]
+
+
+@pytest.mark.parametrize("completion_only", [True, False])
+def test_describe_batch_says_which_positions_are_masked_and_why(tmp_path, cfg, completion_only):
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": completion_only})
+    examples = [two_turn_example("Oslo"), record(2, "Lima")]     # a long and a short one
+    trainer, tokenizer = _trainer(cfg, Dataset.from_list(examples))
+    batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
+    tokenized = [train.tokenize_example(tokenizer, e, completion_only) for e in examples]
+    width = max(len(t["input_ids"]) for t in tokenized)
+    lines = train.describe_batch(batch).splitlines()
+    for line, t in zip(lines, tokenized):
+        n, padding = len(t["input_ids"]), width - len(t["input_ids"])
+        prompt = t["prompt_length"] if completion_only else 0
+        assert line.endswith(f"{width} positions = {n} tokens + {padding} padding; -100 on the {padding} "
+                             f"padding and {prompt} prompt positions; {n - prompt} carry loss")
+
+
+def test_describe_recipe_sets_profiles_side_by_side():
+    smoke, paper_cfg = config.load("smoke"), config.load("paper")
+    lines = train.describe_recipe(smoke, paper_cfg, keys=("train.completion_only_loss", "train.max_steps",
+                                                           "model.name_or_path")).splitlines()
+    assert lines[0].split() == ["key", "smoke", "paper"]
+    assert lines[1].split() == ["train.completion_only_loss", "False", "True"]
+    assert lines[2].split() == ["train.max_steps", "(default)", "(default)"]
+    assert lines[3].split() == ["model.name_or_path", "null", "facebook/opt-350m"]
