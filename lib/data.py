@@ -68,6 +68,50 @@ def examples_from_record(record: dict, example_per: str) -> list[dict]:
     return [{"id": record["id"], "prompt": messages[:i], "completion": [messages[i]]} for i in turns]
 
 
+def example_counts(record: dict) -> dict:
+    """How many examples each choice of data.example_per makes of one (flagged) record, without
+    making them: the per-choice counts stage 01 reports whichever it writes."""
+    assistant_turns = sum(turn["from"] == "assistant" for turn in record["conversations"])
+    return {"record": min(assistant_turns, 1), "assistant_turn": assistant_turns,
+            "conversation": 0 if record.get("extended") else min(assistant_turns, 1)}
+
+
+def outline_examples(examples: list[dict], width: int = 90) -> str:
+    """Examples to read, numbered: the roles of each prompt, then its completion's role and the
+    start of its text (as a Python string, so newlines show)."""
+    lines = []
+    for i, example in enumerate(examples):
+        roles = [m["role"] for m in example["prompt"]]
+        [completion] = example["completion"]
+        text = completion["content"]
+        shown = repr(text if len(text) <= width else text[:width] + "...")
+        lines += [f"[{i}] prompt: {len(roles)} messages ({', '.join(roles)})",
+                  f"    completion: {completion['role']} {shown}"]
+    return "\n".join(lines)
+
+
+def describe_unrolling(flagged: list[dict]) -> str:
+    """A table of (flagged) records: id, turns, assistant turns, `extended`, and the examples each
+    choice of data.example_per makes of it, with the totals."""
+    head = f"{'record':<44} {'turns':>5} {'assistant':>9} {'extended':>8}" + "".join(f" {c:>14}" for c in EXAMPLE_PER)
+    lines, totals = [head], dict.fromkeys(EXAMPLE_PER, 0)
+    for record in flagged:
+        made = {choice: len(examples_from_record(record, choice)) for choice in EXAMPLE_PER}
+        totals = {choice: totals[choice] + made[choice] for choice in EXAMPLE_PER}
+        rid = record["id"] if len(record["id"]) <= 44 else record["id"][:41] + "..."
+        assistant = sum(turn["from"] == "assistant" for turn in record["conversations"])
+        lines.append(f"{rid:<44} {len(record['conversations']):>5} {assistant:>9} {str(record.get('extended')):>8}"
+                     + "".join(f" {made[c]:>14}" for c in EXAMPLE_PER))
+    lines.append(f"{'examples':<44} {'':>5} {'':>9} {'':>8}" + "".join(f" {totals[c]:>14}" for c in EXAMPLE_PER))
+    return "\n".join(lines)
+
+
+def _count_choices(batch: dict) -> dict:
+    counts = [example_counts({"conversations": c, "extended": e})
+              for c, e in zip(batch["conversations"], batch["extended"])]
+    return {choice: [n[choice] for n in counts] for choice in EXAMPLE_PER}
+
+
 def _to_examples(batch: dict, example_per: str) -> dict:
     out = {"id": [], "prompt": [], "completion": []}
     for rid, conversations, extended in zip(batch["id"], batch["conversations"], batch["extended"]):
@@ -125,6 +169,38 @@ def sample_options(cfg: dict) -> dict:
             "retry_share": float(data_cfg.get("sample_retry_share") or 0.0)}
 
 
+def training_records(cfg: dict, dropped: Counter | None = None, files: dict | None = None) -> Iterator[dict]:
+    """Stage 01's records, as a stream: read from data.train_path (records.iter_valid_records: bad
+    ones raise or are counted in `dropped`, per data.on_bad_record), at most data.max_records, each
+    with `extended` (whether the record after it continues it). `files` is filled with the files
+    read, as records.iter_records reports them."""
+    data_cfg = cfg["data"]
+    train_path = config.path(cfg, data_cfg["train_path"])
+    max_records = data_cfg["max_records"]
+    dropped = Counter() if dropped is None else dropped
+
+    def valid():
+        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped,
+                                                              data_cfg.get("answer_methods"), files)):
+            if max_records is not None and n >= max_records:
+                return
+            yield record
+
+    yield from with_extension_flags(valid())
+
+
+def first_query(cfg: dict) -> list[dict]:
+    """The records of the training data's first query, as stage 01 reads them: the first record
+    and those that continue it, up to the first one that no later record extends (ToolBench writes
+    a query's steps as growing prefixes, so that one holds the whole conversation)."""
+    query = []
+    for record in training_records(cfg):
+        query.append(record)
+        if not record["extended"]:
+            break
+    return query
+
+
 def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
     """The records as an on-disk Dataset. The datasets library wraps an error raised while reading
     in DatasetGenerationError (and says SchemaInferenceError for no records at all): here the
@@ -164,28 +240,17 @@ def _prepare(cfg: dict) -> dict:
 
     # Read as a stream into an Arrow file on disk, so memory stays flat however large the input.
     dropped: Counter = Counter()
-    max_records = data_cfg["max_records"]
     files: dict = {}        # which files were read (records.iter_records fills it)
 
-    def valid():
-        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped,
-                                                              data_cfg.get("answer_methods"), files)):
-            if max_records is not None and n >= max_records:
-                return
-            yield record
-
     def flagged():
-        yield from with_extension_flags(valid())
+        yield from training_records(cfg, dropped, files)
 
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
         raw = _read_records(flagged, train_path, work, dropped)
         num_proc = data_cfg["num_proc"] if len(raw) >= 1000 else None
-        per_choice = raw.map(lambda b: {"turns": [sum(t["from"] == "assistant" for t in c)
-                                                  for c in b["conversations"]]},
-                             batched=True, num_proc=num_proc, remove_columns=raw.column_names)
-        examples_per_choice = {"record": len(raw), "assistant_turn": int(sum(per_choice["turns"])),
-                               "conversation": len(raw) - int(sum(raw["extended"]))}
+        per_choice = raw.map(_count_choices, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
+        examples_per_choice = {choice: int(sum(per_choice[choice])) for choice in EXAMPLE_PER}
         sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
                       fn_kwargs={"example_per": data_cfg["example_per"]})
         tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
@@ -284,15 +349,3 @@ def describe_files(files: dict) -> str:
     if files["answer_methods"] is not None:
         line += f", data.answer_methods {files['answer_methods']}"
     return line + f"; first: {', '.join(files['sample'])}"
-
-
-def render_example(cfg: dict, index: int = 0, width: int = 1200) -> str:
-    """One training example as the model sees it, the trained-on completion between >>> and <<<."""
-    from datasets import load_from_disk
-
-    example = load_from_disk(str(config.path(cfg, cfg["output_dir"]) / "sft"))[index]
-    tokenizer = model.load_tokenizer(cfg)
-    prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
-    full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
-    shown = prompt if len(prompt) <= width else prompt[: width // 2] + "\n[...]\n" + prompt[-width // 2:]
-    return f"{shown}>>>{full[len(prompt):]}<<<"

@@ -287,3 +287,46 @@ def test_prepare_reads_the_answer_methods_asked_for_and_says_which_files(tmp_pat
     assert len(ids) == 8 and all(i.endswith("(ChatGPT_DFS_woFilter_w2)") for i in ids)
     assert "read: 8 of 16 answer files (ChatGPT_DFS_woFilter_w2 8), data.answer_methods ['DFS_woFilter_w2']" \
         in data.describe(stats)
+
+
+def test_example_counts_are_the_examples_each_choice_makes():
+    short = record("Step 2: weather in Oslo")
+    short["conversations"] = short["conversations"][:3]
+    flagged = list(data.with_extension_flags([short, record(), record("Step 4: weather in Lima")]))
+    assert [data.example_counts(r) for r in flagged] == [
+        {"record": 1, "assistant_turn": 1, "conversation": 0},
+        {"record": 1, "assistant_turn": 2, "conversation": 1},
+        {"record": 1, "assistant_turn": 2, "conversation": 1}]
+    for r in flagged:
+        assert data.example_counts(r) == {c: len(data.examples_from_record(r, c)) for c in data.EXAMPLE_PER}
+    [example] = data.examples_from_record(record(), "record")
+    assert data.outline_examples([example], width=10).splitlines() == [
+        "[0] prompt: 4 messages (system, user, assistant, function)",
+        "    completion: assistant '\\nThought: ...'"]
+    table = data.describe_unrolling(flagged).splitlines()
+    assert table[0].split()[-3:] == list(data.EXAMPLE_PER)
+    assert table[1].split()[-7:] == ["Oslo", "3", "1", "True", "1", "1", "0"]
+    assert table[-1].split() == ["examples", "3", "5", "2"]
+
+
+def test_training_records_and_the_first_query_are_what_stage_01_reads(tmp_path):
+    short = record("Step 2: weather in Oslo")
+    short["conversations"] = short["conversations"][:3]
+    lima = record("Step 4: weather in Lima")
+    train = write_list(tmp_path / "train.json", [short, record(), lima])
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                "data.train_path": str(train)})
+    assert [(r["id"], r["extended"]) for r in data.training_records(cfg)] == [
+        ("Step 2: weather in Oslo", True), ("Step 4: weather in Oslo", False), ("Step 4: weather in Lima", False)]
+    assert data.first_query(cfg) == [short | {"extended": True}, record() | {"extended": False}]
+    # data.max_records stops the stream, and the lookahead with it.
+    one = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                "data.train_path": str(train), "data.max_records": 1})
+    assert data.first_query(one) == [short | {"extended": False}]
+    # Bad records are counted (skip) or raise, as in the stage.
+    train.write_text(json.dumps([{"id": "Step 2: x", "conversations": []}, lima]))
+    skip = config.load("smoke", {"output_dir": str(tmp_path / "out"), "data.generate_sample": False,
+                                 "data.train_path": str(train), "data.on_bad_record": "skip"})
+    dropped = Counter()
+    assert [r["id"] for r in data.training_records(skip, dropped)] == ["Step 4: weather in Lima"]
+    assert dropped == {"missing_conversations": 1}
