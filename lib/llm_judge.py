@@ -344,8 +344,7 @@ class LLMJudge:
         sent), or the evaluator's function call (lib/tooleval_evaluator.py)."""
         if self.evaluator is not None:
             return self.evaluator.request(function, fields)
-        messages = [{"role": "system", "content": tooleval.SYSTEM_PROMPT},
-                    {"role": "user", "content": tooleval.PROMPTS[function].format(**fields)}]
+        messages = tooleval.prompt_messages(function, fields)
         params = {"temperature": float(self.cfg["temperature"]),
                   "max_tokens": int(self.cfg["max_tokens"]),
                   "seed": int(self.cfg["seed"]) + index}
