@@ -42,7 +42,8 @@ def test_the_five_stage_notebooks_exist_in_order():
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
 def test_notebooks_are_committed_clean_and_parameterised(path):
     nb = json.loads(path.read_text())
-    assert nb["metadata"]["kernelspec"]["name"] == "python3" and nb["metadata"]["language_info"]["name"]
+    # The project's kernel (make setup installs it into .venv), so `make lab` opens each with it selected.
+    assert nb["metadata"]["kernelspec"]["name"] == "toolsft-repro" and nb["metadata"]["language_info"]["name"]
     for cell in nb["cells"]:
         assert not cell.get("outputs") and not cell.get("execution_count"), f"{path.name} has outputs"
     params = [c for c in nb["cells"] if "parameters" in c.get("metadata", {}).get("tags", [])]
@@ -251,3 +252,21 @@ def test_notebooks_name_only_config_keys_that_exist():
                 if not _known_key(section, key) and not hasattr(module, key):
                     unknown.append(f"{path.name}: {section}.{key}")
     assert not unknown, f"notebooks name config keys that do not exist: {sorted(set(unknown))}"
+
+
+def test_the_readme_map_says_which_notebooks_call_each_module():
+    """README's notebook column is the notebooks' own `from lib import ...` lines (config: all,
+    preflight: make check), so the map cannot drift from what a reader steps through."""
+    uses: dict[str, set] = {}
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        for cell in json.loads(path.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                for node in ast.walk(ast.parse("".join(cell["source"]))):
+                    if isinstance(node, ast.ImportFrom) and node.module == "lib":
+                        for alias in node.names:
+                            uses.setdefault(alias.name, set()).add(path.name[:2])
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+    for name, column in re.findall(r"^\| `([a-z_]+)` \| .* \| ([^|]*) \|$", table, flags=re.M):
+        if name not in ("config", "preflight"):
+            assert column.strip() == (", ".join(sorted(uses.get(name, ()))) or "-"), name
