@@ -126,17 +126,22 @@ def test_loss_mask_exact_positions(tmp_path, records, cfg, completion_only):
         assert prepared["labels"] == full
 
 
-@pytest.mark.parametrize("policy", ["truncate", "drop"])
-def test_too_long_counted(tmp_path, cfg, policy):
-    cfg = make_cfg(tmp_path, model={"tiny": TINY, "over_max_positions": policy})
+def _lengths_and_limit(cfg):
+    """(tokenizer, training split, full lengths, prompt lengths, a limit between the shortest and
+    the longest prompt): three prompt lengths, far apart, so at that limit the shortest fit, the
+    middle ones are cut inside their completion, the longest lose it all."""
     tokenizer = model_lib.load_tokenizer(cfg)
     dataset = train.load_data(cfg)[0]
     lengths = train.sequence_lengths(dataset, tokenizer)
     prompt_lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"])
                       for p in dataset["prompt"]]
-    # Three prompt lengths, far apart: the shortest fit, the middle ones are cut inside their
-    # completion, the longest lose it all.
-    limit = (min(prompt_lengths) + max(prompt_lengths)) // 2 + 5
+    return tokenizer, dataset, lengths, prompt_lengths, (min(prompt_lengths) + max(prompt_lengths)) // 2 + 5
+
+
+@pytest.mark.parametrize("policy", ["truncate", "drop"])
+def test_too_long_counted(tmp_path, cfg, policy):
+    cfg = make_cfg(tmp_path, model={"tiny": TINY, "over_max_positions": policy})
+    tokenizer, dataset, lengths, prompt_lengths, limit = _lengths_and_limit(cfg)
     over = sum(n > limit for n in lengths)
     no_completion = sum(p >= limit for p in prompt_lengths)
     assert 0 < no_completion < over < len(dataset)
@@ -158,12 +163,7 @@ def test_too_long_counted(tmp_path, cfg, policy):
 def test_tokens_per_second_count_what_trl_trains_on(tmp_path, cfg):
     """tokens_per_s rests on padding_free_tokens: after TRL's cut to max_length, and without the
     examples it drops (a prompt alone filling max_length leaves no completion to learn)."""
-    tokenizer = model_lib.load_tokenizer(cfg)
-    dataset = train.load_data(cfg)[0]
-    lengths = train.sequence_lengths(dataset, tokenizer)
-    prompts = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"])
-               for p in dataset["prompt"]]
-    limit = (min(prompts) + max(prompts)) // 2 + 5
+    _, _, lengths, prompts, limit = _lengths_and_limit(cfg)
     assert any(p >= limit for p in prompts)
     run_cfg = make_cfg(tmp_path, model={"tiny": TINY, "over_max_positions": "truncate"},
                        train={**FAST_TRAIN, "max_length": limit, "completion_only_loss": True, "max_steps": 1})
