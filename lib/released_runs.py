@@ -113,6 +113,8 @@ def rejudge(cfg: dict, answers: str, group: str, name: str, methods: list[str] |
     """Judge one converted-answer file or raw answer folder for `group` with the profile's judge,
     into outputs/<profile>/released/<name>/ (beside the groups judged there before); returns
     judge_released's result."""
+    if not config.path(cfg, answers).exists():
+        raise released.ReleasedFormatError(f"--answers {answers}: no such file or folder")
     entry = released_set(cfg, {"name": name, "path": answers, "groups": [group],
                                **({"methods": methods} if methods else {}),
                                **({"compare_to": compare_to} if compare_to else {})})

@@ -183,6 +183,8 @@ def test_the_command_line_rejudges_a_file_a_group_at_a_time(tmp_path, capsys):
     assert judge.main(args + ["--answers", str(bad), "--group", "G1_instruction"]) == 2
     err = capsys.readouterr().err.strip().splitlines()[-1]
     assert err == f"error: {bad}, query_id '3': field 'answer' has type list"
+    assert judge.main(args + ["--answers", str(tmp_path / "nowhere.json"), "--group", "G1_instruction"]) == 2
+    assert capsys.readouterr().err.strip() == f"error: --answers {tmp_path / 'nowhere.json'}: no such file or folder"
 
 
 # ------------------------------------------------------------------------------------------------
