@@ -145,6 +145,8 @@ def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=Non
             str(source), str(executed),
             parameters={"profile": profile, "overrides": overrides},
             kernel_name="python3", cwd=str(config.ROOT), progress_bar=False, stdout_file=stdout,
+            # The kernel's own start-up warnings (ipykernel's note on local TCP) are not the stage's.
+            extra_arguments=["--IPKernelApp.log_level=ERROR"],
         )
     except papermill.PapermillExecutionError as err:
         raise StageFailed(
