@@ -19,7 +19,7 @@ from matplotlib.figure import Figure
 
 from lib import config
 from lib.plots import stamp_figure
-from lib.series import OFFLINE_NOTE, is_majority, is_offline
+from lib.series import OFFLINE_NOTE, is_majority, is_offline, weighted_mean
 from lib.tables import fmt, markdown_table, read_csv
 
 COLUMNS = ["system", "compare_to", "group", "judge", "n", "rejudged", "ci_low", "ci_high", "paper",
@@ -56,13 +56,6 @@ def _published(label: str | None, series: list[dict], readme: bool) -> dict | No
     return None
 
 
-def _pooled(s: dict | None, groups: list[str]) -> float | None:
-    """A published series' query-weighted rate over `groups` (None when one is missing)."""
-    if s is None or not all(g in s["value"] and s["n"].get(g) for g in groups):
-        return None
-    return sum(s["value"][g] * s["n"][g] for g in groups) / sum(s["n"][g] for g in groups)
-
-
 def _gap(ours, theirs) -> float | None:
     return None if ours is None or theirs is None else round(ours - theirs, 2)
 
@@ -77,7 +70,7 @@ def calibration_rows(runs: list[dict], paper: list[dict], readme: list[dict]) ->
             group = row["group"]
             on = groups if group == "overall" else [group]
             rejudged = float(row["pass_rate"])
-            paper_rate, readme_rate = _pooled(p, on), _pooled(r, on)
+            paper_rate, readme_rate = (weighted_mean(x, on) if x else None for x in (p, r))
             rows.append({
                 "system": run["name"], "compare_to": label or "", "group":
                 group if group != "overall" else f"pooled: {'+'.join(groups)}",

@@ -27,11 +27,11 @@ def is_offline(judge_name: str) -> bool:
     return judge_name.startswith("offline")
 
 
-def weighted_mean(s: dict) -> float | None:
-    """Query-weighted mean over the six groups (None if a group or its size is missing)."""
-    if not all(g in s["value"] and s["n"].get(g) for g in GROUPS):
+def weighted_mean(s: dict, groups: list[str] = GROUPS) -> float | None:
+    """Query-weighted mean over `groups`, the six by default (None if a group or its size is missing)."""
+    if not all(g in s["value"] and s["n"].get(g) for g in groups):
         return None
-    return sum(s["value"][g] * s["n"][g] for g in GROUPS) / sum(s["n"][g] for g in GROUPS)
+    return sum(s["value"][g] * s["n"][g] for g in groups) / sum(s["n"][g] for g in groups)
 
 
 def covered_groups(s: dict) -> list[str]:
