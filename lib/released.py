@@ -25,7 +25,7 @@ import random
 import re
 from pathlib import Path
 
-from lib import tooleval
+from lib import toolbench, tooleval
 
 # The checks that need a call's arguments or response, unavailable from cut messages.
 NEEDS_FULL_MESSAGES = ("valid_inputs", "successful_calls", "answer_grounded", "off_query_calls")
@@ -122,19 +122,7 @@ def read_converted(path: Path, group: str, name: str) -> list[dict]:
 # --------------------------------------------------------------------------------------------
 # A raw answer file -> a converted answer (ToolEval's convert_to_answer_format.py)
 # --------------------------------------------------------------------------------------------
-def _tree(role, message, children=()) -> dict:
-    return {"role": role, "message": message, "next": list(children)}
-
-
-def _chain(nodes: list[dict]) -> list[dict]:
-    """A one-path answer_details tree: system (""), user (""), then `nodes` in order."""
-    details = []
-    for node in reversed([{"role": "system", "message": ""}, {"role": "user", "message": ""}, *nodes]):
-        details = [_tree(node["role"], node["message"], details)]
-    return details
-
-
-def _from_messages(conversation: list, where, qid) -> list[dict]:
+def _from_messages(conversation: list, where, qid) -> list[tuple[str, object]]:
     nodes, index = [], 2
     while index < len(conversation):
         message = conversation[index]
@@ -144,29 +132,28 @@ def _from_messages(conversation: list, where, qid) -> list[dict]:
             call = message.get("function_call")
             if call:
                 following = conversation[index + 1] if index + 1 < len(conversation) else {}
-                nodes.append({"role": "tool", "message": {
+                nodes.append(("tool", {
                     "name": call.get("name"), "arguments": call.get("arguments"),
-                    "response": "" if call.get("name") == "Finish" else following.get("content", "")}})
+                    "response": "" if call.get("name") == "Finish" else following.get("content", "")}))
                 index += 1
             else:
-                nodes.append({"role": "assistant", "message": message.get("content") or ""})
+                nodes.append(("assistant", message.get("content") or ""))
         index += 1
     return nodes
 
 
-def _from_chain(chain: list, where, qid) -> list[dict]:
+def _from_chain(chain: list, where, qid) -> list[tuple[str, object]]:
     nodes, index = [], 0
     while index < len(chain):
         node = chain[index]
         kind = node.get("node_type")
         if kind == "Action":
             follow = chain[index + 1] if index + 1 < len(chain) else {}
-            nodes.append({"role": "tool", "message": {"name": node.get("description"),
-                                                      "arguments": follow.get("description", ""),
-                                                      "response": follow.get("observation", "")}})
+            nodes.append(("tool", {"name": node.get("description"), "arguments": follow.get("description", ""),
+                                   "response": follow.get("observation", "")}))
             index += 1
         elif kind == "Thought":
-            nodes.append({"role": "assistant", "message": node.get("description", "")})
+            nodes.append(("assistant", node.get("description", "")))
         elif kind != "Action Input":
             raise _bad(where, qid, f"chain[{index}].node_type", f"is {kind!r}")
         index += 1
@@ -208,7 +195,7 @@ def converted_from_raw(data: dict, method: str, qid: str, where: str) -> dict:
         raise _bad(where, qid, "<file name>", f"names method {method!r}, neither CoT nor DFS")
     return {"query": generation["query"], "available_tools": generation["function"],
             "answer": {"method": method, "total_steps": len(nodes) + 2,
-                       "final_answer": generation["final_answer"], "answer_details": _chain(nodes)}}
+                       "final_answer": generation["final_answer"], "answer_details": toolbench.answer_details([("system", ""), ("user", ""), *nodes])}}
 
 
 def read_answer_folder(folder: Path, group: str, name: str, methods: list[str] | None = None) -> list[dict]:

@@ -345,13 +345,20 @@ def tooleval_answer(query_text: str, method: str, steps: list[dict], finish_type
         if step["action"]:
             nodes.append(("tool", {"name": step["action"], "arguments": step["action_input"],
                                    "response": "" if step["action"] == "Finish" else step["observation"]}))
-    details = []
-    for role, message in reversed(nodes):
-        if truncate:
-            message = str(message)[:100] if role != "system" else ""
-        details = [{"role": role, "message": message, "next": details}]
+    if truncate:
+        nodes = [(role, str(message)[:100] if role != "system" else "") for role, message in nodes]
     final = steps[-1]["action_input"] if finish_type == "give_answer" else ""
-    return {"method": method, "total_steps": len(nodes), "final_answer": final, "answer_details": details}
+    return {"method": method, "total_steps": len(nodes), "final_answer": final,
+            "answer_details": answer_details(nodes)}
+
+
+def answer_details(nodes: list[tuple[str, object]]) -> list[dict]:
+    """ToolEval's answer_details for one path of (role, message) nodes: each node's `next` holds
+    the one after it."""
+    details: list[dict] = []
+    for role, message in reversed(nodes):
+        details = [{"role": role, "message": message, "next": details}]
+    return details
 
 
 TOOLEVAL_METHOD = {"react": "CoT@1", "dfsdt": "DFS_woFilter_w2"}
