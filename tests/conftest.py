@@ -27,6 +27,16 @@ def smoke_run(tmp_path_factory):
     return {"out": out, "executed": executed, "cfg": config.load("smoke", overrides)}
 
 
+@pytest.fixture
+def server():
+    """The scripted OpenAI-compatible judge of tests/judge_helpers.py (the stage-04 tests'; a module
+    that needs another server, as test_tools does, defines its own)."""
+    from judge_helpers import FakeServer, scripted_judge
+    srv = FakeServer(scripted_judge)
+    yield srv
+    srv.close()
+
+
 class LoopbackServer:
     """A JSON-over-HTTP server on 127.0.0.1 for tests that need a real peer (OpenAI-compatible
     endpoints, the virtual API server): `respond(path, headers, body) -> (status, payload)` or

@@ -11,8 +11,7 @@ import pytest
 
 from lib import config, judge, judgments, llm_judge, pass_rates, stats, store, tooleval, trajectory_checks
 
-from judge_helpers import (GOOD, SECRET, FakeServer, finish, llm_cfg, make_cfg, query, read_csv,
-                           scripted_judge, step, traj)
+from judge_helpers import GOOD, SECRET, finish, llm_cfg, make_cfg, query, read_csv, step, traj
 
 
 # ------------------------------------------------------------------------------------------------
@@ -162,13 +161,6 @@ def test_overall_over_some_groups_names_them(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # The LLM judge through judge.run
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    srv = FakeServer(scripted_judge)
-    yield srv
-    srv.close()
-
-
 def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, monkeypatch):
     trajs = [traj(1, GOOD, "SOLVED please"), traj(2, GOOD, "UNSOLVED please"),
              traj(3, GOOD, "UNSURE please"), traj(4, GOOD, "NOPE please"),

@@ -9,7 +9,7 @@ import pytest
 
 from lib import judge, judgments
 
-from judge_helpers import GOOD, FakeServer, llm_cfg, scripted_judge, traj, write_jsonl
+from judge_helpers import GOOD, llm_cfg, traj, write_jsonl
 
 
 # ------------------------------------------------------------------------------------------------
@@ -51,13 +51,6 @@ def test_a_torn_last_trajectory_line_says_stage_03_was_interrupted(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Resuming
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    srv = FakeServer(scripted_judge)
-    yield srv
-    srv.close()
-
-
 def test_llm_judge_resumes_an_interrupted_run(tmp_path, server, monkeypatch):
     trajs = [traj(i, GOOD, f"SOLVED number {i}") for i in range(1, 4)]
     cfg = llm_cfg(tmp_path, server, trajs, monkeypatch, evaluate_times=2)

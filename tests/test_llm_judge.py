@@ -14,7 +14,7 @@ import pytest
 from lib import judge, llm_judge, store, tooleval, tooleval_evaluator
 
 from conftest import LoopbackServer
-from judge_helpers import GOOD, FakeServer, llm_cfg, make_cfg, scripted_judge, traj
+from judge_helpers import GOOD, llm_cfg, make_cfg, traj
 from test_tooleval_evaluator import DESCRIPTIONS, write_evaluator
 
 
@@ -54,13 +54,6 @@ def test_a_torn_cache_line_loses_neither_earlier_nor_later_records(tmp_path):
 # ------------------------------------------------------------------------------------------------
 # Retries and malformed responses
 # ------------------------------------------------------------------------------------------------
-@pytest.fixture
-def server():
-    srv = FakeServer(scripted_judge)
-    yield srv
-    srv.close()
-
-
 def status(code, **headers):
     """A scripted error reply; `retry_after_ms="10"` keeps the client's wait (and the test) short."""
     return ("raw", code, {k.replace("_", "-"): v for k, v in headers.items()},

@@ -211,8 +211,8 @@ def test_first_record_is_read_as_is_and_outlined(tmp_path):
 
 
 def test_first_record_of_an_answer_folder_passes_over_what_toolbench_skips(tmp_path):
-    folder = write_answers(tmp_path / "G1_answer", {"1_DFS_woFilter_w2.json": answer(valid=False),
-                                                   "2_DFS_woFilter_w2.json": answer(query="Lima?", city="Lima")})
+    write_answers(tmp_path / "G1_answer", {"1_DFS_woFilter_w2.json": answer(valid=False),
+                                     "2_DFS_woFilter_w2.json": answer(query="Lima?", city="Lima")})
     file, where, first = records.first_record(tmp_path)
     assert file.endswith("2_DFS_woFilter_w2.json") and first["id"] == "Step 3: Lima?"
     write_answers(tmp_path / "G1_answer", {"2_DFS_woFilter_w2.json": answer(valid=False)})

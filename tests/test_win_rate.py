@@ -8,8 +8,8 @@ import pytest
 
 from lib import judge, store, win_rate
 
-from judge_helpers import (GOOD, FakeServer, finish, function_of, llm_cfg, make_cfg, query, read_csv,
-                           scripted_judge, step, traj, write_jsonl)
+from judge_helpers import (GOOD, finish, function_of, llm_cfg, make_cfg, query, read_csv, step, traj,
+                           write_jsonl)
 
 
 def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
@@ -29,13 +29,6 @@ def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
     assert (rows["overall"]["wins"], rows["overall"]["ties"], rows["overall"]["losses"]) == ("1", "1", "1")
     assert rows["overall"]["judge"] == "offline judge"
     assert (out / "reference_judgments" / "G1_instruction.jsonl").exists()
-
-
-@pytest.fixture
-def server():
-    srv = FakeServer(scripted_judge)
-    yield srv
-    srv.close()
 
 
 def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_path, server, monkeypatch):
