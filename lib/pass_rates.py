@@ -165,13 +165,14 @@ def judge_set(cfg: dict, judge, trajs: dict[str, list[dict]], queries: dict[str,
     times, seed = int(cfg["judge"]["evaluate_times"]), int(cfg["judge"]["seed"])
     name = judge.name if judge else offline_judge.OFFLINE
     if judge is not None:       # what this will cost, before any paid call
-        todo = {g: [t for t in trajs[g] if str(t["query_id"]) not in
-                    judgments.read_judgments(paths[g], name, times)] for g in trajs}
-        plan = judge.estimate((*call, index) for g in todo for t in todo[g] for index in range(times)
-                              if (call := tooleval.first_call(t)) is not None)
+        done = {g: judgments.read_judgments(paths[g], name, times) for g in trajs}
+        plan = judge.estimate((*call, index) for g in trajs for t in trajs[g] if str(t["query_id"]) not in done[g]
+                              for index in range(times) if (call := tooleval.first_call(t)) is not None)
         log(f"{method + ': ' if method else ''}{plan.line()}")
     judged = {}
-    for group in [g for g in config.GROUPS if g in trajs or g in (earlier or {})]:
+    # ToolBench's group order; a group of another name (a user's own test file) keeps its place after.
+    groups = [*trajs, *(g for g in earlier or {} if g not in trajs)]
+    for group in sorted(groups, key=lambda g: config.GROUPS.index(g) if g in config.GROUPS else len(config.GROUPS)):
         if group not in trajs:
             judged[group] = earlier[group]
             continue

@@ -304,3 +304,13 @@ def test_the_first_request_is_what_the_llm_judge_sends(tmp_path, server, monkeyp
     first = [b for b in server.bodies if b["seed"] == cfg["judge"]["seed"]]
     assert [(b["messages"], b["temperature"], b["max_tokens"]) for b in first] == [
         (request["messages"], request["params"]["temperature"], request["params"]["max_tokens"])]
+
+
+def test_a_test_group_of_another_name_is_judged_too(tmp_path):
+    """inference.groups may name a user's own test file: it is judged and pooled, after ToolBench's."""
+    cfg = make_cfg(tmp_path, {"my_group": [traj(1, GOOD)], "G1_instruction": [traj(2, GOOD)]},
+                   {"my_group": [query(1)], "G1_instruction": [query(2)]}, kind="offline")
+    judge.run(cfg, log=lambda *a: None)
+    rows = [r for r in read_csv(Path(cfg["output_dir"]) / "pass_rate.csv") if r["aggregation"] == "majority"]
+    assert [r["group"] for r in rows] == ["G1_instruction", "my_group", "overall"]
+    assert rows[-1]["covers"] == "G1_instruction+my_group"
