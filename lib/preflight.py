@@ -15,6 +15,8 @@ probe=False). The rows, top to bottom (the last three are lib.service_checks'):
   model               model.name_or_path (a local folder with config.json, or a hub id looked up in
                       the HF cache, then on the hub: lib.hub), its stored dtype, load dtype and
                       positions; the tiny OPT's sizes when it is null.
+  model source        model.gguf: the package and GGUF file the weights were converted from, and
+                      that they are de-quantized (lib.gguf_model; converted when the profile loads).
   tokenizer           the hub/local tokenizer loads; model.chat_template is set (and has
                       {% generation %} when train.assistant_only_loss is on).
   CUDA GPU            the device and its free memory against lib.memory's estimate.
@@ -24,7 +26,8 @@ probe=False). The rows, top to bottom (the last three are lib.service_checks'):
   inference backend   the stage-02 model (hf) or an OpenAI-compatible endpoint (openai).
   judge               judge.kind llm: the endpoint answers GET /models and lists judge.model.
 
-The check is read-only: it creates and modifies nothing (a hub model not in the cache is looked up
+The check is read-only: it creates and modifies nothing (loading a model.gguf profile converts its
+file once into lib.gguf_model's cache, outside the project) (a hub model not in the cache is looked up
 over HTTP, not downloaded), and each network probe times out after checklist.PROBE_TIMEOUT seconds.
 
 Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
@@ -36,7 +39,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lib import checklist, config, data, hub, memory, model as model_lib, paper, records, service_checks, toolbench
+from lib import checklist, config, data, gguf_model, hub, memory, model as model_lib, paper, records, service_checks, toolbench
 from lib.checklist import Row
 
 # ToolBench's test groups, and StableToolBench's solvable subset of them (DESIGN.md section 3).
@@ -211,6 +214,8 @@ def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], memory.ModelShape | N
     shape = memory.shape_of(hf_config)
     model_row = _positions_row(cfg, shape, f"{where}, {type(hf_config).__name__} stored in "
                                            f"{hub.stored_dtype(hf_config)}")
+    source = gguf_model.source_of(name) if cfg["model"].get("gguf") else None
+    source_rows = [Row("model source", "ok", gguf_model.describe(source), "model.gguf")] if source else []
     try:
         tokenizer = load_tokenizer()
         tok = Row("tokenizer", "ok", f"loads ({len(tokenizer):,} tokens)" if tokenizer is not None
@@ -222,7 +227,7 @@ def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], memory.ModelShape | N
         tok = Row("tokenizer", "missing", problem, "model.chat_template")
     elif tok.status == "ok":
         tok.detail += "; chat template compiles"
-    return [model_row, tok], shape
+    return [*source_rows, model_row, tok], shape
 
 
 def _unresolved_rows(name: str, row: Row) -> tuple[list[Row], memory.ModelShape | None]:
