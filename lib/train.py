@@ -211,22 +211,33 @@ def sequence_lengths(dataset, tokenizer) -> list[int]:
             for p, c in zip(dataset["prompt"], dataset["completion"])]
 
 
-def tokenize_example(tokenizer, example: dict, completion_only_loss: bool) -> dict:
+def tokenize_example(tokenizer, example: dict, completion_only_loss: bool,
+                     assistant_only_loss: bool = False) -> dict:
     """One prompt-completion example tokenized as SFTTrainer does it, before its cut to max_length:
     `input_ids` (the chat template over prompt + completion), `prompt_length` (where the completion
     starts: the tokens the prompt shares with that, the prompt rendered with its generation prompt),
-    `completion_mask` (1 from there on) and `labels` (the ids, -100 where no loss is computed: the
-    prompt with completion_only_loss, nowhere without). tests/test_train.py checks every field
-    against TRL's own prepared dataset."""
+    `completion_mask` (1 from there on), `assistant_masks` (1 on every assistant turn, from the
+    template's generation tags) and `labels` (the ids, -100 where no loss is computed: the prompt
+    with completion_only_loss, all but the assistant turns with assistant_only_loss).
+    tests/test_train.py checks every field against TRL's own prepared dataset."""
     from trl.data_utils import common_prefix_length
 
     prompt = tokenizer.apply_chat_template(example["prompt"], add_generation_prompt=True,
                                            return_dict=True)["input_ids"]
-    ids = tokenizer.apply_chat_template(example["prompt"] + example["completion"], return_dict=True)["input_ids"]
+    whole = tokenizer.apply_chat_template(example["prompt"] + example["completion"], return_dict=True,
+                                          return_assistant_tokens_mask=assistant_only_loss)
+    ids = whole["input_ids"]
     start = common_prefix_length(prompt, ids)
     mask = [0] * start + [1] * (len(ids) - start)
-    labels = [t if m or not completion_only_loss else -100 for t, m in zip(ids, mask)]
-    return {"input_ids": ids, "prompt_length": start, "completion_mask": mask, "labels": labels}
+    assistant = whole["assistant_masks"] if assistant_only_loss else [1] * len(ids)
+    labels = [t if (m or not completion_only_loss) and a else -100 for t, m, a in zip(ids, mask, assistant)]
+    return {"input_ids": ids, "prompt_length": start, "completion_mask": mask,
+            "assistant_masks": list(assistant), "labels": labels}
+
+
+def loss_settings(cfg: dict) -> dict:
+    """The profile's two loss-mask settings, as tokenize_example takes them."""
+    return {k: bool((cfg.get("train") or {}).get(k)) for k in ("completion_only_loss", "assistant_only_loss")}
 
 
 def mark_loss(tokenizer, input_ids, labels, width: int = 600) -> str:

@@ -397,21 +397,36 @@ def two_turn_example(city: str = "Oslo") -> dict:
                             'Action Input: {"return_type": "give_answer", "final_answer": "3 C"}'}]}
 
 
-@pytest.mark.parametrize("completion_only", [True, False])
-def test_tokenize_example_is_what_trl_trains_on(tmp_path, cfg, completion_only):
-    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": completion_only})
+@pytest.mark.parametrize("completion_only,assistant_only", [(True, False), (False, False), (False, True),
+                                                             (True, True)])
+def test_tokenize_example_is_what_trl_trains_on(tmp_path, cfg, completion_only, assistant_only):
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": completion_only,
+                                    "assistant_only_loss": assistant_only})
     examples = [two_turn_example("Oslo"), record(1, "Lima")]
     trainer, tokenizer = _trainer(cfg, Dataset.from_list(examples))
+    assert train.loss_settings(cfg) == {"completion_only_loss": completion_only, "assistant_only_loss": assistant_only}
     for example, prepared in zip(examples, trainer.train_dataset):
-        ours = train.tokenize_example(tokenizer, example, completion_only)
-        assert ours["input_ids"] == prepared["input_ids"] and ours["labels"] == prepared["labels"]
+        ours = train.tokenize_example(tokenizer, example, completion_only, assistant_only)
+        labels = prepared["labels"] if "labels" in prepared else [
+            t if (c or not completion_only) and a else -100 for t, c, a in zip(
+                prepared["input_ids"], prepared.get("completion_mask") or [1] * len(prepared["input_ids"]),
+                prepared.get("assistant_masks") or [1] * len(prepared["input_ids"]))]
+        assert ours["input_ids"] == prepared["input_ids"] and ours["labels"] == labels
         if "completion_mask" in prepared:           # TRL keeps it when it did not fold it into labels
             assert ours["completion_mask"] == prepared["completion_mask"]
+        if "assistant_masks" in prepared:
+            assert ours["assistant_masks"] == prepared["assistant_masks"]
         start = ours["prompt_length"]
         assert tokenizer.decode(ours["input_ids"][start:]) == (
             example["completion"][0]["content"] + tokenizer.eos_token + "\n")
-        carrying = sum(label != -100 for label in ours["labels"])
-        assert carrying == (len(ours["input_ids"]) - start if completion_only else len(ours["input_ids"]))
+        carrying = tokenizer.decode([t for t in ours["labels"] if t != -100])
+        turns = [m["content"] + tokenizer.eos_token for m in example["prompt"] + example["completion"]
+                 if m["role"] == "assistant"]
+        if assistant_only:      # every assistant turn and its eos, nothing else; the last alone with both
+            assert carrying == "".join(turns[-1:] if completion_only else turns)
+        else:
+            assert sum(label != -100 for label in ours["labels"]) == (
+                len(ours["input_ids"]) - start if completion_only else len(ours["input_ids"]))
 
 
 def test_mark_loss_brackets_the_loss_bearing_text(cfg):
