@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 
 from lib import config, keys, model as model_lib
+from lib.prefix_cache import PrefixCache
 
 class Generation:
     __slots__ = ("text", "tokens", "truncated")
@@ -41,7 +42,7 @@ class HFBackend:
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
-                 max_positions: int | None = None):
+                 max_positions: int | None = None, reuse_cache: bool = False, cache_capacity: int = 16):
         import torch     # heavy: only a local model needs it
 
         self.torch, self.model, self.tokenizer = torch, model.eval(), tokenizer
@@ -51,6 +52,8 @@ class HFBackend:
         if self.max_prompt <= 0:
             raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {self.max_positions} positions")
         self.calls = 0
+        # inference.reuse_kv_cache: the key/value tensors of earlier prompts (lib/prefix_cache.py)
+        self.prefix_cache = PrefixCache(cache_capacity) if reuse_cache else None
         tokenizer.padding_side = "left"
 
     def render(self, conversation: list[dict]) -> str:
@@ -71,29 +74,39 @@ class HFBackend:
     def generate(self, conversations: list[list[dict]]) -> list[Generation]:
         torch = self.torch
         encoded = [self.encode(c) for c in conversations]
-        width = max(len(ids) for ids, _ in encoded)
+        prompts = [ids for ids, _ in encoded]
         pad = self.tokenizer.pad_token_id
         # Inputs go where the model is (the GPU when load_hf_backend found one).
         device = self.model.device
-        input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids, _ in encoded], device=device)
-        attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids, _ in encoded],
-                                 device=device)
+        if self.prefix_cache is not None:
+            input_ids, attention, cache = self.prefix_cache.assemble(prompts, pad, device)
+        else:
+            width = max(map(len, prompts))
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+            cache = None
         sample = self.temperature and self.temperature > 0
         kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
             else dict(do_sample=False)
         if sample:      # greedy needs no seed, and leaves a training run's random state alone
             torch.manual_seed(self.seed + self.calls)
+        if cache is not None:
+            kwargs["cache"] = cache
         self.calls += 1
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
                                       max_new_tokens=self.max_new_tokens, pad_token_id=pad,
-                                      eos_token_id=self.tokenizer.eos_token_id, **kwargs)
-        results = []
-        for row, (_, truncated) in zip(out[:, width:].cpu().tolist(), encoded):
-            eos = self.tokenizer.eos_token_id
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      return_dict_in_generate=True, **kwargs)
+        width, eos = input_ids.shape[1], self.tokenizer.eos_token_id
+        results, kept = [], []
+        for row, (_, truncated) in zip(out.sequences[:, width:].cpu().tolist(), encoded):
             n = row.index(eos) + 1 if eos in row else len(row)
+            kept.append(n)
             text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
             results.append(Generation(cut_at_next_turn(text), n, truncated))
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(prompts, attention, out.sequences, out.cache, kept)
         return results
 
 
@@ -124,9 +137,17 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
             tokenizer.pad_token = tokenizer.eos_token
     else:
         tokenizer = model_lib.load_tokenizer(cfg)
-    backend = HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"])
+    backend = hf_backend(cfg, model, tokenizer)
     backend.fingerprint = config.file_digest(folder)
     return backend
+
+
+def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
+    """HFBackend with the profile's inference settings (the trained and the untrained model alike)."""
+    inference_cfg = cfg["inference"]
+    return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"],
+                     reuse_cache=bool(inference_cfg.get("reuse_kv_cache")),
+                     cache_capacity=2 * inference_cfg["batch_size"])
 
 
 def untrained_backend(cfg: dict):
@@ -141,7 +162,7 @@ def untrained_backend(cfg: dict):
     model = model_lib.load_model(cfg, tokenizer)
     device, dtype = inference_device(inference_cfg.get("dtype"))      # as stage 03 loads the trained one
     model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
-    return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"])
+    return hf_backend(cfg, model, tokenizer)
 
 
 class OpenAIBackend:
