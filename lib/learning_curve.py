@@ -48,12 +48,30 @@ def dev_prompts(heldout) -> list[dict]:
 
 def measure(generate, dev: list[dict]) -> dict:
     """First turns on the dev prompts (`generate`: prompts -> texts), scored with first_step's
-    criteria: {n, parses, names_function, has_required, values_from_query, correct, parse_error_rate}."""
+    criteria: {n, parses, names_function, has_required, values_from_query, correct, parse_error_rate,
+    first_turns (the texts, in dev order)}."""
     texts = generate([d["prompt"] for d in dev])
     checks = [first_step.check_against(t, d["functions"], d["query"]) for t, d in zip(texts, dev)]
     rates = first_step.rates(checks)
     rates["parse_error_rate"] = round(1 - rates["parses"], 4) if checks else None
+    rates["first_turns"] = list(texts)
     return rates
+
+
+def side_by_side(records: list[dict], dev: list[dict], index: int = 0) -> str:
+    """One dev query's first turn before training (step 0) and at the last point measured, with
+    first_step's verdict on each: what training changed, on a query it never trained on."""
+    records = sorted((r for r in records if r.get("first_turns")), key=lambda r: r["step"])
+    if len(records) < 2 or index >= len(dev):
+        return "(no learning curve with first turns: format_check.heldout or curve_points is 0)"
+    d = dev[index]
+    out = [f"dev query: {d['query']}", f"its functions: {', '.join(f['name'] for f in d['functions'])}"]
+    for label, record in (("untrained (step 0)", records[0]), (f"fine-tuned (step {records[-1]['step']})", records[-1])):
+        text = record["first_turns"][index]
+        check = first_step.check_against(text, d["functions"], d["query"])
+        verdict = ", ".join(f"{k} {'yes' if v else 'no'}" for k, v in check.items() if isinstance(v, bool))
+        out += ["", f"--- {label}: {verdict}", text.strip() or "(nothing)"]
+    return "\n".join(out)
 
 
 def points(max_steps: int, count: int) -> set[int]:

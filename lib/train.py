@@ -474,19 +474,11 @@ def last_checkpoint(folder: str) -> str | None:
 # Held-out samples for the notebook
 
 
-def held_out_samples(cfg: dict, n: int = 3) -> list[dict]:
-    """A few held-out prompts with the trained model's greedy completion, for the notebook."""
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = config.path(cfg, cfg["output_dir"]) / "model"
-    tokenizer = AutoTokenizer.from_pretrained(str(folder))
-    model = AutoModelForCausalLM.from_pretrained(str(folder))
-    heldout = load_data(cfg)[1].select(range(min(n, int(cfg["format_check"]["heldout"] or 0))))
-    texts = format_check.generate(model, tokenizer, list(heldout["prompt"]),
-                                  cfg["format_check"]["max_new_tokens"])
-    return [{"query": p[-1]["content"].strip(), "generated": t, "parses": format_check.parses(t),
-             "reference": c[0]["content"]}
-            for p, c, t in zip(heldout["prompt"], heldout["completion"], texts)]
+def first_turn_before_after(cfg: dict, heldout, index: int = 0) -> str:
+    """Stage 02's learning curve as text for one dev query: the base model's zero-shot first turn
+    (step 0) beside the fine-tuned one (the last point), as the stage generated them."""
+    records = store.read_jsonl(config.path(cfg, cfg["output_dir"]) / "learning_curve.jsonl")
+    return learning_curve.side_by_side(records, learning_curve.dev_prompts(heldout), index)
 
 
 def main(argv: list[str] | None = None) -> int:

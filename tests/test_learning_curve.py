@@ -77,3 +77,19 @@ def test_functions_parsed_from_the_prompt_are_the_functions_stage_03_lists(tmp_p
     d = learning_curve.dev_prompts(heldout)[0]
     assert toolbench.system_prompt(d["functions"]).split(learning_curve.APIS_PREFIX)[1] == \
         d["prompt"][0]["content"].split(learning_curve.APIS_PREFIX)[1]
+
+
+def test_side_by_side_shows_one_dev_query_before_and_after(tmp_path):
+    heldout, answers = heldout_from_sample(tmp_path)
+    dev = learning_curve.dev_prompts(heldout)
+    reference = {json.dumps(p): a for p, a in zip(heldout["prompt"], answers)}
+    before = {"step": 0, **learning_curve.measure(lambda ps: ["I think the weather is nice"] * len(ps), dev)}
+    after = {"step": 30, **learning_curve.measure(lambda ps: [reference[json.dumps(p)] for p in ps], dev)}
+    assert before["first_turns"] == ["I think the weather is nice"] * len(dev)
+    text = learning_curve.side_by_side([after, before], dev)
+    lines = text.splitlines()
+    assert lines[0] == f"dev query: {dev[0]['query']}"
+    assert "--- untrained (step 0): parses no" in text and "I think the weather is nice" in text
+    assert "--- fine-tuned (step 30): parses yes, names_function yes" in text
+    assert text.index("untrained (step 0)") < text.index("fine-tuned (step 30)")
+    assert learning_curve.side_by_side([before], dev).startswith("(no learning curve")
