@@ -9,6 +9,7 @@ the stage. The formats (prompts, the step parser, converted answers) are lib/too
 from __future__ import annotations
 
 import collections
+import contextlib
 import dataclasses
 import json
 import time
@@ -241,41 +242,61 @@ class Running:
     prompt: list
     tokens: int = 0
     truncated: int = 0
+    work: int = 0           # which (queries, path) pair of run_groups it belongs to
 
 
 def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
               batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
               max_observation_length: int | None = None, log=None, progress_log=None,
               max_transport_error_share: float | None = None) -> dict:
-    """Run the queries not yet in `path`, batch_size conversations per generate call; each query's
-    line is appended (flushed, fsynced) as soon as it finishes, unless all its tool calls failed in
-    transport (`transport_failed`). Stops (lib.tools.EnvUnavailable) when more than
-    `max_transport_error_share` of the calls fail in transport. Returns this call's counters."""
-    done = {str(l["query_id"]) for l in read_trajectories(path)}
-    pending = collections.deque(q for q in queries if str(q.query_id) not in done)
-    counters = {"skipped": len(queries) - len(pending), "ran": 0, "tokens": 0, "truncated": 0,
-                "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0}
+    """`run_groups` for one file of queries; returns its counters."""
+    return run_groups([(queries, path)], backend, env, method, max_iterations, batch_size, dfsdt_width,
+                      dfsdt_max_expansions, max_observation_length, log, progress_log,
+                      max_transport_error_share)[0]
+
+
+def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str = "react",
+               max_iterations: int = 10, batch_size: int = 8, dfsdt_width: int = 2,
+               dfsdt_max_expansions: int = 20, max_observation_length: int | None = None, log=None,
+               progress_log=None, max_transport_error_share: float | None = None) -> list[dict]:
+    """Run the queries of each (queries, path) pair not yet in its path, batch_size conversations
+    per generate call, drawn from one queue over all pairs, so a batch stays full while queries
+    finish (a group's last, longest queries share the batch with the next group's first). Each
+    query's line is appended (flushed, fsynced) to its path as soon as it finishes, unless all its
+    tool calls failed in transport (`transport_failed`). Stops (lib.tools.EnvUnavailable) when more
+    than `max_transport_error_share` of a path's calls fail in transport. Returns each pair's
+    counters, in order; `wall_s` is from its first query's start to its last one's end."""
+    if method not in ("react", "dfsdt"):
+        raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
+    pending, counters, started = collections.deque(), [], []
+    for k, (queries, path) in enumerate(work):
+        done = {str(l["query_id"]) for l in read_trajectories(path)}
+        todo = [q for q in queries if str(q.query_id) not in done]
+        pending.extend((k, q) for q in todo)
+        counters.append({"skipped": len(queries) - len(todo), "ran": 0, "tokens": 0, "truncated": 0,
+                         "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0})
+        started.append([])
     active: list[Running] = []
-    started: list[Query] = []
     t0 = time.perf_counter()
-    group = queries[0].group if queries else ""
-    progress = Progress(f"03 {group} queries", len(queries), log=progress_log or (lambda *a, **k: None),
-                        start_at=counters["skipped"])
-    with store.JsonlAppender(path) as fh:
+    spans = [[None, None] for _ in work]
+    total = sum(len(queries) for queries, _ in work)
+    progress = Progress("03 queries", total, log=progress_log or (lambda *a, **k: None),
+                        start_at=sum(c["skipped"] for c in counters))
+    finished = lambda: sum(c["skipped"] + c["ran"] + c["transport_failed"] for c in counters)
+    with contextlib.ExitStack() as files:
+        appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
         while pending or active:
             while pending and len(active) < batch_size:
-                q = pending.popleft()
+                k, q = pending.popleft()
                 q.tool_calls = []
-                started.append(q)
-                if method == "react":
-                    co = react(q, env, max_iterations, max_observation_length)
-                elif method == "dfsdt":
-                    co = dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length)
-                else:
-                    raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
-                active.append(Running(q, co, next(co)))
+                started[k].append(q)
+                spans[k][0] = spans[k][0] or time.perf_counter()
+                co = (react(q, env, max_iterations, max_observation_length) if method == "react" else
+                      dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length))
+                active.append(Running(q, co, next(co), work=k))
             generations = backend.generate([a.prompt for a in active])
-            counters["generate_calls"] += 1
+            for k in {a.work for a in active}:
+                counters[k]["generate_calls"] += 1
             still = []
             for entry, gen in zip(active, generations):
                 entry.tokens += gen.tokens
@@ -283,27 +304,33 @@ def run_group(queries: list[Query], backend, env, path, method: str = "react", m
                 try:
                     entry.prompt = entry.loop.send(gen.text)
                     still.append(entry)
+                    continue
                 except StopIteration as stop:
-                    line = trajectory_line(entry.query, method, stop.value, entry.tokens, entry.truncated)
-                    counters["tokens"] += entry.tokens
-                    counters["truncated"] += entry.truncated
-                    if transport_failed(line):
-                        counters["transport_failed"] += 1
-                        counters["transport_failed_calls"] += line["tool_calls"]
-                        (log or progress.log)(f"{line['group']} {line['query_id']}: not kept, all "
-                                              f"{line['tool_calls']} tool calls failed in transport; "
-                                              "a rerun redoes it")
-                    else:
-                        fh.write(line)
-                        counters["ran"] += 1
-                        if log:
-                            log(f"{entry.query.group} {entry.query.query_id}: {stop.value['finish_type']}")
-                    progress.update(counters["skipped"] + counters["ran"] + counters["transport_failed"],
-                                    f"{counters['tokens'] / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
+                    result = stop.value
+                mine = counters[entry.work]
+                line = trajectory_line(entry.query, method, result, entry.tokens, entry.truncated)
+                mine["tokens"] += entry.tokens
+                mine["truncated"] += entry.truncated
+                spans[entry.work][1] = time.perf_counter()
+                if transport_failed(line):
+                    mine["transport_failed"] += 1
+                    mine["transport_failed_calls"] += line["tool_calls"]
+                    (log or progress.log)(f"{line['group']} {line['query_id']}: not kept, all "
+                                          f"{line['tool_calls']} tool calls failed in transport; "
+                                          "a rerun redoes it")
+                else:
+                    appenders[entry.work].write(line)
+                    mine["ran"] += 1
+                    if log:
+                        log(f"{entry.query.group} {entry.query.query_id}: {result['finish_type']}")
+                tokens = sum(c["tokens"] for c in counters)
+                progress.update(finished(), f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
             active = still
-            counters.update(stop_on_transport_errors(started, max_transport_error_share, env, path,
-                                                     counters["ran"]))
-    counters["wall_s"] = time.perf_counter() - t0
+            for k, (_, path) in enumerate(work):
+                counters[k].update(stop_on_transport_errors(started[k], max_transport_error_share, env, path,
+                                                            counters[k]["ran"]))
+    for c, (first, last) in zip(counters, spans):
+        c["wall_s"] = (last - first) if first and last else 0.0
     return counters
 
 
@@ -380,12 +407,14 @@ def _run(cfg: dict, backend, env, log) -> dict:
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg["seed"], "queries": config.file_digest(test_dir)}, log=log)
     groups, dropped, kept = {}, {"transport_failed": 0, "transport_failed_calls": 0}, []
-    for group, queries in selected.items():
-        path = out / f"{group}.jsonl"
-        counters = run_group(queries, backend, env, path, inference_cfg["method"], inference_cfg["max_iterations"],
-                             inference_cfg["batch_size"], inference_cfg["dfsdt_width"], inference_cfg["dfsdt_max_expansions"],
-                             inference_cfg.get("max_observation_length"), progress_log=log,
-                             max_transport_error_share=inference_cfg.get("max_transport_error_share"))
+    work = [(queries, out / f"{group}.jsonl") for group, queries in selected.items()]
+    t0 = time.perf_counter()
+    results = run_groups(work, backend, env, inference_cfg["method"], inference_cfg["max_iterations"],
+                         inference_cfg["batch_size"], inference_cfg["dfsdt_width"], inference_cfg["dfsdt_max_expansions"],
+                         inference_cfg.get("max_observation_length"), progress_log=log,
+                         max_transport_error_share=inference_cfg.get("max_transport_error_share"))
+    wall = time.perf_counter() - t0
+    for (group, queries), (_, path), counters in zip(selected.items(), work, results):
         for key in dropped:
             dropped[key] += counters[key]
         # Only this run's selection counts (an earlier, larger run may have left more in the file).
@@ -400,12 +429,10 @@ def _run(cfg: dict, backend, env, log) -> dict:
                 f"{g['tool_api_errors']} API errors, {g['tool_transport_errors']} transport errors"
                 + (f"; {g['transport_failed']} queries not kept (all their calls failed in transport: "
                    "a rerun redoes them)" if g["transport_failed"] else ""))
-    total = summarize(kept, dropped)
-    total["wall_time_s"] = round(sum(g["wall_time_s"] for g in groups.values()), 3)
+    # The groups share batches, so their spans overlap: the stage's own wall time is the total's.
+    total = summarize(kept, {**dropped, "tokens": sum(c["tokens"] for c in results), "wall_s": wall})
     total["ran_now"] = sum(g["ran_now"] for g in groups.values())
     total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())
-    ran_tokens = sum(g["tokens_per_s"] * g["wall_time_s"] for g in groups.values() if g["tokens_per_s"])
-    total["tokens_per_s"] = round(ran_tokens / total["wall_time_s"], 1) if total["wall_time_s"] else None
     summary = {"method": inference_cfg["method"], "backend": inference_cfg["backend"], "tool_env": inference_cfg["tool_env"],
                "temperature": inference_cfg["temperature"], "max_iterations": inference_cfg["max_iterations"],
                "batch_size": inference_cfg["batch_size"], "max_new_tokens": inference_cfg["max_new_tokens"],

@@ -226,6 +226,33 @@ def test_read_trajectories_rejects_a_bad_middle_line(tmp_path):
 # Real backends: a tiny random OPT, and an OpenAI-compatible server on loopback.
 # ---------------------------------------------------------------------------------------------
 
+def test_run_groups_keeps_the_batch_full_across_groups_and_writes_each_to_its_file(env, tmp_path):
+    a = [query(i, "G1_instruction") for i in range(3)]
+    b = [query(i, "G1_tool") for i in range(3)]
+    for q in a + b:
+        q.text = f"{q.group} query {q.query_id}"
+
+    def script(conversation):       # query 0 of each group takes a call first; the others answer at once
+        if " query 0" in conversation[1]["content"] and len(conversation) == 2:
+            return step(CW, {"city": "Paris"})
+        return ANSWER
+
+    backend = Scripted(script)
+    paths = [tmp_path / "G1_instruction.jsonl", tmp_path / "G1_tool.jsonl"]
+    counters = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, batch_size=4)
+    # One queue: the first batch takes G1_tool's first query beside G1_instruction's three, and the
+    # two slots the answered queries free are filled from G1_tool at once: two calls of 4, where one
+    # group at a time would make four calls (3, 1, 3, 1).
+    assert backend.batches == [4, 4]
+    assert [c["ran"] for c in counters] == [3, 3] and all(c["generate_calls"] == 2 for c in counters)
+    for path, group in zip(paths, ("G1_instruction", "G1_tool")):
+        lines = inference.read_trajectories(path)
+        assert sorted(l["query_id"] for l in lines) == [0, 1, 2] and {l["group"] for l in lines} == {group}
+        assert {l["query_id"]: l["total_steps"] for l in lines} == {0: 2, 1: 1, 2: 1}
+    again = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, batch_size=4)
+    assert [c["skipped"] for c in again] == [3, 3] and backend.batches == [4, 4]
+
+
 @pytest.fixture(scope="module")
 def tiny_hf():
     import torch
@@ -440,10 +467,11 @@ def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
         def eval(self):
             return self
 
-        def generate(self, input_ids, attention_mask, **kwargs):
+        def generate(self, input_ids, attention_mask, return_dict_in_generate=False, **kwargs):
             assert input_ids.device == self.device and attention_mask.device == self.device
             new = torch.full((input_ids.shape[0], 2), tokenizer.eos_token_id)
-            return torch.cat([torch.zeros(input_ids.shape, dtype=torch.long), new], dim=1)
+            sequences = torch.cat([torch.zeros(input_ids.shape, dtype=torch.long), new], dim=1)
+            return SimpleNamespace(sequences=sequences, cache=None) if return_dict_in_generate else sequences
 
     backend = backends.HFBackend(ElsewhereModel(), tokenizer, max_new_tokens=4, temperature=0, seed=0)
     assert backend.generate([[{"role": "user", "content": "hi"}]])[0].tokens == 1
