@@ -348,7 +348,8 @@ def sft_config(cfg: dict, log=print):
 
 
 # The settings notebook 02's prose names, printed beside it so that a drifted sentence shows.
-RECIPE = ("model.name_or_path", "data.example_per", "train.completion_only_loss", "train.num_train_epochs",
+RECIPE = ("model.name_or_path", "data.example_per", "train.completion_only_loss", "train.assistant_only_loss",
+          "train.num_train_epochs",
           "train.max_steps", "train.learning_rate", "train.lr_scheduler_type", "train.warmup_steps",
           "train.per_device_train_batch_size", "train.gradient_accumulation_steps", "train.max_grad_norm",
           "train.optim", "train.weight_decay", "train.fp16", "train.gradient_checkpointing", "train.max_length")
