@@ -79,6 +79,8 @@ class HFBackend:
         # Inputs go where the model is (the GPU when load_hf_backend found one).
         device = self.model.device
         if self.prefix_cache is not None:
+            for ids in prompts:
+                self.prefix_cache.extend(self.model, ids)
             input_ids, attention, cache = self.prefix_cache.assemble(prompts, pad, device)
         else:
             width = max(map(len, prompts))

@@ -4,8 +4,10 @@ Each ReAct step's prompt is the previous prompt, the model's turn and the tool's
 reuse, every step encodes the whole conversation again (on a CPU, seconds per step for a 1,300-token
 ToolBench system prompt). `PrefixCache` keeps, for the last few sequences generated, their token ids
 and each layer's key/value tensors; `HFBackend.generate` asks it for the longest cached prefix of
-every prompt in a batch, hands transformers' `generate` a `DynamicCache` assembled from those prefixes
-and only the tokens after them, and stores what each row ends with. Any two prompts share a prefix
+every prompt in a batch, encodes what each prompt adds to it one row at a time (`extend`: prefill
+costs the same per token at batch 1, and no row is padded to another's length), hands transformers'
+`generate` a `DynamicCache` assembled from those prefixes and each row's last prompt token, and
+stores what each row ends with. Any two prompts share a prefix
 (the system prompt's fixed opening, for every query), so the first step of a query reuses too.
 
 Rows are aligned as left padding is: row i of a batch whose longest cached prefix is L and longest
@@ -45,6 +47,27 @@ class PrefixCache:
                 best, length = key, n
         return best, min(length, len(ids) - 1)
 
+    def extend(self, model, ids: list[int]) -> None:
+        """Encode ids[:-1] onto its longest cached prefix, one row alone, and keep it: a batch then
+        has one new token per row, never a long new prompt padded across every row."""
+        import torch
+        from transformers import DynamicCache
+
+        key, n = self.longest(ids)
+        self.reused_tokens += n
+        if n >= len(ids) - 1:
+            return
+        device = model.device
+        layers = [(k[None, :, :n], v[None, :, :n]) for k, v in self.entries[key]] if n else None
+        cache = DynamicCache(layers) if layers else DynamicCache()
+        with torch.no_grad():
+            out = model(input_ids=torch.tensor([ids[n:-1]], device=device),
+                        position_ids=torch.arange(n, len(ids) - 1, device=device)[None],
+                        attention_mask=torch.ones(1, len(ids) - 1, dtype=torch.long, device=device),
+                        cache=cache, use_cache=True, logits_to_keep=1)
+        self.prefilled_tokens += len(ids) - 1 - n
+        self.entries[tuple(ids[:-1])] = [(layer.keys[0], layer.values[0]) for layer in out.cache.layers]
+
     def assemble(self, prompts: list[list[int]], pad: int, device):
         """(input_ids, attention_mask, DynamicCache or None) for one generate call over `prompts`."""
         import torch
@@ -58,8 +81,7 @@ class PrefixCache:
             hole, gap = cached - n, new - (len(ids) - n)
             rows.append([pad] * hole + ids[:n] + [pad] * gap + ids[n:])
             masks.append([0] * hole + [1] * n + [0] * gap + [1] * (len(ids) - n))
-            self.reused_tokens += n
-            self.prefilled_tokens += len(ids) - n
+            self.prefilled_tokens += len(ids) - n       # after extend: the last prompt token
         input_ids = torch.tensor(rows, device=device)
         attention = torch.tensor(masks, device=device)
         if cached == 0:
@@ -89,6 +111,7 @@ class PrefixCache:
             generated = min(kept[row], steps - 1)
             where = attention[row].nonzero().flatten().tolist() + list(range(width, width + generated))
             index = sequences.new_tensor(where)
+            self.entries.pop(tuple(ids[:-1]), None)     # extend's entry: a prefix of this one
             key = tuple(ids) + tuple(sequences[row, width:width + generated].tolist())
             self.entries[key] = [(layer.keys[row].index_select(1, index), layer.values[row].index_select(1, index))
                                  for layer in cache.layers]
