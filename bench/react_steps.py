@@ -2,12 +2,16 @@
 
     .venv/bin/python -m bench.react_steps [--profile smollm2] [--group G1_instruction] [--queries 8]
                                           [--untrained] [--batch-sizes 1,8,16,32] [--costs-only]
-                                          [--json out.json]
+                                          [--modes recompute,reuse,chunked] [--decode-chunk 16]
+                                          [--chunk-batch 16] [--dtype bfloat16] [--json out.json]
 
 Runs one group's queries through stage 03's own loop (lib.inference.run_group: ReAct, batched, the
-offline tool environment) twice with the same model, side by side in one process: once encoding each
-prompt whole, once with inference.reuse_kv_cache (lib/prefix_cache.py). Greedy (temperature 0), so
-both must write the same trajectories; the script says whether they did. Prints per mode the wall
+offline tool environment) with the same model in each of --modes, side by side in one process:
+`recompute` encodes each prompt whole; `reuse` keeps the key/value cache (inference.reuse_kv_cache,
+lib/prefix_cache.py); `chunked` adds inference.decode_chunk at --chunk-batch rows a call (a turn that
+ends leaves the batch, a waiting query joins). Greedy (temperature 0): the script counts the
+trajectories that came out the same as the first mode's (a row's rounding depends on the batch it
+is in, so a different batch make-up can flip a near-tie, in float32 rarely, in bfloat16 more often). Prints per mode the wall
 time, generate calls, prompt tokens encoded and reused, tokens generated, and the speed-up; and,
 measured apart on the first query's prompt, the model's prefill time per token and decode time per
 step at each of --batch-sizes (decode on a CPU is bound by per-step overheads, not by the batch).
@@ -36,37 +40,46 @@ def backend_for(cfg, untrained: bool):
 
 
 class Timed:
-    """Wraps backend.generate: counts calls, prompt tokens and seconds."""
+    """Wraps backend.advance (the call stage 03 makes): counts calls, prompt tokens and seconds."""
 
     def __init__(self, backend):
         self.backend, self.calls, self.seconds, self.prompt_tokens = backend, 0, 0.0, 0
 
-    def generate(self, conversations):
-        self.prompt_tokens += sum(len(self.backend.encode(c)[0]) for c in conversations)
+    def advance(self, conversations, partials):
+        self.prompt_tokens += sum(len(self.backend.encode(c)[0]) + len(p) for c, p in zip(conversations, partials))
         start = time.perf_counter()
-        out = self.backend.generate(conversations)
+        out = self.backend.advance(conversations, partials)
         self.seconds += time.perf_counter() - start
         self.calls += 1
         return out
 
 
-def run_mode(cfg, backend, queries, env, folder: Path, reuse: bool) -> tuple[dict, list[dict]]:
+MODES = ("recompute", "reuse", "chunked")
+
+
+def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 16,
+             chunk_batch: int = 16) -> tuple[dict, list[dict]]:
+    """One pass of stage 03's loop: `recompute` (every prompt encoded whole, whole turns),
+    `reuse` (inference.reuse_kv_cache, whole turns), `chunked` (reuse and inference.decode_chunk
+    `chunk` at `chunk_batch` rows a call: a turn that ends makes room for a waiting query)."""
     from lib import inference
     from lib.prefix_cache import PrefixCache
 
-    backend.prefix_cache = PrefixCache(2 * cfg["inference"]["batch_size"]) if reuse else None
+    batch = chunk_batch if mode == "chunked" else cfg["inference"]["batch_size"]
+    backend.prefix_cache = PrefixCache(2 * batch) if mode != "recompute" else None
+    backend.decode_chunk = chunk if mode == "chunked" else None
     timed = Timed(backend)
-    path = folder / f"{'reuse' if reuse else 'recompute'}.jsonl"
+    path = folder / f"{mode}.jsonl"
     for q in queries:
         q.tool_calls = []
     start = time.perf_counter()
     counters = inference.run_group(queries, timed, env, path, "react", cfg["inference"]["max_iterations"],
-                                   cfg["inference"]["batch_size"],
-                                   max_observation_length=cfg["inference"].get("max_observation_length"))
+                                   batch, max_observation_length=cfg["inference"].get("max_observation_length"))
     wall = time.perf_counter() - start
     lines = inference.read_trajectories(path)
-    encoded = backend.prefix_cache.prefilled_tokens if reuse else timed.prompt_tokens
-    return {"wall_s": round(wall, 1), "generate_calls": timed.calls, "queries": counters["ran"],
+    encoded = backend.prefix_cache.prefilled_tokens if backend.prefix_cache else timed.prompt_tokens
+    return {"wall_s": round(wall, 1), "batch_size": batch, "decode_chunk": backend.decode_chunk,
+            "generate_calls": timed.calls, "queries": counters["ran"],
             "steps": sum(l["total_steps"] for l in lines), "tokens_generated": counters["tokens"],
             "prompt_tokens": timed.prompt_tokens, "prompt_tokens_encoded": encoded,
             "prompt_tokens_reused": timed.prompt_tokens - encoded,
@@ -108,9 +121,17 @@ def main(argv=None):
     parser.add_argument("--untrained", action="store_true", help="the base model, not stage 02's")
     parser.add_argument("--batch-sizes", default="1,8,16,32", help="batch sizes for the prefill/decode costs")
     parser.add_argument("--costs-only", action="store_true", help="only the prefill/decode costs")
+    parser.add_argument("--modes", default="recompute,reuse", help=f"side by side, of {', '.join(MODES)}")
+    parser.add_argument("--decode-chunk", type=int, default=16, help="tokens per call in the chunked mode")
+    parser.add_argument("--chunk-batch", type=int, default=16, help="rows per call in the chunked mode")
+    parser.add_argument("--dtype", help="inference.dtype for this run (default: the profile's)")
     parser.add_argument("--json")
     args = parser.parse_args(argv)
-    cfg = config.load(args.profile, {"inference.temperature": 0.0})
+    modes = args.modes.split(",")
+    if len(modes) < 2 or not set(modes) <= set(MODES):
+        parser.error(f"--modes takes two or more of {', '.join(MODES)}")
+    overrides = {"inference.temperature": 0.0, **({"inference.dtype": args.dtype} if args.dtype else {})}
+    cfg = config.load(args.profile, overrides)
     queries = inference.load_test_queries(cfg)[args.group][:args.queries]
     backend, which = backend_for(cfg, args.untrained)
     env = tools.make_env(cfg)
@@ -121,16 +142,23 @@ def main(argv=None):
     if args.costs_only:
         print(json.dumps(result, indent=2))
         return result
+    lines = {}
     with tempfile.TemporaryDirectory() as tmp:
-        result["recompute"], plain = run_mode(cfg, backend, queries, env, Path(tmp), reuse=False)
-        result["reuse"], reused = run_mode(cfg, backend, queries, env, Path(tmp), reuse=True)
-    keep = ("query_id", "steps", "final_answer", "finish_type")
-    result["same_trajectories"] = [{k: l[k] for k in keep} for l in plain] == [{k: l[k] for k in keep} for l in reused]
-    result["speedup"] = round(result["recompute"]["wall_s"] / result["reuse"]["wall_s"], 2)
+        for mode in modes:
+            result[mode], lines[mode] = run_mode(cfg, backend, queries, env, Path(tmp), mode,
+                                                 args.decode_chunk, args.chunk_batch)
+    keep = ("steps", "final_answer", "finish_type")
+    by_id = {m: {l["query_id"]: {k: l[k] for k in keep} for l in lines[m]} for m in modes}
+    base = modes[0]
+    for mode in modes[1:]:
+        same = sum(by_id[mode].get(q) == line for q, line in by_id[base].items())
+        result[f"{mode}_vs_{base}"] = {"speedup": round(result[base]["wall_s"] / result[mode]["wall_s"], 2),
+                                       "same_trajectories": f"{same}/{len(by_id[base])}"}
     print(json.dumps(result, indent=2))
-    print(f"reuse_kv_cache: {result['speedup']}x faster on {args.group} "
-          f"({result['recompute']['wall_s']} s -> {result['reuse']['wall_s']} s); same trajectories: "
-          f"{result['same_trajectories']}")
+    for mode in modes[1:]:
+        r = result[f"{mode}_vs_{base}"]
+        print(f"{mode} vs {base} on {args.group}: {r['speedup']}x ({result[base]['wall_s']} s -> "
+              f"{result[mode]['wall_s']} s); same trajectories: {r['same_trajectories']}")
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
     return result

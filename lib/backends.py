@@ -39,10 +39,18 @@ class HFBackend:
     and is counted. temperature > 0 samples (do_sample) with torch seeded from the config seed and a
     call counter before each batch, so a run is reproducible for the same batches; temperature 0 is
     greedy. Generation stops at eos or after max_new_tokens.
+
+    With `decode_chunk` (inference.decode_chunk, on the prefix cache) a generate call writes at most
+    that many tokens; `advance` hands back a row that has not ended as its tokens so far, and its
+    next call continues it from its cached keys and values. Run by lib.inference.run_groups, a turn
+    that ends leaves the batch at once and a waiting query takes its place, instead of every row
+    waiting for the batch's longest turn (continuous batching, a chunk at a time). Greedy turns are
+    the same tokens either way; sampling draws other random numbers.
     """
 
     def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
-                 max_positions: int | None = None, reuse_cache: bool = False, cache_capacity: int = 16):
+                 max_positions: int | None = None, reuse_cache: bool = False, cache_capacity: int = 16,
+                 decode_chunk: int | None = None):
         import torch     # heavy: only a local model needs it
 
         self.torch, self.model, self.tokenizer = torch, model.eval(), tokenizer
@@ -54,6 +62,10 @@ class HFBackend:
         self.calls = 0
         # inference.reuse_kv_cache: the key/value tensors of earlier prompts (lib/prefix_cache.py)
         self.prefix_cache = PrefixCache(cache_capacity) if reuse_cache else None
+        if decode_chunk and not reuse_cache:
+            raise ValueError("inference.decode_chunk continues turns from the key/value cache: "
+                             "set inference.reuse_kv_cache: true, or decode_chunk: null")
+        self.decode_chunk = decode_chunk
         tokenizer.padding_side = "left"
 
     def render(self, conversation: list[dict]) -> str:
@@ -72,9 +84,27 @@ class HFBackend:
         return ids, False
 
     def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        """Whole turns for a batch of conversations (`advance` until each row has ended)."""
+        results, partials = [None] * len(conversations), [[] for _ in conversations]
+        todo = list(range(len(conversations)))
+        while todo:
+            outcomes = self.advance([conversations[i] for i in todo], [partials[i] for i in todo])
+            for i, outcome in zip(todo, outcomes):
+                if isinstance(outcome, Generation):
+                    results[i] = outcome
+                else:
+                    partials[i] = outcome
+            todo = [i for i in todo if results[i] is None]
+        return results
+
+    def advance(self, conversations: list[list[dict]], partials: list[list[int]]) -> list:
+        """One generate call: for each conversation, continuing the turn whose first tokens are in
+        `partials` ([] to start one), its finished Generation, or (decode_chunk reached before eos
+        and max_new_tokens) the turn's token ids so far, to pass back in the next call."""
         torch = self.torch
         encoded = [self.encode(c) for c in conversations]
-        prompts = [ids for ids, _ in encoded]
+        prompts = [ids + partial for (ids, _), partial in zip(encoded, partials)]
+        room = max(self.max_new_tokens - len(partial) for partial in partials)
         pad = self.tokenizer.pad_token_id
         # Inputs go where the model is (the GPU when load_hf_backend found one).
         device = self.model.device
@@ -97,29 +127,46 @@ class HFBackend:
         self.calls += 1
         with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
-                                      max_new_tokens=self.max_new_tokens, pad_token_id=pad,
+                                      max_new_tokens=min(self.decode_chunk or room, room), pad_token_id=pad,
                                       eos_token_id=self.tokenizer.eos_token_id,
                                       return_dict_in_generate=True, **kwargs)
         width, eos = input_ids.shape[1], self.tokenizer.eos_token_id
-        results, kept = [], []
-        for row, (_, truncated) in zip(out.sequences[:, width:].cpu().tolist(), encoded):
-            n = row.index(eos) + 1 if eos in row else len(row)
+        outcomes, kept = [], []
+        for row, partial, (_, truncated) in zip(out.sequences[:, width:].cpu().tolist(), partials, encoded):
+            ended = eos in row
+            n = row.index(eos) + 1 if ended else len(row)
             kept.append(n)
-            text = self.tokenizer.decode(row[:n], skip_special_tokens=True)
-            results.append(Generation(cut_at_next_turn(text), n, truncated))
+            turn = (partial + row[:n])[:self.max_new_tokens]
+            if ended or len(turn) == self.max_new_tokens:
+                text = self.tokenizer.decode(turn, skip_special_tokens=True)
+                outcomes.append(Generation(cut_at_next_turn(text), len(turn), truncated))
+            else:
+                outcomes.append(turn)
         if self.prefix_cache is not None:
             self.prefix_cache.store(prompts, attention, out.sequences, out.cache, kept)
-        return results
+        return outcomes
 
 
 def inference_device(dtype: str | None) -> tuple[str, str]:
     """(device, dtype) for generation: the GPU when there is one, in inference.dtype (null: the
-    saved dtype); half precision on a CPU is slow or unsupported, so there it is float32."""
+    saved dtype). On a CPU float16 is slow or unsupported, so it runs as float32; bfloat16 is kept
+    where the CPU has native bf16 matrix units (AVX512-BF16 or AMX: about 2x float32,
+    bench/README.md), else float32 too."""
     import torch
 
     if torch.cuda.is_available():
         return "cuda", dtype or "auto"
+    if dtype == "bfloat16" and cpu_has_bf16():
+        return "cpu", "bfloat16"
     return "cpu", "float32" if dtype in ("float16", "bfloat16") else dtype or "auto"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (oneDNN's AVX512-BF16 or AMX paths)."""
+    import torch
+
+    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
 def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
@@ -149,7 +196,8 @@ def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
     inference_cfg = cfg["inference"]
     return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"],
                      reuse_cache=bool(inference_cfg.get("reuse_kv_cache")),
-                     cache_capacity=2 * inference_cfg["batch_size"])
+                     cache_capacity=2 * inference_cfg["batch_size"],
+                     decode_chunk=inference_cfg.get("decode_chunk"))
 
 
 def untrained_backend(cfg: dict):

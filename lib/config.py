@@ -115,7 +115,7 @@ SCHEMA: dict[str, Any] = {
         "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
         "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
         "tool_timeout_s": Leaf((float,), low=1), "max_transport_error_share": SHARE,
-        "reuse_kv_cache": BOOL,
+        "reuse_kv_cache": BOOL, "decode_chunk": POSITIVE,
     },
     "judge": {
         "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,
@@ -372,6 +372,10 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
         mine = [f"{k}={v!r}" for k, v in flat.items() if k.split(".")[0] == section]
         if mine:
             _check_library(cfg, f"{path} with the override{'s' * (len(mine) > 1)} {', '.join(mine)}", (section,))
+    inference = cfg.get("inference") or {}
+    if inference.get("decode_chunk") and not inference.get("reuse_kv_cache"):
+        raise ConfigError(f"{source}: inference.decode_chunk continues each turn from its cached keys "
+                          "and values: set inference.reuse_kv_cache: true, or decode_chunk: null")
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     _resolve_gguf(cfg, source)

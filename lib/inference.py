@@ -243,6 +243,7 @@ class Running:
     tokens: int = 0
     truncated: int = 0
     work: int = 0           # which (queries, path) pair of run_groups it belongs to
+    partial: list = dataclasses.field(default_factory=list)    # its turn's tokens so far (decode_chunk)
 
 
 def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
@@ -261,7 +262,8 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                progress_log=None, max_transport_error_share: float | None = None) -> list[dict]:
     """Run the queries of each (queries, path) pair not yet in its path, batch_size conversations
     per generate call, drawn from one queue over all pairs, so a batch stays full while queries
-    finish (a group's last, longest queries share the batch with the next group's first). Each
+    finish (a group's last, longest queries share the batch with the next group's first; with the
+    HF backend's decode_chunk, while turns end). Each
     query's line is appended (flushed, fsynced) to its path as soon as it finishes, unless all its
     tool calls failed in transport (`transport_failed`). Stops (lib.tools.EnvUnavailable) when more
     than `max_transport_error_share` of a path's calls fail in transport. Returns each pair's
@@ -277,6 +279,9 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                          "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0})
         started.append([])
     active: list[Running] = []
+    # A backend that can hand back unfinished turns (HFBackend with decode_chunk) is driven a chunk
+    # at a time, so a query waiting in `pending` joins as soon as any turn in the batch ends.
+    advance = getattr(backend, "advance", None)
     t0 = time.perf_counter()
     spans = [[None, None] for _ in work]
     total = sum(len(queries) for queries, _ in work)
@@ -294,11 +299,19 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                 co = (react(q, env, max_iterations, max_observation_length) if method == "react" else
                       dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length))
                 active.append(Running(q, co, next(co), work=k))
-            generations = backend.generate([a.prompt for a in active])
+            if advance:
+                generations = advance([a.prompt for a in active], [a.partial for a in active])
+            else:
+                generations = backend.generate([a.prompt for a in active])
             for k in {a.work for a in active}:
                 counters[k]["generate_calls"] += 1
             still = []
             for entry, gen in zip(active, generations):
+                if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
+                    entry.partial = gen
+                    still.append(entry)
+                    continue
+                entry.partial = []
                 entry.tokens += gen.tokens
                 entry.truncated += int(gen.truncated)
                 try:
