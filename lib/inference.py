@@ -289,6 +289,7 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                         start_at=sum(c["skipped"] for c in counters))
     finished = lambda: sum(c["skipped"] + c["ran"] + c["transport_failed"] for c in counters)
     with contextlib.ExitStack() as files:
+        files.callback(progress.close)
         appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
         while pending or active:
             while pending and len(active) < batch_size:

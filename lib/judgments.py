@@ -206,6 +206,7 @@ def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_jud
                 passed += rec["passed"]
                 progress.update(progress.start_at + (finished := finished + 1), f"{passed} passed in this run")
     finally:
+        progress.close()
         if pool:                  # on an error, queries not yet started are not sent at all
             pool.shutdown(cancel_futures=True)
     return [done[str(t["query_id"])] for t in trajs]

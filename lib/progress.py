@@ -60,6 +60,13 @@ class Progress:
             self.log(self.line(done, extra), flush=True)
 
 
+    def close(self) -> None:
+        """End the line where it stands (a stage stopped by an error): the next output starts below
+        it, and the next progress line is not drawn one row down."""
+        if self.bar is not None:
+            self.bar.close()
+
+
 def say(*parts, **_) -> None:
     """print() for a stage's own lines while a progress line may be open: tqdm clears the line,
     prints the text on its own line and redraws the progress under it."""

@@ -1,4 +1,6 @@
 """lib/progress.py: the throttled progress lines the long stages print on the terminal."""
+import pytest
+
 from lib import progress
 
 
@@ -28,3 +30,18 @@ def test_printed_progress_is_one_line_that_updates_in_place(capsys):
     states = [s for s in out.rstrip("\n").split("\r") if s]
     assert len(states) <= 3                        # not one per update
     assert states[-1].startswith("[03 G1_instruction queries] 1,000/1,000 (100.0%), 3 parse errors | elapsed ")
+
+
+def test_a_stage_stopped_by_an_error_ends_its_progress_line(tmp_path, capsys):
+    from tqdm import tqdm
+
+    from lib import judgments
+
+    class Broken:
+        name = "a judge that fails"
+
+    before = len(tqdm._instances)
+    with pytest.raises(KeyError) as stopped:      # a trajectory without steps; the error (and its frames) kept
+        judgments.judge_group([{"query_id": 1}], {}, tmp_path / "j.jsonl", Broken(), 1, 0, "G1_instruction",
+                              progress_log=print)
+    assert stopped.value and len(tqdm._instances) == before
