@@ -352,7 +352,8 @@ RECIPE = ("model.name_or_path", "data.example_per", "train.completion_only_loss"
           "train.num_train_epochs",
           "train.max_steps", "train.learning_rate", "train.lr_scheduler_type", "train.warmup_steps",
           "train.per_device_train_batch_size", "train.gradient_accumulation_steps", "train.max_grad_norm",
-          "train.optim", "train.weight_decay", "train.fp16", "train.gradient_checkpointing", "train.max_length")
+          "train.optim", "train.weight_decay", "train.fp16", "train.bf16", "train.gradient_checkpointing",
+          "train.max_length", "lora.r", "lora.lora_dropout")
 
 
 def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
@@ -360,6 +361,8 @@ def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
     "(default)" where a profile does not set the key (SFTConfig's default then applies)."""
     def value(profile, dotted):
         section, _, key = dotted.partition(".")
+        if section in profile and profile[section] is None:
+            return f"({section}: null)"         # lora: null is full fine-tuning
         found = (profile.get(section) or {}).get(key, "(default)")
         return "null" if found is None else str(found)
 
