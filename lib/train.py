@@ -380,12 +380,37 @@ def make_trainer(cfg: dict, model, tokenizer, dataset, args, callbacks=()):
     from trl import SFTTrainer
 
     datasets.disable_progress_bars()      # also when called alone, as notebook 02 does
+    score_loss_positions_only()
     trainer = SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer,
                          peft_config=lora_config(cfg), callbacks=list(callbacks))
     # With disable_tqdm the Trainer prints every log as a raw dict; train_log.jsonl and the progress
     # lines (lib/training_log.py) already say the same, readably.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def score_loss_positions_only() -> bool:
+    """Have TRL's fused LM head score only the positions the loss reads on a CPU too.
+
+    SFTTrainer computes the loss in chunks without the full logits (trl.kernels.ChunkedLogProbFunction).
+    Where Triton runs (CUDA, XPU) it projects only the positions whose label is kept; elsewhere it
+    projects every position onto the 49,152-token vocabulary and zeroes the rest afterwards (fixed
+    shapes, for compilers such as Neuron's). With the loss on the assistant turns of a conversation
+    whose system prompt is most of it, that was 37% of a CPU step. The choice is TRL's private
+    `trl.trainer.utils._use_triton`; on a CPU it now answers yes for that choice alone (the kernel
+    itself still runs torch ops there). The loss and gradients are the same (tests/test_train.py);
+    bench/README.md has the speed. Returns whether the hook was found (False: TRL changed, nothing done)."""
+    import trl.trainer.utils as trl_utils
+
+    chooses = getattr(trl_utils, "_use_triton", None)
+    if chooses is None:
+        return False
+    if not getattr(chooses, "scores_loss_positions_on_cpu", False):
+        def compact(device) -> bool:
+            return device.type == "cpu" or chooses(device)
+        compact.scores_loss_positions_on_cpu, compact.original = True, chooses
+        trl_utils._use_triton = compact
+    return True
 
 
 def lora_config(cfg: dict):

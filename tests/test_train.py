@@ -473,3 +473,41 @@ def test_describe_recipe_sets_profiles_side_by_side():
     assert lines[1].split() == ["train.completion_only_loss", "False", "True"]
     assert lines[2].split() == ["train.max_steps", "(default)", "(default)"]
     assert lines[3].split() == ["model.name_or_path", "null", "facebook/opt-350m"]
+
+
+def test_on_a_cpu_the_loss_projects_only_the_positions_it_reads_and_is_the_same(monkeypatch):
+    import trl.trainer.utils as trl_utils
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    assert train.score_loss_positions_only(), "TRL no longer has the hook: re-measure the CPU loss cost"
+    compact = trl_utils._use_triton
+    assert compact(torch.device("cpu")) and train.score_loss_positions_only()
+    assert trl_utils._use_triton is compact                     # installed once
+    projected, kernel = [], trl_utils._ChunkedLogProbFunction
+
+    class Spy:
+        @staticmethod
+        def apply(hidden, *args):
+            projected.append(hidden.shape[0])
+            return kernel.apply(hidden, *args)
+
+    monkeypatch.setattr(trl_utils, "_ChunkedLogProbFunction", Spy)
+    ids = torch.randint(3, 100, (2, 24))
+    labels = ids.clone()
+    labels[:, :16] = -100                                       # the loss on the last 8 tokens of each row
+
+    def loss_and_grads(choose):
+        monkeypatch.setattr(trl_utils, "_use_triton", choose)
+        torch.manual_seed(0)
+        model = LlamaForCausalLM(LlamaConfig(vocab_size=100, hidden_size=32, intermediate_size=64,
+                                             num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2))
+        trl_utils.add_fused_lm_head(model)
+        loss = model(input_ids=ids, labels=labels, fused_lm_head=True).loss
+        loss.backward()
+        return loss.detach(), [p.grad for p in model.parameters()]
+
+    every, every_grads = loss_and_grads(compact.original)
+    kept, kept_grads = loss_and_grads(compact)
+    assert projected == [2 * 23, 2 * 8]                         # shifted: 23 positions a row, 8 of them read
+    assert torch.allclose(every, kept, atol=1e-6)
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(every_grads, kept_grads))
