@@ -1,6 +1,6 @@
 """Training a pretrained model on a CPU: which recipe is fastest per useful token, side by side.
 
-    .venv/bin/python bench/cpu_recipes.py [--profile smollm2] [--steps 2] [--json out.json]
+    .venv/bin/python bench/cpu_recipes.py [--profile smollm2] [--steps 2] [--loss-only] [--json out.json]
 
 On the profile's model (smollm2: SmolLM2-135M-Instruct) and stage 01's examples (outputs/<profile>/sft),
 through stage 02's own trainer (lib.train.make_trainer), one process, measured now:
@@ -13,7 +13,10 @@ through stage 02's own trainer (lib.train.make_trainer), one process, measured n
     per epoch, and the epoch's time at the fastest recipe's tokens/s;
   - padding: the share of padded positions in the first batches (group_by_length, the profile's
     batch), the most that padding-free batches could save; and whether packing is exact for this
-    model's attention (the largest log-prob gap of a packed row against the padded batch).
+    model's attention (the largest log-prob gap of a packed row against the padded batch);
+  - the profile's recipe with and without LoRA dropout (its random masks), and with TRL's fused LM
+    head projecting every position (TRL's own choice where Triton does not run) against only the
+    positions the loss reads (lib/train.py, score_loss_positions_only), on the same batches.
 """
 from __future__ import annotations
 
@@ -42,10 +45,38 @@ def epoch_tokens(cfg: dict, tokenizer) -> dict:
     return out
 
 
+def loss_and_dropout(cfg: dict, tokenizer, dataset, steps: int, peak: float) -> list[dict]:
+    """The profile's recipe (LoRA, bf16) three ways, on the same batches: LoRA dropout 0.05 with the
+    loss projected at every position (TRL's choice without Triton), dropout 0 the same, dropout 0
+    with only the loss positions projected."""
+    import trl.trainer.utils as trl_utils
+
+    train.score_loss_positions_only()
+    compact = trl_utils._use_triton
+    rows = []
+    for name, dropout, only_loss_positions in (("dropout 0.05, every position", 0.05, False),
+                                               ("dropout 0, every position", 0.0, False),
+                                               ("dropout 0, loss positions only", 0.0, True)):
+        run = copy.deepcopy(cfg)
+        run["lora"] = {**cfg["lora"], "lora_dropout": dropout}
+        trl_utils._use_triton = compact if only_loss_positions else compact.original
+        installer, train.score_loss_positions_only = train.score_loss_positions_only, lambda: True
+        try:
+            row = measure(name, run, lambda: model_lib.load_model(run, tokenizer), tokenizer, dataset, "ours",
+                          steps, peak, cuda=False)
+        finally:
+            train.score_loss_positions_only, trl_utils._use_triton = installer, compact
+        row.update(lora_dropout=dropout, loss_positions_only=only_loss_positions)
+        rows.append(row)
+        print(f"{name}: {row['tokens_per_s']:,.0f} tokens/s", flush=True)
+    return rows
+
+
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smollm2")
     parser.add_argument("--steps", type=int, default=2, help="timed optimizer steps per recipe")
+    parser.add_argument("--loss-only", action="store_true", help="only the dropout / loss-positions rows")
     parser.add_argument("--json", help="also write the results here")
     args = parser.parse_args(argv)
     cfg = config.load(args.profile)
@@ -55,6 +86,12 @@ def main(argv=None) -> int:
     result = {"profile": args.profile, "threads": torch.get_num_threads(),
               "matmul_peak_gflops": {k: round(v / 1e9, 1) for k, v in peaks.items()}, "recipes": []}
     print(f"matmul peak: bf16 {peaks['bf16'] / 1e9:.0f} GFLOP/s, fp32 {peaks['fp32'] / 1e9:.0f} GFLOP/s", flush=True)
+    if args.loss_only:
+        result["loss_and_dropout"] = loss_and_dropout(cfg, tokenizer, dataset, args.steps, peaks["bf16"])
+        print(json.dumps(result, indent=2))
+        if args.json:
+            Path(args.json).write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     for adapter in ("lora", "full"):
         for precision in ("bf16", "fp32"):
             run = copy.deepcopy(cfg)
@@ -70,6 +107,7 @@ def main(argv=None) -> int:
             print(f"{adapter:>4} {precision}: {row['tokens_per_s']:,.0f} tokens/s, {row['s_per_step']} s/step, "
                   f"MFU {row['mfu']:.3f}, padding {row['padding_fraction']:.3f}, peak RSS {row['peak_memory_gb']} GiB",
                   flush=True)
+    result["loss_and_dropout"] = loss_and_dropout(cfg, tokenizer, dataset, args.steps, peaks["bf16"])
     best = max(result["recipes"], key=lambda r: r["tokens_per_s"])
     result["example_per"] = epoch_tokens(cfg, tokenizer)
     for choice, counts in result["example_per"].items():
