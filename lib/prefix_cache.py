@@ -3,7 +3,7 @@
 Each ReAct step's prompt is the previous prompt, the model's turn and the tool's observation: without
 reuse, every step encodes the whole conversation again (on a CPU, seconds per step for a 1,300-token
 ToolBench system prompt). `PrefixCache` keeps, for the last few sequences generated, their token ids
-and each layer's key/value tensors; `HFBackend.generate` asks it for the longest cached prefix of
+and each layer's key/value tensors; `HFBackend.advance` asks it for the longest cached prefix of
 every prompt in a batch, encodes what each prompt adds to it one row at a time (`extend`: prefill
 costs the same per token at batch 1, and no row is padded to another's length), hands transformers'
 `generate` a `DynamicCache` assembled from those prefixes and each row's last prompt token, and
@@ -86,11 +86,11 @@ class PrefixCache:
         attention = torch.tensor(masks, device=device)
         if cached == 0:
             return input_ids, attention, None
-        layers = []
-        for layer in range(len(next(iter(self.entries.values())))):
+        layers, shapes = [], next(iter(self.entries.values()))      # any entry: per layer, (keys, values)
+        for layer in range(len(shapes)):
             pairs = []
             for kind in (0, 1):
-                sample = next(iter(self.entries.values()))[layer][kind]
+                sample = shapes[layer][kind]
                 block = sample.new_zeros((len(prompts), sample.shape[0], cached, sample.shape[2]))
                 for row, (key, n) in enumerate(found):
                     if n:

@@ -59,7 +59,6 @@ class Progress:
             self.last = now
             self.log(self.line(done, extra), flush=True)
 
-
     def close(self) -> None:
         """End the line where it stands (a stage stopped by an error): the next output starts below
         it, and the next progress line is not drawn one row down."""

@@ -161,12 +161,11 @@ def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tm
     assert len({line["tokens_generated"] for line in lines[3]}) > 2       # turns of many lengths
 
 
-def test_decode_chunk_needs_the_cache():
+def test_decode_chunk_needs_the_cache(tokenizer):
     with pytest.raises(config.ConfigError, match="decode_chunk.*reuse_kv_cache: true"):
         config.load("smoke", {"inference.reuse_kv_cache": False, "inference.decode_chunk": 16})
     with pytest.raises(ValueError, match="reuse_kv_cache"):
-        backends.HFBackend(tiny("opt", model_lib.train_tokenizer(TEXTS, 300)), model_lib.train_tokenizer(TEXTS, 300),
-                           10, 0.0, 0, decode_chunk=4)
+        backends.HFBackend(tiny("opt", tokenizer), tokenizer, 10, 0.0, 0, decode_chunk=4)
 
 
 def test_bfloat16_generation_on_a_cpu_only_where_it_multiplies_natively(monkeypatch):
