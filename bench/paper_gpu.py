@@ -7,7 +7,7 @@ DIR is laid out as ToolBench's `unzip data.zip` leaves it (DIR/data/toolllama_G1
 DIR/data/test_instruction/<group>.json). The model is a stand-in for facebook/opt-350m (no hub here):
 its exact architecture with random weights, stored in float16 like the hub checkpoint, with a
 tokenizer trained on the data (lib.model.save_stand_in). Everything else is configs/paper.yaml with
-only size and location overrides. Four parts, each reported even if a later one fails:
+only size and location overrides. Five parts, each reported even if a later one fails:
 
   preflight the pre-flight table (lib/preflight.py) for this configuration, network probes left out:
             its CUDA row sets the memory estimate beside the card's free memory.
@@ -19,7 +19,12 @@ only size and location overrides. Four parts, each reported even if a later one 
             predict a whole epoch: 5,860 steps x 32 sequences of the data's lengths.
   inference stage 03's HF backend (backends.load_hf_backend, inference.dtype) on the trained model
             (the stand-in when the pipeline part is left out): one batch of 8 test-query prompts at
-            temperature 0.1, --new-tokens each, once per --inference-dtypes entry.
+            temperature 0.1, --new-tokens each, once per --inference-dtypes entry; on CUDA, one
+            call of --profile-steps tokens per dtype under torch.profiler (GPU busy vs wall time a
+            decode step, kernels launched, the top kernels and host ops).
+  react     stage 03's loop (bench/react_steps.py) on 8 test queries, greedy, float32, per
+            --react-modes: re-encoding every prompt, reusing the key/value cache, and that plus
+            decode_chunk; and the prefill/decode costs per batch size.
 
 MFU = tokens/s x FLOPs/token / peak, FLOPs/token as in bench/train_throughput.py (6N + 12 L d T),
 against both the matmul peak measured in this run (fp16, 8192^3) and the card's datasheet figure.
@@ -144,16 +149,19 @@ def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float |
     return rows
 
 
-def inference(cfg: dict, new_tokens: int, dtypes: list[str]) -> list[dict]:
-    """Stage 03's backend on the same 8 prompts once per dtype, side by side in one run."""
+def inference(cfg: dict, new_tokens: int, dtypes: list[str], profile_steps: int = 0,
+              cudnn_too: bool = False) -> list[dict]:
+    """Stage 03's backend on the same 8 prompts once per dtype, side by side in one run; with
+    `profile_steps`, where each dtype's decode step goes (decode_profile)."""
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     group = sorted(test_dir.glob("*.json"))[0]
     queries = [toolbench.Query(r, group.stem) for r in toolbench.load_queries(group)[:8]]
     prompts = [q.start() for q in queries]
     rows = []
-    for dtype in dtypes:
+    for dtype, cudnn in [(d, c) for d in dtypes for c in ((False, True) if cudnn_too else (False,))]:
         run_cfg = {**cfg, "inference": {**cfg["inference"], "max_new_tokens": new_tokens, "dtype": dtype}}
         backend = backends.load_hf_backend(run_cfg)
+        backend.cudnn_attention = cudnn
         backend.generate(prompts[:1])                      # warm-up
         reset_peak()
         t = time.perf_counter()
@@ -163,14 +171,82 @@ def inference(cfg: dict, new_tokens: int, dtypes: list[str]) -> list[dict]:
         wall = time.perf_counter() - t
         tokens = sum(g.tokens for g in out)
         rows.append({"device": str(backend.model.device), "dtype": str(backend.model.dtype),
-                     "attention": backend.model.config._attn_implementation, "batch": len(prompts),
+                     "attention": backend.model.config._attn_implementation, "cudnn_attention": cudnn,
+                     "batch": len(prompts),
                      "prompt_tokens": [len(backend.encode(p)[0]) for p in prompts], "new_tokens": tokens,
                      "wall_s": round(wall, 2), "tokens_per_s": round(tokens / wall, 1),
                      "ms_per_decode_step": round(1000 * wall / max(g.tokens for g in out), 1),
                      "peak_memory_gb": peak_gb()})
         print(json.dumps(rows[-1]), flush=True)
+        if profile_steps and torch.cuda.is_available():
+            rows[-1]["profile"] = decode_profile(backend, prompts, profile_steps)
+            print(json.dumps(rows[-1]["profile"]), flush=True)
         del backend
     return rows
+
+
+def decode_profile(backend, prompts: list, steps: int) -> dict:
+    """Where a generate call's time goes, per decode step: one call of `steps` new tokens for the
+    batch under torch.profiler (random weights never stop early, so every row runs `steps`). GPU
+    busy time far below the wall time means the step is bound by the host launching kernels, not
+    by the GPU; the CPU ops and kernel counts then say what the host does per step."""
+    from torch.profiler import ProfilerActivity, profile
+
+    backend.max_new_tokens = steps
+    backend.generate(prompts[:1])                          # warm-up at this length
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        start = time.perf_counter()
+        backend.generate(prompts)
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - start
+    events = prof.key_averages()
+    gpu = [e for e in events if e.self_device_time_total > 0 and e.device_type.name == "CUDA"]
+    cpu = [e for e in events if e.device_type.name == "CPU"]
+    per = lambda us: round(us / 1000 / steps, 3)            # noqa: E731 (microseconds -> ms a step)
+    return {"dtype": str(backend.model.dtype), "steps": steps, "wall_ms_per_step": round(1000 * wall / steps, 2),
+            "gpu_busy_ms_per_step": per(sum(e.self_device_time_total for e in gpu)),
+            "kernels_per_step": round(sum(e.count for e in gpu) / steps, 1),
+            "top_kernels": [[e.key[:90], per(e.self_device_time_total), round(e.count / steps, 1)]
+                            for e in sorted(gpu, key=lambda e: -e.self_device_time_total)[:6]],
+            "top_cpu_ops": [[e.key[:60], per(e.self_cpu_time_total), round(e.count / steps, 1)]
+                            for e in sorted(cpu, key=lambda e: -e.self_cpu_time_total)[:10]]}
+
+
+def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations: int,
+          chunk: int, chunk_batch: int) -> dict:
+    """Stage 03's own loop (ReAct, batched, offline tools) on one group's queries, once per mode
+    of bench/react_steps.py (re-encoding, inference.reuse_kv_cache, + inference.decode_chunk),
+    greedy, float32; and the prefill/decode costs per batch size on the first prompt."""
+    from bench import react_steps
+    from lib import inference, tools
+
+    responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
+    if not responses.exists():               # nothing recorded: every call gets the env's miss answer
+        responses.write_text("")
+    group = sorted(config.path(cfg, cfg["data"]["test_dir"]).glob("*.json"))[0].stem
+    run_cfg = {**cfg, "inference": {**cfg["inference"], "temperature": 0.0, "dtype": "float32",
+                                    "max_new_tokens": new_tokens, "max_iterations": iterations,
+                                    "tool_env": "offline", "groups": [group]}}
+    picked = inference.load_test_queries(run_cfg)[group][:queries]
+    backend = backends.load_hf_backend(run_cfg)
+    env = tools.make_env(run_cfg)
+    result = {"group": group, "queries": len(picked), "max_new_tokens": new_tokens, "max_iterations": iterations,
+              "costs": react_steps.per_token_costs(backend, picked[0].start(), [1, 8, 16, 32])}
+    lines = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for mode in modes:
+            result[mode], lines[mode] = react_steps.run_mode(run_cfg, backend, picked, env, Path(tmp), mode,
+                                                             chunk, chunk_batch)
+            print(json.dumps({mode: result[mode]}), flush=True)
+    keep = ("steps", "final_answer", "finish_type")
+    base = {l["query_id"]: {k: l[k] for k in keep} for l in lines[modes[0]]}
+    for mode in modes[1:]:
+        mine = {l["query_id"]: {k: l[k] for k in keep} for l in lines[mode]}
+        result[f"{mode}_vs_{modes[0]}"] = {
+            "speedup": round(result[modes[0]]["wall_s"] / result[mode]["wall_s"], 2),
+            "same_trajectories": f"{sum(mine.get(q) == v for q, v in base.items())}/{len(base)}"}
+    return result
 
 
 def main(argv=None) -> int:
@@ -184,9 +260,19 @@ def main(argv=None) -> int:
     parser.add_argument("--json", type=Path)
     parser.add_argument("--cpu-check", action="store_true",
                         help="without CUDA, run every part anyway (tiny settings) to check the script")
-    parser.add_argument("--parts", default="preflight,pipeline,sweep,inference")
+    parser.add_argument("--parts", default="preflight,pipeline,sweep,inference,react")
     parser.add_argument("--inference-dtypes", default="float16",
                         help="inference.dtype values to time side by side, e.g. float32,float16,bfloat16")
+    parser.add_argument("--profile-steps", type=int, default=64,
+                        help="inference: decode steps profiled per dtype (0: none; CUDA only)")
+    parser.add_argument("--cudnn-too", action="store_true",
+                        help="inference: each dtype also with cuDNN's attention allowed (backends.attention_kernels)")
+    parser.add_argument("--react-modes", default="recompute,reuse,chunked", help="react: bench/react_steps.py's modes")
+    parser.add_argument("--react-queries", type=int, default=8)
+    parser.add_argument("--react-new-tokens", type=int, default=128, help="react: max_new_tokens a step")
+    parser.add_argument("--react-iterations", type=int, default=3, help="react: steps a query")
+    parser.add_argument("--decode-chunk", type=int, default=16, help="react: tokens a call in the chunked mode")
+    parser.add_argument("--chunk-batch", type=int, default=16, help="react: rows a call in the chunked mode")
     parser.add_argument("--batch", type=int, help="sweep: per-device batch instead of the paper's 8")
     parser.add_argument("--accum", type=int, help="sweep: accumulation instead of the paper's 4")
     args = parser.parse_args(argv)
@@ -212,7 +298,11 @@ def main(argv=None) -> int:
                      ("pipeline", lambda: pipeline(cfg)),
                      ("sweep", lambda: sweep(cfg, [int(x) for x in args.lengths.split(",")],
                                              args.sweep_steps, peak, sheet, args.batch, args.accum)),
-                     ("inference", lambda: inference(cfg, args.new_tokens, args.inference_dtypes.split(",")))):
+                     ("inference", lambda: inference(cfg, args.new_tokens, args.inference_dtypes.split(","),
+                                                     args.profile_steps, args.cudnn_too)),
+                     ("react", lambda: react(cfg, args.react_modes.split(","), args.react_queries,
+                                             args.react_new_tokens, args.react_iterations,
+                                             args.decode_chunk, args.chunk_batch))):
         if part not in args.parts.split(","):
             continue
         t = time.time()

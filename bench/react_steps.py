@@ -90,18 +90,23 @@ def per_token_costs(backend, conversation, batches: list[int], decode_steps: int
     """Prefill seconds per prompt token and decode seconds per step (every row one new token, the
     first query's prompt as the context) at each batch size."""
     model = backend.model
+    # A GPU runs ahead of the host: time only after its queue is drained.
+    sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
     ids = torch.tensor([backend.encode(conversation)[0]], device=model.device)
     out = {"prompt_tokens": ids.shape[1]}
     with torch.no_grad():
         model(ids[:, :32])                      # warm-up
         for rows in batches:
+            sync()
             start = time.perf_counter()
             result = model(ids.repeat(rows, 1), use_cache=True)
+            sync()
             prefill = time.perf_counter() - start
             cache, token = result.cache, ids[:, -1:].repeat(rows, 1)
             start = time.perf_counter()
             for _ in range(decode_steps):
                 cache = model(token, cache=cache, use_cache=True).cache
+            sync()
             step = (time.perf_counter() - start) / decode_steps
             out[f"batch_{rows}"] = {"prefill_ms_per_token": round(1000 * prefill / (rows * ids.shape[1]), 2),
                                     "decode_ms_per_step": round(1000 * step, 1),

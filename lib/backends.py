@@ -30,6 +30,19 @@ def cut_at_next_turn(text: str) -> str:
     return text[:min(ends)] if ends else text
 
 
+def attention_kernels(device, cudnn: bool = False):
+    """The scaled-dot-product attention kernels generate may pick on `device`. On CUDA, cuDNN's is
+    left out unless `cudnn`: it builds a plan per shape, and each decode step attends over one more
+    key than the last, so every step of a new turn paid that build (on an H200, half precision
+    decoded at 73-85 ms a step with it, about 14 without; bench/README.md)."""
+    import contextlib
+
+    if device.type != "cuda" or cudnn:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
 class HFBackend:
     """A local causal LM: batched generation with KV cache and left padding.
 
@@ -66,6 +79,7 @@ class HFBackend:
             raise ValueError("inference.decode_chunk continues turns from the key/value cache: "
                              "set inference.reuse_kv_cache: true, or decode_chunk: null")
         self.decode_chunk = decode_chunk
+        self.cudnn_attention = False
         tokenizer.padding_side = "left"
 
     def render(self, conversation: list[dict]) -> str:
@@ -125,7 +139,7 @@ class HFBackend:
         if cache is not None:
             kwargs["cache"] = cache
         self.calls += 1
-        with torch.no_grad():
+        with torch.no_grad(), attention_kernels(self.model.device, self.cudnn_attention):
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
                                       max_new_tokens=min(self.decode_chunk or room, room), pad_token_id=pad,
                                       eos_token_id=self.tokenizer.eos_token_id,

@@ -481,6 +481,23 @@ def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
     assert backends.inference_device("float16") == ("cpu", "float32")
 
 
+
+def test_generation_on_cuda_leaves_out_cudnn_attention():
+    """cuDNN's attention builds a plan per shape and a decode step is a new shape each time: on an
+    H200 it made half-precision decoding 5x slower than float32 (bench/README.md). HFBackend's
+    generate runs inside backends.attention_kernels; the switch holds only inside it."""
+    import torch
+
+    enabled = torch.backends.cuda.cudnn_sdp_enabled
+    before = enabled()
+    with backends.attention_kernels(torch.device("cuda")):
+        assert not enabled()
+        assert torch.backends.cuda.flash_sdp_enabled() and torch.backends.cuda.mem_efficient_sdp_enabled()
+    assert enabled() == before
+    for device, cudnn in ((torch.device("cpu"), False), (torch.device("cuda"), True)):
+        with backends.attention_kernels(device, cudnn):
+            assert enabled() == before
+
 # ---------------------------------------------------------------------------------------------
 # The tool environment's health: checked first, errors counted, a failing run stopped.
 # ---------------------------------------------------------------------------------------------
