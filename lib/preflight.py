@@ -39,7 +39,7 @@ import os
 import shutil
 from pathlib import Path
 
-from lib import checklist, config, data, gguf_model, hub, memory, model as model_lib, paper, records, service_checks, toolbench
+from lib import backends, checklist, config, data, gguf_model, hub, memory, model as model_lib, paper, records, service_checks, toolbench
 from lib.checklist import Row
 
 # ToolBench's test groups, and StableToolBench's solvable subset of them (DESIGN.md section 3).
@@ -296,16 +296,21 @@ def cuda_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
         if est["total"] > 1.25 * total:
             return Row(item, "missing", detail, knobs)
         return Row(item, "warn" if est["total"] > free else "ok", detail, knobs)
-    # fp16 falls back to fp32 on a CPU (lib.train.precision_kwargs); bf16 runs, slowly.
-    est = _estimate(cfg, shape, bool(_train(cfg, "bf16"))) if shape else None
+    # fp16 falls back to fp32 on a CPU (lib.train.precision_kwargs); bf16 runs under CPU autocast,
+    # faster than fp32 where the CPU multiplies bfloat16 natively (bench/README.md), slowly elsewhere.
+    bf16 = bool(_train(cfg, "bf16"))
+    est = _estimate(cfg, shape, bf16) if shape else None
     need = f"; {_estimate_text(cfg, est)}" if est else ""
-    if half or not use_cpu:
+    native_bf16 = bf16 and backends.cpu_has_bf16()
+    if _train(cfg, "fp16") or (bf16 and not native_bf16) or not use_cpu:
         why = "train.fp16 falls back to fp32 on the CPU" if _train(cfg, "fp16") else \
-            "train.bf16 on the CPU is slow" if _train(cfg, "bf16") else "train.use_cpu is false"
+            "train.bf16 is slow on a CPU without native bfloat16" if bf16 else "train.use_cpu is false"
         return Row(item, "warn", f"no CUDA GPU: {why}; the paper profile needs a GPU{need}", "train.use_cpu")
     available = os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
     status = "warn" if est and est["total"] > available else "ok"
-    return Row(item, status, f"CPU training (train.use_cpu), {_gib(available)} RAM available{need}", knobs)
+    precision = ", bf16 autocast (this CPU multiplies bfloat16 natively)" if native_bf16 else ""
+    return Row(item, status, f"CPU training (train.use_cpu){precision}, {_gib(available)} RAM available{need}",
+               knobs)
 
 
 def _existing_ancestor(path: Path) -> Path:

@@ -284,6 +284,22 @@ def test_no_cuda_warns_for_fp16(tmp_path, monkeypatch):
     assert preflight.cuda_row(cpu, None).status == "ok"
 
 
+def test_no_cuda_bf16_is_fine_where_the_cpu_has_native_bfloat16(tmp_path, monkeypatch):
+    """smollm2 trains with bf16 autocast on the CPU: the fast path on a CPU with AVX512-BF16/AMX
+    (1.36x fp32 for LoRA, bench/README.md), a slow one elsewhere."""
+    import torch
+
+    from lib import backends
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "train.bf16": True})
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)
+    row = preflight.cuda_row(cfg, None)
+    assert row.status == "ok" and "bf16 autocast" in row.detail
+    monkeypatch.setattr(backends, "cpu_has_bf16", lambda: False)
+    row = preflight.cuda_row(cfg, None)
+    assert row.status == "warn" and "without native bfloat16" in row.detail
+
+
 def test_disk_row(tmp_path, monkeypatch):
     import collections
     shape = memory.ModelShape(params=331_196_416, layers=24, hidden=1024, ffn=4096, vocab=50272, positions=2048)
