@@ -114,8 +114,12 @@ def _query(rng, tools: list[list[_Api]], unseen_values: bool, invented: bool = F
     return api_list, calls, text
 
 
-def _wrong_arguments(args: dict, rng: random.Random) -> dict:
-    """The arguments with one value replaced by an invented one, as a model that miscopies writes them."""
+def _wrong_arguments(args: dict, rng: random.Random, required: list[str]) -> dict:
+    """The arguments as a model that miscopies writes them: one value replaced by an invented one,
+    or (half the time, when the call has two or more values) one required value left out."""
+    if len(args) > 1 and any(k in args for k in required) and rng.random() < 0.5:
+        left_out = rng.choice(sorted(k for k in args if k in required))
+        return {k: v for k, v in args.items() if k != left_out}
     key = rng.choice(sorted(k for k, v in args.items() if isinstance(v, str)) or sorted(args))
     wrong = dict(args)
     while wrong[key] == args[key]:
@@ -126,8 +130,8 @@ def _wrong_arguments(args: dict, rng: random.Random) -> dict:
 def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict,
                   retry_at: int | None = None, rng: random.Random | None = None) -> list[dict]:
     """The full conversation (ToolBench from/value turns) of one solved or abandoned query. At call
-    `retry_at` the first try has a miscopied value, gets the offline tool environment's error for an
-    unrecorded call, and the next step makes the call again with the query's value."""
+    `retry_at` the first try has a miscopied or missing value, gets the offline tool environment's
+    error for an unrecorded call, and the next step makes the call again with the query's values."""
     query = {"query": query_text, "query_id": 0, "api_list": api_list}
     tools = toolbench.tool_descriptions_for_query(query, tool_docs)
     turns = [{"from": "system", "value": toolbench.system_prompt(toolbench.functions_for_query(query), tools)},
@@ -138,14 +142,14 @@ def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, t
         thought = (f"The user wants the {purpose}. I will call {api.function}." if k == 0
                    else f"Next I need the {purpose}, so I will call {api.function}.")
         if k == retry_at:
-            wrong = _wrong_arguments(args, rng)
+            wrong = _wrong_arguments(args, rng, [p["name"] for p in api.required])
             turns.append({"from": "assistant", "value": toolbench.format_step(thought, api.function,
                                                                             json.dumps(wrong, indent=2))})
             turns.append({"from": "function", "value": observation(error=(
                 f"No recorded response for API '{api.name}' of tool '{api.tool}' with arguments "
                 f"{canonical_arguments(wrong)} (offline tool environment)"))})
             thought = (f"The call to {api.function} failed: its arguments must be the values the user "
-                       f"gave. I will call {api.function} again with them.")
+                       f"gave, each required one. I will call {api.function} again with them.")
         turns.append({"from": "assistant", "value": toolbench.format_step(thought, api.function,
                                                                         json.dumps(args, indent=2))})
         if k == fail_at:
@@ -238,16 +242,19 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
 
     # Training: G1/G2/G3-style queries over the seen tools only.
     records, train_texts = [], []
+    # Retries draw from their own stream: the queries, and so the test split, are the same whatever
+    # retry_share is.
+    retry_rng = random.Random(f"retry-{seed}")
     shapes = [lambda: single(seen), lambda: same_category(seen, 2), lambda: across_categories(seen, 2)]
     for _ in range(train_queries):
         # (No draw for a share of 0, so the corpus without these options stays as it was.)
         api_list, calls, text = _query(rng, rng.choice(shapes)(), unseen_values=False,
                                        invented=bool(invented_values) and rng.random() < invented_values)
         fail_at = rng.randrange(len(calls)) if rng.random() < FAILURE_RATE else None
-        retry_at = rng.randrange(len(calls)) if retry_share and rng.random() < retry_share else None
+        retry_at = retry_rng.randrange(len(calls)) if retry_share and retry_rng.random() < retry_share else None
         if fail_at is not None and retry_at is not None and retry_at >= fail_at:
             retry_at = None
-        records += _records(text, _conversation(text, api_list, calls, fail_at, tool_docs, retry_at, rng))
+        records += _records(text, _conversation(text, api_list, calls, fail_at, tool_docs, retry_at, retry_rng))
         train_texts.append(text)
         record_responses(calls)
 

@@ -242,7 +242,7 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
     whole = {}
     for r in rows:          # the last record of a query holds its whole conversation
         whole[r["id"].split(": ", 1)[1]] = r["conversations"]
-    retried = 0
+    retried, left_out = 0, 0
     for conversation in whole.values():
         turns = conversation[2:]
         for k in range(len(turns) - 2):
@@ -259,7 +259,17 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
             assert observed["value"] == env.call(api.category, api.tool, api.name, json.loads(wrong))
             assert json.loads(env.call(api.category, api.tool, api.name, json.loads(right)))["error"] == ""
             retried += 1
+            left_out += set(json.loads(wrong)) < set(json.loads(right))
     assert retried >= 20, retried
+    assert 0 < left_out < retried, (left_out, retried)      # miscopied values and left-out ones
+    # Retries draw from their own stream: the same queries to train on and to test.
+    sample.generate(tmp_path / "plain", seed=4, train_queries=30, queries_per_group=1)
+    assert set(whole) == {r["id"].split(": ", 1)[1] for r in json.loads(
+        (tmp_path / "plain" / "train" / "toolllama_G123_dfs_train.json").read_text())}
+    tests = sorted((tmp_path / "plain" / "test_instruction").glob("*.json"))
+    assert len(tests) == 6
+    for path in tests:
+        assert path.read_text() == (tmp_path / "test_instruction" / path.name).read_text()
 
 
 def test_prepare_reads_the_answer_methods_asked_for_and_says_which_files(tmp_path):
