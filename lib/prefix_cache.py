@@ -35,6 +35,9 @@ class PrefixCache:
     def __init__(self, capacity: int):
         self.capacity = capacity
         self.entries: collections.OrderedDict[tuple, list] = collections.OrderedDict()
+        # Prompt tokens over the cache's life: `reused` were taken from a cached sequence (counted
+        # in extend); `prefilled` went through the model (extend's new ones, and in assemble the
+        # last token of each prompt, which generate runs). Together: every prompt token once.
         self.reused_tokens = self.prefilled_tokens = 0
 
     def longest(self, ids: list[int]) -> tuple[tuple | None, int]:
