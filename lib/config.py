@@ -93,7 +93,7 @@ SCHEMA: dict[str, Any] = {
         "on_bad_record": one_of("raise", "skip"), "num_proc": POSITIVE,
         "max_records": COUNT, "histogram_bins": POSITIVE, "sample_train_queries": COUNT,
         "sample_queries_per_group": COUNT, "sample_invented_values": SHARE, "sample_retry_share": SHARE,
-        "answer_methods": LIST,
+        "answer_methods": LIST, "retried_calls_in_loss": BOOL,
     },
     "model": {
         "name_or_path": STR, "tiny": MAPPING, "tokenizer_train_texts": POSITIVE, "chat_template": STR,

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib import config, model, paper, plots, records, sample, store
+from lib import config, model, paper, plots, records, sample, store, toolbench
 
 EXAMPLE_PER = ("record", "assistant_turn", "conversation")
 
@@ -34,6 +34,24 @@ EXAMPLE_PER = ("record", "assistant_turn", "conversation")
 
 def _messages(conversations: list[dict]) -> list[dict]:
     return [{"role": t["from"], "content": t["value"]} for t in conversations]
+
+
+def retried_calls(messages: list[dict]) -> set[int]:
+    """The assistant turns whose call failed and that the next assistant turn makes again: an Action
+    whose observation carries a non-empty "error", followed by a call of the same function."""
+    assistant = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
+    found = set()
+    for i, j in zip(assistant, assistant[1:]):
+        if j != i + 2 or messages[i + 1]["role"] != "function":
+            continue
+        try:
+            failed = bool(json.loads(messages[i + 1]["content"]).get("error"))
+        except (json.JSONDecodeError, AttributeError):
+            continue
+        action = toolbench.parse_step(messages[i]["content"]).action
+        if failed and action and action == toolbench.parse_step(messages[j]["content"]).action:
+            found.add(i)
+    return found
 
 
 def extends(record: dict, nxt: dict) -> bool:
@@ -55,9 +73,15 @@ def with_extension_flags(stream) -> Iterator[dict]:
         yield previous | {"extended": False}
 
 
-def examples_from_record(record: dict, example_per: str) -> list[dict]:
-    """Prompt-completion examples of one record (see the module docstring for the choices)."""
+def examples_from_record(record: dict, example_per: str, retried_in_loss: bool = True) -> list[dict]:
+    """Prompt-completion examples of one record (see the module docstring for the choices). With
+    `retried_in_loss` false, every message gets `loss`, false on a failed call that the next turn
+    makes again (retried_calls): the chat template then leaves that turn out of the loss, so the
+    model learns the recovery without learning the mistake."""
     messages = _messages(record["conversations"])
+    if not retried_in_loss:
+        retried = retried_calls(messages)
+        messages = [m | {"loss": i not in retried} for i, m in enumerate(messages)]
     turns = [i for i, m in enumerate(messages) if m["role"] == "assistant"]
     if example_per == "conversation" and record.get("extended"):
         turns = []
@@ -112,11 +136,11 @@ def _count_choices(batch: dict) -> dict:
     return {choice: [n[choice] for n in counts] for choice in EXAMPLE_PER}
 
 
-def _to_examples(batch: dict, example_per: str) -> dict:
+def _to_examples(batch: dict, example_per: str, retried_in_loss: bool = True) -> dict:
     out = {"id": [], "prompt": [], "completion": []}
     for rid, conversations, extended in zip(batch["id"], batch["conversations"], batch["extended"]):
         record = {"id": rid, "conversations": conversations, "extended": extended}
-        for example in examples_from_record(record, example_per):
+        for example in examples_from_record(record, example_per, retried_in_loss):
             for key in out:
                 out[key].append(example[key])
     return out
@@ -252,7 +276,8 @@ def _prepare(cfg: dict) -> dict:
         per_choice = raw.map(_count_choices, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
         examples_per_choice = {choice: int(sum(per_choice[choice])) for choice in EXAMPLE_PER}
         sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
-                      fn_kwargs={"example_per": data_cfg["example_per"]})
+                      fn_kwargs={"example_per": data_cfg["example_per"],
+                                 "retried_in_loss": data_cfg.get("retried_calls_in_loss", True) is not False})
         tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
         sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
         # Written aside, then swapped in, so an interrupted run never leaves half a dataset behind.

@@ -429,6 +429,43 @@ def test_tokenize_example_is_what_trl_trains_on(tmp_path, cfg, completion_only, 
                 len(ours["input_ids"]) - start if completion_only else len(ours["input_ids"]))
 
 
+def test_a_retried_calls_failed_try_is_context_not_target(tmp_path, cfg):
+    """data.retried_calls_in_loss: false marks the failed first try of a retried call (loss: false);
+    the chat template renders the same text and leaves it out of the assistant mask, in TRL's own
+    prepared dataset as in tokenize_example."""
+    from lib import data
+
+    def call(city):
+        return (f"\nThought: I should look up the weather in {city}.\nAction: get_weather_for_meteo\n"
+                f"Action Input: {{\"city\": \"{city}\"}}")
+    first = record(0, "Oslo")
+    conversation = [{"from": m["role"], "value": m["content"]} for m in first["prompt"]] + [
+        {"from": "assistant", "value": call("Olso")},
+        {"from": "function", "value": '{"error": "No recorded response", "response": ""}'},
+        {"from": "assistant", "value": call("Oslo")},
+        {"from": "function", "value": '{"error": "", "response": "3 C"}'},
+        {"from": "assistant", "value": "\nThought: done\nAction: Finish\n"
+                                       'Action Input: {"return_type": "give_answer", "final_answer": "3 C"}'}]
+    whole = {"id": first["id"], "conversations": conversation, "extended": False}
+    assert data.retried_calls(data._messages(conversation)) == {2}
+    [plain] = data.examples_from_record(whole, "conversation")
+    [marked] = data.examples_from_record(whole, "conversation", retried_in_loss=False)
+    assert [m.get("loss") for m in marked["prompt"]] == [True, True, False, True, True, True]
+    cfg = make_cfg(tmp_path, train={**FAST_TRAIN, "completion_only_loss": False, "assistant_only_loss": True})
+    trainer, tokenizer = _trainer(cfg, Dataset.from_list([marked]))
+    render = lambda e: tokenizer.apply_chat_template(e["prompt"] + e["completion"], tokenize=False)  # noqa: E731
+    assert render(marked) == render(plain)
+    ours = train.tokenize_example(tokenizer, marked, False, True)
+    prepared = trainer.train_dataset[0]
+    trl_labels = prepared["labels"] if "labels" in prepared else [
+        t if a else -100 for t, a in zip(prepared["input_ids"], prepared["assistant_masks"])]
+    assert ours["input_ids"] == prepared["input_ids"] and ours["labels"] == trl_labels
+    carrying = tokenizer.decode([t for t in ours["labels"] if t != -100])
+    assert carrying == call("Oslo") + tokenizer.eos_token + conversation[-1]["value"] + tokenizer.eos_token
+    every = train.tokenize_example(tokenizer, plain, False, True)
+    assert tokenizer.decode([t for t in every["labels"] if t != -100]).startswith(call("Olso"))
+
+
 def test_mark_loss_brackets_the_loss_bearing_text(cfg):
     tokenizer = model_lib.load_tokenizer(cfg)
     example = two_turn_example()
