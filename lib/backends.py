@@ -34,7 +34,7 @@ def attention_kernels(device, cudnn: bool = False):
     """The scaled-dot-product attention kernels generate may pick on `device`. On CUDA, cuDNN's is
     left out unless `cudnn`: it builds a plan per shape, and each decode step attends over one more
     key than the last, so every step of a new turn paid that build (on an H200, half precision
-    decoded at 73-85 ms a step with it, about 14 without; bench/README.md)."""
+    decoded at 65-78 ms a step with it, 12-17 without; bench/README.md)."""
     import contextlib
 
     if device.type != "cuda" or cudnn:
