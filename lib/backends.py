@@ -232,29 +232,38 @@ def untrained_backend(cfg: dict):
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint through the `openai` client.
 
-    The conversation goes as chat messages; function turns (observations) go as user messages
-    prefixed "Observation: ", since plain chat endpoints have no function role without native
-    function calling. The key comes from the env var the config names and is never stored.
+    The conversation goes as chat messages. Function turns (observations) go, as
+    inference.openai_function_role says, as user messages prefixed "Observation: " (`user`: plain
+    chat endpoints have no function role without native function calling), or with their own
+    `function` role (`function`: a server that applies this project's chat template to a model
+    trained here, such as `transformers serve` on `outputs/<profile>/model`, then sees the turns
+    exactly as training and the in-process backend render them). The key comes from the env var the
+    config names and is never stored.
     """
 
     def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
-                 seed: int | None = None, client=None):
+                 seed: int | None = None, client=None, function_role: str = "user"):
         import openai
 
+        if function_role not in ("user", "function"):
+            raise ValueError(f"inference.openai_function_role must be user or function, got {function_role!r}")
         self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
         self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
+        self.function_role = function_role
         # The endpoint's model, its positions and its tokenizer are the server's: unknown here.
         self.max_positions = self.max_prompt = None
 
     @staticmethod
-    def chat_messages(conversation: list[dict]) -> list[dict]:
-        return [{"role": "user", "content": "Observation: " + m["content"]} if m["role"] == "function"
+    def chat_messages(conversation: list[dict], function_role: str = "user") -> list[dict]:
+        return [{"role": "user", "content": "Observation: " + m["content"]}
+                if m["role"] == "function" and function_role == "user"
                 else {"role": m["role"], "content": m["content"]} for m in conversation]
 
     def render(self, conversation: list[dict]) -> str:
         """The prompt as sent: the chat messages, one JSON object a line (the endpoint applies its
         own template), so a longer conversation's text extends a shorter one's, as with HFBackend."""
-        return "".join(json.dumps(m, ensure_ascii=False) + "\n" for m in self.chat_messages(conversation))
+        return "".join(json.dumps(m, ensure_ascii=False) + "\n"
+                       for m in self.chat_messages(conversation, self.function_role))
 
     def prompt_tokens(self, conversation: list[dict]) -> None:
         """Unknown before sending: the endpoint counts the prompt with its own tokenizer."""
@@ -264,7 +273,8 @@ class OpenAIBackend:
         results = []
         for conversation in conversations:
             reply = self.client.chat.completions.create(
-                model=self.model, messages=self.chat_messages(conversation), temperature=self.temperature,
+                model=self.model, messages=self.chat_messages(conversation, self.function_role),
+                temperature=self.temperature,
                 max_tokens=self.max_new_tokens, seed=self.seed)
             usage = getattr(reply, "usage", None)
             results.append(Generation(reply.choices[0].message.content or "",
@@ -281,7 +291,9 @@ def make_backend(cfg: dict):
             raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
         backend = OpenAIBackend(inference_cfg["openai_base_url"], inference_cfg["openai_model"],
                                 keys.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
-                                inference_cfg["temperature"], cfg["seed"])
-        backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}"
+                                inference_cfg["temperature"], cfg["seed"],
+                                function_role=inference_cfg.get("openai_function_role") or "user")
+        backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}" + (
+            " function-role" if backend.function_role == "function" else "")
         return backend
     raise ValueError(f"inference.backend must be hf or openai, got '{inference_cfg['backend']}'")

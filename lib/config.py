@@ -112,6 +112,7 @@ SCHEMA: dict[str, Any] = {
         "temperature": SHARE, "max_iterations": POSITIVE, "batch_size": POSITIVE,
         "max_new_tokens": POSITIVE, "dfsdt_width": POSITIVE, "dfsdt_max_expansions": POSITIVE,
         "openai_base_url": STR, "openai_model": STR, "openai_api_key_env": STR,
+        "openai_function_role": one_of("user", "function", null=True),
         "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
         "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
         "tool_timeout_s": Leaf((float,), low=1), "max_transport_error_share": SHARE,

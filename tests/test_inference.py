@@ -5,7 +5,7 @@ import json
 import pytest
 
 from conftest import LoopbackServer, chat_completion
-from lib import backends, inference, toolbench, tools
+from lib import backends, config, inference, toolbench, tools
 from test_toolbench import QUERY
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLE
@@ -321,6 +321,25 @@ def test_openai_backend_renders_the_messages_it_sends():
     assert text.startswith(backend.render(conversation[:2]))
     assert backend.prompt_tokens(conversation) is None and backend.max_prompt is None
 
+
+
+@pytest.mark.parametrize("function_role", ["user", "function"])
+def test_openai_backend_sends_observations_in_the_role_the_profile_names(env, tmp_path, function_role):
+    """inference.openai_function_role: `user` for chat endpoints without a function role; `function`
+    for a server that applies this project's template to a model trained here (transformers serve
+    on outputs/<profile>/model answered exactly as HFBackend only with the turn in its own role)."""
+    replies = iter([step(CW, {"city": "Paris"}), ANSWER])
+    with LoopbackServer(lambda path, headers, body: (200, chat_completion(body["model"], next(replies), 5))) as server:
+        cfg = config.load("smoke", {"inference.backend": "openai", "inference.openai_base_url": server.url + "/v1",
+                                    "inference.openai_model": "served", "inference.openai_function_role": function_role})
+        backend = backends.make_backend(cfg)
+        inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
+    sent = server.requests[-1][2]["messages"]
+    assert [m["role"] for m in sent] == ["system", "user", "assistant", function_role]
+    observation = inference.read_trajectories(tmp_path / "g.jsonl")[0]["steps"][0]["observation"]
+    assert sent[-1]["content"] == ("Observation: " if function_role == "user" else "") + observation
+    with pytest.raises(config.ConfigError, match="openai_function_role"):
+        config.load("smoke", {"inference.openai_function_role": "tool"})
 
 def test_cut_at_next_turn():
     assert backends.cut_at_next_turn('x\nAction Input: {}\nFunction: {"a": 1}') == "x\nAction Input: {}"
