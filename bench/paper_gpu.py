@@ -239,13 +239,7 @@ def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations
             result[mode], lines[mode] = react_steps.run_mode(run_cfg, backend, picked, env, Path(tmp), mode,
                                                              chunk, chunk_batch)
             print(json.dumps({mode: result[mode]}), flush=True)
-    keep = ("steps", "final_answer", "finish_type")
-    base = {l["query_id"]: {k: l[k] for k in keep} for l in lines[modes[0]]}
-    for mode in modes[1:]:
-        mine = {l["query_id"]: {k: l[k] for k in keep} for l in lines[mode]}
-        result[f"{mode}_vs_{modes[0]}"] = {
-            "speedup": round(result[modes[0]]["wall_s"] / result[mode]["wall_s"], 2),
-            "same_trajectories": f"{sum(mine.get(q) == v for q, v in base.items())}/{len(base)}"}
+    react_steps.compare(result, lines, modes)
     return result
 
 

@@ -86,6 +86,18 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
             "s_per_step": round(wall / max(1, sum(l["total_steps"] for l in lines)), 2)}, lines
 
 
+def compare(result: dict, lines: dict, modes: list[str]) -> None:
+    """Adds `<mode>_vs_<first mode>` to result: the speed-up and how many trajectories (steps, final
+    answer, finish type) came out the same as the first mode's."""
+    keep = ("steps", "final_answer", "finish_type")
+    by_id = {m: {l["query_id"]: {k: l[k] for k in keep} for l in lines[m]} for m in modes}
+    base = modes[0]
+    for mode in modes[1:]:
+        same = sum(by_id[mode].get(q) == line for q, line in by_id[base].items())
+        result[f"{mode}_vs_{base}"] = {"speedup": round(result[base]["wall_s"] / result[mode]["wall_s"], 2),
+                                       "same_trajectories": f"{same}/{len(by_id[base])}"}
+
+
 def per_token_costs(backend, conversation, batches: list[int], decode_steps: int = 8) -> dict:
     """Prefill seconds per prompt token and decode seconds per step (every row one new token, the
     first query's prompt as the context) at each batch size."""
@@ -152,13 +164,8 @@ def main(argv=None):
         for mode in modes:
             result[mode], lines[mode] = run_mode(cfg, backend, queries, env, Path(tmp), mode,
                                                  args.decode_chunk, args.chunk_batch)
-    keep = ("steps", "final_answer", "finish_type")
-    by_id = {m: {l["query_id"]: {k: l[k] for k in keep} for l in lines[m]} for m in modes}
+    compare(result, lines, modes)
     base = modes[0]
-    for mode in modes[1:]:
-        same = sum(by_id[mode].get(q) == line for q, line in by_id[base].items())
-        result[f"{mode}_vs_{base}"] = {"speedup": round(result[base]["wall_s"] / result[mode]["wall_s"], 2),
-                                       "same_trajectories": f"{same}/{len(by_id[base])}"}
     print(json.dumps(result, indent=2))
     for mode in modes[1:]:
         r = result[f"{mode}_vs_{base}"]
