@@ -114,7 +114,12 @@ class HFBackend:
     def advance(self, conversations: list[list[dict]], partials: list[list[int]]) -> list:
         """One generate call: for each conversation, continuing the turn whose first tokens are in
         `partials` ([] to start one), its finished Generation, or (decode_chunk reached before eos
-        and max_new_tokens) the turn's token ids so far, to pass back in the next call."""
+        and max_new_tokens) the turn's token ids so far, to pass back in the next call. Every
+        forward pass in it (the prefix cache's prefill too) runs with attention_kernels."""
+        with attention_kernels(self.model.device, self.cudnn_attention):
+            return self._advance(conversations, partials)
+
+    def _advance(self, conversations: list[list[dict]], partials: list[list[int]]) -> list:
         torch = self.torch
         encoded = [self.encode(c) for c in conversations]
         prompts = [ids + partial for (ids, _), partial in zip(encoded, partials)]
@@ -139,7 +144,7 @@ class HFBackend:
         if cache is not None:
             kwargs["cache"] = cache
         self.calls += 1
-        with torch.no_grad(), attention_kernels(self.model.device, self.cudnn_attention):
+        with torch.no_grad():
             out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
                                       max_new_tokens=min(self.decode_chunk or room, room), pad_token_id=pad,
                                       eos_token_id=self.tokenizer.eos_token_id,
