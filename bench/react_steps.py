@@ -104,7 +104,9 @@ def per_token_costs(backend, conversation, batches: list[int], decode_steps: int
     model = backend.model
     # A GPU runs ahead of the host: time only after its queue is drained.
     sync = torch.cuda.synchronize if model.device.type == "cuda" else (lambda: None)
-    ids = torch.tensor([backend.encode(conversation)[0]], device=model.device)
+    # Room for the decode steps after the prompt (encode leaves only max_new_tokens of it).
+    ids = torch.tensor([backend.encode(conversation)[0][-(backend.max_positions - decode_steps):]],
+                       device=model.device)
     out = {"prompt_tokens": ids.shape[1]}
     with torch.no_grad():
         model(ids[:, :32])                      # warm-up
