@@ -31,10 +31,10 @@ $(KERNEL): $(VENV)/.installed
 	$(PY) -m ipykernel install --sys-prefix --name toolsft-repro --display-name "toolsft-repro (.venv)" > /dev/null
 
 reproduce: setup
-	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) $(ARGS)
+	$(OFFLINE) $(PY) -m lib.pipeline.run --profile $(PROFILE) $(ARGS)
 
 check: setup
-	$(OFFLINE) $(PY) -m lib.run --profile $(PROFILE) --check $(ARGS)
+	$(OFFLINE) $(PY) -m lib.pipeline.run --profile $(PROFILE) --check $(ARGS)
 
 test: setup
 	HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 $(PY) -m pytest $(ARGS)

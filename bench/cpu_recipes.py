@@ -3,7 +3,7 @@
     .venv/bin/python bench/cpu_recipes.py [--profile smollm2] [--steps 2] [--loss-only] [--json out.json]
 
 On the profile's model (smollm2: SmolLM2-135M-Instruct) and stage 01's examples (outputs/<profile>/sft),
-through stage 02's own trainer (lib.train.make_trainer), one process, measured now:
+through stage 02's own trainer (lib.train.train.make_trainer), one process, measured now:
   - LoRA (the profile's lora:) vs full fine-tuning, each with bf16 autocast and in fp32: tokens/s
     over --steps optimizer steps after one warm-up step, model FLOPs per token (6 N + attention;
     LoRA computes no weight gradients for the frozen matrices, so it does about 4 N of that work),
@@ -16,7 +16,7 @@ through stage 02's own trainer (lib.train.make_trainer), one process, measured n
     model's attention (the largest log-prob gap of a packed row against the padded batch);
   - the profile's recipe with and without LoRA dropout (its random masks), and with TRL's fused LM
     head projecting every position (TRL's own choice where Triton does not run) against only the
-    positions the loss reads (lib/train.py, score_loss_positions_only), on the same batches.
+    positions the loss reads (lib/train/train.py, score_loss_positions_only), on the same batches.
 """
 from __future__ import annotations
 
@@ -31,7 +31,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import matmul_peak, measure, padding_free_exact  # noqa: E402
-from lib import config, data, model as model_lib, train  # noqa: E402
+from lib.common import config  # noqa: E402
+from lib.models import model as model_lib  # noqa: E402
+from lib.data import data  # noqa: E402
+from lib.train import train  # noqa: E402
 
 
 def epoch_tokens(cfg: dict, tokenizer) -> dict:

@@ -24,7 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 
 def write_records(path: Path, n: int, seed: int) -> int:
-    from lib import sample
+    from lib.toolbench import sample
     base_dir = path.parent / "sample"
     sample.generate(base_dir, seed=seed)
     base = json.loads((base_dir / "train" / "toolllama_G123_dfs_train.json").read_text())
@@ -38,7 +38,8 @@ def write_records(path: Path, n: int, seed: int) -> int:
 
 
 def child(train_path: str, out: str, num_proc: int) -> None:
-    from lib import config, data
+    from lib.common import config
+    from lib.data import data
     cfg = config.load("smoke", {"output_dir": out, "data.generate_sample": False,
                                 "data.train_path": train_path, "data.num_proc": num_proc})
     t0 = time.perf_counter()

@@ -20,7 +20,8 @@ import torch
 def load(cfg):
     from transformers import OPTConfig, OPTForCausalLM
 
-    from lib import backends, config, model as model_lib
+    from lib.common import config
+    from lib.models import backends, model as model_lib
 
     folder = config.path(cfg, f"{cfg['output_dir']}/model")
     if (folder / "config.json").exists():
@@ -35,13 +36,14 @@ def load(cfg):
 
 
 def prompts(cfg, n):
-    from lib import config, toolbench
+    from lib.common import config
+    from lib.toolbench import formats
 
     out = []
     for group in cfg["inference"]["groups"]:
         path = config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json"
         if path.exists():
-            out += [toolbench.Query(r, group).start() for r in toolbench.load_queries(path)]
+            out += [formats.Query(r, group).start() for r in formats.load_queries(path)]
         if len(out) >= n:
             break
     if not out:
@@ -58,7 +60,8 @@ def timed(backend, conversations, batch):
 
 
 def main(argv=None):
-    from lib import backends, config
+    from lib.common import config
+    from lib.models import backends
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smoke")

@@ -6,10 +6,10 @@ batch, real-format ToolBench data, through the stages' own code.
 DIR is laid out as ToolBench's `unzip data.zip` leaves it (DIR/data/toolllama_G123_dfs_train.json,
 DIR/data/test_instruction/<group>.json). The model is a stand-in for facebook/opt-350m (no hub here):
 its exact architecture with random weights, stored in float16 like the hub checkpoint, with a
-tokenizer trained on the data (lib.model.save_stand_in). Everything else is configs/paper.yaml with
+tokenizer trained on the data (lib.models.model.save_stand_in). Everything else is configs/paper.yaml with
 only size and location overrides. Five parts, each reported even if a later one fails:
 
-  preflight the pre-flight table (lib/preflight.py) for this configuration, network probes left out:
+  preflight the pre-flight table (lib/pipeline/preflight.py) for this configuration, network probes left out:
             its CUDA row sets the memory estimate beside the card's free memory.
   pipeline  stage 01 (data.prepare) and stage 02 (train.run) as the notebooks call them, for --steps
             optimizer steps at batch 8 x 4, fp16 mixed precision, gradient checkpointing, with one
@@ -44,7 +44,12 @@ from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from bench.train_throughput import StepTimer, flops_per_token, matmul_peak  # noqa: E402
-from lib import backends, checklist, config, data, model as model_lib, paper, preflight, toolbench, train  # noqa: E402
+from lib.common import config, paper  # noqa: E402
+from lib.toolbench import formats  # noqa: E402
+from lib.models import backends, model as model_lib  # noqa: E402
+from lib.data import data  # noqa: E402
+from lib.train import train  # noqa: E402
+from lib.pipeline import checklist, preflight  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
 DATASHEET_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0, "A10G": 70.0, "L4": 121.0}
@@ -155,7 +160,7 @@ def inference(cfg: dict, new_tokens: int, dtypes: list[str], profile_steps: int 
     `profile_steps`, where each dtype's decode step goes (decode_profile)."""
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     group = sorted(test_dir.glob("*.json"))[0]
-    queries = [toolbench.Query(r, group.stem) for r in toolbench.load_queries(group)[:8]]
+    queries = [formats.Query(r, group.stem) for r in formats.load_queries(group)[:8]]
     prompts = [q.start() for q in queries]
     rows = []
     for dtype, cudnn in [(d, c) for d in dtypes for c in ((False, True) if cudnn_too else (False,))]:
@@ -219,7 +224,8 @@ def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations
     of bench/react_steps.py (re-encoding, inference.reuse_kv_cache, + inference.decode_chunk),
     greedy, float32; and the prefill/decode costs per batch size on the first prompt."""
     from bench import react_steps
-    from lib import inference, tools
+    from lib.toolbench import tools
+    from lib.infer import inference
 
     responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
     if not responses.exists():               # nothing recorded: every call gets the env's miss answer

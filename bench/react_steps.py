@@ -5,10 +5,10 @@
                                           [--modes recompute,reuse,chunked] [--decode-chunk 16]
                                           [--chunk-batch 16] [--dtype bfloat16] [--json out.json]
 
-Runs one group's queries through stage 03's own loop (lib.inference.run_group: ReAct, batched, the
+Runs one group's queries through stage 03's own loop (lib.infer.inference.run_group: ReAct, batched, the
 offline tool environment) with the same model in each of --modes, side by side in one process:
 `recompute` encodes each prompt whole; `reuse` keeps the key/value cache (inference.reuse_kv_cache,
-lib/prefix_cache.py); `chunked` adds inference.decode_chunk at --chunk-batch rows a call (a turn that
+lib/models/prefix_cache.py); `chunked` adds inference.decode_chunk at --chunk-batch rows a call (a turn that
 ends leaves the batch, a waiting query joins). Greedy (temperature 0): the script counts the
 trajectories that came out the same as the first mode's (a row's rounding depends on the batch it
 is in, so a different batch make-up can flip a near-tie, in float32 rarely, in bfloat16 more often). Prints per mode the wall
@@ -31,7 +31,8 @@ import torch
 
 
 def backend_for(cfg, untrained: bool):
-    from lib import backends, config
+    from lib.common import config
+    from lib.models import backends
 
     trained = config.path(cfg, f"{cfg['output_dir']}/model") / "config.json"
     if trained.exists() and not untrained:
@@ -62,8 +63,8 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     """One pass of stage 03's loop: `recompute` (every prompt encoded whole, whole turns),
     `reuse` (inference.reuse_kv_cache, whole turns), `chunked` (reuse and inference.decode_chunk
     `chunk` at `chunk_batch` rows a call: a turn that ends makes room for a waiting query)."""
-    from lib import inference
-    from lib.prefix_cache import PrefixCache
+    from lib.infer import inference
+    from lib.models.prefix_cache import PrefixCache
 
     batch = chunk_batch if mode == "chunked" else cfg["inference"]["batch_size"]
     backend.prefix_cache = PrefixCache(2 * batch) if mode != "recompute" else None
@@ -131,7 +132,9 @@ def per_token_costs(backend, conversation, batches: list[int], decode_steps: int
 
 
 def main(argv=None):
-    from lib import config, inference, tools
+    from lib.common import config
+    from lib.toolbench import tools
+    from lib.infer import inference
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="smollm2")

@@ -4,10 +4,10 @@
         --candidate wider="model.tiny.hidden_size=256 model.tiny.ffn_dim=1024" --json out.json
 
 Each candidate is the profile plus a few `key=value` overrides (values parsed as YAML, as
-`python -m lib.run --set` takes them). Every candidate runs stages 01-04 through the stages' own code
+`python -m lib.pipeline.run --set` takes them). Every candidate runs stages 01-04 through the stages' own code
 (not the notebooks) into its own folder under --work, one after the other on the same machine, and
 the table gives, per candidate: training minutes, first-step accuracy of the fine-tuned and the
-untrained model (lib/first_step.py), the share of inference steps that failed to parse, the share of
+untrained model (lib/checks/first_step.py), the share of inference steps that failed to parse, the share of
 queries ended with Finish -> give_answer, and the offline judge's pass rate overall and on
 G1-instruction (majority vote), each over the profile's test queries.
 """
@@ -21,7 +21,11 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import config, data, first_step, inference, judge, train, untrained  # noqa: E402
+from lib.common import config  # noqa: E402
+from lib.data import data  # noqa: E402
+from lib.train import train  # noqa: E402
+from lib.infer import first_step_report, inference, untrained  # noqa: E402
+from lib.judge import judge  # noqa: E402
 
 
 def parse_candidate(text: str) -> tuple[str, dict]:
@@ -47,7 +51,7 @@ def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     data.prepare(cfg)
     summary = train.run(cfg, log=quiet)
     inferred = inference.run(cfg, log=quiet)
-    first = first_step.run(cfg, untrained.first_turns(cfg))
+    first = first_step_report.run(cfg, untrained.first_turns(cfg))
     judge.run(cfg, log=quiet)
     with open(Path(cfg["output_dir"]) / "pass_rate.csv") as fh:
         rows = {(r["aggregation"], r["group"]): r for r in csv.DictReader(fh)}

@@ -32,7 +32,9 @@ import torch
 from transformers import TrainerCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from lib import config, model as model_lib, train  # noqa: E402
+from lib.common import config  # noqa: E402
+from lib.models import model as model_lib  # noqa: E402
+from lib.train import train  # noqa: E402
 
 OPT_350M = dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, ffn_dim=4096,
                 word_embed_proj_dim=512, vocab_size=50272, max_position_embeddings=2048,

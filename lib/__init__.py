@@ -1,8 +1,8 @@
-"""toolsft-repro: the importable code behind the notebooks (see README.md, "Where things are").
+"""toolsft-repro: the importable code behind the notebooks, one package per stage and concern.
 
-Imports: every lib module is imported at the top of the module that uses it, and they flow one way
-(leaves such as config, store and toolbench at the bottom, the stages above, lib.run on top). The
-heavy libraries (torch, transformers, datasets, trl, peft, matplotlib, pandas, openai, papermill) are
-imported inside the functions that need them, because each takes seconds and the runner, the
-pre-flight and most tests never do.
+Packages, in the order imports flow (a package imports only those before it):
+common, toolbench, models, checks, data (01), train (02), infer (03), judge (04), report (05), pipeline.
+Heavy libraries (torch, transformers, trl, datasets, peft, matplotlib, pandas, openai, papermill) are
+imported inside the functions that need them: each takes seconds, and the runner, the pre-flight
+and most tests never need them.
 """

@@ -19,7 +19,8 @@ def smoke_run(tmp_path_factory):
 
     Outputs go to a temporary folder, so a test run never touches outputs/smoke/.
     """
-    from lib import config, run
+    from lib.common import config
+    from lib.pipeline import run
 
     out = tmp_path_factory.mktemp("smoke")
     overrides = {"output_dir": str(out)}

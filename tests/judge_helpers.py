@@ -9,7 +9,7 @@ import json
 import time
 from pathlib import Path
 
-from lib import config
+from lib.common import config
 
 from conftest import LoopbackServer, chat_completion
 

@@ -1,12 +1,13 @@
-"""The claim audit (lib/audit.py): the printed-precision rule, the paper's arithmetic, our own outputs."""
+"""The claim audit (lib/report/audit.py): the printed-precision rule, the paper's arithmetic, our own outputs."""
 from __future__ import annotations
 
 import json
 from decimal import Decimal
 from pathlib import Path
 
-from lib import config, report
-from lib.audit import (audit_ours, audit_readme, audit_tables, audit_text, audit_training, half_unit,
+from lib.common import config
+from lib.report import report
+from lib.report.audit import (audit_ours, audit_readme, audit_tables, audit_text, audit_training, half_unit,
                        matches_printed, query_weighted_mean, read_claims, round_like, table_lines,
                        unweighted_mean)
 from test_report import load_cfg
@@ -110,8 +111,8 @@ def test_audit_reads_our_outputs(tmp_path):
 
 
 def paper_steps_line(tmp_path, stated=None) -> dict:
-    """audit_ours' row for train_summary.json as stage 02 writes it (lib.paper.epoch_steps())."""
-    from lib import paper
+    """audit_ours' row for train_summary.json as stage 02 writes it (lib.common.paper.epoch_steps())."""
+    from lib.common import paper
 
     cfg = load_cfg(tmp_path, profile="paper")
     out = Path(cfg["output_dir"])

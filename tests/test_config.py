@@ -1,6 +1,6 @@
 import pytest
 
-from lib import config
+from lib.common import config
 
 
 def test_both_profiles_load_and_hold_the_papers_recipe():

@@ -1,4 +1,4 @@
-"""The contamination check and the split check (lib/contamination.py): planted duplicates, sources, ToolBench's split."""
+"""The contamination check and the split check (lib/report/contamination.py): planted duplicates, sources, ToolBench's split."""
 from __future__ import annotations
 
 import json
@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE
-from lib import config, contamination
+from lib.common import config
+from lib.report import contamination
 
 GROUPS = config.GROUPS
 
@@ -94,7 +95,7 @@ def test_contamination_threshold_and_sft_source(tmp_path):
 
 
 def test_split_check_finds_unseen_tools_and_categories_as_toolbench_splits_them(tmp_path):
-    from lib import sample
+    from lib.toolbench import sample
     sample.generate(tmp_path / "s", seed=3, train_queries=40, queries_per_group=3)
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"),
                                 "data.test_dir": str(tmp_path / "s" / "test_instruction"),
@@ -108,7 +109,7 @@ def test_split_check_finds_unseen_tools_and_categories_as_toolbench_splits_them(
         assert by[group]["seen_tool"] == by[group]["n_test"] > 0
     assert by["overall"]["train_tools"] == len({t for _, _, ts in train for t in ts}) > 5
     # A training tool that a test query uses is found: plant one and the count moves.
-    planted = train + [("x", "q", frozenset({sample.toolbench.standardize_name(sample.UNSEEN_TOOLS[0])}))]
+    planted = train + [("x", "q", frozenset({sample.formats.standardize_name(sample.UNSEEN_TOOLS[0])}))]
     tools_now = {r["group"]: r for r in contamination.split_check(cfg, contamination.test_queries(cfg), planted)}
     assert tools_now["G1_tool"]["seen_tool"] >= 1
     # Without tool documents the categories are unknown, not "0 seen".

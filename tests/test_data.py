@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, data, records, sample, sample_world
+from lib.common import config
+from lib.toolbench import records, sample, sample_world
+from lib.data import data
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
@@ -77,7 +79,7 @@ def test_assistant_turn_mode_makes_one_example_per_assistant_turn():
 
 def test_rendered_example_marks_exactly_the_completion_as_assistant_tokens(tmp_path):
     # The chat template's generation tags give the positions the loss is computed on.
-    from lib import model
+    from lib.models import model
     cfg = config.load("smoke")
     tok = model.train_tokenizer(["Thought: Action: Action Input: System: User: Function: Assistant: " * 20,
                                  json.dumps(record())], vocab_size=300)
@@ -134,7 +136,7 @@ def test_sample_generator_is_deterministic_and_splits_like_toolbench(tmp_path):
             tools = {api["tool_name"] for api in q["api_list"]}
             assert tools & set(sample.UNSEEN_TOOLS + ()) or {a["category_name"] for a in q["api_list"]} & set(
                 sample.UNSEEN_CATEGORIES), (group, tools)
-            assert not any(f.endswith(sample.toolbench.standardize_name(t)) for f in train_functions for t in tools)
+            assert not any(f.endswith(sample.formats.standardize_name(t)) for f in train_functions for t in tools)
     responses = [json.loads(l) for l in (tmp_path / "a" / "toolenv" / "responses.jsonl").read_text().splitlines()]
     assert all({"category", "tool_name", "api_name", "arguments", "response"} <= set(r) for r in responses)
     outcomes = Counter(r["conversations"][-1]["value"].split('"return_type": "')[1].split('"')[0]
@@ -200,7 +202,9 @@ def test_conversation_mode_keeps_only_records_no_later_record_extends():
 
 
 def test_sample_options_come_from_the_profile(tmp_path):
-    from lib import config, data, sample
+    from lib.common import config
+    from lib.toolbench import sample
+    from lib.data import data
     smoke = config.load("smoke")
     assert data.sample_options(smoke)["train_queries"] == 240
     assert data.sample_options(smoke)["queries_per_group"] == 8
@@ -235,7 +239,7 @@ def test_invented_values_make_training_values_unguessable_and_leave_the_test_que
 
 
 def test_retry_conversations_show_the_offline_environment_error_and_the_corrected_call(tmp_path):
-    from lib import toolbench, tools
+    from lib.toolbench import formats, tools
     sample.generate(tmp_path, seed=4, train_queries=30, queries_per_group=1, retry_share=1.0)
     env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     rows = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
@@ -251,8 +255,8 @@ def test_retry_conversations_show_the_offline_environment_error_and_the_correcte
                 continue
             if "failed: its arguments must be" not in second["value"]:
                 continue
-            _, action, wrong, _ = toolbench.parse_step(first["value"])
-            _, again, right, _ = toolbench.parse_step(second["value"])
+            _, action, wrong, _ = formats.parse_step(first["value"])
+            _, again, right, _ = formats.parse_step(second["value"])
             assert action == again and wrong != right
             # The observation is what the offline environment itself answers to the miscopied call.
             api = next(a for a in sample._apis(sample_world.world()) if a.function == action)

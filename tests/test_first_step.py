@@ -1,9 +1,9 @@
-"""lib/first_step.py: the four criteria of a sensible first tool call, on hand-made turns."""
+"""lib/checks/first_step.py: the four criteria of a sensible first tool call, on hand-made turns."""
 import json
 
 import pytest
 
-from lib import first_step
+from lib.checks import first_step
 
 QUERY = {"query": "What is the weather in Paris on 2024-05-01? I need it for 3 people.", "query_id": 7,
          "api_list": [{"category_name": "Data", "tool_name": "Weather Hub", "api_name": "Get Weather",
@@ -43,7 +43,7 @@ def test_first_step_criteria(text, expected):
 
 
 def test_numbers_from_the_query_match_as_numbers():
-    from lib import grounding
+    from lib.checks import grounding
     assert grounding.stated_in(3, QUERY["query"]) and grounding.stated_in("3.0", QUERY["query"])
     assert not grounding.stated_in(4, QUERY["query"]) and not grounding.stated_in("", QUERY["query"])
 

@@ -1,5 +1,5 @@
-"""lib.format_check: what counts as a step that parses."""
-from lib import format_check
+"""lib.checks.format_check: what counts as a step that parses."""
+from lib.checks import format_check
 
 
 def test_parses_thought_action_input():

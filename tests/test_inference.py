@@ -1,11 +1,14 @@
-"""lib.inference (ReAct, DFSDT, trajectory files, the stage) and lib.backends (HF, OpenAI)."""
+"""lib.infer.inference (ReAct, DFSDT, trajectory files, the stage) and lib.models.backends (HF, OpenAI)."""
 import ast
 import json
 
 import pytest
 
 from conftest import LoopbackServer, chat_completion
-from lib import backends, config, inference, toolbench, tools
+from lib.common import config
+from lib.toolbench import formats, tools
+from lib.models import backends
+from lib.infer import inference
 from test_toolbench import QUERY
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLE
@@ -15,7 +18,7 @@ CW = "current_weather_for_weather_api"
 
 
 def step(action, args, thought="t"):
-    return toolbench.format_step(thought, action, json.dumps(args))
+    return formats.format_step(thought, action, json.dumps(args))
 
 
 ANSWER = step("Finish", {"return_type": "give_answer", "final_answer": "21 degrees"})
@@ -47,7 +50,7 @@ def env(tmp_path):
 
 
 def query(qid=7, group="G1_instruction"):
-    return toolbench.Query(dict(QUERY, query_id=qid), group, {"weather_api": "Weather for all"})
+    return formats.Query(dict(QUERY, query_id=qid), group, {"weather_api": "Weather for all"})
 
 
 def drive(coroutine, outputs):
@@ -133,7 +136,7 @@ def test_dfsdt_stops_at_max_expansions_and_depth(env):
 
 def test_tooleval_answer_structure(env):
     result, _ = drive(inference.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
-    answer = toolbench.tooleval_answer("What is the weather in Paris?", "CoT@1", result["steps"], "give_answer")
+    answer = formats.tooleval_answer("What is the weather in Paris?", "CoT@1", result["steps"], "give_answer")
     assert answer["total_steps"] == 4 and json.loads(answer["final_answer"])["final_answer"] == "21 degrees"
     system = answer["answer_details"][0]
     assert system["role"] == "system" and system["message"] == ""
@@ -142,7 +145,7 @@ def test_tooleval_answer_structure(env):
     assert tool["role"] == "tool" and tool["message"]["name"] == CW
     finish = tool["next"][0]
     assert finish["message"]["response"] == "" and finish["next"] == []
-    failed = toolbench.tooleval_answer("q", "CoT@1", result["steps"][:1], "max_iterations")
+    failed = formats.tooleval_answer("q", "CoT@1", result["steps"][:1], "max_iterations")
     assert failed["final_answer"] == "" and failed["answer_details"][0]["next"][0]["next"][0]["role"] == "assistant"
 
 
@@ -160,7 +163,7 @@ def test_converter_matches_real_converted_files(env, path, method, truncate):
     item = next(v for v in real.values() if v["answer"]["final_answer"])
     assert set(item) == {"query", "available_tools", "answer"}
     result, _ = drive(inference.react(query(), env, 10), [step(CW, {"city": "Paris"}), ANSWER])
-    ours = toolbench.tooleval_answer("What is the weather in Paris?", method, result["steps"], "give_answer", truncate)
+    ours = formats.tooleval_answer("What is the weather in Paris?", method, result["steps"], "give_answer", truncate)
     assert set(ours) == set(item["answer"])
     theirs_root, ours_root = item["answer"]["answer_details"][0], ours["answer_details"][0]
     assert set(ours_root) == set(theirs_root) == {"role", "message", "next"}
@@ -258,10 +261,11 @@ def tiny_hf():
     import torch
     from transformers import OPTConfig, OPTForCausalLM
 
-    from lib import config, model as model_lib
+    from lib.common import config
+    from lib.models import model as model_lib
 
     cfg = config.load("smoke")
-    texts = [toolbench.system_prompt(toolbench.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
+    texts = [formats.system_prompt(formats.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
     tok = model_lib.train_tokenizer(texts, 400)
     tok.chat_template = cfg["model"]["chat_template"]
     torch.manual_seed(0)
@@ -363,7 +367,7 @@ def test_openai_backend_over_real_http(env, tmp_path):
 
 
 def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
-    from lib import config
+    from lib.common import config
 
     cfg, model, tok = tiny_hf
     test_dir = tmp_path / "test_instruction"
@@ -397,10 +401,10 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     finished = {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")}
     good = (test_dir / "G1_instruction.json").read_text()
     (test_dir / "G1_instruction.json").write_text(json.dumps([dict(QUERY, query_id=0)] * 2))
-    with pytest.raises(toolbench.QueryError, match="share query_id"):
+    with pytest.raises(formats.QueryError, match="share query_id"):
         inference.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=3)), backend=backend, env=env, log=None)
     (test_dir / "G1_instruction.json").write_text(good)
-    from lib import store
+    from lib.common import store
     with store.exclusive(out / "trajectories", "stage 03 inference"):
         with pytest.raises(store.FolderBusy, match=r"pid \d+, stage 03 inference"):
             inference.run(cfg, backend=backend, env=env, log=None)
@@ -414,7 +418,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
 
 
 def test_load_test_queries_gives_the_stage_queries_and_trajectory_finds_a_line(tmp_path):
-    from lib import config
+    from lib.common import config
 
     test_dir, tools_dir = tmp_path / "test_instruction", tmp_path / "toolenv" / "tools" / "Weather"
     test_dir.mkdir()
@@ -442,7 +446,7 @@ def test_load_test_queries_gives_the_stage_queries_and_trajectory_finds_a_line(t
 def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
     """The system prompt built at inference (tool descriptions from the tool documents, as ToolBench)
     must be the text the training records hold for the same functions."""
-    from lib import sample
+    from lib.toolbench import sample
     sample.generate(tmp_path, seed=5, train_queries=30, queries_per_group=2)
     docs = {k: d.get("tool_description", "") for k, d in tools.load_tool_docs(tmp_path / "toolenv" / "tools").items()}
     records = json.loads(next((tmp_path / "train").glob("*.json")).read_text())
@@ -454,7 +458,7 @@ def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
             tool = fn["description"].split('"', 2)[1]
             if tool not in tools_in_order:
                 tools_in_order.append(tool)
-        assert toolbench.system_prompt(fns, [(t, docs.get(t, "")) for t in tools_in_order]) == text
+        assert formats.system_prompt(fns, [(t, docs.get(t, "")) for t in tools_in_order]) == text
 
 
 def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
@@ -474,7 +478,7 @@ def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
     import torch
     from types import SimpleNamespace
 
-    from lib import model as model_lib
+    from lib.models import model as model_lib
 
     tokenizer = model_lib.train_tokenizer(["Thought: a\nAction: b\nAction Input: {}"] * 20, 300)
     tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
@@ -546,7 +550,7 @@ def by_query(plans):
 
 
 def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transport(tmp_path):
-    from lib import config
+    from lib.common import config
 
     plans = {"q0": [step(CW, {"city": "Paris"}), ANSWER],                        # ok
              "q1": [step(CW, {"city": "Rome"}), ANSWER],                         # an API error
@@ -587,7 +591,8 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
 
 
 def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tmp_path):
-    from lib import config, tools
+    from lib.common import config
+    from lib.toolbench import tools
 
     test_dir = tmp_path / "test_instruction"      # its own queries: a fresh clone has no data/sample yet
     test_dir.mkdir()
@@ -601,7 +606,7 @@ def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tm
 
 
 def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
-    from lib import tools
+    from lib.toolbench import tools
 
     plans = {f"q{i}": [step(CW, {"city": "Paris"}), ANSWER] for i in range(4)}
     plans.update({f"q{i}": [step(CW, {"city": "down"})] * 3 for i in range(4, 12)})

@@ -1,4 +1,4 @@
-"""Stage 04 (lib/judge.py) end to end: selection, pass-rate and checks tables, resuming, by the
+"""Stage 04 (lib/judge/judge.py) end to end: selection, pass-rate and checks tables, resuming, by the
 offline judge and by the LLM judge against a scripted OpenAI-compatible server on 127.0.0.1 (real
 HTTP through the openai client). The rules each have their own tests: test_tooleval, test_stats,
 test_trajectory_checks, test_offline_judge, test_judgments, test_llm_judge, test_win_rate."""
@@ -9,7 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from lib import config, judge, judgments, llm_judge, pass_rates, stats, store, tooleval, trajectory_checks
+from lib.common import config, stats, store
+from lib.toolbench import tooleval
+from lib.checks import trajectory_checks
+from lib.judge import judge, judgments, llm_judge, pass_rates
 
 from judge_helpers import GOOD, SECRET, finish, llm_cfg, make_cfg, query, read_csv, step, traj
 
@@ -187,7 +190,7 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
     rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
     assert rows["mean", "overall"]["pass_rate"] == "30.0"       # (1 + 0 + .5 + 0 + 0) / 5
     assert rows["majority", "overall"]["judge"] == "fake-judge"
-    assert "Prompts: our wording of ToolEval's prompts, lib/tooleval_prompts (sha256 " in (out / "pass_rate.md").read_text()
+    assert "Prompts: our wording of ToolEval's prompts, lib/toolbench/tooleval_prompts (sha256 " in (out / "pass_rate.md").read_text()
     summary = json.loads((out / "judge_summary.json").read_text())
     assert summary["agreement"]["overall"]["queries_judged"] == 4
     assert summary["agreement"]["overall"]["mean_pairwise_agreement"] == 1.0

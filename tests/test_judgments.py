@@ -1,4 +1,4 @@
-"""lib/judgments.py: reading stage 03's trajectory files, and a judgments file resumed after an
+"""lib/judge/judgments.py: reading stage 03's trajectory files, and a judgments file resumed after an
 interrupted run."""
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from lib import judge, judgments
+from lib.judge import judge, judgments
 
 from judge_helpers import GOOD, llm_cfg, traj, write_jsonl
 

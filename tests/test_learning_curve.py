@@ -1,9 +1,11 @@
-"""lib/learning_curve.py: the dev split's first steps, scored during training, and its figure."""
+"""lib/train/learning_curve.py: the dev split's first steps, scored during training, and its figure."""
 import json
 
 from datasets import Dataset
 
-from lib import learning_curve, sample, store, toolbench
+from lib.common import store
+from lib.toolbench import formats, sample
+from lib.train import learning_curve
 
 
 def heldout_from_sample(tmp_path, n=6):
@@ -75,7 +77,7 @@ def test_points_and_the_callback_write_a_resumable_curve(tmp_path):
 def test_functions_parsed_from_the_prompt_are_the_functions_stage_03_lists(tmp_path):
     heldout, _ = heldout_from_sample(tmp_path)
     d = learning_curve.dev_prompts(heldout)[0]
-    assert toolbench.system_prompt(d["functions"]).split(learning_curve.APIS_PREFIX)[1] == \
+    assert formats.system_prompt(d["functions"]).split(learning_curve.APIS_PREFIX)[1] == \
         d["prompt"][0]["content"].split(learning_curve.APIS_PREFIX)[1]
 
 

@@ -1,4 +1,4 @@
-"""lib/llm_judge.py: the LLM judge's cache, retries (429 / 5xx / time-outs / Retry-After, done by the
+"""lib/judge/llm_judge.py: the LLM judge's cache, retries (429 / 5xx / time-outs / Retry-After, done by the
 openai client), malformed responses and replies, and its key; ToolEval's evaluator folder asked with
 its function call; the model id served; the call budget and the estimate before judging. Against
 scripted OpenAI-compatible servers on 127.0.0.1 (real HTTP through the openai client)."""
@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from lib import judge, llm_judge, store, tooleval, tooleval_evaluator
+from lib.common import store
+from lib.toolbench import tooleval, tooleval_evaluator
+from lib.judge import judge, llm_judge
 
 from conftest import LoopbackServer
 from judge_helpers import GOOD, llm_cfg, make_cfg, traj
@@ -290,7 +292,7 @@ def test_each_judge_says_which_prompts_it_uses_and_they_never_share_a_cache_key(
     listing = "".join(f"{hashlib.sha256(f.read_bytes()).hexdigest()}  {f.name}\n"
                       for f in sorted(tooleval.PROMPT_DIR.glob("*.txt")))
     assert ours.evaluator is None and ours.prompts == (
-        "our wording of ToolEval's prompts, lib/tooleval_prompts (sha256 "
+        "our wording of ToolEval's prompts, lib/toolbench/tooleval_prompts (sha256 "
         f"{hashlib.sha256(listing.encode()).hexdigest()})")
     theirs = evaluator_judge(tmp_path, server, monkeypatch)
     template = tmp_path / "evaluator" / "template.txt"
@@ -305,7 +307,7 @@ def test_each_judge_says_which_prompts_it_uses_and_they_never_share_a_cache_key(
 
 
 def test_a_relative_evaluator_dir_is_read_from_the_repository_root(tmp_path, server, monkeypatch):
-    from lib import config
+    from lib.common import config
     assert llm_judge.evaluator_path("x/y") == config.ROOT / "x" / "y"
     assert llm_judge.evaluator_path(tmp_path) == tmp_path
     with pytest.raises(tooleval_evaluator.EvaluatorError, match="not a folder"):

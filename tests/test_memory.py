@@ -1,7 +1,7 @@
-"""lib.memory: the training-memory and checkpoint estimates the pre-flight check sets against the machine."""
+"""lib.models.memory: the training-memory and checkpoint estimates the pre-flight check sets against the machine."""
 import pytest
 
-from lib import memory
+from lib.models import memory
 
 
 @pytest.mark.parametrize("seq, measured_gib", [(512, 6.24), (1024, 6.64), (2048, 7.48)])
@@ -10,7 +10,7 @@ def test_memory_estimate_within_25_percent_of_h200(seq, measured_gib):
     gradient checkpointing, batch 8 (bench/results/paper_gpu_h200_*.json)."""
     from transformers import OPTConfig
 
-    from lib.model import OPT_350M
+    from lib.models.model import OPT_350M
 
     shape = memory.shape_of(OPTConfig(**OPT_350M))
     assert shape.params == 331_196_416

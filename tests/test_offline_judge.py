@@ -1,12 +1,13 @@
-"""lib/offline_judge.py: the offline judge's grounding rule - Solved needs the answer to state what
-the calls about the query returned (lib/trajectory_checks.py, lib/grounding.py)."""
+"""lib/checks/offline_judge.py: the offline judge's grounding rule - Solved needs the answer to state what
+the calls about the query returned (lib/checks/trajectory_checks.py, lib/checks/grounding.py)."""
 from __future__ import annotations
 
 import json
 
 import pytest
 
-from lib import offline_judge, tooleval, trajectory_checks
+from lib.toolbench import tooleval
+from lib.checks import offline_judge, trajectory_checks
 
 from judge_helpers import finish, query, step, traj
 
@@ -37,7 +38,7 @@ def test_grounding_counts_only_relevant_successful_calls():
 
 
 def test_grounding_normalises_numbers_case_and_space():
-    from lib import grounding
+    from lib.checks import grounding
     obs = [json.dumps({"error": "", "response": {"population": 2102650, "name": "Île  de   France",
                                                  "price": "1,234.50", "ok": True, "n": 5}})]
     assert grounding.matched_values("about 2,102,650 people", obs) == ["2102650"]

@@ -1,7 +1,7 @@
-"""lib.paper: the paper's facts from data/paper_claims.csv, and the arithmetic of its epoch."""
+"""lib.common.paper: the paper's facts from data/paper_claims.csv, and the arithmetic of its epoch."""
 import pytest
 
-from lib import paper
+from lib.common import paper
 
 
 def test_paper_step_arithmetic():

@@ -2,7 +2,7 @@
 size and location overrides that the README lists, through all five notebooks with papermill.
 
 - model: a stand-in for facebook/opt-350m built from its config with fewer, narrower layers and
-  saved in float16 like the hub checkpoint (lib.model.save_stand_in);
+  saved in float16 like the hub checkpoint (lib.models.model.save_stand_in);
 - data: ToolBench's data.zip layout in a temporary folder, from the real sample files in
   ../shared/toolbench-sample/ (training records preprocessed from real answer files, StableToolBench's
   real test queries); without ../shared, the project's own ToolBench-format sample instead;
@@ -19,7 +19,9 @@ import nbformat
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer, chat_completion
-from lib import checklist, config, model as model_lib, preflight, run
+from lib.common import config
+from lib.models import model as model_lib
+from lib.pipeline import checklist, preflight, run
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +44,7 @@ def lay_out_toolbench(root):
         write_tool_documents(data / "test_instruction", data / "toolenv" / "tools")
         return sorted(f.stem for f in (data / "test_instruction").glob("*.json"))
     smoke = config.load("smoke")
-    from lib import data as data_lib
+    from lib.data import data as data_lib
     data_lib.ensure_sample(smoke)
     shutil.copy(config.path(smoke, smoke["data"]["train_path"]), data / "toolllama_G123_dfs_train.json")
     for f in sorted(config.path(smoke, smoke["data"]["test_dir"]).glob("*.json")):
@@ -68,7 +70,7 @@ def write_tool_documents(test_dir, tools_dir):
                                             "method": api.get("method", "GET"),
                                             "required_parameters": api.get("required_parameters", []),
                                             "optional_parameters": api.get("optional_parameters", [])})
-    from lib.toolbench import standardize_name
+    from lib.toolbench.formats import standardize_name
     for (category, tool), doc in tools.items():       # ToolBench names the files by standardized tool name
         (tools_dir / category).mkdir(parents=True, exist_ok=True)
         (tools_dir / category / f"{standardize_name(tool)}.json").write_text(json.dumps(doc))

@@ -5,7 +5,7 @@ import json
 import nbformat
 import pytest
 
-from lib import run
+from lib.pipeline import run
 
 pytestmark = pytest.mark.slow
 

@@ -1,4 +1,4 @@
-"""lib/prefix_cache.py through HFBackend: reusing the key/value tensors of earlier prompts gives the
+"""lib/models/prefix_cache.py through HFBackend: reusing the key/value tensors of earlier prompts gives the
 same greedy tokens as encoding every prompt whole, while encoding far fewer tokens."""
 from __future__ import annotations
 
@@ -6,8 +6,9 @@ import pytest
 import torch
 import yaml
 
-from lib import backends, config, model as model_lib
-from lib.prefix_cache import PrefixCache, common_prefix
+from lib.common import config
+from lib.models import backends, model as model_lib
+from lib.models.prefix_cache import PrefixCache, common_prefix
 
 TEXTS = ["System: tools listed here. User: weather in Paris? Assistant: Thought: call it. Action: get_weather"] * 20
 
@@ -128,7 +129,8 @@ def test_turns_written_a_chunk_at_a_time_are_the_same_tokens(tokenizer, kind):
 
 
 def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tmp_path):
-    from lib import inference, toolbench, tools
+    from lib.toolbench import formats, tools
+    from lib.infer import inference
 
     model = tiny("llama", tokenizer, positions=4096, init=0.2)     # ToolBench prompts, not truncated
     env = tools.OfflineToolEnv.__new__(tools.OfflineToolEnv)
@@ -136,7 +138,7 @@ def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tm
     query = {"query_id": 0, "query": "weather in Paris?", "api_list": [
         {"category_name": "Weather", "tool_name": "Weather API", "api_name": "Current Weather",
          "api_description": "now", "required_parameters": [], "optional_parameters": []}]}
-    queries = [toolbench.Query(dict(query, query_id=i, query="weather in Paris? " * (i + 1)), "G1_tool", {})
+    queries = [formats.Query(dict(query, query_id=i, query="weather in Paris? " * (i + 1)), "G1_tool", {})
                for i in range(6)]
     tok = with_eos_inside_turns(tokenizer, model, [q.start() for q in queries])
     lines, calls = {}, {}

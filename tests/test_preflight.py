@@ -1,11 +1,13 @@
-"""lib.preflight: one table saying whether each input a profile needs is there. Fast, loopback only."""
+"""lib.pipeline.preflight: one table saying whether each input a profile needs is there. Fast, loopback only."""
 import json
 from pathlib import Path
 
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE, LoopbackServer
-from lib import checklist, config, hub, memory, preflight, service_checks
+from lib.common import config
+from lib.models import hub, memory
+from lib.pipeline import checklist, preflight, service_checks
 
 GROUPS = list(config.GROUPS)
 
@@ -173,7 +175,7 @@ def test_hub_model_looked_up_over_http_without_downloading(tmp_path, monkeypatch
     checked for a tokenizer: read, not downloaded."""
     from transformers import OPTConfig
 
-    from lib.model import OPT_350M
+    from lib.models.model import OPT_350M
 
     from huggingface_hub import constants
 
@@ -213,7 +215,7 @@ def test_hub_model_looked_up_over_http_without_downloading(tmp_path, monkeypatch
 @pytest.fixture(scope="module")
 def stand_in(tmp_path_factory):
     """A local folder shaped like opt-350m (2 small layers), stored in float16 like the hub's."""
-    from lib import model as model_lib
+    from lib.models import model as model_lib
 
     folder = tmp_path_factory.mktemp("stand_in") / "opt-350m"
     texts = [f"Thought: call api number {i} with city Paris and units metric" for i in range(200)]
@@ -261,7 +263,7 @@ def fake_gpu(monkeypatch, free_gib, total_gib):
 def test_cuda_row(tmp_path, monkeypatch):
     from transformers import OPTConfig
 
-    from lib.model import OPT_350M
+    from lib.models.model import OPT_350M
 
     shape = memory.shape_of(OPTConfig(**OPT_350M))
     cfg = paper_cfg(tmp_path)
@@ -289,7 +291,7 @@ def test_no_cuda_bf16_is_fine_where_the_cpu_has_native_bfloat16(tmp_path, monkey
     (1.36x fp32 for LoRA, bench/README.md), a slow one elsewhere."""
     import torch
 
-    from lib import backends
+    from lib.models import backends
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "train.bf16": True})
     monkeypatch.setattr(backends, "cpu_has_bf16", lambda: True)

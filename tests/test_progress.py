@@ -1,7 +1,7 @@
-"""lib/progress.py: the throttled progress lines the long stages print on the terminal."""
+"""lib/common/progress.py: the throttled progress lines the long stages print on the terminal."""
 import pytest
 
-from lib import progress
+from lib.common import progress
 
 
 def test_progress_lines_are_throttled_and_give_an_eta(monkeypatch):
@@ -20,7 +20,7 @@ def test_progress_lines_are_throttled_and_give_an_eta(monkeypatch):
 
 
 def test_printed_progress_is_one_line_that_updates_in_place(capsys):
-    """On stdout (the stages' default, copied to the terminal by `python -m lib.run`), progress is one
+    """On stdout (the stages' default, copied to the terminal by `python -m lib.pipeline.run`), progress is one
     tqdm line redrawn with carriage returns at most every every_s, left standing with the wall time."""
     p = progress.Progress("03 G1_instruction queries", 1000, every_s=3600, start_at=0)
     for done in range(1, 1001):
@@ -35,7 +35,7 @@ def test_printed_progress_is_one_line_that_updates_in_place(capsys):
 def test_a_stage_stopped_by_an_error_ends_its_progress_line(tmp_path, capsys):
     from tqdm import tqdm
 
-    from lib import judgments
+    from lib.judge import judgments
 
     class Broken:
         name = "a judge that fails"

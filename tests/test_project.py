@@ -7,7 +7,8 @@ import tomllib
 import pytest
 import yaml
 
-from lib import config, run
+from lib.common import config
+from lib.pipeline import run
 
 ROOT = config.ROOT
 
@@ -68,8 +69,8 @@ def test_runner_rejects_unknown_stages_and_bad_settings(capsys):
     assert [s.number for s in run.select(start="03")] == ["03", "04", "05"]
     assert run.main(["--set", "trian.x=1"]) == 1
     assert "unknown key 'trian'" in capsys.readouterr().err
-    # --set is read by config.parse_overrides, in lib.run as in lib.train and bench/recipes.py.
-    from lib import train
+    # --set is read by config.parse_overrides, in lib.pipeline.run as in lib.train.train and bench/recipes.py.
+    from lib.train import train
     for main in (run.main, train.main):
         with pytest.raises(SystemExit):
             main(["--set", "train.max_steps"])
@@ -101,12 +102,12 @@ def test_a_bad_value_fails_in_a_second_and_touches_no_finished_work(tmp_path, ca
 
 
 def test_a_second_runner_on_the_same_profile_stops_before_any_stage(tmp_path, capsys):
-    from lib import store
+    from lib.common import store
     out = tmp_path / "out"
-    with store.exclusive(out / "stages", "lib.run --profile smoke"):
+    with store.exclusive(out / "stages", "lib.pipeline.run --profile smoke"):
         assert run.main(["--set", f"output_dir={out}", "--skip-check"]) == 1
     err = capsys.readouterr().err
-    assert f"{out / 'stages'} is being written by another run (pid " in err and "lib.run --profile smoke" in err
+    assert f"{out / 'stages'} is being written by another run (pid " in err and "lib.pipeline.run --profile smoke" in err
     assert not (out / "notebooks").exists()
 
 
@@ -186,26 +187,48 @@ def test_the_runner_checks_inputs_first_and_stops_on_a_missing_one(monkeypatch, 
     assert "0 missing" in capsys.readouterr().out
 
 
-def test_every_module_is_on_the_readme_map_below_what_it_imports():
-    """README's "Where things are" lists each lib module once, leaves first: a module's lib imports
-    (top-level, where they must be) are all rows above it, so the imports flow one way, no circles."""
-    import ast
-    import re
-    readme = (config.ROOT / "README.md").read_text()
+PACKAGES = ("common", "toolbench", "models", "checks", "data", "train", "infer", "judge", "report", "pipeline")
+
+
+def _readme_map() -> list[tuple[str, str, str]]:
+    """README's "Where things are" rows: (package/module, what it holds, notebook column)."""
+    readme = (ROOT / "README.md").read_text()
     table = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
-    order = re.findall(r"^\| `([a-z_]+)` \|", table, flags=re.M)
-    modules = {p.stem: p for p in (config.ROOT / "lib").glob("*.py") if p.stem != "__init__"}
+    return re.findall(r"^\| `([a-z_]+/[a-z_]+)` \| (.*) \| ([^|]*) \|$", table, flags=re.M)
+
+
+def _lib_imports(tree) -> list[tuple[ast.ImportFrom, set[str]]]:
+    """Each `from lib.<package> import a, b` / `from lib.<package>.<module> import x` as the
+    package/module names it reaches."""
+    found = []
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib"):
+            parts = node.module.split(".")
+            assert len(parts) > 1, f"line {node.lineno}: 'from lib import' names no package"
+            names = {f"{parts[1]}/{a.name}" for a in node.names} if len(parts) == 2 else {f"{parts[1]}/{parts[2]}"}
+            found.append((node, names))
+    return found
+
+
+def test_every_module_is_on_the_readme_map_below_what_it_imports():
+    """README's "Where things are" lists each lib module once, by package in the order imports flow:
+    a module imports only packages above its own, or modules above it in its own package (top-level,
+    where they must be), so nothing in an earlier stage imports a later one, and there are no circles."""
+    order = [name for name, _, _ in _readme_map()]
+    modules = {f"{p.parent.name}/{p.stem}": p for p in (ROOT / "lib").glob("*/*.py") if p.stem != "__init__"}
     assert sorted(order) == sorted(modules)
+    assert sorted({m.split("/")[0] for m in order}, key=PACKAGES.index) == list(PACKAGES)
+    assert [m.split("/")[0] for m in order] == sorted((m.split("/")[0] for m in order), key=PACKAGES.index)
+    assert sorted(p.name for p in (ROOT / "lib").glob("*.py")) == ["__init__.py"]
     for position, name in enumerate(order):
+        package = name.split("/")[0]
         tree = ast.parse(modules[name].read_text())
-        imported = {a.name for node in tree.body if isinstance(node, ast.ImportFrom) and node.module == "lib"
-                    for a in node.names}
-        imported |= {node.module.split(".")[1] for node in tree.body
-                     if isinstance(node, ast.ImportFrom) and (node.module or "").startswith("lib.")}
-        assert imported <= set(order[:position]), (name, imported - set(order[:position]))
-        inside = [node for node in ast.walk(tree) if isinstance(node, ast.ImportFrom)
-                  and (node.module == "lib" or (node.module or "").startswith("lib.")) and node not in tree.body]
-        assert not inside, f"lib/{name}.py imports lib modules inside a function (line {inside[0].lineno})"
+        for node, reached in _lib_imports(tree):
+            assert node in tree.body, f"lib/{name}.py imports lib modules inside a function (line {node.lineno})"
+            for target in reached:
+                other = target.split("/")[0]
+                assert PACKAGES.index(other) < PACKAGES.index(package) or target in order[:position], \
+                    f"lib/{name}.py imports {target}, which is not above it"
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "bench").glob("*.py")), ids=lambda p: p.name)
@@ -214,8 +237,9 @@ def test_bench_scripts_import_and_name_only_what_lib_has(path):
     calling a name that moved. Each imports, and each `module.attr` on a lib module exists."""
     import importlib
     tree = ast.parse(path.read_text())
-    aliases = {a.asname or a.name: importlib.import_module(f"lib.{a.name}") for node in ast.walk(tree)
-               if isinstance(node, ast.ImportFrom) and node.module == "lib" for a in node.names}
+    aliases = {a.asname or a.name: importlib.import_module(f"{node.module}.{a.name}") for node in ast.walk(tree)
+               if isinstance(node, ast.ImportFrom) and (node.module or "").count(".") == 1
+               and node.module.startswith("lib.") for a in node.names}
     missing = [f"line {node.lineno}: {node.value.id}.{node.attr}" for node in ast.walk(tree)
                if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name)
                and node.value.id in aliases and not hasattr(aliases[node.value.id], node.attr)]
@@ -225,7 +249,8 @@ def test_bench_scripts_import_and_name_only_what_lib_has(path):
 
 
 SECTIONS = ("data", "model", "format_check", "train", "lora", "inference", "judge", "report")
-DOTTED = re.compile(r"\b(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
+# Not after "lib." or "/": lib.judge.judge and lib/train/train.py name modules, not keys.
+DOTTED = re.compile(r"(?<![\w./])(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
 
 
 def _known_key(section: str, key: str) -> bool:
@@ -246,27 +271,25 @@ def test_notebooks_name_only_config_keys_that_exist():
             found = [(m.group(1), m.group(2)) for m in DOTTED.finditer(text)]
             found += re.findall(r'cfg\["(' + "|".join(SECTIONS) + r')"\]\["([a-z_0-9]+)"\]', text)
             for section, key in found:
-                if key == "py":         # a file name, lib/train.py
+                if key == "py":         # a file name, lib/train/train.py
                     continue
-                module = importlib.import_module(f"lib.{section}") if (ROOT / "lib" / f"{section}.py").exists() else None
-                if not _known_key(section, key) and not hasattr(module, key):
+                module = [importlib.import_module(f"lib.{p.parent.name}.{p.stem}")
+                          for p in (ROOT / "lib").glob(f"*/{section}.py")]
+                if not _known_key(section, key) and not any(hasattr(m, key) for m in module):
                     unknown.append(f"{path.name}: {section}.{key}")
     assert not unknown, f"notebooks name config keys that do not exist: {sorted(set(unknown))}"
 
 
 def test_the_readme_map_says_which_notebooks_call_each_module():
-    """README's notebook column is the notebooks' own `from lib import ...` lines (config: all,
-    preflight: make check), so the map cannot drift from what a reader steps through."""
+    """README's notebook column is the notebooks' own `from lib.<package> import ...` lines (config:
+    all, preflight: make check), so the map cannot drift from what a reader steps through."""
     uses: dict[str, set] = {}
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
         for cell in json.loads(path.read_text())["cells"]:
             if cell["cell_type"] == "code":
-                for node in ast.walk(ast.parse("".join(cell["source"]))):
-                    if isinstance(node, ast.ImportFrom) and node.module == "lib":
-                        for alias in node.names:
-                            uses.setdefault(alias.name, set()).add(path.name[:2])
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
-    for name, column in re.findall(r"^\| `([a-z_]+)` \| .* \| ([^|]*) \|$", table, flags=re.M):
-        if name not in ("config", "preflight"):
+                for _, reached in _lib_imports(ast.parse("".join(cell["source"]))):
+                    for name in reached:
+                        uses.setdefault(name, set()).add(path.name[:2])
+    for name, _, column in _readme_map():
+        if name not in ("common/config", "pipeline/preflight"):
             assert column.strip() == (", ".join(sorted(uses.get(name, ()))) or "-"), name

@@ -1,10 +1,10 @@
-"""lib.records: ToolBench's training records read as a stream and checked field by field."""
+"""lib.toolbench.records: ToolBench's training records read as a stream and checked field by field."""
 import json
 
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES
-from lib import records
+from lib.toolbench import records
 from test_data import answer, collect, needs_samples, record, write_answers, write_list
 
 

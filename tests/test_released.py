@@ -1,5 +1,5 @@
-"""Released answers (lib/released.py) judged like ours (stage 04, `python -m lib.judge --answers`),
-and the calibration table of stage 05 (lib/calibration.py): on the real files of
+"""Released answers (lib/toolbench/released.py) judged like ours (stage 04, `python -m lib.judge.judge --answers`),
+and the calibration table of stage 05 (lib/report/calibration.py): on the real files of
 ../shared/toolbench-sample when present, and on files written here."""
 from __future__ import annotations
 
@@ -8,7 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from lib import calibration, config, judge, released, released_runs, report, store, untrained
+from lib.common import config, store
+from lib.toolbench import released
+from lib.infer import untrained
+from lib.judge import judge, released_runs
+from lib.report import calibration, report
 from judge_helpers import GOOD, make_cfg, query, read_csv, traj
 
 SAMPLE = config.ROOT.parent / "shared" / "toolbench-sample"

@@ -1,4 +1,4 @@
-"""Stage 05 (lib/report.py): the row sets, tables, figures, index.json, the shipped data files.
+"""Stage 05 (lib/report/report.py): the row sets, tables, figures, index.json, the shipped data files.
 
 The claim audit is tested in test_audit.py, the contamination and split checks in test_contamination.py."""
 from __future__ import annotations
@@ -12,9 +12,10 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED, TOOLBENCH_SAMPLE
-from lib import config, report, tables
-from lib.audit import matches_printed
-from lib.series import OFFLINE_NOTE
+from lib.common import config, tables
+from lib.report import report
+from lib.report.audit import matches_printed
+from lib.report.series import OFFLINE_NOTE
 from test_contamination import write_queries
 
 ROOT = config.ROOT

@@ -1,11 +1,11 @@
-"""lib/stats.py: Wilson intervals, StableToolBench's per-run mean, agreement of repeated labels."""
+"""lib/common/stats.py: Wilson intervals, StableToolBench's per-run mean, agreement of repeated labels."""
 from __future__ import annotations
 
 import math
 
 import pytest
 
-from lib import stats
+from lib.common import stats
 
 
 def test_mean_score_runs_is_stabletoolbenchs_per_run_mean():

@@ -1,9 +1,9 @@
-"""lib/store.py: the appender, the reader, set_aside and the folder lock."""
+"""lib/common/store.py: the appender, the reader, set_aside and the folder lock."""
 import multiprocessing
 
 import pytest
 
-from lib import store
+from lib.common import store
 
 
 def test_an_append_after_a_torn_line_starts_on_its_own_line(tmp_path):

@@ -1,12 +1,12 @@
-"""lib/tooleval.py: ToolEval's rules on fixed inputs - labels, votes, replies, pre-checks - and its
-prompts, kept word for word in lib/tooleval_prompts/."""
+"""lib/toolbench/tooleval.py: ToolEval's rules on fixed inputs - labels, votes, replies, pre-checks - and its
+prompts, kept word for word in lib/toolbench/tooleval_prompts/."""
 from __future__ import annotations
 
 import hashlib
 
 import pytest
 
-from lib import tooleval
+from lib.toolbench import tooleval
 
 from judge_helpers import GOOD, finish, step, traj
 
@@ -57,7 +57,7 @@ def test_prechecks_fail_without_the_judge():
     assert tooleval.precheck(traj(1, [GOOD[0], finish("")], finish_type="max_iterations")) == "empty final answer"
 
 
-# The prompts' texts as they were in lib/judge.py before they moved to lib/tooleval_prompts/ (sha256 of
+# The prompts' texts as they were in lib/judge/judge.py before they moved to lib/toolbench/tooleval_prompts/ (sha256 of
 # the UTF-8 text): a changed word changes every cache key and every judgment, so it must be deliberate.
 PROMPT_SHA256 = {
     "system": "58de7eaffa40b7a1f5c58afa196e8cb31aa51dd81020dee73b4c9af8b0efa535",

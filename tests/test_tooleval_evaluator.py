@@ -1,4 +1,4 @@
-"""lib/tooleval_evaluator.py: reading and checking a ToolEval evaluator folder (config.yaml +
+"""lib/toolbench/tooleval_evaluator.py: reading and checking a ToolEval evaluator folder (config.yaml +
 template.txt, in the layout of ToolBench's toolbench/tooleval/evaluators/<evaluator>/), and the
 request built from it. The folder is written here, in that layout, with our own short texts."""
 from __future__ import annotations
@@ -9,7 +9,8 @@ import hashlib
 import pytest
 import yaml
 
-from lib import config, tooleval_evaluator as te
+from lib.common import config
+from lib.toolbench import tooleval_evaluator as te
 
 DESCRIPTIONS = {   # our own words; ToolEval's layout: the text between the tags, newlines kept
     "check_answer_status": "\nIs the request settled by this answer?\nRequest: {query}\nAnswer: {answer}\n",

@@ -1,10 +1,10 @@
-"""lib.tools: offline recorded responses, the virtual API server over HTTP, RapidAPI requests."""
+"""lib.toolbench.tools: offline recorded responses, the virtual API server over HTTP, RapidAPI requests."""
 import json
 
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES, LoopbackServer
-from lib import tools
+from lib.toolbench import tools
 
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
 
@@ -105,7 +105,7 @@ def test_rapidapi_request_is_built_from_the_docs(toolenv):
 
 
 def test_secret_comes_from_env(monkeypatch):
-    from lib import keys
+    from lib.common import keys
     monkeypatch.setenv("MY_TEST_KEY", "k")
     assert keys.secret("MY_TEST_KEY") == "k" and keys.is_set("MY_TEST_KEY")
     assert keys.endpoint_key("MY_TEST_KEY", None, "x") == "k"
@@ -121,7 +121,7 @@ def test_secret_comes_from_env(monkeypatch):
 def test_offline_observations_are_what_the_training_conversations_hold(tmp_path):
     """At inference the model must meet the observations it was trained on: for every call in the
     sample's training conversations, the offline environment answers with the very same text."""
-    from lib import sample, toolbench
+    from lib.toolbench import formats, sample
     sample.generate(tmp_path, seed=3, train_queries=12, queries_per_group=1)
     env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
@@ -130,7 +130,7 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
         turns = record["conversations"]
         for call, result in zip(turns, turns[1:]):
             if call["from"] == "assistant" and result["from"] == "function" and not json.loads(result["value"])["error"]:
-                _, action, action_input, error = toolbench.parse_step(call["value"])
+                _, action, action_input, error = formats.parse_step(call["value"])
                 assert error is None
                 category, tool, api_name = _api_of(action, tmp_path / "toolenv" / "tools")
                 assert env.call(category, tool, api_name, json.loads(action_input)) == result["value"]
@@ -140,10 +140,10 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
 
 def _api_of(function: str, tools_dir):
     """(category, tool name, api name) of a function name <api>_for_<tool>, from the tool documents."""
-    from lib import toolbench
+    from lib.toolbench import formats
     for doc in tools.load_tool_docs(tools_dir).values():
         for api in doc["api_list"]:
-            if toolbench.api_function_name(api["name"], doc["tool_name"]) == function:
+            if formats.api_function_name(api["name"], doc["tool_name"]) == function:
                 return doc["category"], doc["tool_name"], api["name"]
     raise AssertionError(function)
 
@@ -296,7 +296,7 @@ def test_check_env_probes_each_kind(tmp_path, toolenv):
 
 
 def test_make_env_takes_the_tool_timeout_from_the_config(monkeypatch):
-    from lib import config
+    from lib.common import config
     cfg = config.load("smoke", {"inference.tool_env": "virtual", "inference.tool_timeout_s": 7})
     assert tools.make_env(cfg).timeout == 7
     monkeypatch.setenv("RAPIDAPI_KEY", "k")

@@ -1,4 +1,4 @@
-"""Stage 02 (lib/train.py, lib/model.py) on hand-made tiny data: config mapping, loss mask,
+"""Stage 02 (lib/train/train.py, lib/models/model.py) on hand-made tiny data: config mapping, loss mask,
 length limits, resume, determinism, model loading. The notebook itself runs in the pipeline test."""
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib import config, model as model_lib, paper, store, train, training_log
+from lib.common import config, paper, store
+from lib.models import model as model_lib
+from lib.train import train, training_log
 
 SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
           "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
@@ -220,7 +222,7 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     assert resumed["optimizer_steps"] == steps
     assert [r["loss"] for r in relog] == pytest.approx([r["loss"] for r in log], rel=1e-5)
     # The learning curve too: measured at the same steps as the uninterrupted run, none twice.
-    from lib import learning_curve
+    from lib.train import learning_curve
     curve = [r["step"] for r in store.read_jsonl(out / "learning_curve.jsonl")]
     assert curve == [0, *sorted(learning_curve.points(steps, 4)), steps]
     assert [r["step"] for r in store.read_jsonl(crashed / "learning_curve.jsonl")] == curve
@@ -433,7 +435,7 @@ def test_a_retried_calls_failed_try_is_context_not_target(tmp_path, cfg):
     """data.retried_calls_in_loss: false marks the failed first try of a retried call (loss: false);
     the chat template renders the same text and leaves it out of the assistant mask, in TRL's own
     prepared dataset as in tokenize_example."""
-    from lib import data
+    from lib.data import data
 
     def call(city):
         return (f"\nThought: I should look up the weather in {city}.\nAction: get_weather_for_meteo\n"

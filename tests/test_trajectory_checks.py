@@ -1,4 +1,4 @@
-"""lib/trajectory_checks.py: the deterministic checks of a trajectory, on hand-made and real
+"""lib/checks/trajectory_checks.py: the deterministic checks of a trajectory, on hand-made and real
 StableToolBench trajectories."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ import json
 
 import pytest
 
-from lib import tooleval, trajectory_checks
+from lib.toolbench import tooleval
+from lib.checks import trajectory_checks
 
 from conftest import TOOLBENCH_SAMPLE
 from judge_helpers import GOOD, finish, query, step, traj

@@ -1,4 +1,4 @@
-"""lib/win_rate.py: the win rate against a reference method, by the offline judge and by the LLM
+"""lib/judge/win_rate.py: the win rate against a reference method, by the offline judge and by the LLM
 judge on a scripted server, through stage 04's judge.run."""
 from __future__ import annotations
 
@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from lib import judge, store, win_rate
+from lib.common import store
+from lib.judge import judge, win_rate
 
 from judge_helpers import (GOOD, finish, function_of, llm_cfg, make_cfg, query, read_csv, step, traj,
                            write_jsonl)

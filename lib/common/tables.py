@@ -1,0 +1,53 @@
+"""How the project writes a table: CSV files in and out, Markdown tables, group labels, numbers.
+
+A leaf shared by stage 04 (lib/judge/judge.py's pass-rate, checks and win-rate tables) and stage 05 (the
+report, lib/report/report.py; the claim audit, lib/report/audit.py; the contamination check,
+lib/report/contamination.py): what their tables hold is theirs, how every one of them prints is here, so
+all the project's table files look alike.
+"""
+from __future__ import annotations
+
+import csv
+from decimal import Decimal
+from pathlib import Path
+
+
+def group_label(group: str) -> str:
+    """File names use G1_instruction; tables print G1-instruction."""
+    return {"overall": "Overall", "average": "Avg (printed)"}.get(group, group.replace("_", "-"))
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, Decimal):
+        value = float(value)
+    return f"{value:.{digits}f}"
+
+
+def pipe_table(header: list[str], rows: list[list[str]]) -> str:
+    """The Markdown pipe table itself: a header row, the rule, a row per list of cells."""
+    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    out += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def markdown_table(title: str, caption: list[str], header: list[str], rows: list[list[str]],
+                   stamp: str | None) -> str:
+    """A titled Markdown table under its caption lines, the profile's stamp above it (if any)."""
+    out = [f"**{stamp}**", ""] if stamp else []
+    out += [f"### {title}", "", *[f"_{line}_  " for line in caption], ""]
+    return "\n".join(out) + "\n" + pipe_table(header, rows) + "\n"
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path, newline="", encoding="utf-8") as fh:
+        return list(csv.DictReader(fh))
+
+
+def write_csv(path: Path, rows: list[dict], columns: list[str]) -> Path:
+    with open(path, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=columns, lineterminator="\n", extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path

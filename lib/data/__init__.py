@@ -1,0 +1,1 @@
+"""Stage 01: ToolBench records -> SFT examples, splits and the dataset on disk."""

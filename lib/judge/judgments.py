@@ -1,0 +1,215 @@
+"""Judging a group of trajectories into its judgments file: stage 03's trajectories read and
+checked, every query judged `judge.evaluate_times` times, one line per query appended to
+`judgments/<group>.jsonl` (docs/formats.md).
+
+A query's judgment (`judge_query`): ToolEval's pre-check (lib/toolbench/tooleval.py), else each assessment by
+the LLM judge (tooleval.llm_assessment through lib/judge/llm_judge.py) or by the offline judge's rule
+(lib/checks/offline_judge.py); each assessment's label, vote (an Unsure label decided by a seeded coin), and
+score; the majority and the mean score; the deterministic checks. A group (`judge_group`) resumes:
+query ids already judged by the same judge with the same evaluate_times are not judged again. The
+file is appended and read through lib.common.store: a line torn by a killed run is skipped, and cut before
+the next append instead of swallowing it.
+"""
+from __future__ import annotations
+
+import json
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from lib.common import config, store
+from lib.toolbench import formats, tooleval
+from lib.checks import offline_judge, trajectory_checks
+from lib.judge import llm_judge
+from lib.common.progress import Progress
+
+
+class JudgeInputError(ValueError):
+    """A trajectory or query record that cannot be judged; names file, line, query id and field."""
+
+
+# --------------------------------------------------------------------------------------------
+# Reading trajectories and queries
+# --------------------------------------------------------------------------------------------
+REQUIRED_FIELDS = {"query_id": (int, str), "query": str, "finish_type": str, "final_answer": str,
+                   "steps": list}
+STEP_FIELDS = ("action", "action_input", "observation")
+
+
+def _bad(path, line, qid, field, why) -> JudgeInputError:
+    return JudgeInputError(f"{path}, line {line}, query_id {qid!r}: field '{field}' {why}")
+
+
+def read_trajectories(path: str | Path) -> list[dict]:
+    """One trajectory per line; raises JudgeInputError naming file, line, query id and field. A
+    query id twice in the file is refused (naming both lines): judging both would count the query
+    twice in the pass rate, judging one would silently pick a run."""
+    rows, first_line = [], {}
+    with open(path, encoding="utf-8") as fh:
+        for line_no, text in enumerate(fh, 1):
+            if not text.strip():
+                continue
+            try:
+                rec = json.loads(text)
+            except json.JSONDecodeError as err:
+                torn = "" if text.endswith("\n") else (
+                    "; the last line is cut short: stage 03 was stopped mid-write, rerun it to "
+                    "finish the group")
+                raise _bad(path, line_no, None, "<line>",
+                           f"is not valid JSON ({err.msg}){torn}") from None
+            if not isinstance(rec, dict):
+                raise _bad(path, line_no, None, "<line>", "is not a JSON object")
+            qid = rec.get("query_id")
+            for field, kind in REQUIRED_FIELDS.items():
+                if field not in rec:
+                    raise _bad(path, line_no, qid, field, "is missing")
+                if not isinstance(rec[field], kind) or isinstance(rec[field], bool):
+                    raise _bad(path, line_no, qid, field, f"has type {type(rec[field]).__name__}")
+            for i, step in enumerate(rec["steps"]):
+                if not isinstance(step, dict):
+                    raise _bad(path, line_no, qid, f"steps[{i}]", "is not an object")
+                for field in STEP_FIELDS:
+                    if not isinstance(step.get(field, ""), str):
+                        raise _bad(path, line_no, qid, f"steps[{i}].{field}", "is not a string")
+            if str(qid) in first_line:
+                raise JudgeInputError(f"{path}: query_id {qid!r} appears twice, on lines "
+                                      f"{first_line[str(qid)]} and {line_no}; stage 04 judges each "
+                                      f"query once: remove one of the two lines")
+            first_line[str(qid)] = line_no
+            rows.append(rec)
+    return rows
+
+
+def load_queries(path: str | Path | None) -> dict[str, dict]:
+    """ToolBench test queries by str(query_id), read and checked by stage 03's reader; {} when the
+    file is absent."""
+    if path is None or not Path(path).exists():
+        return {}
+    return {str(q["query_id"]): q for q in formats.load_queries(path)}
+
+
+def select(trajs: list[dict], queries: dict[str, dict],
+           limit: int | None) -> tuple[list[dict], dict]:
+    """The trajectories this run's settings ask to judge: those of the first `limit`
+    (inference.max_queries_per_group) queries of the test file - the queries stage 03 runs
+    (lib.infer.inference.run), so that stage 04 reports on what stage 03's summary counts, not on every
+    query an earlier, larger run left in the file; without a test file, the file's first `limit`.
+    The others stay in the file, unjudged. Returns them (in file order) and an account for the log
+    and judge_summary.json."""
+    if queries:
+        wanted = list(queries)[:limit or None]
+        chosen = set(wanted)
+        picked = [t for t in trajs if str(t["query_id"]) in chosen]
+        found = {str(t["query_id"]) for t in picked}
+        missing = [q for q in wanted if q not in found]
+    else:
+        wanted, picked, missing = None, trajs[:limit or None], []
+    return picked, {"in_file": len(trajs), "judged": len(picked), "max_queries_per_group": limit,
+                    "selected_queries": None if wanted is None else len(wanted),
+                    "without_trajectory": missing}
+
+
+# The judge settings a judgment depends on; the others (time-outs, retries, workers, max_calls, the
+# released list) may change between a run and its resumption without setting judgments aside.
+JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature", "max_tokens", "seed",
+                     "malformed_retries", "evaluator_dir")
+
+
+def judgment_settings(judge_cfg: dict) -> dict:
+    return {k: judge_cfg.get(k) for k in JUDGMENT_SETTINGS}
+
+
+def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
+    """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
+    judge_cfg = cfg["judge"]
+    if judge_cfg["kind"] == "offline":
+        return None
+    if judge_cfg["kind"] != "llm":
+        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg['kind']!r}")
+    return llm_judge.LLMJudge(judge_cfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
+
+
+# --------------------------------------------------------------------------------------------
+# One query: its assessments, votes and scores
+# --------------------------------------------------------------------------------------------
+OFFLINE_TASK = ("; ToolEval would still ask whether the task was solvable (and pass it if not); the "
+                "offline judge cannot, and counts it Solvable")
+
+
+def judge_query(traj: dict, checks: dict, judge: llm_judge.LLMJudge | None, times: int, seed: int,
+                group: str) -> dict:
+    """All assessments of one query, the votes and both scores."""
+    pre = tooleval.precheck(traj)
+    assessments = []
+    for index in range(times):
+        if judge is not None and tooleval.asks_task(pre):
+            a = tooleval.llm_assessment(judge, traj, index, answer_rule=pre)
+        elif pre:
+            a = {"answer_status": "Unsolved", "task_status": "Solvable", "source": "precheck",
+                 "reason": pre + (OFFLINE_TASK if tooleval.asks_task(pre) else ""), "calls": []}
+        elif judge is None:
+            status, reason = offline_judge.offline_answer_status(checks, None)
+            a = {"answer_status": status, "task_status": "Solvable", "source": "offline",
+                 "reason": reason, "calls": []}
+        else:
+            a = tooleval.llm_assessment(judge, traj, index)
+        a["label"] = tooleval.assessment_label(a["answer_status"], a["task_status"])
+        coin = tooleval.seeded_rng(seed, group, traj["query_id"], index)
+        a["vote"], a["coin"] = tooleval.vote(a["label"], coin)
+        assessments.append({"index": index, **a})
+    votes = [a["vote"] for a in assessments]
+    scores = [tooleval.SCORE[a["answer_status"]] for a in assessments]
+    return {"query_id": traj["query_id"], "group": group, "method": traj.get("method"),
+            "judge": judge.name if judge else offline_judge.OFFLINE, "evaluate_times": times,
+            "precheck": pre, "assessments": assessments,
+            "votes": {"pass": votes.count("pass"), "fail": votes.count("fail")},
+            "passed": tooleval.majority(votes), "scores": scores,
+            "score_mean": sum(scores) / len(scores),
+            "final_answer": traj["final_answer"], "checks": checks}
+
+
+def deemed_solvable(judgment: dict) -> bool:
+    """Whether the judge deems the query's task solvable: not when most of its assessments label the
+    task Unsolvable (an answer labelled Solved counts its task Solvable, as ToolEval's does)."""
+    labels = [a["task_status"] for a in judgment["assessments"]]
+    return 2 * labels.count("Unsolvable") <= len(labels)
+
+
+# --------------------------------------------------------------------------------------------
+# A group: resume, judge, append
+# --------------------------------------------------------------------------------------------
+def read_judgments(path: Path, judge_name: str, times: int) -> dict[str, dict]:
+    """Judgments already written by this judge (same evaluate_times), by str(query_id). A torn last
+    line (a run killed mid-write) is no judgment: that query is judged again, and the next append
+    (lib.common.store) cuts the fragment. Reading never changes the file (it may be a reference's)."""
+    return {str(rec["query_id"]): rec for rec in store.read_jsonl(path)
+            if rec.get("judge") == judge_name and rec.get("evaluate_times") == times}
+
+
+def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_judge.LLMJudge | None,
+                times: int, seed: int, group: str, workers: int = 1, progress_log=print) -> list[dict]:
+    """Judge every trajectory not yet in out_path (append-only); returns all, in input order.
+    Progress (queries judged of the group, rate, ETA) goes to `progress_log` (lib.common.progress)."""
+    name = judge.name if judge else offline_judge.OFFLINE
+    done = read_judgments(out_path, name, times)
+    todo = [t for t in trajs if str(t["query_id"]) not in done]
+    progress = Progress(f"04 {group} judged", len(trajs), log=progress_log, start_at=len(trajs) - len(todo),
+                        unit="query")
+
+    def one(traj):
+        checks = trajectory_checks.deterministic_checks(traj, queries.get(str(traj["query_id"])))
+        return judge_query(traj, checks, judge, times, seed, group)
+
+    finished = passed = 0
+    pool = ThreadPoolExecutor(workers) if judge is not None and workers > 1 else None
+    try:
+        with store.JsonlAppender(out_path) as out:
+            for rec in (pool.map(one, todo) if pool else map(one, todo)):
+                out.write(rec)
+                done[str(rec["query_id"])] = rec
+                passed += rec["passed"]
+                progress.update(progress.start_at + (finished := finished + 1), f"{passed} passed in this run")
+    finally:
+        progress.close()
+        if pool:                  # on an error, queries not yet started are not sent at all
+            pool.shutdown(cancel_futures=True)
+    return [done[str(t["query_id"])] for t in trajs]

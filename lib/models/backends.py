@@ -1,0 +1,305 @@
+"""Generation backends: `generate(conversations) -> [Generation]` for a batch of conversations.
+
+`HFBackend` runs a local causal LM (the model stage 02 trained, or the untrained one) with batched,
+left-padded generation; `OpenAIBackend` asks any OpenAI-compatible chat endpoint. `make_backend`
+picks the one `inference.backend` names.
+
+Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+"""
+from __future__ import annotations
+
+import json
+
+from lib.common import config, keys
+from lib.models import model as model_lib
+from lib.models.prefix_cache import PrefixCache
+
+class Generation:
+    __slots__ = ("text", "tokens", "truncated")
+
+    def __init__(self, text: str, tokens: int = 0, truncated: bool = False):
+        self.text, self.tokens, self.truncated = text, tokens, truncated
+
+
+# The chat template renders every turn as "Role: value\n"; a model that runs past its eos into the
+# next turn is cut there.
+_TURN_STARTS = ("\nFunction: ", "\nUser: ", "\nSystem: ", "\nAssistant: ")
+
+
+def cut_at_next_turn(text: str) -> str:
+    ends = [text.find(t) for t in _TURN_STARTS if text.find(t) >= 0]
+    return text[:min(ends)] if ends else text
+
+
+def attention_kernels(device, cudnn: bool = False):
+    """The scaled-dot-product attention kernels generate may pick on `device`. On CUDA, cuDNN's is
+    left out unless `cudnn`: it builds a plan per shape, and each decode step attends over one more
+    key than the last, so every step of a new turn paid that build (on an H200, half precision
+    decoded at 65-78 ms a step with it, 12-17 without; bench/README.md)."""
+    import contextlib
+
+    if device.type != "cuda" or cudnn:
+        return contextlib.nullcontext()
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH])
+
+
+class HFBackend:
+    """A local causal LM: batched generation with KV cache and left padding.
+
+    Prompts are the conversation rendered with the tokenizer's chat template (the training one,
+    add_generation_prompt=True) and tokenized without extra special tokens, as training did. A prompt
+    longer than the model's positions minus max_new_tokens loses its oldest tokens (left truncation)
+    and is counted. temperature > 0 samples (do_sample) with torch seeded from the config seed and a
+    call counter before each batch, so a run is reproducible for the same batches; temperature 0 is
+    greedy. Generation stops at eos or after max_new_tokens.
+
+    With `decode_chunk` (inference.decode_chunk, on the prefix cache) a generate call writes at most
+    that many tokens; `advance` hands back a row that has not ended as its tokens so far, and its
+    next call continues it from its cached keys and values. Run by lib.infer.inference.run_groups, a turn
+    that ends leaves the batch at once and a waiting query takes its place, instead of every row
+    waiting for the batch's longest turn (continuous batching, a chunk at a time). Greedy turns are
+    the same tokens either way; sampling draws other random numbers.
+    """
+
+    def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
+                 max_positions: int | None = None, reuse_cache: bool = False, cache_capacity: int = 16,
+                 decode_chunk: int | None = None):
+        import torch     # heavy: only a local model needs it
+
+        self.torch, self.model, self.tokenizer = torch, model.eval(), tokenizer
+        self.max_new_tokens, self.temperature, self.seed = max_new_tokens, temperature, seed
+        self.max_positions = max_positions or model.config.max_position_embeddings
+        self.max_prompt = self.max_positions - max_new_tokens
+        if self.max_prompt <= 0:
+            raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {self.max_positions} positions")
+        self.calls = 0
+        # inference.reuse_kv_cache: the key/value tensors of earlier prompts (lib/models/prefix_cache.py)
+        self.prefix_cache = PrefixCache(cache_capacity) if reuse_cache else None
+        if decode_chunk and not reuse_cache:
+            raise ValueError("inference.decode_chunk continues turns from the key/value cache: "
+                             "set inference.reuse_kv_cache: true, or decode_chunk: null")
+        self.decode_chunk = decode_chunk
+        self.cudnn_attention = False
+        tokenizer.padding_side = "left"
+
+    def render(self, conversation: list[dict]) -> str:
+        """The prompt as text: the conversation in the chat template, ending with the generation
+        prompt the model continues."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def prompt_tokens(self, conversation: list[dict]) -> int:
+        """The rendered prompt's length in tokens, before any truncation (compare `max_prompt`)."""
+        return len(self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"])
+
+    def encode(self, conversation: list[dict]) -> tuple[list[int], bool]:
+        ids = self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"]
+        if len(ids) > self.max_prompt:
+            return ids[-self.max_prompt:], True
+        return ids, False
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        """Whole turns for a batch of conversations (`advance` until each row has ended)."""
+        results, partials = [None] * len(conversations), [[] for _ in conversations]
+        todo = list(range(len(conversations)))
+        while todo:
+            outcomes = self.advance([conversations[i] for i in todo], [partials[i] for i in todo])
+            for i, outcome in zip(todo, outcomes):
+                if isinstance(outcome, Generation):
+                    results[i] = outcome
+                else:
+                    partials[i] = outcome
+            todo = [i for i in todo if results[i] is None]
+        return results
+
+    def advance(self, conversations: list[list[dict]], partials: list[list[int]]) -> list:
+        """One generate call: for each conversation, continuing the turn whose first tokens are in
+        `partials` ([] to start one), its finished Generation, or (decode_chunk reached before eos
+        and max_new_tokens) the turn's token ids so far, to pass back in the next call. Every
+        forward pass in it (the prefix cache's prefill too) runs with attention_kernels."""
+        with attention_kernels(self.model.device, self.cudnn_attention):
+            return self._advance(conversations, partials)
+
+    def _advance(self, conversations: list[list[dict]], partials: list[list[int]]) -> list:
+        torch = self.torch
+        encoded = [self.encode(c) for c in conversations]
+        prompts = [ids + partial for (ids, _), partial in zip(encoded, partials)]
+        room = max(self.max_new_tokens - len(partial) for partial in partials)
+        pad = self.tokenizer.pad_token_id
+        # Inputs go where the model is (the GPU when load_hf_backend found one).
+        device = self.model.device
+        if self.prefix_cache is not None:
+            for ids in prompts:
+                self.prefix_cache.extend(self.model, ids)
+            input_ids, attention, cache = self.prefix_cache.assemble(prompts, pad, device)
+        else:
+            width = max(map(len, prompts))
+            input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in prompts], device=device)
+            attention = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in prompts], device=device)
+            cache = None
+        sample = self.temperature and self.temperature > 0
+        kwargs = dict(do_sample=True, temperature=self.temperature, top_k=0, top_p=1.0) if sample \
+            else dict(do_sample=False)
+        if sample:      # greedy needs no seed, and leaves a training run's random state alone
+            torch.manual_seed(self.seed + self.calls)
+        if cache is not None:
+            kwargs["cache"] = cache
+        self.calls += 1
+        with torch.no_grad():
+            out = self.model.generate(input_ids=input_ids, attention_mask=attention, use_cache=True,
+                                      max_new_tokens=min(self.decode_chunk or room, room), pad_token_id=pad,
+                                      eos_token_id=self.tokenizer.eos_token_id,
+                                      return_dict_in_generate=True, **kwargs)
+        width, eos = input_ids.shape[1], self.tokenizer.eos_token_id
+        outcomes, kept = [], []
+        for row, partial, (_, truncated) in zip(out.sequences[:, width:].cpu().tolist(), partials, encoded):
+            ended = eos in row
+            n = row.index(eos) + 1 if ended else len(row)
+            kept.append(n)
+            turn = (partial + row[:n])[:self.max_new_tokens]
+            if ended or len(turn) == self.max_new_tokens:
+                text = self.tokenizer.decode(turn, skip_special_tokens=True)
+                outcomes.append(Generation(cut_at_next_turn(text), len(turn), truncated))
+            else:
+                outcomes.append(turn)
+        if self.prefix_cache is not None:
+            self.prefix_cache.store(prompts, attention, out.sequences, out.cache, kept)
+        return outcomes
+
+
+def inference_device(dtype: str | None) -> tuple[str, str]:
+    """(device, dtype) for generation: the GPU when there is one, in inference.dtype (null: the
+    saved dtype). On a CPU float16 is slow or unsupported, so it runs as float32; bfloat16 is kept
+    where the CPU has native bf16 matrix units (AVX512-BF16 or AMX: about 2x float32,
+    bench/README.md), else float32 too."""
+    import torch
+
+    if torch.cuda.is_available():
+        return "cuda", dtype or "auto"
+    if dtype == "bfloat16" and cpu_has_bf16():
+        return "cpu", "bfloat16"
+    return "cpu", "float32" if dtype in ("float16", "bfloat16") else dtype or "auto"
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU multiplies bfloat16 matrices natively (oneDNN's AVX512-BF16 or AMX paths)."""
+    import torch
+
+    return bool(getattr(torch.backends.mkldnn, "is_available", lambda: False)()) and \
+        torch.ops.mkldnn._is_mkldnn_bf16_supported()
+
+
+def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
+    """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    inference_cfg = cfg["inference"]
+    folder = config.path(cfg, model_dir or inference_cfg.get("model_dir") or f"{cfg['output_dir']}/model")
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
+    device, dtype = inference_device(inference_cfg.get("dtype"))
+    model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
+    if (folder / "tokenizer_config.json").exists():
+        tokenizer = AutoTokenizer.from_pretrained(str(folder))
+        tokenizer.chat_template = cfg["model"]["chat_template"]
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    else:
+        tokenizer = model_lib.load_tokenizer(cfg)
+    backend = hf_backend(cfg, model, tokenizer)
+    backend.fingerprint = config.file_digest(folder)
+    return backend
+
+
+def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
+    """HFBackend with the profile's inference settings (the trained and the untrained model alike)."""
+    inference_cfg = cfg["inference"]
+    return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"],
+                     reuse_cache=bool(inference_cfg.get("reuse_kv_cache")),
+                     cache_capacity=2 * inference_cfg["batch_size"],
+                     decode_chunk=inference_cfg.get("decode_chunk"))
+
+
+def untrained_backend(cfg: dict):
+    """Stage 03's HF backend around the model as stage 02 started from: the hub/local base model,
+    or the tiny OPT initialised from the same seed (stage 02 seeds, then builds it)."""
+    import torch        # heavy: only a local model needs it
+    from transformers import set_seed
+
+    inference_cfg = cfg["inference"]
+    tokenizer = model_lib.load_tokenizer(cfg)
+    set_seed(cfg["seed"])
+    model = model_lib.load_model(cfg, tokenizer)
+    device, dtype = inference_device(inference_cfg.get("dtype"))      # as stage 03 loads the trained one
+    model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
+    return hf_backend(cfg, model, tokenizer)
+
+
+class OpenAIBackend:
+    """Any OpenAI-compatible chat endpoint through the `openai` client.
+
+    The conversation goes as chat messages. Function turns (observations) go, as
+    inference.openai_function_role says, as user messages prefixed "Observation: " (`user`: plain
+    chat endpoints have no function role without native function calling), or with their own
+    `function` role (`function`: a server that applies this project's chat template to a model
+    trained here, such as `transformers serve` on `outputs/<profile>/model`, then sees the turns
+    exactly as training and the in-process backend render them). The key comes from the env var the
+    config names and is never stored.
+    """
+
+    def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
+                 seed: int | None = None, client=None, function_role: str = "user"):
+        import openai
+
+        if function_role not in ("user", "function"):
+            raise ValueError(f"inference.openai_function_role must be user or function, got {function_role!r}")
+        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
+        self.function_role = function_role
+        # The endpoint's model, its positions and its tokenizer are the server's: unknown here.
+        self.max_positions = self.max_prompt = None
+
+    @staticmethod
+    def chat_messages(conversation: list[dict], function_role: str = "user") -> list[dict]:
+        return [{"role": "user", "content": "Observation: " + m["content"]}
+                if m["role"] == "function" and function_role == "user"
+                else {"role": m["role"], "content": m["content"]} for m in conversation]
+
+    def render(self, conversation: list[dict]) -> str:
+        """The prompt as sent: the chat messages, one JSON object a line (the endpoint applies its
+        own template), so a longer conversation's text extends a shorter one's, as with HFBackend."""
+        return "".join(json.dumps(m, ensure_ascii=False) + "\n"
+                       for m in self.chat_messages(conversation, self.function_role))
+
+    def prompt_tokens(self, conversation: list[dict]) -> None:
+        """Unknown before sending: the endpoint counts the prompt with its own tokenizer."""
+        return None
+
+    def generate(self, conversations: list[list[dict]]) -> list[Generation]:
+        results = []
+        for conversation in conversations:
+            reply = self.client.chat.completions.create(
+                model=self.model, messages=self.chat_messages(conversation, self.function_role),
+                temperature=self.temperature,
+                max_tokens=self.max_new_tokens, seed=self.seed)
+            usage = getattr(reply, "usage", None)
+            results.append(Generation(reply.choices[0].message.content or "",
+                                      getattr(usage, "completion_tokens", 0) or 0))
+        return results
+
+
+def make_backend(cfg: dict):
+    inference_cfg = cfg["inference"]
+    if inference_cfg["backend"] == "hf":
+        return load_hf_backend(cfg)
+    if inference_cfg["backend"] == "openai":
+        if not inference_cfg["openai_base_url"] or not inference_cfg["openai_model"]:
+            raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
+        backend = OpenAIBackend(inference_cfg["openai_base_url"], inference_cfg["openai_model"],
+                                keys.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
+                                inference_cfg["temperature"], cfg["seed"],
+                                function_role=inference_cfg.get("openai_function_role") or "user")
+        backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}" + (
+            " function-role" if backend.function_role == "function" else "")
+        return backend
+    raise ValueError(f"inference.backend must be hf or openai, got '{inference_cfg['backend']}'")
