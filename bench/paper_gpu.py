@@ -224,7 +224,7 @@ def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations
     of bench/react_steps.py (re-encoding, inference.reuse_kv_cache, + inference.decode_chunk),
     greedy, float32; and the prefill/decode costs per batch size on the first prompt."""
     from bench import react_steps
-    from lib.toolbench import tools
+    from lib.toolbench import environments
     from lib.infer import inference
 
     responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
@@ -236,7 +236,7 @@ def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations
                                     "tool_env": "offline", "groups": [group]}}
     picked = inference.load_test_queries(run_cfg)[group][:queries]
     backend = backends.load_hf_backend(run_cfg)
-    env = tools.make_env(run_cfg)
+    env = environments.make_env(run_cfg)
     result = {"group": group, "queries": len(picked), "max_new_tokens": new_tokens, "max_iterations": iterations,
               "costs": react_steps.per_token_costs(backend, picked[0].start(), [1, 8, 16, 32])}
     lines = {}

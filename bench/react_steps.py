@@ -133,7 +133,7 @@ def per_token_costs(backend, conversation, batches: list[int], decode_steps: int
 
 def main(argv=None):
     from lib.common import config
-    from lib.toolbench import tools
+    from lib.toolbench import environments
     from lib.infer import inference
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -156,7 +156,7 @@ def main(argv=None):
     cfg = config.load(args.profile, overrides)
     queries = inference.load_test_queries(cfg)[args.group][:args.queries]
     backend, which = backend_for(cfg, args.untrained)
-    env = tools.make_env(cfg)
+    env = environments.make_env(cfg)
     result = {"profile": args.profile, "model": which, "group": args.group, "threads": torch.get_num_threads(),
               "batch_size": cfg["inference"]["batch_size"], "max_iterations": cfg["inference"]["max_iterations"],
               "max_new_tokens": cfg["inference"]["max_new_tokens"],

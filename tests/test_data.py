@@ -239,9 +239,9 @@ def test_invented_values_make_training_values_unguessable_and_leave_the_test_que
 
 
 def test_retry_conversations_show_the_offline_environment_error_and_the_corrected_call(tmp_path):
-    from lib.toolbench import formats, tools
+    from lib.toolbench import formats, offline_env
     sample.generate(tmp_path, seed=4, train_queries=30, queries_per_group=1, retry_share=1.0)
-    env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
+    env = offline_env.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     rows = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
     whole = {}
     for r in rows:          # the last record of a query holds its whole conversation

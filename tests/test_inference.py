@@ -6,7 +6,7 @@ import pytest
 
 from conftest import LoopbackServer, chat_completion
 from lib.common import config
-from lib.toolbench import formats, tools
+from lib.toolbench import apis, environments, formats, offline_env, virtual_env
 from lib.models import backends
 from lib.infer import inference
 from test_toolbench import QUERY
@@ -46,7 +46,7 @@ def env(tmp_path):
     rows = [{"category": "Weather", "tool_name": "Weather API!", "api_name": "Current Weather",
              "arguments": {"city": "Paris"}, "response": {"temp": 21}}]
     (tmp_path / "responses.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    return tools.OfflineToolEnv(tmp_path / "responses.jsonl")
+    return offline_env.OfflineToolEnv(tmp_path / "responses.jsonl")
 
 
 def query(qid=7, group="G1_instruction"):
@@ -378,7 +378,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
                                 "data.toolenv_dir": str(tmp_path / "toolenv"),
                                 "inference.groups": config.GROUPS[:2], "inference.max_iterations": 2,
                                 "inference.max_queries_per_group": 2})
-    env = tools.OfflineToolEnv.__new__(tools.OfflineToolEnv)
+    env = offline_env.OfflineToolEnv.__new__(offline_env.OfflineToolEnv)
     env.recordings, env.docs = {}, {}
     backend = backends.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg["seed"])
     summary = inference.run(cfg, backend=backend, env=env, log=None)
@@ -436,7 +436,7 @@ def test_load_test_queries_gives_the_stage_queries_and_trajectory_finds_a_line(t
     assert first.group == "G1_instruction" and "1.weather_api: Weather for all\n" in first.system
     assert first.start() == query(0).start()
     assert inference.trajectory(cfg, first) is None
-    counters = inference.run_group([first], Scripted([ANSWER]), tools.OfflineToolEnv.__new__(tools.OfflineToolEnv),
+    counters = inference.run_group([first], Scripted([ANSWER]), offline_env.OfflineToolEnv.__new__(offline_env.OfflineToolEnv),
                                    tmp_path / "out" / "trajectories" / "G1_instruction.jsonl")
     assert counters["ran"] == 1
     assert inference.trajectory(cfg, first)["finish_type"] == "give_answer"
@@ -448,7 +448,7 @@ def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
     must be the text the training records hold for the same functions."""
     from lib.toolbench import sample
     sample.generate(tmp_path, seed=5, train_queries=30, queries_per_group=2)
-    docs = {k: d.get("tool_description", "") for k, d in tools.load_tool_docs(tmp_path / "toolenv" / "tools").items()}
+    docs = {k: d.get("tool_description", "") for k, d in apis.load_tool_docs(tmp_path / "toolenv" / "tools").items()}
     records = json.loads(next((tmp_path / "train").glob("*.json")).read_text())
     for record in records:
         text = record["conversations"][0]["value"]
@@ -592,7 +592,6 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
 
 def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tmp_path):
     from lib.common import config
-    from lib.toolbench import tools
 
     test_dir = tmp_path / "test_instruction"      # its own queries: a fresh clone has no data/sample yet
     test_dir.mkdir()
@@ -600,14 +599,12 @@ def test_stage_run_stops_before_anything_when_the_environment_does_not_answer(tm
     cfg = config.load("smoke", {"output_dir": str(tmp_path / "out"), "inference.tool_env": "virtual",
                                 "inference.virtual_server_url": "http://127.0.0.1:9/virtual",
                                 "data.test_dir": str(test_dir), "inference.groups": ["G1_instruction"]})
-    with pytest.raises(tools.EnvUnavailable, match=r"http://127.0.0.1:9/virtual.*inference\.virtual_server_url"):
+    with pytest.raises(environments.EnvUnavailable, match=r"http://127.0.0.1:9/virtual.*inference\.virtual_server_url"):
         inference.run(cfg, backend=Scripted([]), log=None)
     assert not (tmp_path / "out" / "trajectories").exists()
 
 
 def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
-    from lib.toolbench import tools
-
     plans = {f"q{i}": [step(CW, {"city": "Paris"}), ANSWER] for i in range(4)}
     plans.update({f"q{i}": [step(CW, {"city": "down"})] * 3 for i in range(4, 12)})
     queries = []
@@ -617,8 +614,8 @@ def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
     path = tmp_path / "g.jsonl"
     flaky = Flaky()
     with LoopbackServer(flaky) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", retries=0)
-        with pytest.raises(tools.EnvUnavailable) as err:
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", retries=0)
+        with pytest.raises(environments.EnvUnavailable) as err:
             inference.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3, batch_size=4,
                             max_transport_error_share=0.25)
         # 4 ok calls, then 4 rounds of 4 failing ones: 16 of 20 > 25 %

@@ -129,11 +129,11 @@ def test_turns_written_a_chunk_at_a_time_are_the_same_tokens(tokenizer, kind):
 
 
 def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tmp_path):
-    from lib.toolbench import formats, tools
+    from lib.toolbench import formats, offline_env
     from lib.infer import inference
 
     model = tiny("llama", tokenizer, positions=4096, init=0.2)     # ToolBench prompts, not truncated
-    env = tools.OfflineToolEnv.__new__(tools.OfflineToolEnv)
+    env = offline_env.OfflineToolEnv.__new__(offline_env.OfflineToolEnv)
     env.recordings, env.docs = {}, {}
     query = {"query_id": 0, "query": "weather in Paris?", "api_list": [
         {"category_name": "Weather", "tool_name": "Weather API", "api_name": "Current Weather",

@@ -1,10 +1,13 @@
-"""lib.toolbench.tools: offline recorded responses, the virtual API server over HTTP, RapidAPI requests."""
+"""lib.toolbench's tool environments (tool_env, offline_env, http_client, virtual_env, rapidapi_env,
+environments) and their observations: offline recorded responses, the virtual API server over HTTP,
+RapidAPI requests."""
 import json
 
 import pytest
 
 from conftest import TOOLBENCH_SAMPLE as SAMPLES, LoopbackServer
-from lib.toolbench import tools
+from lib.toolbench import (apis, environments, http_client, observations, offline_env, rapidapi_env,
+                            virtual_env)
 
 needs_samples = pytest.mark.skipif(not SAMPLES.exists(), reason="../shared/toolbench-sample/ not present")
 
@@ -42,7 +45,7 @@ def obs(text):
 
 
 def test_offline_matching_levels(toolenv):
-    env = tools.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
+    env = offline_env.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
     # 1. exact canonical JSON, names given the way the query writes them
     assert obs(env.call("Weather", "Weather API!", "Current Weather", {"units": "metric", "city": "Paris"}))["response"] == "{'temp': 21}"
     # exact beats loose: {"city": "paris"} has its own recording
@@ -57,7 +60,7 @@ def test_offline_matching_levels(toolenv):
 
 
 def test_offline_without_docs_has_no_required_level(toolenv):
-    env = tools.OfflineToolEnv(toolenv / "responses.jsonl")
+    env = offline_env.OfflineToolEnv(toolenv / "responses.jsonl")
     assert obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Oslo", "units": "x"}))["error"]
 
 
@@ -65,7 +68,7 @@ def test_offline_bad_record_names_line(tmp_path):
     (tmp_path / "r.jsonl").write_text('{"category": "a", "tool_name": "b", "api_name": "c", "arguments": {}, "response": 1}\n'
                                       '{"category": "a", "tool_name": "b", "api_name": "c", "response": 1}\n')
     with pytest.raises(ValueError, match="line 2: missing field 'arguments'"):
-        tools.OfflineToolEnv(tmp_path / "r.jsonl")
+        offline_env.OfflineToolEnv(tmp_path / "r.jsonl")
 
 
 def _virtual(path, headers, body):
@@ -81,7 +84,7 @@ def server():
 
 
 def test_virtual_server_over_http(server):
-    env = tools.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb-key")
+    env = virtual_env.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb-key")
     out = obs(env.call("Weather", "Weather API!", "Current Weather", {"city": "Paris"}))
     assert out == {"error": "", "response": {"echo": {"city": "Paris"}}}
     path, _, body = server.requests[0]
@@ -89,12 +92,12 @@ def test_virtual_server_over_http(server):
     assert body == {"category": "Weather", "tool_name": "weather_api", "api_name": "current_weather",
                     "tool_input": '{"city": "Paris"}', "strip": "truncate", "toolbench_key": "tb-key"}
     assert obs(env.call("Weather", "Weather API!", "boom", {}))["error"] == "request invalid, data error. status_code=500"
-    dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
+    dead = virtual_env.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
     assert "unreachable" in obs(dead.call("a", "b", "c", {}))["error"]
 
 
 def test_rapidapi_request_is_built_from_the_docs(toolenv):
-    env = tools.RapidApiToolEnv(toolenv / "tools", rapidapi_key="secret-key")
+    env = rapidapi_env.RapidApiToolEnv(toolenv / "tools", rapidapi_key="secret-key")
     get = env.build_request("Weather API!", "Current Weather", {"city": "São Paulo", "units": "metric"})
     assert get["method"] == "GET" and get["body"] is None
     assert get["url"] == "https://weather-api.p.rapidapi.com/current/S%C3%A3o%20Paulo?units=metric"
@@ -123,7 +126,7 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
     sample's training conversations, the offline environment answers with the very same text."""
     from lib.toolbench import formats, sample
     sample.generate(tmp_path, seed=3, train_queries=12, queries_per_group=1)
-    env = tools.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
+    env = offline_env.OfflineToolEnv(tmp_path / "toolenv" / "responses.jsonl", tmp_path / "toolenv" / "tools")
     records = json.loads((tmp_path / "train" / "toolllama_G123_dfs_train.json").read_text())
     compared = 0
     for record in records:
@@ -141,7 +144,7 @@ def test_offline_observations_are_what_the_training_conversations_hold(tmp_path)
 def _api_of(function: str, tools_dir):
     """(category, tool name, api name) of a function name <api>_for_<tool>, from the tool documents."""
     from lib.toolbench import formats
-    for doc in tools.load_tool_docs(tools_dir).values():
+    for doc in apis.load_tool_docs(tools_dir).values():
         for api in doc["api_list"]:
             if formats.api_function_name(api["name"], doc["tool_name"]) == function:
                 return doc["category"], doc["tool_name"], api["name"]
@@ -166,7 +169,7 @@ def _stable(path, headers, body):
 
 def test_virtual_outcomes_tell_transport_errors_from_api_errors():
     with LoopbackServer(_stable) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", retries=0)
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", retries=0)
         env.call("Data", "t", "fine", {})
         assert env.last_outcome == "ok"
         assert "parse error" in obs(env.call("Data", "t", "bad_input", {}))["error"]
@@ -175,12 +178,12 @@ def test_virtual_outcomes_tell_transport_errors_from_api_errors():
             '{"error": "request invalid, data error. status_code=500", "response": ""}'
         assert env.last_outcome == "transport_error" and env.last_problem == "virtual API server answered HTTP 500"
         # any HTTP error from the virtual server is transport: a wrong url path never reaches an API
-        wrong = tools.VirtualToolEnv(server.url + "/wrong")
+        wrong = virtual_env.VirtualToolEnv(server.url + "/wrong")
         assert obs(wrong.call("Data", "t", "fine", {}))["error"] == "request invalid, data error. status_code=404"
         assert wrong.last_outcome == "transport_error"
         env.call("Data", "t", "fine", {})
         assert env.last_problem is None
-    dead = tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
+    dead = virtual_env.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2)
     assert "unreachable (ConnectError" in obs(dead.call("a", "b", "c", {}))["error"]
     assert dead.last_outcome == "transport_error"
 
@@ -188,7 +191,7 @@ def test_virtual_outcomes_tell_transport_errors_from_api_errors():
 def test_virtual_time_out_is_the_setting_and_a_transport_error():
     import time
     with LoopbackServer(lambda *_: (time.sleep(1.0), (200, {"error": "", "response": "late"}))[1]) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", timeout=0.3)
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", timeout=0.3)
         # StableToolBench's client on requests' Timeout: {"error": "Timeout error...", "response": ""}
         assert env.call("a", "b", "c", {}) == '{"error": "Timeout error...", "response": ""}'
     assert env.last_outcome == "transport_error"
@@ -196,10 +199,10 @@ def test_virtual_time_out_is_the_setting_and_a_transport_error():
 
 
 def test_retry_wait_honours_retry_after_seconds_and_caps_it():
-    assert tools.retry_wait("7", 0) == 7.0
-    assert tools.retry_wait("3600", 0) == tools.MAX_RETRY_AFTER_S == 60.0
-    assert [tools.retry_wait(None, n) for n in range(3)] == [1.0, 2.0, 4.0]
-    assert tools.retry_wait("Wed, 21 Oct 2015 07:28:00 GMT", 1) == 2.0     # the date form: backoff
+    assert http_client.retry_wait("7", 0) == 7.0
+    assert http_client.retry_wait("3600", 0) == http_client.MAX_RETRY_AFTER_S == 60.0
+    assert [http_client.retry_wait(None, n) for n in range(3)] == [1.0, 2.0, 4.0]
+    assert http_client.retry_wait("Wed, 21 Oct 2015 07:28:00 GMT", 1) == 2.0     # the date form: backoff
 
 
 def test_http_429_is_retried_as_retry_after_asks():
@@ -208,16 +211,16 @@ def test_http_429_is_retried_as_retry_after_asks():
                     (200, {"error": "", "response": "at last"})])
     waits = []
     with LoopbackServer(lambda *_: next(replies)) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
         assert obs(env.call("a", "b", "c", {}))["response"] == "at last"
         assert waits == [7.0, 60.0] and env.last_outcome == "ok" and len(server.requests) == 3
     waits.clear()
     with LoopbackServer(lambda *_: (429, {"error": "quota"})) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", sleep=waits.append)
         assert obs(env.call("a", "b", "c", {}))["error"] == "request invalid, data error. status_code=429"
         assert env.last_problem == "virtual API server answered HTTP 429"
         # no Retry-After: 1, 2, 4 s, then the call counts as failed in transport
-        assert waits == [1.0, 2.0, 4.0] and len(server.requests) == 1 + tools.RETRIES
+        assert waits == [1.0, 2.0, 4.0] and len(server.requests) == 1 + http_client.RETRIES
     assert env.last_outcome == "transport_error"
 
 
@@ -232,7 +235,7 @@ def test_rapidapi_4xx_is_an_api_error_5xx_and_429_transport(tmp_path):
     status = {"code": 404}
     waits = []
     with LoopbackServer(lambda *_: (status["code"], {"message": "x"})) as server:
-        env = tools.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", sleep=waits.append)
+        env = rapidapi_env.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", sleep=waits.append)
         for code, outcome in ((404, "api_error"), (403, "api_error"), (500, "transport_error"),
                               (429, "transport_error")):
             status["code"] = code
@@ -242,7 +245,7 @@ def test_rapidapi_4xx_is_an_api_error_5xx_and_429_transport(tmp_path):
             assert (env.last_problem == f"RapidAPI answered HTTP {code}") == (outcome == "transport_error")
         status["code"] = 200
         env.call("Weather", "W", "Now", {})
-        assert env.last_outcome == "ok" and len(waits) == tools.RETRIES      # only the 429 waited
+        assert env.last_outcome == "ok" and len(waits) == http_client.RETRIES      # only the 429 waited
         env.call("Weather", "W", "Nope", {})
         assert env.last_outcome == "api_error"                              # not documented
 
@@ -255,7 +258,7 @@ def test_rapidapi_call_sends_what_build_request_built(tmp_path):
              "required_parameters": [{"name": "city"}], "optional_parameters": [{"name": "Max Days"}]},
             {"name": "Post", "url": server.url + "/post", "method": "POST", "required_parameters": [],
              "optional_parameters": [{"name": "Text Body"}]}]}))
-        env = tools.RapidApiToolEnv(tmp_path / "tools", "secret-key")
+        env = rapidapi_env.RapidApiToolEnv(tmp_path / "tools", "secret-key")
         out = obs(env.call("W", "W", "Now", {"city": "São Paulo", "max_days": "2 or 3"}))
         assert out["response"] == str({"path": "/now/S%C3%A3o%20Paulo?Max+Days=2+or+3", "body": None})
         assert env.last_outcome == "ok"
@@ -270,38 +273,38 @@ def test_rapidapi_call_sends_what_build_request_built(tmp_path):
 
 def test_check_env_probes_each_kind(tmp_path, toolenv):
     with LoopbackServer(_stable) as server:
-        ok = tools.VirtualToolEnv(server.url + "/virtual")
+        ok = virtual_env.VirtualToolEnv(server.url + "/virtual")
         assert "answered a call of Weather API!/Current Weather" in \
-            tools.check_env(ok, ("Weather", "Weather API!", "Current Weather"))
+            environments.check_env(ok, ("Weather", "Weather API!", "Current Weather"))
         assert server.requests[-1][2]["api_name"] == "current_weather"
         # the server is up but this call failed: a warning, not a stop
         status, detail = ok.probe("Data", "t", "crash")
         assert status == "warn" and "HTTP 500" in detail
-        with pytest.raises(tools.EnvUnavailable, match="HTTP 404.*inference.virtual_server_url"):
-            tools.check_env(tools.VirtualToolEnv(server.url + "/not-virtual"))
-    with pytest.raises(tools.EnvUnavailable) as err:
-        tools.check_env(tools.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2))
+        with pytest.raises(environments.EnvUnavailable, match="HTTP 404.*inference.virtual_server_url"):
+            environments.check_env(virtual_env.VirtualToolEnv(server.url + "/not-virtual"))
+    with pytest.raises(environments.EnvUnavailable) as err:
+        environments.check_env(virtual_env.VirtualToolEnv("http://127.0.0.1:9/virtual", timeout=2))
     assert "http://127.0.0.1:9/virtual" in str(err.value) and "inference.virtual_server_url" in str(err.value)
     assert "start StableToolBench's server" in str(err.value)
-    assert "3 recorded responses of 1 APIs" in tools.check_env(
-        tools.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools"))
+    assert "3 recorded responses of 1 APIs" in environments.check_env(
+        offline_env.OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools"))
     with LoopbackServer(_stable) as server:
         docs = _local_rapidapi(tmp_path / "r", server.url)
-        assert "accepts connections" in tools.check_env(tools.RapidApiToolEnv(docs, "k"), ("Weather", "W", "Now"))
+        assert "accepts connections" in environments.check_env(rapidapi_env.RapidApiToolEnv(docs, "k"), ("Weather", "W", "Now"))
         assert server.requests == []          # a TCP connect only: no call spends quota
-        with pytest.raises(tools.EnvUnavailable, match="rapidapi_key_env"):
-            tools.check_env(tools.RapidApiToolEnv(docs, ""))
-    with pytest.raises(tools.EnvUnavailable, match="127.0.0.1:9 unreachable"):
-        tools.check_env(tools.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k"))
+        with pytest.raises(environments.EnvUnavailable, match="rapidapi_key_env"):
+            environments.check_env(rapidapi_env.RapidApiToolEnv(docs, ""))
+    with pytest.raises(environments.EnvUnavailable, match="127.0.0.1:9 unreachable"):
+        environments.check_env(rapidapi_env.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k"))
 
 
 def test_make_env_takes_the_tool_timeout_from_the_config(monkeypatch):
     from lib.common import config
     cfg = config.load("smoke", {"inference.tool_env": "virtual", "inference.tool_timeout_s": 7})
-    assert tools.make_env(cfg).timeout == 7
+    assert environments.make_env(cfg).timeout == 7
     monkeypatch.setenv("RAPIDAPI_KEY", "k")
     cfg = config.load("smoke", {"inference.tool_env": "rapidapi", "inference.tool_timeout_s": 12.5})
-    assert tools.make_env(cfg).timeout == 12.5
+    assert environments.make_env(cfg).timeout == 12.5
     with pytest.raises(config.ConfigError, match="tool_timeout_s"):
         config.load("smoke", {"inference.tool_timeout_s": 0})
 
@@ -326,7 +329,7 @@ def test_virtual_observation_is_the_clients_json_dumps_byte_for_byte():
                "no_error_field": (200, b'{"response": "x"}'),
                "a_list": (200, b'[1, 2]')}
     with LoopbackServer(lambda path, headers, body: replies[body["api_name"]]) as server:
-        env = tools.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb", retries=0)
+        env = virtual_env.VirtualToolEnv(server.url + "/virtual", toolbench_key="tb", retries=0)
         text = env.call("Weather", "Weather", "weather", {"city": "Zürich"})
         assert text == RAW_REPLY_OBSERVATION and env.last_outcome == "ok"
         assert text.isascii() and text == json.dumps(json.loads(RAW_REPLY))
@@ -342,7 +345,7 @@ def test_virtual_observation_is_the_clients_json_dumps_byte_for_byte():
 def test_rapidapi_observation_is_toolbench_servers_byte_for_byte(tmp_path):
     replies = {"/now": (200, '{"zeta":"São","alpha":{"b":[1,2.5,null,true]}}'.encode("utf-8"))}
     with LoopbackServer(lambda path, headers, body: replies[path.partition("?")[0]]) as server:
-        env = tools.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", retries=0)
+        env = rapidapi_env.RapidApiToolEnv(_local_rapidapi(tmp_path, server.url), "k", retries=0)
         # api.py keeps response.json(); server.py writes str() of it; the client json.dumps the dict
         assert env.call("Weather", "W", "Now", {}) == \
             '{"error": "", "response": "{\'zeta\': \'S\\u00e3o\', \'alpha\': {\'b\': [1, 2.5, None, True]}}"}'
@@ -358,7 +361,7 @@ def test_rapidapi_observation_is_toolbench_servers_byte_for_byte(tmp_path):
         replies["/now"] = (200, json.dumps({"items": ["x" * 10] * 400}).encode())
         out = json.loads(env.call("Weather", "W", "Now", {}))
         assert len(out["response"]) == 2048 and out["response"] == str({"items": ["x" * 10] * 400})[:2048]
-    dead = tools.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k", timeout=2)
+    dead = rapidapi_env.RapidApiToolEnv(_local_rapidapi(tmp_path / "d", "http://127.0.0.1:9"), "k", timeout=2)
     error = obs(dead.call("Weather Data, Inc", "W", "Now", {}))["error"]
     assert error.startswith("Function executing from data.toolenv.tools.Weather_Data_Inc.w.api import now error...\n"
                             "RapidAPI unreachable (ConnectError")
@@ -366,7 +369,7 @@ def test_rapidapi_observation_is_toolbench_servers_byte_for_byte(tmp_path):
 
 
 def test_rapidapi_error_labels_follow_toolbench_process_error():
-    label = tools.rapidapi_error_label
+    label = observations.rapidapi_error_label
     assert label({"message": "Your Client (working) ---> Gateway (working) ---> API (not working)"}) == \
         "API not working error..."
     assert label("401 Unauthorized") == label("unauthorized") == "Unauthorized error..."
@@ -398,7 +401,7 @@ def test_released_answers_hold_observations_in_the_clients_form():
                 assert len(text) == 1027 and text.endswith("..."), path
                 seen["cut"] += 1
                 continue
-            assert tools.client_observation(reply) == text, path
+            assert observations.client_observation(reply) == text, path
             seen["whole"] += 1
             seen["object_response"] += isinstance(reply.get("response"), (dict, list))
             seen["escapes"] += "\\u" in text

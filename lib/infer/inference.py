@@ -15,7 +15,7 @@ import json
 import time
 
 from lib.common import config, store
-from lib.toolbench import tools
+from lib.toolbench import apis, environments
 from lib.models import backends
 from lib.common.progress import Progress
 from lib.toolbench.formats import (TOOLEVAL_METHOD, Query, format_step, load_queries, parse_step,
@@ -62,7 +62,7 @@ def take_step(query: Query, text: str, env, max_observation_length: int | None =
     api = query.apis[action]
     text = env.call(api["category_name"], api["tool_name"], api["api_name"], args)
     step["observation"] = _truncate(text, max_observation_length)
-    # lib.toolbench.tools' environments say whether the call failed in transport; other envs: by the error field.
+    # lib.toolbench's environments (tool_env.ToolEnv) say whether the call failed in transport; other envs: by the error field.
     step["tool_outcome"] = getattr(env, "last_outcome", None) or ("api_error" if observation_error(step) else "ok")
     query.tool_calls.append((step["tool_outcome"], text))
     return step
@@ -195,7 +195,7 @@ MIN_TOOL_CALLS = 20     # a group's calls before its transport-error share may s
 
 
 def stop_on_transport_errors(queries: list, share, env, path, kept: int) -> dict:
-    """This run's tool counts over `queries` (those started); raise lib.toolbench.tools.EnvUnavailable when
+    """This run's tool counts over `queries` (those started); raise lib.toolbench.environments.EnvUnavailable when
     more than `share` of at least MIN_TOOL_CALLS calls failed in transport (None: never)."""
     calls = [c for q in queries for c in q.tool_calls]
     counts = tool_counts({"tool_outcome": outcome} for outcome, _ in calls)
@@ -206,7 +206,7 @@ def stop_on_transport_errors(queries: list, share, env, path, kept: int) -> dict
     last = getattr(env, "last_problem", None) or next(
         json.loads(t).get("error") for o, t in reversed(calls) if o == "transport_error")
     where = getattr(env, "url", None) or getattr(env, "name", "the tool environment")
-    raise tools.EnvUnavailable(
+    raise environments.EnvUnavailable(
         f"{queries[0].group}: {failed} of {len(calls)} tool calls failed in transport at {where} "
         f"(more than inference.max_transport_error_share {share:g}; last: {last}). Stopped: the queries "
         f"finished before ({kept} in this run) are kept in {path}; once the tool environment answers, "
@@ -267,7 +267,7 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
     finish (a group's last, longest queries share the batch with the next group's first; with the
     HF backend's decode_chunk, while turns end). Each
     query's line is appended (flushed, fsynced) to its path as soon as it finishes, unless all its
-    tool calls failed in transport (`transport_failed`). Stops (lib.toolbench.tools.EnvUnavailable) when more
+    tool calls failed in transport (`transport_failed`). Stops (lib.toolbench.environments.EnvUnavailable) when more
     than `max_transport_error_share` of a path's calls fail in transport. Returns each pair's
     counters, in order; `wall_s` is from its first query's start to its last one's end."""
     if method not in ("react", "dfsdt"):
@@ -379,7 +379,7 @@ def summarize(lines: list[dict], counters: dict | None = None) -> dict:
 def tool_docs(cfg: dict) -> dict:
     """{tool: its description} from data.toolenv_dir/tools, for the system prompts of the queries."""
     return {k: d.get("tool_description", "")
-            for k, d in tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
+            for k, d in apis.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
 
 
 def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
@@ -410,8 +410,8 @@ def _run(cfg: dict, backend, env, log) -> dict:
     selected = load_test_queries(cfg)
     # The tool environment next: one that does not answer stops the stage before the model loads,
     # before any query and before the trajectories folder is touched.
-    env = env or tools.make_env(cfg)
-    found = tools.check_env(env, probe_api(cfg))
+    env = env or environments.make_env(cfg)
+    found = environments.check_env(env, probe_api(cfg))
     if log:
         log(f"[03] tool environment: {found}")
     backend = backend or backends.make_backend(cfg)

@@ -7,7 +7,7 @@ Heavy libraries are imported inside the functions that use them (lib/__init__.py
 from __future__ import annotations
 
 from lib.common import config, keys
-from lib.toolbench import tools
+from lib.toolbench import virtual_env
 from lib.data import data
 from lib.infer import inference
 from lib.pipeline import checklist
@@ -20,11 +20,11 @@ def _probe_api(cfg: dict) -> tuple[str, str, str]:
 
 
 def probe_virtual_server(cfg: dict) -> Row:
-    """One StableToolBench call through the project's own client (lib.toolbench.tools.VirtualToolEnv.probe,
+    """One StableToolBench call through the project's own client (lib.toolbench.virtual_env.VirtualToolEnv.probe,
     which stage 03 also runs before its first query)."""
     inference_cfg = cfg["inference"]
-    env = tools.VirtualToolEnv(inference_cfg["virtual_server_url"], keys.secret(inference_cfg["toolbench_key_env"], required=False),
-                               timeout=checklist.PROBE_TIMEOUT, retries=0)
+    env = virtual_env.VirtualToolEnv(inference_cfg["virtual_server_url"], keys.secret(inference_cfg["toolbench_key_env"], required=False),
+                                     timeout=checklist.PROBE_TIMEOUT, retries=0)
     status, detail = env.probe(*_probe_api(cfg))
     if status != "missing" and not keys.is_set(inference_cfg["toolbench_key_env"]):
         detail += f"; {inference_cfg['toolbench_key_env']} not set (fine for a local server)"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.common import config
-from lib.toolbench import formats, records, tools
+from lib.toolbench import apis, formats, records
 from lib.common.tables import group_label, markdown_table
 
 GROUPS = config.GROUPS
@@ -178,7 +178,7 @@ def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> 
     """Per group: how many test queries use a tool, and how many a category, that training used.
     ToolBench's split wants 0 and 0 for G1-tool's tools and the *-category groups' categories.
     A training tool's category comes from the tool documents (data.toolenv_dir/tools/<category>/)."""
-    docs = tools.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools")
+    docs = apis.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools")
     train_tools = set().union(*(t[2] for t in train)) if train else set()
     train_categories = {docs[t]["category"] for t in train_tools if t in docs}
     rows = []

@@ -18,7 +18,8 @@ import re
 from pathlib import Path
 
 from lib.toolbench import formats, sample_world
-from lib.toolbench.tools import canonical_arguments, observation, recorded_observation
+from lib.toolbench.apis import canonical_arguments
+from lib.toolbench.observations import observation, recorded_observation
 
 # Invented values are made of these, so a model cannot guess a value: it must copy it from the query.
 SYLLABLES = ["ka", "lo", "mi", "ra", "ven", "tor", "sa", "bel", "din", "ko", "ru", "na", "tel", "mar",
