@@ -8,7 +8,7 @@ from pathlib import Path
 from lib.toolbench.formats import change_name, standardize_name
 
 
-def api_key(category: str, tool_name: str, api_name: str) -> tuple[str, str, str]:
+def api_names(category: str, tool_name: str, api_name: str) -> tuple[str, str, str]:
     """How environments identify an API: category, tool and API names standardized as ToolBench
     names files and functions (so 'Weather API!' and 'weather_api' are the same tool)."""
     return (standardize_name(category), standardize_name(tool_name),

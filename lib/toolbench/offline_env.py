@@ -5,7 +5,7 @@ import json
 from pathlib import Path
 
 from lib.toolbench.formats import change_name, standardize_name
-from lib.toolbench.apis import api_key, canonical_arguments, find_api_doc, load_tool_docs, loose_arguments
+from lib.toolbench.apis import api_names, canonical_arguments, find_api_doc, load_tool_docs, loose_arguments
 from lib.toolbench.observations import observation, recorded_observation
 from lib.toolbench.tool_env import ToolEnv
 
@@ -45,7 +45,7 @@ class OfflineToolEnv(ToolEnv):
                         raise ValueError(f"{self.responses_path}: line {number}: missing field '{field}'")
                 if not isinstance(record["arguments"], dict):
                     raise ValueError(f"{self.responses_path}: line {number}: field 'arguments' must be an object")
-                key = api_key(record["category"], record["tool_name"], record["api_name"])
+                key = api_names(record["category"], record["tool_name"], record["api_name"])
                 self.recordings.setdefault(key, []).append(record)
 
     def _required(self, tool_name: str, api_name: str) -> set | None:
@@ -55,7 +55,7 @@ class OfflineToolEnv(ToolEnv):
         return {change_name(standardize_name(p["name"])) for p in api.get("required_parameters", [])}
 
     def match(self, category, tool_name, api_name, arguments: dict) -> dict | None:
-        recorded = self.recordings.get(api_key(category, tool_name, api_name), [])
+        recorded = self.recordings.get(api_names(category, tool_name, api_name), [])
         exact = canonical_arguments(arguments)
         for record in recorded:
             if canonical_arguments(record["arguments"]) == exact:
@@ -73,7 +73,7 @@ class OfflineToolEnv(ToolEnv):
         return None
 
     def call(self, category, tool_name, api_name, arguments):
-        if not self.recordings.get(api_key(category, tool_name, api_name)):
+        if not self.recordings.get(api_names(category, tool_name, api_name)):
             return self._answered(observation(error=f"No recorded response for API '{api_name}' of tool "
                                                     f"'{tool_name}' (offline tool environment)"))
         record = self.match(category, tool_name, api_name, arguments)
