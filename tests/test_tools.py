@@ -406,3 +406,11 @@ def test_released_answers_hold_observations_in_the_clients_form():
             seen["object_response"] += isinstance(reply.get("response"), (dict, list))
             seen["escapes"] += "\\u" in text
     assert seen["whole"] > 50 and seen["cut"] > 10 and seen["object_response"] > 5 and seen["escapes"] >= 3, seen
+
+
+def test_one_rule_says_whether_an_observation_reports_an_error():
+    failed = observations.reports_error
+    assert failed('{"error": "Unauthorized error...", "response": ""}') and failed('{"error": 1}')
+    for fine in ('{"error": "", "response": "ok"}', '{"error": "  ", "response": ""}', '{"error": null}',
+                 '{"response": "x"}', '["error"]', "not json", "", None):
+        assert not failed(fine), fine

@@ -10,7 +10,7 @@ responses are None (not available) and `not_available` names them.
 """
 from __future__ import annotations
 
-from lib.toolbench import formats, tooleval
+from lib.toolbench import formats, observations, tooleval
 from lib.checks import grounding
 
 
@@ -37,10 +37,7 @@ def relevant_names(query: dict | None) -> set[str]:
 # Deterministic checks (no LLM)
 # --------------------------------------------------------------------------------------------
 def _call_succeeded(observation: str) -> bool:
-    if not observation.strip():
-        return False
-    obs = tooleval.json_object(observation)
-    return not (obs is not None and str(obs.get("error", "")).strip())
+    return bool(observation.strip()) and not observations.reports_error(observation)
 
 
 def about_query(step: dict, required: list[str], context: str) -> bool:

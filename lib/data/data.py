@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lib.common import config, paper, plots, store
-from lib.toolbench import formats, records, sample
+from lib.toolbench import formats, observations, records, sample
 from lib.models import model
 
 EXAMPLE_PER = ("record", "assistant_turn", "conversation")
@@ -46,10 +46,7 @@ def retried_calls(messages: list[dict]) -> set[int]:
     for i, j in zip(assistant, assistant[1:]):
         if j != i + 2 or messages[i + 1]["role"] != "function":
             continue
-        try:
-            failed = bool(json.loads(messages[i + 1]["content"]).get("error"))
-        except (json.JSONDecodeError, AttributeError):
-            continue
+        failed = observations.reports_error(messages[i + 1]["content"])
         action = formats.parse_step(messages[i]["content"]).action
         if failed and action and action == formats.parse_step(messages[j]["content"]).action:
             found.add(i)

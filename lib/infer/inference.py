@@ -15,7 +15,7 @@ import json
 import time
 
 from lib.common import config, store
-from lib.toolbench import apis, environments
+from lib.toolbench import apis, environments, observations
 from lib.models import backends
 from lib.common.progress import Progress
 from lib.toolbench.formats import (TOOLEVAL_METHOD, Query, format_step, load_queries, parse_step,
@@ -83,13 +83,7 @@ def _public(step: dict) -> dict:
 
 def observation_error(step: dict) -> bool:
     """A step whose observation reports an error (parse error, unknown API, failed call)."""
-    if step["parse_error"]:
-        return True
-    try:
-        data = json.loads(step["observation"])
-    except (json.JSONDecodeError, TypeError):
-        return False
-    return isinstance(data, dict) and bool(data.get("error"))
+    return bool(step["parse_error"]) or observations.reports_error(step["observation"])
 
 
 def react(query: Query, env, max_iterations: int, max_observation_length=None):

@@ -1,6 +1,7 @@
 """ToolBench's observation text, `{"error": "...", "response": ...}`, as each source writes it: the
 offline recordings and the sample corpus, ToolBench's and StableToolBench's inference client
-(`json.dumps` of a server's reply, Python's defaults), ToolBench's RapidAPI route.
+(`json.dumps` of a server's reply, Python's defaults), ToolBench's RapidAPI route; and whether an
+observation reports an error.
 """
 from __future__ import annotations
 
@@ -41,6 +42,17 @@ def recorded_observation(response) -> str:
     observations it was trained on."""
     return observation(response if isinstance(response, str) else repr(response))
 
+
+def reports_error(text) -> bool:
+    """Whether an observation says its call failed: ToolBench's `{"error": ..., "response": ...}`
+    with an error set (blank text is none). Anything else, not JSON or not an object, reports none.
+    Stage 03's outcome of a call, stage 04's checks and stage 01's retried calls all ask this."""
+    try:
+        data = json.loads(text)
+    except (json.JSONDecodeError, TypeError):
+        return False
+    error = data.get("error") if isinstance(data, dict) else None
+    return bool(error.strip() if isinstance(error, str) else error)
 
 
 # ToolBench's RapidAPI route (toolbench/inference/server.py, process_error): the error label a
