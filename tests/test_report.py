@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from conftest import SHARED, TOOLBENCH_SAMPLE
-from lib.common import config, tables
+from lib.common import config, stats, tables
 from lib.report import report
 from lib.report.audit import matches_printed
 from lib.report.series import OFFLINE_NOTE
@@ -43,7 +43,7 @@ def write_pass_rate(path: Path, rows=FIXED, judge="offline", aggregations=("mean
     for agg in aggregations:
         for g, n, p in rows + [("overall", total_n, total_p)]:
             rate = 100 * p / n + (0.0 if agg.startswith("majority") else 2.5)
-            lo, hi = report.wilson(p, n) if agg.startswith("majority") else ("", "")
+            lo, hi = stats.wilson_percent(p, n) if agg.startswith("majority") else ("", "")
             ci = f"{lo:.2f},{hi:.2f}" if agg.startswith("majority") else ","
             lines.append(f"react,{g},{n},{p},{rate:.2f},{ci},{agg},{judge}")
     path.write_text("\n".join(lines) + "\n")
@@ -69,12 +69,6 @@ def smoke_run(tmp_path_factory):
 
 
 # ----------------------------------------------------------------------------- helpers
-def test_wilson_interval_known_values():
-    lo, hi = report.wilson(9, 20)
-    assert (round(lo, 2), round(hi, 2)) == (25.82, 65.79)
-    assert report.wilson(0, 10)[0] == 0.0 and report.wilson(10, 10)[1] == pytest.approx(100.0)
-
-
 def test_group_labels():
     assert [tables.group_label(g) for g in GROUPS[:2]] == ["G1-instruction", "G1-category"]
 
@@ -140,7 +134,7 @@ def test_tables_pick_majority_and_carry_values(smoke_run):
     ours = t1["Fine-tuned (smoke)"]
     assert ours["aggregation"] == "majority" and ours["judge"] == "offline"
     assert ours["pass_rate"] == f"{100 * 43 / 110:.2f}"
-    assert (ours["ci_low"], ours["ci_high"]) == tuple(f"{x:.2f}" for x in report.wilson(43, 110))
+    assert (ours["ci_low"], ours["ci_high"]) == tuple(f"{x:.2f}" for x in stats.wilson_percent(43, 110))
     assert ours["gap_to_paper_ours_pts"] == f"{77.55 - float(ours['pass_rate']):.2f}"
     assert t1["ChatGPT-CoT"]["gap_to_paper_ours_pts"] == "51.55"
     assert t1["ChatGPT-ReACT (README)"]["pass_rate"] == "40.20"
@@ -164,7 +158,7 @@ def test_a_table2_cell_is_the_rate_with_its_wilson_interval_or_the_printed_figur
     cfg, paths = smoke_run
     fine_tuned = report.run_series(cfg)[0]
     assert fine_tuned["label"] == "Fine-tuned (smoke)" and fine_tuned["aggregation"] == "majority"
-    low, high = report.wilson(12, 20)                                  # G1_tool: 12 of 20
+    low, high = stats.wilson_percent(12, 20)                                  # G1_tool: 12 of 20
     cell = report.table2_cell(fine_tuned, "G1_tool")
     assert cell == f"60.0 [{low:.1f}, {high:.1f}]" and f"| {cell} |" in paths["table2_md"].read_text()
     paper = report.reference_series(ROOT / "data/paper_results.csv", "paper")

@@ -27,6 +27,13 @@ def test_wilson_interval_known_values():
     for k, n in [(0, 10), (10, 10), (77, 100), (155, 200), (1, 3)]:
         assert stats.wilson(k, n) == pytest.approx(_wilson_by_quadratic(k, n), abs=1e-12)
     assert stats.wilson(0, 10)[0] == 0.0 and round(stats.wilson(0, 10)[1], 4) == 0.2775
+    assert all(x != x for x in stats.wilson(0, 0))          # no trials: no interval
+
+
+def test_wilson_in_percent_is_the_same_interval():
+    lo, hi = stats.wilson_percent(9, 20)
+    assert (round(lo, 2), round(hi, 2)) == (25.82, 65.79)
+    assert stats.wilson_percent(0, 10)[0] == 0.0 and stats.wilson_percent(10, 10)[1] == pytest.approx(100.0)
 
 
 def test_fleiss_kappa_matches_the_textbook_example_and_agreement():

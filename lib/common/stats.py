@@ -9,7 +9,8 @@ Z95 = 1.959963984540054
 
 
 def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
-    """Wilson score interval for a proportion (as fractions)."""
+    """Wilson score interval for a proportion (as fractions). No trials, no interval: (nan, nan),
+    printed "nan" as the rate itself is (a 0-100 interval would read as a measurement)."""
     if n == 0:
         return (float("nan"), float("nan"))
     p = successes / n
@@ -17,6 +18,12 @@ def wilson(successes: float, n: int, z: float = Z95) -> tuple[float, float]:
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
     return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def wilson_percent(successes: float, n: int) -> tuple[float, float]:
+    """wilson's 95% interval in percent, unrounded (the tables round as they print)."""
+    low, high = wilson(successes, n)
+    return (100 * low, 100 * high)
 
 
 def percent(fraction: float) -> float:

@@ -34,14 +34,6 @@ GROUPS = config.GROUPS
 SVG_SALT = "toolsft-repro"
 
 
-def wilson(passed: int, n: int) -> tuple[float, float]:
-    """Wilson score 95% interval for passed/n (stage 04's), in percent; 0-100 with no queries."""
-    if n == 0:
-        return (0.0, 100.0)
-    low, high = stats.wilson(passed, n)
-    return (100 * low, 100 * high)
-
-
 # ----------------------------------------------------------------------------- row sets
 def reference_series(path: Path, kind: str) -> list[dict]:
     """Series from a tidy long file (label,model,method,params_b,group,pass_rate,n,source,paper_label)."""
@@ -87,7 +79,7 @@ def _run_series(rows, label, method, agg, primary, path, several_methods) -> dic
         # A missing interval is computed only for majority votes (a pass count); a mean of
         # 1 / 0.5 / 0 scores has no Wilson interval, so none is shown.
         s["ci"][r["group"]] = (tuple(map(float, ci)) if all(ci) else
-                               wilson(passed, n) if is_majority(agg) else (None, None))
+                               stats.wilson_percent(passed, n) if is_majority(agg) else (None, None))
     return s
 
 
