@@ -63,6 +63,7 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     """One pass of stage 03's loop: `recompute` (every prompt encoded whole, whole turns),
     `reuse` (inference.reuse_kv_cache, whole turns), `chunked` (reuse and inference.decode_chunk
     `chunk` at `chunk_batch` rows a call: a turn that ends makes room for a waiting query)."""
+    from lib.toolbench import trajectories
     from lib.infer import inference
     from lib.models.prefix_cache import PrefixCache
 
@@ -77,7 +78,7 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     counters = inference.run_group(queries, timed, env, path, "react", cfg["inference"]["max_iterations"],
                                    batch, max_observation_length=cfg["inference"].get("max_observation_length"))
     wall = time.perf_counter() - start
-    lines = inference.read_trajectories(path)
+    lines = trajectories.read(path, partial=True)
     encoded = backend.prefix_cache.prefilled_tokens if backend.prefix_cache else timed.prompt_tokens
     return {"wall_s": round(wall, 1), "batch_size": batch, "decode_chunk": backend.decode_chunk,
             "generate_calls": timed.calls, "queries": counters["ran"],

@@ -6,7 +6,7 @@ import pytest
 
 from conftest import LoopbackServer, chat_completion
 from lib.common import config
-from lib.toolbench import apis, environments, formats, offline_env, virtual_env
+from lib.toolbench import apis, environments, formats, offline_env, trajectories, virtual_env
 from lib.models import backends
 from lib.infer import inference
 from test_toolbench import QUERY
@@ -199,14 +199,14 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
     # simulated crash: a torn last line after the three complete ones
     with open(path, "a") as fh:
         fh.write('{"query_id": 3, "group": "G1_instr')
-    lines = inference.read_trajectories(path)
+    lines = trajectories.read(path, partial=True)
     assert [l["query_id"] for l in lines] == [0, 1, 2]
     counters = inference.run_group(queries, backend, env, path, batch_size=8)
     assert counters == dict(counters, skipped=3, ran=2)
     # The torn tail was cut before the first append: query 3's line is whole and only once.
     assert path.read_text().count('{"query_id": 3, "group": "G1_instr') == 1
     assert len(path.read_text().splitlines()) == 5
-    lines = inference.read_trajectories(path)
+    lines = trajectories.read(path, partial=True)
     assert sorted(l["query_id"] for l in lines) == [0, 1, 2, 3, 4]
     by_id = {l["query_id"]: l for l in lines}
     assert by_id[3]["finish_type"] == "give_up" and by_id[4]["final_answer"] == "21 degrees"
@@ -216,13 +216,6 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
     assert line["available_tools"][-1]["name"] == "Finish" and line["answer"]["method"] == "CoT@1"
     summary = inference.summarize(lines)
     assert (summary["queries"], summary["finished_with_answer"], summary["gave_up"]) == (5, 4, 1)
-
-
-def test_read_trajectories_rejects_a_bad_middle_line(tmp_path):
-    path = tmp_path / "x.jsonl"
-    path.write_text('{"query_id": 1}\nnot json\n{"query_id": 2}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        inference.read_trajectories(path)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -249,7 +242,7 @@ def test_run_groups_keeps_the_batch_full_across_groups_and_writes_each_to_its_fi
     assert backend.batches == [4, 4]
     assert [c["ran"] for c in counters] == [3, 3] and all(c["generate_calls"] == 2 for c in counters)
     for path, group in zip(paths, ("G1_instruction", "G1_tool")):
-        lines = inference.read_trajectories(path)
+        lines = trajectories.read(path, partial=True)
         assert sorted(l["query_id"] for l in lines) == [0, 1, 2] and {l["group"] for l in lines} == {group}
         assert {l["query_id"]: l["total_steps"] for l in lines} == {0: 2, 1: 1, 2: 1}
     again = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, batch_size=4)
@@ -340,7 +333,7 @@ def test_openai_backend_sends_observations_in_the_role_the_profile_names(env, tm
         inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl")
     sent = server.requests[-1][2]["messages"]
     assert [m["role"] for m in sent] == ["system", "user", "assistant", function_role]
-    observation = inference.read_trajectories(tmp_path / "g.jsonl")[0]["steps"][0]["observation"]
+    observation = trajectories.read(tmp_path / "g.jsonl", partial=True)[0]["steps"][0]["observation"]
     assert sent[-1]["content"] == ("Observation: " if function_role == "user" else "") + observation
     with pytest.raises(config.ConfigError, match="openai_function_role"):
         config.load("smoke", {"inference.openai_function_role": "tool"})
@@ -358,7 +351,7 @@ def test_openai_backend_over_real_http(env, tmp_path):
     assert path == "/v1/chat/completions" and headers["Authorization"] == "Bearer sk-test"
     assert body["model"] == "baseline-model" and body["temperature"] == 0.1 and body["max_tokens"] == 64
     assert [m["role"] for m in body["messages"]] == ["system", "user"]
-    line = inference.read_trajectories(tmp_path / "g.jsonl")[0]
+    line = trajectories.read(tmp_path / "g.jsonl", partial=True)[0]
     assert line["finish_type"] == "give_answer" and line["tokens_generated"] == 11
     assert counters["tokens"] == 11
     assert "sk-test" not in (tmp_path / "g.jsonl").read_text()
@@ -465,7 +458,7 @@ def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
     outputs = iter([step("nope", {}), step(CW, {"city": "Paris"}), ANSWER])
     backend = Scripted(lambda conversation: next(outputs))
     inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl", method="dfsdt", dfsdt_width=2)
-    line = inference.read_trajectories(tmp_path / "g.jsonl")[0]
+    line = trajectories.read(tmp_path / "g.jsonl", partial=True)[0]
     assert line["method"] == "dfsdt" and line["finish_type"] == "give_answer"
     assert line["parse_errors"] == 1 and line["total_steps"] == 2      # the dead end counts, off the chain
     assert len(line["tree"]["children"]) == 2 and line["answer"]["method"] == "DFS_woFilter_w2"
@@ -570,7 +563,7 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
         # the check came first: a call of the first query's first API
         assert server.requests[0][2]["api_name"] == "current_weather" and "answered" in logged[0]
         path = tmp_path / "out" / "trajectories" / "G1_instruction.jsonl"
-        assert sorted(l["query_id"] for l in inference.read_trajectories(path)) == [0, 1, 3]
+        assert sorted(l["query_id"] for l in trajectories.read(path, partial=True)) == [0, 1, 3]
         g = summary["groups"]["G1_instruction"]
         tool_figures = (g["tool_calls"], g["tool_api_errors"], g["tool_transport_errors"], g["transport_failed"])
         assert tool_figures == (5, 1, 2, 1)
@@ -578,7 +571,7 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
         saved = json.loads((tmp_path / "out" / "inference_summary.json").read_text())
         assert saved["groups"]["G1_instruction"]["tool_calls"] == 5
         assert any("G1_instruction 2: not kept, all 1 tool calls failed in transport" in m for m in logged)
-        q3 = next(l for l in inference.read_trajectories(path) if l["query_id"] == 3)
+        q3 = next(l for l in trajectories.read(path, partial=True) if l["query_id"] == 3)
         assert [s["tool_outcome"] for s in q3["steps"]] == ["ok", "transport_error", None]
         assert (q3["tool_calls"], q3["tool_transport_errors"]) == (2, 1)
         # the server is back: a rerun (also with a longer time-out: the same run) redoes query 2 only
@@ -623,12 +616,12 @@ def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
         assert "16 of 20 tool calls failed in transport" in message and server.url + "/virtual" in message
         assert "inference.max_transport_error_share 0.25" in message and "HTTP 500" in message
         assert "(4 in this run) are kept" in message and "a rerun redoes the rest" in message
-        assert [l["query_id"] for l in inference.read_trajectories(path)] == [0, 1, 2, 3]
+        assert [l["query_id"] for l in trajectories.read(path, partial=True)] == [0, 1, 2, 3]
         # fewer than MIN_TOOL_CALLS calls never stop, nor does a share of None
         counters = inference.run_group(queries[4:9], Scripted(by_query(plans)), env, tmp_path / "h.jsonl",
                                    max_iterations=3, batch_size=8, max_transport_error_share=0.25)
         assert counters["transport_failed"] == 5 and counters["tool_transport_errors"] == 15
-        assert inference.read_trajectories(tmp_path / "h.jsonl") == []
+        assert trajectories.read(tmp_path / "h.jsonl", partial=True) == []
         counters = inference.run_group(queries[4:], Scripted(by_query(plans)), env, tmp_path / "i.jsonl",
                                    max_iterations=3, batch_size=8, max_transport_error_share=None)
         assert counters["tool_transport_errors"] == 24 and counters["transport_failed"] == 8

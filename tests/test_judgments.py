@@ -1,5 +1,4 @@
-"""lib/judge/judgments.py: reading stage 03's trajectory files, and a judgments file resumed after an
-interrupted run."""
+"""lib/judge/judgments.py: a judgments file resumed after an interrupted run."""
 from __future__ import annotations
 
 import json
@@ -10,42 +9,6 @@ import pytest
 from lib.judge import judge, judgments
 
 from judge_helpers import GOOD, llm_cfg, traj, write_jsonl
-
-
-# ------------------------------------------------------------------------------------------------
-# Reading trajectories
-# ------------------------------------------------------------------------------------------------
-def test_a_bad_trajectory_line_names_file_line_query_and_field(tmp_path):
-    path = tmp_path / "G1_instruction.jsonl"
-    bad = traj(42, GOOD)
-    del bad["finish_type"]
-    write_jsonl(path, [traj(1, GOOD), bad])
-    with pytest.raises(judgments.JudgeInputError) as err:
-        judgments.read_trajectories(path)
-    assert all(s in str(err.value) for s in (str(path), "line 2", "42", "finish_type"))
-    bad = traj(7, GOOD)
-    bad["steps"][0]["action_input"] = {"city": "Paris"}
-    write_jsonl(path, [bad])
-    with pytest.raises(judgments.JudgeInputError, match=r"line 1, query_id 7: field 'steps\[0\].action_input'"):
-        judgments.read_trajectories(path)
-    path.write_text('{"query_id": 1,\n', encoding="utf-8")
-    with pytest.raises(judgments.JudgeInputError, match="line 1.*not valid JSON"):
-        judgments.read_trajectories(path)
-
-
-def test_a_query_id_twice_in_a_trajectory_file_is_refused_naming_both_lines(tmp_path):
-    path = tmp_path / "G1_instruction.jsonl"
-    write_jsonl(path, [traj(5, GOOD), traj(6, GOOD), traj("5", GOOD)])     # "5" is query 5 too
-    with pytest.raises(judgments.JudgeInputError) as err:
-        judgments.read_trajectories(path)
-    assert all(s in str(err.value) for s in (str(path), "'5'", "lines 1 and 3"))
-
-
-def test_a_torn_last_trajectory_line_says_stage_03_was_interrupted(tmp_path):
-    path = tmp_path / "G1_instruction.jsonl"
-    path.write_text(json.dumps(traj(1, GOOD)) + "\n" + json.dumps(traj(2, GOOD))[:50], encoding="utf-8")
-    with pytest.raises(judgments.JudgeInputError, match="line 2.*stage 03 was stopped mid-write"):
-        judgments.read_trajectories(path)
 
 
 # ------------------------------------------------------------------------------------------------

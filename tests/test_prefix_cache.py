@@ -129,7 +129,7 @@ def test_turns_written_a_chunk_at_a_time_are_the_same_tokens(tokenizer, kind):
 
 
 def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tmp_path):
-    from lib.toolbench import formats, offline_env
+    from lib.toolbench import formats, offline_env, trajectories
     from lib.infer import inference
 
     model = tiny("llama", tokenizer, positions=4096, init=0.2)     # ToolBench prompts, not truncated
@@ -154,7 +154,7 @@ def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tm
         backend.advance = watched
         path = tmp_path / f"chunk-{chunk}.jsonl"
         counters = inference.run_group(queries, backend, env, path, max_iterations=3, batch_size=3)
-        lines[chunk] = inference.read_trajectories(path)
+        lines[chunk] = trajectories.read(path, partial=True)
         calls[chunk] = counters["generate_calls"]
         assert any(mixed) == bool(chunk)
     key = lambda line: line["query_id"]

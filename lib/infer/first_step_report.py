@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 
 from lib.common import config, store
-from lib.toolbench import formats
+from lib.toolbench import formats, trajectories
 from lib.models import backends
 from lib.checks.first_step import CRITERIA, check, first_turn, rates
 from lib.infer import inference
@@ -43,7 +43,7 @@ def run(cfg: dict, untrained_first: dict | None = None) -> dict:
         if not path.exists():
             continue
         by_id = {str(r["query_id"]): r for r in formats.load_queries(test_dir / f"{group}.json")}
-        lines[group] = [(l, by_id[str(l["query_id"])]) for l in inference.read_trajectories(path)]
+        lines[group] = [(l, by_id[str(l["query_id"])]) for l in trajectories.read(path, partial=True)]
         queries += [formats.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
     compare = cfg["inference"]["backend"] == "hf"
     untrained = dict(untrained_first or {}) if compare else {}

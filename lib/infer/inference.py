@@ -15,7 +15,7 @@ import json
 import time
 
 from lib.common import config, store
-from lib.toolbench import apis, environments, observations
+from lib.toolbench import apis, environments, observations, trajectories
 from lib.models import backends
 from lib.common.progress import Progress
 from lib.toolbench.formats import (TOOLEVAL_METHOD, Query, format_step, load_queries, parse_step,
@@ -153,12 +153,6 @@ def dfsdt(query: Query, env, max_iterations: int, width: int, max_expansions: in
 # Trajectory files: append-only JSONL, resumable.
 # ---------------------------------------------------------------------------------------------
 
-def read_trajectories(path) -> list[dict]:
-    """The complete lines of a trajectory file (lib.common.store: a torn last line, a crash mid-write, is
-    not a line; a bad line elsewhere is an error naming the file and line)."""
-    return store.read_jsonl(path)
-
-
 def trajectory_line(query: Query, method: str, result: dict, tokens: int, truncated: int) -> dict:
     steps = result["steps"]
     return {
@@ -268,7 +262,7 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
         raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
     pending, counters, started = collections.deque(), [], []
     for k, (queries, path) in enumerate(work):
-        done = {str(l["query_id"]) for l in read_trajectories(path)}
+        done = {str(l["query_id"]) for l in trajectories.read(path, partial=True)}
         todo = [q for q in queries if str(q.query_id) not in done]
         pending.extend((k, q) for q in todo)
         counters.append({"skipped": len(queries) - len(todo), "ran": 0, "tokens": 0, "truncated": 0,
@@ -429,7 +423,7 @@ def _run(cfg: dict, backend, env, log) -> dict:
             dropped[key] += counters[key]
         # Only this run's selection counts (an earlier, larger run may have left more in the file).
         wanted = {str(q.query_id) for q in queries}
-        lines = [l for l in read_trajectories(path) if str(l["query_id"]) in wanted]
+        lines = [l for l in trajectories.read(path, partial=True) if str(l["query_id"]) in wanted]
         kept += lines
         groups[group] = summarize(lines, counters)
         if log:
@@ -478,7 +472,7 @@ def render_trajectory(line: dict, width: int = 300) -> str:
 
 def _stage_lines(cfg: dict, groups) -> list[dict]:
     out = config.path(cfg, cfg["output_dir"]) / "trajectories"
-    return [l for g in groups for l in read_trajectories(out / f"{g}.jsonl")]
+    return [l for g in groups for l in trajectories.read(out / f"{g}.jsonl", partial=True)]
 
 
 def trajectory(cfg: dict, query: Query) -> dict | None:

@@ -14,6 +14,7 @@ import json
 from pathlib import Path
 
 from lib.common import config
+from lib.toolbench import trajectories
 from lib.models import backends
 from lib.checks import first_step
 from lib.infer import inference
@@ -63,4 +64,4 @@ def first_turns(cfg: dict) -> dict:
     if not enabled(cfg) or not all(p.exists() for p in paths):
         return {}
     return {(l["group"], str(l["query_id"])): first_step.first_turn(l)
-            for p in paths for l in inference.read_trajectories(p)}
+            for p in paths for l in trajectories.read(p, partial=True)}

@@ -44,7 +44,7 @@ import json
 from pathlib import Path
 
 from lib.common import config, store, tables
-from lib.toolbench import released, tooleval
+from lib.toolbench import released, tooleval, trajectories
 from lib.checks import offline_judge
 from lib.infer import untrained
 from lib.judge import judgments, llm_judge, pass_rates, released_runs, win_rate
@@ -83,7 +83,7 @@ def selected_trajectories(cfg: dict, group: str) -> tuple[list[dict], dict[str, 
     group's test queries by str(query_id) and the selection's account."""
     out, test_dir = config.output_dir(cfg), config.path(cfg, cfg["data"]["test_dir"])
     queries = judgments.load_queries(test_dir / f"{group}.json")
-    trajs, account = judgments.select(judgments.read_trajectories(out / "trajectories" / f"{group}.jsonl"),
+    trajs, account = judgments.select(trajectories.read(out / "trajectories" / f"{group}.jsonl"),
                                       queries, cfg["inference"]["max_queries_per_group"])
     return trajs, queries, account
 

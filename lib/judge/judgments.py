@@ -1,5 +1,5 @@
-"""Judging a group of trajectories into its judgments file: stage 03's trajectories read and
-checked, every query judged `judge.evaluate_times` times, one line per query appended to
+"""Judging a group of trajectories into its judgments file: stage 03's trajectories (read and
+checked by lib/toolbench/trajectories.py), every query judged `judge.evaluate_times` times, one line per query appended to
 `judgments/<group>.jsonl` (docs/formats.md).
 
 A query's judgment (`judge_query`): ToolEval's pre-check (lib/toolbench/tooleval.py), else each assessment by
@@ -12,7 +12,6 @@ the next append instead of swallowing it.
 """
 from __future__ import annotations
 
-import json
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -24,61 +23,13 @@ from lib.common.progress import Progress
 
 
 class JudgeInputError(ValueError):
-    """A trajectory or query record that cannot be judged; names file, line, query id and field."""
+    """A query record, or a selection, that cannot be judged (a trajectory line that cannot:
+    lib.toolbench.trajectories.TrajectoryError)."""
 
 
 # --------------------------------------------------------------------------------------------
-# Reading trajectories and queries
+# Reading queries
 # --------------------------------------------------------------------------------------------
-REQUIRED_FIELDS = {"query_id": (int, str), "query": str, "finish_type": str, "final_answer": str,
-                   "steps": list}
-STEP_FIELDS = ("action", "action_input", "observation")
-
-
-def _bad(path, line, qid, field, why) -> JudgeInputError:
-    return JudgeInputError(f"{path}, line {line}, query_id {qid!r}: field '{field}' {why}")
-
-
-def read_trajectories(path: str | Path) -> list[dict]:
-    """One trajectory per line; raises JudgeInputError naming file, line, query id and field. A
-    query id twice in the file is refused (naming both lines): judging both would count the query
-    twice in the pass rate, judging one would silently pick a run."""
-    rows, first_line = [], {}
-    with open(path, encoding="utf-8") as fh:
-        for line_no, text in enumerate(fh, 1):
-            if not text.strip():
-                continue
-            try:
-                rec = json.loads(text)
-            except json.JSONDecodeError as err:
-                torn = "" if text.endswith("\n") else (
-                    "; the last line is cut short: stage 03 was stopped mid-write, rerun it to "
-                    "finish the group")
-                raise _bad(path, line_no, None, "<line>",
-                           f"is not valid JSON ({err.msg}){torn}") from None
-            if not isinstance(rec, dict):
-                raise _bad(path, line_no, None, "<line>", "is not a JSON object")
-            qid = rec.get("query_id")
-            for field, kind in REQUIRED_FIELDS.items():
-                if field not in rec:
-                    raise _bad(path, line_no, qid, field, "is missing")
-                if not isinstance(rec[field], kind) or isinstance(rec[field], bool):
-                    raise _bad(path, line_no, qid, field, f"has type {type(rec[field]).__name__}")
-            for i, step in enumerate(rec["steps"]):
-                if not isinstance(step, dict):
-                    raise _bad(path, line_no, qid, f"steps[{i}]", "is not an object")
-                for field in STEP_FIELDS:
-                    if not isinstance(step.get(field, ""), str):
-                        raise _bad(path, line_no, qid, f"steps[{i}].{field}", "is not a string")
-            if str(qid) in first_line:
-                raise JudgeInputError(f"{path}: query_id {qid!r} appears twice, on lines "
-                                      f"{first_line[str(qid)]} and {line_no}; stage 04 judges each "
-                                      f"query once: remove one of the two lines")
-            first_line[str(qid)] = line_no
-            rows.append(rec)
-    return rows
-
-
 def load_queries(path: str | Path | None) -> dict[str, dict]:
     """ToolBench test queries by str(query_id), read and checked by stage 03's reader; {} when the
     file is absent."""

@@ -25,7 +25,7 @@ import json
 from pathlib import Path
 
 from lib.common import config, stats, store
-from lib.toolbench import tooleval
+from lib.toolbench import tooleval, trajectories
 from lib.checks import offline_judge
 from lib.judge import judgments, llm_judge
 
@@ -101,7 +101,7 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
             log(f"win rate: no reference trajectories for {group} ({ref_path}), skipped")
             continue
         ours = {str(t["query_id"]) for t in trajs[group]}
-        ref_trajs = [t for t in judgments.read_trajectories(ref_path) if str(t["query_id"]) in ours]
+        ref_trajs = [t for t in trajectories.read(ref_path) if str(t["query_id"]) in ours]
         queries = judgments.load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")
         ref_judged_path = out / "reference_judgments" / f"{group}.jsonl"
         own = None if ref_judg_dir is None else ref_judg_dir / f"{group}.jsonl"
