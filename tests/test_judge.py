@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.common import config, stats, store
+from lib.common import config, stats, store, tables
 from lib.toolbench import tooleval
 from lib.checks import trajectory_checks
 from lib.judge import judge, judgments, llm_judge, pass_rates
@@ -141,8 +141,8 @@ def test_checks_without_any_call_report_no_rate_not_100(tmp_path):
     some = checks["G2_instruction"]
     assert (some["n_calls"], some["with_calls"]) == ("2", "1")
     assert some["valid_names"] == some["valid_inputs"] == "0.0"      # over the run that called
-    assert "n/a" in pass_rates.markdown_table(pass_rates.checks_rows({"G1": [{"checks": trajectory_checks.deterministic_checks(
-        g1[0], query(1))}]}), pass_rates.CHECK_COLUMNS)
+    assert "n/a" in tables.markdown_table(pass_rates.CHECK_COLUMNS, pass_rates.checks_rows({"G1": [{"checks":
+        trajectory_checks.deterministic_checks(g1[0], query(1))}]}))
 
 
 def test_overall_over_some_groups_names_them(tmp_path):

@@ -25,19 +25,28 @@ def fmt(value, digits: int = 2) -> str:
     return f"{value:.{digits}f}"
 
 
-def pipe_table(header: list[str], rows: list[list[str]]) -> str:
-    """The Markdown pipe table itself: a header row, the rule, a row per list of cells."""
-    out = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    out += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(out)
+def cell(value) -> str:
+    """A value of stage 04's rows as a table cell: None is n/a, a float has 2 decimals (nan stays nan)."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, float):
+        return "nan" if value != value else f"{value:.2f}"
+    return str(value)
 
 
-def markdown_table(title: str, caption: list[str], header: list[str], rows: list[list[str]],
-                   stamp: str | None) -> str:
-    """A titled Markdown table under its caption lines, the profile's stamp above it (if any)."""
+def markdown_table(header: list[str], rows: list, title: str | None = None, caption: list[str] = (),
+                   stamp: str | None = None) -> str:
+    """A Markdown pipe table: the header row, the rule, a row per list of cells, or per dict (stage
+    04's rows: its `header` fields, written by `cell`). With a title, a table file's whole text: the
+    profile's stamp (if any), the title, its caption lines, the table and a last newline."""
+    cells = [[cell(r.get(c)) for c in header] if isinstance(r, dict) else r for r in rows]
+    table = "\n".join(["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+                      + ["| " + " | ".join(r) + " |" for r in cells])
+    if title is None:
+        return table
     out = [f"**{stamp}**", ""] if stamp else []
     out += [f"### {title}", "", *[f"_{line}_  " for line in caption], ""]
-    return "\n".join(out) + "\n" + pipe_table(header, rows) + "\n"
+    return "\n".join(out) + "\n" + table + "\n"
 
 
 def read_csv(path: Path) -> list[dict]:

@@ -109,19 +109,6 @@ def agreement(judged: dict[str, list[dict]]) -> dict:
     return out
 
 
-def _fmt(value) -> str:
-    if value is None:
-        return "n/a"
-    if isinstance(value, float):
-        return "nan" if value != value else f"{value:.2f}"
-    return str(value)
-
-
-def markdown_table(rows: list[dict], columns: list[str]) -> str:
-    """Stage 04's rows (dicts) as a Markdown table of `columns`, numbers to 2 decimals."""
-    return tables.pipe_table(columns, [[_fmt(r.get(c)) for c in columns] for r in rows])
-
-
 def caption(judge_name: str, times: int, stamp: str | None) -> str:
     if judge_name == offline_judge.OFFLINE:
         what = (f"Pass rate by the **offline judge** (rule-based on the deterministic checks; "
@@ -148,7 +135,7 @@ def pass_rate_markdown(rows: list[dict], judge_name: str, times: int, stamp: str
         sub = [r for r in rows if r["aggregation"] == aggregation]
         cols = CSV_COLUMNS + (["std_over_runs"] if aggregation == "mean" else [])
         parts += [f"**{notes[aggregation]}** - pass rates in %, Wilson 95% intervals:", "",
-                  markdown_table(sub, cols), ""]
+                  tables.markdown_table(cols, sub), ""]
     return "\n".join(parts)
 
 

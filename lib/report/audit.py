@@ -292,5 +292,5 @@ def audit_markdown(lines: list[dict], caption: list[str], stamp) -> str:
     for l in lines:
         counts[l["verdict"]] += 1
     summary = ", ".join(f"{v}: {n}" for v, n in sorted(counts.items()))
-    return markdown_table("Claim audit (every value recomputed from data files)", caption + [summary],
-                          header, [[c.replace("|", "/") for c in r] for r in body], stamp)
+    return markdown_table(header, [[c.replace("|", "/") for c in r] for r in body],
+                          "Claim audit (every value recomputed from data files)", caption + [summary], stamp)

@@ -86,9 +86,9 @@ def calibration_rows(runs: list[dict], paper: list[dict], readme: list[dict]) ->
 
 def calibration_markdown(rows: list[dict], runs: list[dict], caption: list[str], stamp) -> str:
     if not rows:
-        return markdown_table("Judge calibration", caption + [
+        return markdown_table(["system"], [], "Judge calibration", caption + [
             "No released answers were judged: list them in judge.released (stage 04) or run "
-            "`python -m lib.judge.judge --answers PATH --group G --name NAME`."], ["system"], [], stamp)
+            "`python -m lib.judge.judge --answers PATH --group G --name NAME`."], stamp)
     judges = sorted({r["judge"] for r in rows})
     lines = caption + [
         f"Released answers re-judged by {', '.join(judges)} (majority vote over each query's "
@@ -111,8 +111,8 @@ def calibration_markdown(rows: list[dict], runs: list[dict], caption: list[str],
              fmt(r["gap_to_readme"]) or "-", fmt(r["rejudged_solvable"]) or "-",
              f"{r['not_available']} answers cut" if r["not_available"] else "-"]
             for r in rows]
-    return markdown_table("Judge calibration: released baselines, published vs re-judged", lines, header,
-                          body, stamp)
+    return markdown_table(header, body, "Judge calibration: released baselines, published vs re-judged",
+                          lines, stamp)
 
 
 def figure(rows: list[dict], caption: list[str], stamp, folder: Path) -> tuple[Path, Path]:

@@ -202,17 +202,16 @@ def contamination_markdown(rows, source, n, threshold, caption, stamp, split=())
                      f"(exact ones not counted again); overlap = share of a test query's {n}-grams in one "
                      "training query."]
     body = [[group_label(r["group"]), *[str(r[c]) for c in CONTAMINATION_COLUMNS[1:-1]]] for r in rows]
-    text = markdown_table("Contamination: test queries vs training queries", cap,
-                          ["Group", "Test queries", "Distinct training queries", "Exact dups", "Near dups",
-                           "Max n-gram overlap", "Max Jaccard"], body, stamp)
+    text = markdown_table(["Group", "Test queries", "Distinct training queries", "Exact dups", "Near dups",
+                           "Max n-gram overlap", "Max Jaccard"], body,
+                          "Contamination: test queries vs training queries", cap, stamp)
     if split:
         body = [[group_label(r["group"]), *[str(r[c]) for c in SPLIT_COLUMNS[1:4]]] for r in split]
         text += "\n" + markdown_table(
-            "The split: tools and categories of the test queries seen in training", [
+            ["Group", "Test queries", "With a tool seen in training", "With a category seen in training"],
+            body, "The split: tools and categories of the test queries seen in training", [
                 f"Test queries using at least one tool (category) that the training prompts list: "
                 f"{split[-1]['train_tools']} tools in {split[-1]['train_categories']} categories "
                 "(categories from the tool documents). ToolBench's split: 0 tools seen in G1-tool, "
-                "0 categories seen in G1-category and G2-category."],
-            ["Group", "Test queries", "With a tool seen in training", "With a category seen in training"],
-            body, None)
+                "0 categories seen in G1-category and G2-category."])
     return text

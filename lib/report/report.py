@@ -188,7 +188,7 @@ def table1_markdown(table: list[dict], rows: list[dict], caption: list[str], sta
         ci = f"[{t['ci_low']}, {t['ci_high']}]" if t["ci_low"] else ""
         body.append([t["row"], t["params_b"], shown, ci, t["gap_to_paper_ours_pts"],
                      t["gap_to_reproduced_pts"], t["figure"]])
-    return markdown_table("Table 1 (regenerated): overall pass rate", caption, header, body, stamp)
+    return markdown_table(header, body, "Table 1 (regenerated): overall pass rate", caption, stamp)
 
 
 def table2(rows: list[dict]) -> list[dict]:
@@ -206,7 +206,7 @@ def table2_markdown(rows: list[dict], caption: list[str], stamp) -> str:
     header = ["Model", *map(group_label, GROUPS), "Query-weighted mean", "Avg (printed)"]
     body = [[s["label"], *[table2_cell(s, g) for g in GROUPS], fmt(weighted_mean(s)),
              s["printed"].get("average", "")] for s in rows]
-    return markdown_table("Table 2 (regenerated): pass rate % by test group", caption, header, body, stamp)
+    return markdown_table(header, body, "Table 2 (regenerated): pass rate % by test group", caption, stamp)
 
 
 # ----------------------------------------------------------------------------- figures
