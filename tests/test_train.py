@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib.common import config, paper, store
+from lib.common import config, store, trainer_steps
 from lib.models import model as model_lib
 from lib.train import train, training_log
 
@@ -188,7 +188,7 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     out = config.path(cfg, cfg["output_dir"])
     log = store.read_jsonl(out / "train_log.jsonl")
     steps = summary["optimizer_steps"]
-    assert steps == paper.steps_per_epoch(24, 4, 1)["ceil"] == 6
+    assert steps == trainer_steps.steps_per_epoch(24, 4, 1)["ceil"] == 6
     assert [r["step"] for r in log] == list(range(1, steps + 1))
     assert summary["examples"] == 24 and summary["heldout_examples"] == 4
     assert (out / "model" / "model.safetensors").exists() and (out / "figures" / "loss_curve.png").exists()

@@ -2,16 +2,16 @@
 written), and the arithmetic of its epoch.
 
 `number("train_examples")` -> 187542, `number("stated_steps")` -> 5860, and so on for every claim
-whose value is a number; `epoch_steps()` is one epoch of its data at its batch, floor and ceil.
+whose value is a number; `epoch_steps()` is one epoch of its data at its batch, floor and ceil
+(lib/common/trainer_steps.py).
 Stage 05's claim audit reads the same file (report.paper_claims).
 """
 from __future__ import annotations
 
 import csv
 import functools
-import math
 
-from lib.common import config
+from lib.common import config, trainer_steps
 
 CLAIMS_CSV = config.ROOT / "data" / "paper_claims.csv"
 
@@ -32,16 +32,10 @@ def number(claim: str) -> int | float:
     return int(value) if value.is_integer() else value
 
 
-def steps_per_epoch(examples: int, batch: int, accum: int, processes: int = 1) -> dict:
-    """Optimizer steps for one epoch: floor (older Trainers, len//accum) and ceil (transformers 5)."""
-    batches = math.ceil(examples / (batch * processes))
-    return {"floor": batches // accum, "ceil": math.ceil(batches / accum)}
-
-
 def epoch_steps() -> dict:
     """One epoch of the paper's data at its batch (data/paper_claims.csv), floor and ceil, beside
     the steps it states; `examples` is the paper's example count."""
     examples, batch = number("train_examples"), number("per_device_train_batch_size")
     accum = number("gradient_accumulation_steps")
-    return {**steps_per_epoch(examples, batch, accum), "paper": number("stated_steps"),
+    return {**trainer_steps.steps_per_epoch(examples, batch, accum), "paper": number("stated_steps"),
             "examples": examples, "examples_over_32": round(examples / (batch * accum), 2)}

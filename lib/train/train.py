@@ -33,7 +33,7 @@ import math
 import time
 from pathlib import Path
 
-from lib.common import config, paper, store
+from lib.common import config, paper, store, trainer_steps
 from lib.checks import format_check
 from lib.train import learning_curve, training_log
 from lib.models import model as model_lib
@@ -446,8 +446,8 @@ def planned_steps(args, examples: int) -> int:
     """The optimizer step this run trains to: max_steps, or num_train_epochs of the data."""
     if args.max_steps and args.max_steps > 0:
         return args.max_steps
-    per_epoch = paper.steps_per_epoch(examples, args.per_device_train_batch_size,
-                                args.gradient_accumulation_steps, args.world_size)["ceil"]
+    per_epoch = trainer_steps.steps_per_epoch(examples, args.per_device_train_batch_size,
+                                        args.gradient_accumulation_steps, args.world_size)["ceil"]
     return math.ceil(per_epoch * args.num_train_epochs)
 
 
@@ -481,8 +481,8 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
 
 def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
     """Tokens seen in `steps` optimizer steps, from the tokens of one pass over the data."""
-    per_epoch = paper.steps_per_epoch(examples, args.per_device_train_batch_size,
-                                args.gradient_accumulation_steps, args.world_size)["ceil"]
+    per_epoch = trainer_steps.steps_per_epoch(examples, args.per_device_train_batch_size,
+                                        args.gradient_accumulation_steps, args.world_size)["ceil"]
     return epoch_tokens * steps / max(per_epoch, 1)
 
 
