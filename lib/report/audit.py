@@ -47,6 +47,7 @@ def round_like(value: Decimal, printed: str) -> Decimal:
 
 
 # ----------------------------------------------------------------------------- claims
+# Seven parameters: one per column of audit.csv.
 def line(section, claim, claimed, recomputed, verdict, rule, note=""):
     if isinstance(verdict, bool):
         verdict = "consistent" if verdict else "inconsistent"

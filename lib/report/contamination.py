@@ -144,6 +144,7 @@ def contamination(tests: dict[str, list[dict]], train: list[tuple[str, str]], n:
     return _contamination_rows(tests, flat, norm, best, exact_ids, threshold, len(seen))
 
 
+# Seven parameters: the nearest-match pass's results, handed on whole by contamination_rows.
 def _contamination_rows(tests, flat, norm, best, exact_ids, threshold, n_train):
     """Per group (and overall): counts and maxima; plus one row per flagged test query."""
     pairs = []
@@ -197,6 +198,7 @@ def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> 
 
 
 # ----------------------------------------------------------------------------- both, in Markdown
+# Seven parameters: the rows, what the caption states (source, n, threshold, caption lines), the stamp.
 def contamination_markdown(rows, source, n, threshold, caption, stamp, split=()) -> str:
     cap = caption + [f"Training queries from {source}; {n}-gram Jaccard >= {threshold} is a near duplicate "
                      f"(exact ones not counted again); overlap = share of a test query's {n}-grams in one "

@@ -64,6 +64,7 @@ def read_pass_rate(path: Path, label: str) -> list[dict]:
     return series
 
 
+# Seven parameters: what read_pass_rate's loop knows of the series (its run, method, aggregation, rank).
 def _run_series(rows, label, method, agg, primary, path, several_methods) -> dict:
     name = f"{label} [{method}]" if several_methods else label
     s = {"label": name if primary else f"{name}, {agg}", "kind": "run", "model": label,
@@ -298,6 +299,7 @@ def bars(paper: list[dict], runs: list[dict], caption, stamp, folder: Path) -> t
 
 
 # ----------------------------------------------------------------------------- the stage
+# Long: stage 05 top to bottom, one output after another, as the module docstring lists them.
 def run(cfg: dict) -> dict[str, Path]:
     """Stage 05, top to bottom: read, tables, figures, audit, contamination, index.json."""
     report_cfg, stamp = cfg["report"], cfg.get("stamp")

@@ -128,6 +128,7 @@ def _wrong_arguments(args: dict, rng: random.Random, required: list[str]) -> dic
     return wrong
 
 
+# Seven parameters: the query, its calls and where the conversation fails or retries: generate()'s draws.
 def _conversation(query_text: str, api_list: list, calls, fail_at: int | None, tool_docs: dict,
                   retry_at: int | None = None, rng: random.Random | None = None) -> list[dict]:
     """The full conversation (ToolBench from/value turns) of one solved or abandoned query. At call
@@ -200,6 +201,7 @@ def is_current(out_dir: Path, seed: int, **options) -> bool:
         seed, **options)
 
 
+# Long: one seeded stream draws training, then test queries; in one piece, the draw order stays plain.
 def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per_group: int = 8,
              invented_values: float = 0.0, retry_share: float = 0.0) -> dict:
     """Write the sample corpus under out_dir; returns its manifest (also written as MANIFEST.json).
@@ -282,6 +284,22 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
             query_id += 1
             record_responses(calls)
 
+    lines = _write_corpus(out_dir, records, tests, by_tool, responses)
+    manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group, invented_values, retry_share),
+                "seed": seed, "train_queries": train_queries, "invented_values": invented_values,
+                "retry_share": retry_share, "train_records": len(records),
+                "test_queries": {g: len(q) for g, q in tests.items()}, "tools": len(by_tool),
+                "apis": len(apis), "categories": len({a.category for a in apis}),
+                "recorded_responses": len(lines), "unseen_categories": list(UNSEEN_CATEGORIES),
+                "unseen_tools": list(UNSEEN_TOOLS),
+                "note": "synthetic ToolBench-format sample made by lib/toolbench/sample.py; not ToolBench data"}
+    _write_json(out_dir / "MANIFEST.json", manifest)
+    return manifest
+
+
+def _write_corpus(out_dir: Path, records: list, tests: dict, by_tool: dict, responses: dict) -> list[str]:
+    """The corpus's files as ToolBench lays them out: training records, test queries, tool documents
+    and the recorded responses (returned, one JSON line each)."""
     _write_json(out_dir / "train" / "toolllama_G123_dfs_train.json", records)
     for group, queries in tests.items():
         _write_json(out_dir / "test_instruction" / f"{group}.json", queries)
@@ -297,16 +315,7 @@ def generate(out_dir: Path, seed: int = 0, train_queries: int = 240, queries_per
     # Each response keeps its own key order: its repr must read as in the training conversations.
     lines = [json.dumps(r) for _, r in sorted(responses.items())]
     (out_dir / "toolenv" / "responses.jsonl").write_text("\n".join(lines) + "\n")
-    manifest = {"fingerprint": fingerprint(seed, train_queries, queries_per_group, invented_values, retry_share),
-                "seed": seed, "train_queries": train_queries, "invented_values": invented_values,
-                "retry_share": retry_share, "train_records": len(records),
-                "test_queries": {g: len(q) for g, q in tests.items()}, "tools": len(by_tool),
-                "apis": len(apis), "categories": len({a.category for a in apis}),
-                "recorded_responses": len(lines), "unseen_categories": list(UNSEEN_CATEGORIES),
-                "unseen_tools": list(UNSEEN_TOOLS),
-                "note": "synthetic ToolBench-format sample made by lib/toolbench/sample.py; not ToolBench data"}
-    _write_json(out_dir / "MANIFEST.json", manifest)
-    return manifest
+    return lines
 
 
 def _write_json(path: Path, value) -> None:

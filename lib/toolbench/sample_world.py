@@ -34,6 +34,7 @@ def P(name, kind, description, default=""):
 
 # category -> tool -> (tool description, [api spec]). An api spec holds its parameters, the query
 # phrasings that ask for it, a seeded response maker and the sentence a final answer uses.
+# Long: the world is data, one literal read as a table.
 def world():
     s, n = "STRING", "NUMBER"
     return {
