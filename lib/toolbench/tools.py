@@ -1,21 +1,9 @@
 """Tool environments: what answers the model's API calls during inference.
 
-All of them share one interface, `call(category, tool_name, api_name, arguments) -> observation`,
-where the names are the query's api_list names (as written in test_instruction/*.json) and the
-observation is ToolBench's JSON text `{"error": "...", "response": ...}`. The HTTP environments give
-it byte for byte as ToolBench's and StableToolBench's own inference client writes it
-(`toolbench/inference/Downstream_tasks/rapidapi.py`, `rapidapi_wrapper._step`: `json.dumps(<the
-server's JSON reply>)`, Python's defaults: ASCII escapes, ", " and ": ", keys in the order received),
-so trajectories read as upstream ones; see `client_observation` and the two environments' `call`.
-
-- `OfflineToolEnv`: recorded responses (toolenv/responses.jsonl), deterministic, no network.
-- `VirtualToolEnv`: a StableToolBench-style virtual API server over HTTP.
-- `RapidApiToolEnv`: the live RapidAPI endpoints, with the user's key (from an env var).
-
-Each call also leaves its outcome in `env.last_outcome`: "ok", "api_error" (the API answered with an
-error) or "transport_error" (no answer: the environment itself failed), and in `env.last_problem`
-what went wrong in the project's words (None when the call got an answer). Stage 03 counts them,
-stops a run whose environment fails, and checks the environment (`check_env`) before its first query.
+One interface, `call(category, tool_name, api_name, arguments) -> observation` (ToolBench's JSON text
+`{"error": ..., "response": ...}`, byte for byte as upstream's client writes it): `OfflineToolEnv`
+(recorded responses), `VirtualToolEnv` (StableToolBench's virtual server), `RapidApiToolEnv` (live
+RapidAPI). Each call's outcome and problem are kept for stage 03 (docs/formats.md, "03 inference").
 """
 from __future__ import annotations
 
