@@ -190,10 +190,9 @@ def test_the_runner_checks_inputs_first_and_stops_on_a_missing_one(monkeypatch, 
 PACKAGES = ("common", "toolbench", "models", "checks", "data", "train", "infer", "judge", "report", "pipeline")
 
 
-def _readme_map() -> list[tuple[str, str, str]]:
-    """README's "Where things are" rows: (package/module, what it holds, notebook column)."""
-    readme = (ROOT / "README.md").read_text()
-    table = readme.split("## Where things are", 1)[1].split("\n## ", 1)[0]
+def _module_map() -> list[tuple[str, str, str]]:
+    """docs/modules.md's "Where things are" rows: (package/module, what it holds, notebook column)."""
+    table = (ROOT / "docs" / "modules.md").read_text()
     return re.findall(r"^\| `([a-z_]+/[a-z_]+)` \| (.*) \| ([^|]*) \|$", table, flags=re.M)
 
 
@@ -210,11 +209,11 @@ def _lib_imports(tree) -> list[tuple[ast.ImportFrom, set[str]]]:
     return found
 
 
-def test_every_module_is_on_the_readme_map_below_what_it_imports():
-    """README's "Where things are" lists each lib module once, by package in the order imports flow:
+def test_every_module_is_on_the_module_map_below_what_it_imports():
+    """docs/modules.md lists each lib module once, by package in the order imports flow:
     a module imports only packages above its own, or modules above it in its own package (top-level,
     where they must be), so nothing in an earlier stage imports a later one, and there are no circles."""
-    order = [name for name, _, _ in _readme_map()]
+    order = [name for name, _, _ in _module_map()]
     modules = {f"{p.parent.name}/{p.stem}": p for p in (ROOT / "lib").glob("*/*.py") if p.stem != "__init__"}
     assert sorted(order) == sorted(modules)
     assert sorted({m.split("/")[0] for m in order}, key=PACKAGES.index) == list(PACKAGES)
@@ -280,8 +279,8 @@ def test_notebooks_name_only_config_keys_that_exist():
     assert not unknown, f"notebooks name config keys that do not exist: {sorted(set(unknown))}"
 
 
-def test_the_readme_map_says_which_notebooks_call_each_module():
-    """README's notebook column is the notebooks' own `from lib.<package> import ...` lines (config:
+def test_the_module_map_says_which_notebooks_call_each_module():
+    """docs/modules.md's notebook column is the notebooks' own `from lib.<package> import ...` lines (config:
     all, preflight: make check), so the map cannot drift from what a reader steps through."""
     uses: dict[str, set] = {}
     for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
@@ -290,7 +289,7 @@ def test_the_readme_map_says_which_notebooks_call_each_module():
                 for _, reached in _lib_imports(ast.parse("".join(cell["source"]))):
                     for name in reached:
                         uses.setdefault(name, set()).add(path.name[:2])
-    for name, _, column in _readme_map():
+    for name, _, column in _module_map():
         if name not in ("common/config", "pipeline/preflight"):
             assert column.strip() == (", ".join(sorted(uses.get(name, ()))) or "-"), name
 

@@ -1,17 +1,9 @@
 """First-step accuracy: is the model's first move on a test query a sensible tool call?
 
-A measure that a few CPU-minutes of training can move, where the pass rate cannot yet. The first
-assistant turn of a query is *correct* when all four hold:
-
-  parses            it is a Thought / Action / Action Input step whose Action Input is a JSON object
-                    (lib.toolbench.formats.parse_step; an unknown function name still counts as parsed);
-  names_function    the Action is one of the query's API functions (`<api>_for_<tool>`, not Finish);
-  has_required      the Action Input holds every required parameter of that function;
-  values_from_query each required parameter's value appears in the query text (case-folded,
-                    whitespace collapsed, numbers as numbers: lib.checks.grounding's normalisation).
-
-Stage 02's learning curve scores held-out first steps with it; stage 03 reports it per group for
-the fine-tuned and the untrained model (lib/infer/first_step_report.py).
+A measure that a few CPU-minutes of training can move, where the pass rate cannot yet: the first
+assistant turn parses, names one of the query's functions, holds its required parameters and takes
+their values from the query (docs/judging.md, "First-step accuracy"). Stage 02's learning curve and
+stage 03's first-step table (lib/infer/first_step_report.py) score with it.
 """
 from __future__ import annotations
 

@@ -1,24 +1,9 @@
 """Is a final answer grounded in what the API calls returned? The offline judge's stricter rule.
 
-A well-formed answer ("The weather in Paris is sunny.") is not a solved task unless it reports what
-the tools said. Rule: an answer is *grounded* when at least one informative value of at least one
-successful call's response appears in it, both sides normalised:
-
-- values: the leaves of the observation's `response` (parsed when it is JSON text or a Python repr,
-  as ToolBench's responses are written; else the text itself), strings and numbers; booleans and nulls say nothing and are skipped;
-- informative: a string of at least 3 characters that is not only punctuation, a number with at
-  least 2 digits or a fractional part (a lone "5" or "ok" matches too many answers by chance);
-- normalised: case-folded, whitespace collapsed; numbers compared as numbers, so "1,234.50",
-  "1234.5" and 1234.5 are the same value, in the answer and in the response alike.
-
-Only leaf values are compared, never keys: an answer naming the response's fields but not their
-values is not grounded. Values the model already had (in the query or the call's Action Input,
-echoed back by the API) are not evidence of a result and are skipped.
-
-A call's result counts only when the call is about the query: each of its required arguments is
-stated in the query or in an earlier observation (`stated_in`, same normalisation), so an answer that
-reports the weather of a city the user never asked about is not grounded. Used by lib/checks/trajectory_checks.py
-for every profile's offline judge, and by lib/checks/first_step.py's "values from the query".
+An answer is grounded when it states an informative value of a successful call's response, the call
+being about the query; values the model already had do not count. docs/judging.md, "The grounding
+rule", gives the matching. Used by lib/checks/trajectory_checks.py for the offline judge, and by
+lib/checks/first_step.py's "values from the query".
 """
 from __future__ import annotations
 

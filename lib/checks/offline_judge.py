@@ -1,22 +1,9 @@
 """The offline judge (`judge.kind: offline`): a transparent rule on the deterministic checks
-(lib/checks/trajectory_checks.py), for the smoke profile and users without an endpoint. Pure functions on a
-checks dict, no lib imports.
+(lib/checks/trajectory_checks.py), for the smoke profile and users without an endpoint. Pure functions
+on a checks dict, no lib imports.
 
-It is NOT ToolEval and every number it gives is labelled "offline judge" (OFFLINE). Answer label
-(`offline_answer_status`): pre-check fail -> Unsolved; no API call returned a result (empty
-observation or a non-empty "error") -> Unsolved; the final answer is not grounded (it states no
-informative value of a successful call of a relevant API, or of any successful call when the query
-lists none, made *about the query*: each required argument stated in the query or an earlier
-observation; values echoing the query or the call's input do not count; lib/checks/grounding.py defines the
-matching) -> Unsolved; otherwise Solved when no call was hallucinated, every Action Input was valid
-and (when the query lists relevant APIs) at least half of them were called, else Unsure. A released
-answer whose tool responses were cut (lib/toolbench/released.py) cannot be grounded: Unsure, so its votes are
-coins, and stage 04 says how many. Task label: always Solvable (a rule cannot judge solvability):
-where ToolEval asks an LLM whether a given-up or empty answer's task was solvable (and passes it when
-Unsolvable), the offline judge fails it. ToolEval's vote and aggregation rules then apply,
-so its repeated assessments differ only in the coins. In a win-rate comparison it breaks pass/pass
-and fail/fail pairs with a documented score (`offline_preference_score`: relevant-API recall, then
-fewer hallucinated / invalid calls, then fewer steps) and calls the rest ties.
+It is NOT ToolEval, and every number it gives is labelled "offline judge" (OFFLINE). Its answer and
+task labels and its win-rate score: docs/judging.md, "The offline judge".
 """
 from __future__ import annotations
 

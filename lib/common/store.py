@@ -1,18 +1,10 @@
 """How the stages keep finished work: append-only JSONL files, old runs set aside, one writer a folder.
 
-Every rule here exists because a run can be killed at any instant, rerun with other settings, or
-started twice by mistake, and hours of GPU work or paid judge requests sit in these files:
-- `append_jsonl` / `JsonlAppender`: the one way to add a record to a .jsonl file. A torn last line
-  (the process died mid-write) is cut off before the first append, so the new record starts on its
-  own line instead of being glued to a fragment and lost; each record is flushed and fsynced.
-- `read_jsonl`: the complete records of such a file; a torn last line is skipped, a bad line
-  elsewhere is an error naming the file and line.
-- `set_aside`: moves a folder of another run (and the files that go with it) to
-  `<name>.<label>.<time>/` beside it. Nothing is ever deleted; the caller says in its log where the
-  old run went.
-- `exclusive`: one writer per output folder. A second run on the same folder fails at once, naming
-  the process that holds it (the OS releases the lock when that process dies, so a killed run
-  leaves no stale lock behind).
+A run can be killed at any instant, rerun with other settings or started twice, and hours of GPU
+work or paid judge requests sit in these files: `append_jsonl` / `JsonlAppender` cut a torn last
+line before appending, `read_jsonl` skips one, `set_aside` renames another run's folder instead of
+deleting it, and `exclusive` allows one writer per output folder (docs/stages.md, "Interrupting and
+resuming").
 """
 from __future__ import annotations
 

@@ -1,19 +1,8 @@
 """Data preparation: ToolBench training records -> SFT examples (stage 01).
 
-Input: ToolBench's training records in any of its own forms, read and checked by lib/toolbench/records.py.
-
-Output: TRL's conversational prompt-completion examples, the completion an assistant turn:
-  record          one example per record, its last assistant turn the completion. ToolLLaMA's
-                  choice: the earlier turns of a conversation are records of their own.
-  assistant_turn  one example per assistant turn of every record.
-  conversation    one example per conversation: a record that the next record of the same query
-                  extends (ToolBench writes a query's steps as growing prefixes) is left out, so each
-                  conversation is seen once, whole. Meant for training on every token
-                  (completion_only_loss: false), where the prefix records would repeat the same text.
-With completion_only_loss (the paper profile), the loss is on the completion only, so the long system
-prompt with its function list is context, not target.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+Records (lib/toolbench/records.py) become TRL's conversational prompt-completion examples, one per
+record, per assistant turn or per conversation (`data.example_per`; docs/stages.md, "01: one example
+per what"). With completion_only_loss the loss is on the completion only.
 """
 from __future__ import annotations
 

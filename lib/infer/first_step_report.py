@@ -1,7 +1,5 @@
 """Stage 03's first-step table: the fine-tuned model's first turns (from its trajectories) against
 the same model untrained, scored by lib/checks/first_step.py's criteria, into first_step.json.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -1,11 +1,8 @@
 """The model before fine-tuning, through stages 03 and 04 unchanged: the row that says what training did.
 
-With `inference.untrained_run: true` (and the hf backend), stage 03 also runs every test query
-through the model as stage 02 started from (the hub/local base model, or the tiny OPT initialised
-from the same seed), with the same prompts, tool environment and settings, into
-outputs/<profile>/untrained/trajectories/; stage 04 judges them with the same judge into
-outputs/<profile>/untrained/pass_rate.csv; stage 05 puts that beside the fine-tuned row in Tables 1
-and 2 and the figures. Both folders resume like the fine-tuned run's.
+With `inference.untrained_run: true` (and the hf backend), stages 03 and 04 also run the model stage
+02 started from, with the same prompts, tools, settings and judge, under outputs/<profile>/untrained/;
+stage 05 sets it beside the fine-tuned row (docs/formats.md).
 """
 from __future__ import annotations
 

@@ -1,42 +1,11 @@
 """Stage 04: judge the trajectories of stage 03 - ToolEval pass rate, win rate, deterministic checks.
 
-What `run(cfg)` does, top to bottom, and where each rule lives:
-
-1. Reads `outputs/<profile>/trajectories/<group>.jsonl` (docs/formats.md; a query id twice in a file
-   is an error naming both lines; lib/judge/judgments.py) and the test queries of
-   `data.test_dir/<group>.json` (for each query's `api_list` and "relevant APIs"). It judges what
-   this run's settings select, as stage 03 runs it: the trajectories of the first
-   `inference.max_queries_per_group` queries of the test file (`select`); others an earlier, larger
-   run left in the file stay there, unjudged, and the log and pass_rate.md say how many were judged
-   of how many. A group with no selected trajectory ("no queries") is a warning and has no
-   pass-rate row, instead of a rate of nan.
-2. Deterministic checks, no LLM, for every trajectory (lib/checks/trajectory_checks.py): finished, valid
-   function names and inputs, hallucination rate, relevant-API recall, parse-error rate, a grounded
-   answer.
-3. Pass rate, ToolEval's algorithm (lib/toolbench/tooleval.py: pre-checks, labels, votes, prompts),
-   `judge.evaluate_times` assessments per query, each query's judgment appended to
-   `judgments/<group>.jsonl` (lib/judge/judgments.py). Two aggregations, both reported and named in
-   pass_rate.csv's `aggregation` column: `majority` (the paper's "majority voting"; ToolBench's rule)
-   and `mean` (StableToolBench's "solvable pass rate"), with the std over runs (population std, as
-   numpy's default) in pass_rate.md and judge_summary.json.
-4. The judge (`judge.kind`, `make_judge`): `llm`, any OpenAI-compatible chat endpoint, cached and
-   retried (lib/judge/llm_judge.py); or `offline`, the **offline judge**, a transparent rule on the
-   deterministic checks, NOT ToolEval, every number it gives labelled "offline judge"
-   (lib/checks/offline_judge.py).
-5. Win rate against a reference method (`judge.win_rate_reference`), ToolEval's preference
-   comparison (lib/judge/win_rate.py).
-6. Statistics (lib/common/stats.py): per group and overall (query-weighted, as the paper's Table 1) pass
-   rate with Wilson 95% intervals (an overall over fewer than the six groups names the groups it
-   pools, in pass_rate.csv's `covers` and a note in pass_rate.md); agreement of the repeated
-   assessments (mean pairwise agreement and Fleiss' kappa over the answer labels of the queries the
-   judge was asked about).
-
-Outputs under outputs/<profile>/: `judgments/<group>.jsonl` (append-only, one line per query: every
-assessment with the judge's replies, the votes, both scores and the checks; a rerun skips query ids
-already judged by the same judge), `pass_rate.csv` / `pass_rate.md`, `checks.csv`,
-`judge_summary.json`, `judge_cache.jsonl`, and with a reference `preferences/<group>.jsonl`,
-`win_rate.csv`. Every JSONL file here is appended and read through lib.common.store: a line torn by a
-killed run is skipped, and cut before the next append instead of swallowing it.
+`run(cfg)` reads the trajectories this run's settings select, checks each one
+(lib/checks/trajectory_checks.py), judges it `judge.evaluate_times` times with the LLM judge
+(lib/judge/llm_judge.py) or the offline judge (lib/checks/offline_judge.py) under ToolEval's rules
+(lib/toolbench/tooleval.py), and writes pass rates under both aggregations with Wilson intervals,
+agreement, and the win rate against `judge.win_rate_reference`. Files: docs/formats.md, "04 judge";
+rules: docs/judging.md.
 """
 from __future__ import annotations
 

@@ -1,14 +1,7 @@
-"""Judging a group of trajectories into its judgments file: stage 03's trajectories (read and
-checked by lib/toolbench/trajectories.py), every query judged `judge.evaluate_times` times, one line per query appended to
-`judgments/<group>.jsonl` (docs/formats.md).
-
-A query's judgment (`judge_query`): ToolEval's pre-check (lib/toolbench/tooleval.py), else each assessment by
-the LLM judge (tooleval.llm_assessment through lib/judge/llm_judge.py) or by the offline judge's rule
-(lib/checks/offline_judge.py); each assessment's label, vote (an Unsure label decided by a seeded coin), and
-score; the majority and the mean score; the deterministic checks. A group (`judge_group`) resumes:
-query ids already judged by the same judge with the same evaluate_times are not judged again. The
-file is appended and read through lib.common.store: a line torn by a killed run is skipped, and cut before
-the next append instead of swallowing it.
+"""Judging a group of trajectories into its judgments file: stage 03's trajectories read and
+checked (lib/toolbench/trajectories.py), every query judged `judge.evaluate_times` times, one line per query appended to
+`judgments/<group>.jsonl` (docs/formats.md). `judge_query` judges one query, `judge_group` a group,
+skipping query ids already judged by the same judge with the same evaluate_times.
 """
 from __future__ import annotations
 

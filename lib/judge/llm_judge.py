@@ -1,40 +1,11 @@
 """The LLM judge: an OpenAI-compatible chat endpoint asked ToolEval's questions (lib/toolbench/tooleval.py),
 with a disk cache and retries.
 
-Any OpenAI-compatible chat endpoint through the `openai` client (`judge.base_url`, `judge.model`,
-key read from the environment variable named by `judge.api_key_env`; the key is never printed or
-written). Each request (model, messages, sampling parameters incl. a per-assessment seed,
-assessment index, attempt) is hashed (`request_key`); request and reply are appended to
-`outputs/<profile>/judge_cache.jsonl` (`JudgeCache`) and looked up there first, so a rerun or
-resumed run sends nothing twice while the repeated assessments stay distinct samples.
-Time-outs (`timeout_s`), connection errors and HTTP 408 / 409 / 429 / 5xx (or as an `x-should-retry`
-header says) are retried by the openai client itself (`max_retries`; openai/_base_client.py
-`_should_retry`, `_calculate_retry_timeout`): it waits as `retry-after-ms` / `Retry-After` asks
-when that is over 0 and at most 120 s, else 0.5 * 2^n s capped at 8 s less up to 25 % jitter; a
-Retry-After over 120 s is not retried at all.
-What it does not retry, an HTTP 200 that is not a chat completion (a proxy's HTML page, JSON
-without choices; `MalformedResponse`), is sent again here `max_retries` times, waiting
-`retry_backoff_s` * 2^n. Either way JudgeRequestError then names the endpoint, the model, the last
-failure and the number of attempts. A reply that is not a JSON object with a valid label is asked
-again (a new attempt, cached apart) up to `malformed_retries` times, then returned unparsed and
-flagged `malformed` (lib/toolbench/tooleval.py counts it Unsure; an index reply, no preference).
-
-Which prompts (`LLMJudge.prompts`, one line for the stage's outputs): our wording,
-lib/toolbench/tooleval_prompts/ (its sha256 is `cd lib/toolbench/tooleval_prompts && sha256sum *.txt | sha256sum`), a
-system message and a JSON reply; or, with `judge.evaluator_dir`, ToolEval's own evaluator folder read
-at run time (lib/toolbench/tooleval_evaluator.py): its description as the one user message, its function
-schema with a forced function call, its sampling settings, the reply read from the call's arguments
-(`function_call`, or `tool_calls` from a server that answers so). The messages and parameters differ,
-so the two never share a cache entry.
-
-Which model answered: each call records the completion's `model` field (`served_model`, in the call
-record and the cache record); `served_models` counts calls per id, cached ones included, and
-`served_model_warning()` says when an id is not judge.model (OpenAI answers an alias such as
-gpt-3.5-turbo-16k with a dated snapshot id, gpt-3.5-turbo-16k-0613: that is said, not hidden).
-
-A budget: with `judge.max_calls`, the call that would be the (max_calls + 1)-th sent by this judge is
-refused with JudgeBudgetExceeded (cached replies are free and not counted), so a rerun resumes from
-the cache. `estimate` counts, before anything is sent, the calls a list of first calls will make.
+Requests go through the `openai` client (`judge.base_url`, `judge.model`, the key from the variable
+`judge.api_key_env` names, never printed or written), are cached in `judge_cache.jsonl` by a hash of
+everything sent (`request_key`), and stop at `judge.max_calls`. Transport failures are left to the
+client's own retries (`max_retries`); a 200 that is not a chat completion is sent again here.
+docs/judging.md, "The LLM judge", has the details.
 """
 from __future__ import annotations
 

@@ -1,23 +1,9 @@
 """Win rate of this run against a reference method (`judge.win_rate_reference`: a trajectories
 folder or an outputs/<profile> folder), ToolEval's preference comparison.
 
-Per assessment round (`compare`): a query that passes (majority) beats one that fails with no judge
-call; otherwise, as rtl.py does, an answer labelled Solved (then Unsure) in that round beats one
-that is not (tooleval.status_winner); otherwise the LLM judge picks the better of the two answers
-shown in a seeded random order (cancelling position bias), identical answers being a tie without a
-call, and the offline judge decides by its score (offline_judge.offline_preference_score), else a
-tie. More round votes wins; equal votes is a tie. The reference's trajectories are
-judged like ours (its own judgments reused when it has them by the same judge); each query's
-comparison is appended to `preferences/<group>.jsonl`, and a rerun compares only what is missing.
-
-The win rate counts a tie as half a win: (wins + ties / 2) / n, with the wins, ties and losses
-reported beside it. So a run against itself is 50 % and swapping output and reference turns W into
-100 - W, as ToolBench's leaderboard has its reference method at 50. The seeded coin orders the two
-answers, not the two roles, so the swapped comparison shows the judge the same pair in the same
-order (and meets its cache). Upstream, for comparison: ToolEval's eval_preference.py prints
-"Win rate" as wins / n and the tie rate apart; rtl.py's select_better_answer gives identical
-answers a random winner (random.choice) where this is a tie, the same in expectation; base.py's
-annotate_preference shuffles the order of each sample unseeded.
+Each query's comparison is appended to `preferences/<group>.jsonl`, and a rerun compares only what
+is missing. A tie counts as half a win, so a run against itself is 50 % and swapping output and
+reference turns W into 100 - W. The comparison rules: docs/judging.md, "Win rate".
 """
 from __future__ import annotations
 

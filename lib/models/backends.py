@@ -3,8 +3,6 @@
 `HFBackend` runs a local causal LM (the model stage 02 trained, or the untrained one) with batched,
 left-padded generation; `OpenAIBackend` asks any OpenAI-compatible chat endpoint. `make_backend`
 picks the one `inference.backend` names.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
 """Finding a model before anything loads it: a local folder, or a hub id looked up in the HF cache,
 then on the hub over HTTP.
 
-`resolve_model(cfg, probe, timeout)` returns the model's transformers config, where it was found and
-a callable that checks its tokenizer; it raises `Unresolved`, whose message says where the model was
-looked for and what to do, when it is not found or the hub was not asked (probe=False).
-`stored_dtype(hf_config)` is the dtype its weights are stored in.
-
-Read-only: nothing is downloaded or written into the HF cache (the hub is read over HTTP: the
-config's JSON and the repository's file list), and each request times out after `timeout` seconds.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+`resolve_model(cfg, probe, timeout)` returns the model's config, where it was found and a tokenizer
+check, or raises `Unresolved` saying where it looked; `stored_dtype` is its weights' dtype. Read-only:
+nothing is downloaded, and each request times out after `timeout` seconds.
 """
 from __future__ import annotations
 

@@ -3,8 +3,6 @@
 `shape_of(hf_config)` reads the sizes the estimates need off a transformers config (`ModelShape`);
 `training_memory` and `checkpoint_bytes` are pure arithmetic on them. The pre-flight check
 (lib.pipeline.preflight) sets them against the GPU's free memory and the disk's free space.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

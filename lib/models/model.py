@@ -3,8 +3,6 @@
 `paper`: facebook/opt-350m by hub name or local folder, through the Auto classes.
 `smoke`: a byte-level BPE tokenizer trained here on the training text, and a tiny OPT built from
 `OPTConfig`; both saved with save_pretrained so everything downstream loads them like a hub model.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

@@ -1,19 +1,9 @@
 """Key/value caches of earlier prompts, reused when a new prompt starts with the same tokens.
 
-Each ReAct step's prompt is the previous prompt, the model's turn and the tool's observation: without
-reuse, every step encodes the whole conversation again (on a CPU, seconds per step for a 1,300-token
-ToolBench system prompt). `PrefixCache` keeps, for the last few sequences generated, their token ids
-and each layer's key/value tensors; `HFBackend.advance` asks it for the longest cached prefix of
-every prompt in a batch, encodes what each prompt adds to it one row at a time (`extend`: prefill
-costs the same per token at batch 1, and no row is padded to another's length), hands transformers'
-`generate` a `DynamicCache` assembled from those prefixes and each row's last prompt token, and
-stores what each row ends with. Any two prompts share a prefix
-(the system prompt's fixed opening, for every query), so the first step of a query reuses too.
-
-Rows are aligned as left padding is: row i of a batch whose longest cached prefix is L and longest
-new part S is [L - r_i masked slots, its r_i cached positions, S - s_i masked pads, its s_i new
-tokens]. The masked slots are never attended to, and transformers numbers positions from the
-attention mask (its cumulative sum), so every token keeps the position it had when it was cached.
+Each ReAct step's prompt extends the previous one, so without reuse every step encodes the whole
+conversation again (seconds per step on a CPU for ToolBench's system prompt). `PrefixCache` keeps
+the last few sequences' token ids and key/value tensors; `HFBackend.advance` builds each batch's
+cache from them (docs/stages.md, "03: the prefix cache", says how rows are aligned).
 """
 from __future__ import annotations
 

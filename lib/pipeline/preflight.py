@@ -1,36 +1,9 @@
 """Pre-flight check: is every input the profile needs there, before hours are spent?
 
-`check(cfg)` returns one `Row` per input (lib.pipeline.checklist: `table(rows)` prints them aligned,
-`failed(rows)` says whether any is "missing"). Statuses: ok | missing (the run would fail: the row
-names the config key to set) | warn (the run may go wrong or slow) | skip (a network probe left out,
-probe=False). The rows, top to bottom (the last three are lib.pipeline.service_checks'):
-
-  training file       data.train_path: a JSON list (read as a stream, as stage 01 reads it), a JSONL
-                      or a folder of raw answer files; its record count against the paper's 187,542.
-                      On the smoke profile stage 01 generates it (data.generate_sample).
-  test <group>        data.test_dir/<group>.json for each inference.groups entry: its query count
-                      against ToolBench's 200/200/200/200/200/100 and StableToolBench's solvable
-                      subset 163/153/158/106/124/61.
-  tool documents      data.toolenv_dir/tools/<category>/<tool>.json: categories and tools.
-  model               model.name_or_path (a local folder with config.json, or a hub id looked up in
-                      the HF cache, then on the hub: lib.models.hub), its stored dtype, load dtype and
-                      positions; the tiny OPT's sizes when it is null.
-  model source        model.gguf: the package and GGUF file the weights were converted from, and
-                      that they are de-quantized (lib.common.gguf_model; converted when the profile loads).
-  tokenizer           the hub/local tokenizer loads; model.chat_template is set (and has
-                      {% generation %} when train.assistant_only_loss is on).
-  CUDA GPU            the device and its free memory against lib.models.memory's estimate.
-  disk                free space under output_dir against checkpoints x train.save_total_limit.
-  tool environment    inference.tool_env: recorded responses (offline), a probe call to the virtual
-                      server (virtual), the key's environment variable (rapidapi).
-  inference backend   the stage-02 model (hf) or an OpenAI-compatible endpoint (openai).
-  judge               judge.kind llm: the endpoint answers GET /models and lists judge.model.
-
-The check is read-only: it creates and modifies nothing (loading a model.gguf profile converts its
-file once into lib.common.gguf_model's cache, outside the project) (a hub model not in the cache is looked up
-over HTTP, not downloaded), and each network probe times out after checklist.PROBE_TIMEOUT seconds.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+`check(cfg)` returns one `Row` per input (lib.pipeline.checklist prints them): training file, test
+files, tool documents, model, tokenizer, GPU, disk, and lib.pipeline.service_checks' services
+(docs/stages.md, "The pre-flight check", lists what each row checks). Read-only, apart from
+converting a model.gguf once into its cache; network probes time out after checklist.PROBE_TIMEOUT.
 """
 from __future__ import annotations
 

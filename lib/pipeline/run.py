@@ -1,18 +1,9 @@
 """Run the numbered notebooks in order with papermill: `python -m lib.pipeline.run --profile smoke`.
 
-First the pre-flight check (lib/pipeline/preflight.py) prints one table of every input the profile needs and
-stops the run if one is missing; `--check` prints the table alone.
-
-Each executed copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage that finished with
-the same settings (outputs/<profile>/stages/NN.done, written only after its last cell ran, holds a
-digest of the profile sections that stage and the ones before it read, --set overrides included,
-so `--set judge.evaluate_times=5` reruns stages 04 and 05 only) and whose outputs are all
-newer than its inputs (the profile, its notebook, the lib code and the previous stages' outputs) is
-skipped unless --force; a failing stage stops the run naming the notebook and the failing cell, and
-counts as not done however much it wrote. What the notebooks print goes to the terminal as well
-(the long stages print a progress line every 30 s).
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+The pre-flight check (lib/pipeline/preflight.py) comes first (`--check`: it alone). Each executed
+copy is saved as outputs/<profile>/notebooks/NN_*.ipynb. A stage is skipped when stages/NN.done
+holds the digest of the settings it read and its outputs are newer than its inputs, unless --force;
+a failing stage stops the run, naming the notebook and the cell.
 """
 from __future__ import annotations
 

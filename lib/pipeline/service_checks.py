@@ -1,8 +1,6 @@
 """Pre-flight rows for the services a run talks to: the tool environment, the inference backend and
 the judge (configured, keyed, answering). Read-only; each network probe times out after
 checklist.PROBE_TIMEOUT seconds, and a key is never shown.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 

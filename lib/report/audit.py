@@ -1,14 +1,9 @@
 """The claim audit: every figure the paper states, recomputed from data files and judged.
 
-Sections: "training" (step count, sequence length against the model's positions, from the paper's
-stated figures in data/paper_claims.csv), "tables" (Table 1 against Table 2 for every model), "text"
-(the quoted figures, gaps and ratios), "readme" (the paper's baselines against ToolBench README's
-numbers for the same baselines) and "ours" (our own data, training and pass rate, where those outputs
-exist). Each line is a claim, the claimed and the recomputed value, a verdict and the rule used.
-
-Printed numbers are kept as the strings the paper printed, so every consistency rule can be stated
-as "equal after rounding to the printed precision": |recomputed - printed| <= half a unit of the
-printed last digit. Arithmetic on printed numbers uses Decimal, so 77.545 vs 77.55 is decided exactly.
+Sections "training", "tables", "text", "readme" (the paper's baselines against ToolBench README's)
+and "ours"; each line is a claim, the claimed and recomputed value, a verdict and its rule.
+Printed numbers stay strings, so a rule reads "equal after rounding to the printed precision", and
+arithmetic on them uses Decimal (77.545 vs 77.55 is decided exactly).
 """
 from __future__ import annotations
 

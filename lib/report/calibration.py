@@ -1,14 +1,10 @@
 """Judge calibration (stage 05): released baseline answers re-judged by this run's judge, beside the
 pass rates the paper and ToolBench's README published for the same systems.
 
-Stage 04 judges each `judge.released` entry (and `python -m lib.judge.judge --answers ...`) into
-outputs/<profile>/released/<name>/ (pass_rate.csv, released.json). Here each such run is matched to
-its published rows: the entry's `compare_to` (a paper label such as ChatGPT-CoT, or a README label
-such as "ChatGPT-DFSDT (README)"), else the paper label its name starts with. Per judged group and
-over the judged groups (query-weighted on both sides): the re-judged pass rate (majority vote, the
-paper's aggregation) with its Wilson interval, the paper's and the README's figures, and the gaps.
-Which baseline numbers are "true" depends on the judge; with the offline judge the table says the
-numbers are the offline judge's, not ToolEval's.
+Each released run (outputs/<profile>/released/<name>/) is matched to its published rows by its
+`compare_to`, else the paper label its name starts with; per group and over the judged groups it
+shows the re-judged rate with its Wilson interval, the published figures and the gaps
+(docs/calibration.md).
 """
 from __future__ import annotations
 

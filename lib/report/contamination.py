@@ -1,13 +1,9 @@
 """The contamination check and the split check: were the test queries, or their tools, trained on?
 
-Contamination: each test query is normalised (lowercase, punctuation and whitespace collapsed) and
-compared with every distinct training user query, for exact matches and for near duplicates by word
-n-gram Jaccard (report.contamination_ngram, report.contamination_threshold). The split check: per
-group, how many test queries use a tool, and how many a category, that the training prompts list;
-ToolBench's split wants none in G1-tool and none in G1-category and G2-category.
-
-Training queries come from data.train_path (read as stage 01 reads it, lib/data/data.py) or, failing that,
-from the SFT dataset stage 01 wrote; test queries from data.test_dir.
+Contamination: exact and near-duplicate (word n-gram Jaccard) matches of normalised test queries
+against training queries. The split check: per group, the test queries that use a tool or a
+category the training prompts list (ToolBench's split wants none in G1-tool, G1-category and
+G2-category).
 """
 from __future__ import annotations
 

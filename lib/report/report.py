@@ -1,15 +1,9 @@
 """Stage 05: the paper's tables and figure regenerated beside ours, then the claim audit and contamination.
 
-`run(cfg)` reads, top to bottom: the paper's published numbers (`report.paper_results`), ToolBench
-README's numbers (`report.toolbench_results`), the paper's other stated figures
-(`report.paper_claims`), our pass_rate.csv files (the profile's own plus `report.runs`), and whatever
-upstream outputs exist (data_stats.json, train_summary.json, the model's safetensors). It writes into
-outputs/<profile>/figures/: Table 1 and Table 2 (CSV + Markdown), Figure 1 (radar, PNG + SVG), the
-paper-vs-reproduced chart (CSV, PNG, SVG), the judge calibration (lib/report/calibration.py:
-calibration.csv/.md, PNG + SVG), audit.csv/.md (lib/report/audit.py), contamination.csv/.md and
-split.csv (lib/report/contamination.py) and index.json.
-
-Here: the row sets (each row a series, lib/report/series.py), the tables, the figures and their captions.
+`run(cfg)` reads the published numbers (`report.paper_results`, `report.toolbench_results`,
+`report.paper_claims`), our pass_rate.csv files and whatever upstream outputs exist, and writes
+Tables 1 and 2, the figures, the calibration, audit and contamination files and index.json into
+outputs/<profile>/figures/ (docs/formats.md, "05 figures").
 """
 from __future__ import annotations
 

@@ -1,12 +1,8 @@
 """A series: one row of stage 05's Table 1 and Table 2, and what it says.
 
-A series is a dict with label, kind (paper | readme | run), model, method, params_b, source,
-paper_label, aggregation, judge, and per group (and "overall", "average" where printed): printed
-(the string the source printed), value (float), n (queries), ci ((low, high) in percent). Our runs'
-series also say whether they are the primary one of their file (majority vote first).
-
-lib/report/report.py reads the series (the paper's, the README's, our runs) and draws them; the claim audit
-(lib/report/audit.py) reads the same facts about our runs: which aggregation, which judge, which groups.
+A dict with label, kind (paper | readme | run), model, method, params_b, source, paper_label,
+aggregation, judge, and per group (and "overall", "average" where printed): printed, value, n and
+ci. lib/report/report.py draws them; the claim audit (lib/report/audit.py) reads the same facts.
 """
 from __future__ import annotations
 

@@ -1,15 +1,9 @@
 """ToolBench's formats, as its public code writes them: the one place a rule of theirs lives.
 
-Checked against OpenBMB/ToolBench (toolbench/utils.py, inference/Downstream_tasks/rapidapi.py,
-data/preprocess_toolllama_data.py, tooleval/convert_to_answer_format.py) and the real sample files
-in toolbench-sample/:
-- names: `standardize_name`, `change_name`, `api_function_name` (`<api>_for_<tool>`);
-- a test query (`check_query`, `load_queries`) and its functions (`functions_for_query`, plus
-  ToolBench's `Finish`), the AutoGPT system prompt with the functions appended as a Python repr
-  (`system_prompt`), the same text the training records hold; `Query` holds them for one query;
-- the assistant turn `\nThought: ...\nAction: <fn>\nAction Input: <json>` (`format_step`,
-  `parse_step` -> `Step`);
-- ToolEval's converted answer (`tooleval_answer`).
+Names (`standardize_name`, `change_name`, `api_function_name`), test queries and their functions
+(`load_queries`, `functions_for_query`, `Query`), the system prompt, the assistant step
+(`format_step`, `parse_step` -> `Step`) and ToolEval's converted answer (`tooleval_answer`), checked
+against OpenBMB/ToolBench's code and the sample files in toolbench-sample/ (docs/formats.md).
 """
 from __future__ import annotations
 

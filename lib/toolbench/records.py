@@ -1,14 +1,9 @@
 """ToolBench's training records, read as a stream and checked field by field (stage 01's input).
 
-Any of ToolBench's own forms (docs/formats.md): the released preprocessed list
-`toolllama_G123_dfs_train.json` (a JSON list, read as a stream so memory stays flat), the same records
-as JSONL, or a folder of raw answer files `<id>_<method>.json` (`10_ChatGPT_DFS_woFilter_w2.json`,
-`588_DFS_woFilter_w2.json`, `1073_CoT@1.json`), turned into records the way ToolBench's
-preprocess/preprocess_toolllama_data.py (`preprocess_rapidapi`) does: one record per
-`train_messages` entry, files with `valid_data` false skipped, and only the files of the methods asked
-for (`data.answer_methods`; see `answer_files`).
-A record is `{"id": "Step N: <query>", "conversations": [{"from", "value"}, ...]}`. A bad record is
-a DataError naming the file, the record and the field, or is counted (data.on_bad_record: skip).
+Any of ToolBench's own forms (docs/formats.md): the released JSON list (read as a stream), JSONL, or
+a folder of raw answer files turned into records as ToolBench's preprocess_toolllama_data.py does.
+A bad record is a DataError naming the file, the record and the field, or is counted
+(data.on_bad_record: skip).
 """
 from __future__ import annotations
 

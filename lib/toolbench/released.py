@@ -1,22 +1,10 @@
 """Released answers (other systems' runs, as ToolBench and StableToolBench publish them) read into
 stage 04's trajectories, so that the same judge, cache, votes and aggregations judge them as ours.
 
-Two forms (docs/formats.md):
-- ToolEval's converted-answer file, one per group (ToolBench `reproduction_data/`,
-  `tooleval/results/default_evalset/<system>/<group>.json`; StableToolBench
-  `model_predictions_converted/<system>/<group>.json`): `{query_id: {query, available_tools,
-  answer: {method, total_steps, final_answer, answer_details}}}`, answer_details a tree of
-  `{role, message, next}` nodes of which ToolEval reads the first child at each level.
-- A raw answer folder (`<group>/<id>_<method>.json`, each with `answer_generation`), converted as
-  ToolEval's `convert_to_answer_format.py` does: a finished run (`valid_data`) from its last
-  `train_messages` conversation; an unfinished CoT run from one of its `trys` and an unfinished DFS
-  run by a walk from the root of its `tree` to a leaf. Upstream picks that try and that walk with
-  an unseeded random choice; here the choice is seeded by the query id, so reruns agree.
-
-ToolBench's own converter cut every tool message to its first 100 characters (`str(message)[:100]`):
-from such a file the function names can still be read, but not the arguments or the responses. The
-trajectory then says so (`not_available`), and the checks that need them are "not available", never
-failed (lib/checks/trajectory_checks.py). Pure reading, no judge.
+Two forms (docs/formats.md): ToolEval's converted-answer files and raw answer folders, converted as
+ToolEval's convert_to_answer_format.py does (its random choice seeded by the query id). Converted
+files cut tool messages to 100 characters; the trajectory then says so (`not_available`). Pure
+reading, no judge.
 """
 from __future__ import annotations
 

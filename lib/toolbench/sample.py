@@ -1,13 +1,8 @@
 """The project's own ToolBench-format sample corpus, generated from a seed (the offline default).
 
-ToolBench itself cannot be downloaded here, so this writes a small world in its formats
-(docs/formats.md): tools with API documentation across several categories, training records with
-Thought / Action / Action Input / Observation turns that end in Finish (give_answer, or
-give_up_and_restart when an API fails), test queries for the six groups, and the response each API
-returns for the offline tool environment. The groups are split as ToolBench splits them: *-instruction
-uses tools seen in training with new queries, G1-tool uses tools never seen in training, *-category
-uses categories never seen in training; G1 queries use one tool, G2 several tools of one category,
-G3 tools of several categories. Every value is synthetic; nothing is copied from ToolBench.
+A small world in ToolBench's formats (docs/formats.md): tools with API documentation, training
+records, test queries for the six groups split as ToolBench splits them, and the responses the
+offline tool environment serves (docs/stages.md, "The sample data"). Every value is synthetic.
 """
 from __future__ import annotations
 

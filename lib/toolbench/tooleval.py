@@ -1,34 +1,9 @@
 """ToolEval's rules: labels, pre-checks, votes, the judge's prompts and how its replies are read.
 
-ToolBench's `tooleval/eval_pass_rate.py` + `registered_cls/rtl.py`, re-implemented here with our
-own prompts; lib/judge/judge.py runs them over a stage-03 run (`judge.evaluate_times` assessments per
-query), lib/judge/llm_judge.py sends the prompts. Pure rules, no lib imports.
-
-- Rule-based pre-checks (`precheck`): the last step is not a call of `Finish` -> answer Unsolved,
-  vote fail, no judge call (eval_pass_rate.py's "'name': 'Finish'" test of the final step). An
-  empty final answer or a give-up (`give_up_and_restart`) -> answer Unsolved without asking
-  (rtl.py check_is_solved), but, as ToolEval does, the judge is still asked whether the task was
-  solvable, and an Unsolvable task passes (`asks_task`).
-- Otherwise the judge labels the final answer Solved / Unsolved / Unsure; an Unsure answer is asked
-  again with the whole trajectory. Unless Solved, the judge labels the task Solvable / Unsolvable /
-  Unsure with the available tools (`llm_assessment`). Assessment (`assessment_label`): Solved ->
-  pass; task Unsolvable -> pass; Unsolved + Solvable -> fail; every other pair is Unsure and, as
-  ToolEval does, decided by a coin (`vote`) - here a seeded one (`seeded_rng`: seed, group, query
-  id, assessment index), so reruns agree.
-- Two aggregations (AGGREGATIONS), both reported:
-  - `majority` (the paper's "majority voting"; ToolBench's rule): a query passes when its pass
-    votes >= its fail votes (a tie passes, as in ToolBench's final pass-rate count).
-  - `mean` (StableToolBench's "solvable pass rate"): each assessment run scores a query
-    1 (Solved) / 0.5 (Unsure) / 0 (Unsolved or pre-check fail) on the answer label alone (SCORE);
-    lib/common/stats.py's mean_score_runs averages them.
-- Win rate (rtl.py's preference), per assessment round: an answer labelled Solved (then Unsure)
-  beats one that is not (`status_winner`); otherwise the judge picks the better of the two.
-
-The prompts are ToolEval's four judge functions in our wording, one template file each in
-tooleval_prompts/ beside this module (`<function>.txt`, filled with str.format, so a literal brace
-is doubled; `system.txt` is the system message). ToolEval forced function calls; we ask for one
-JSON object in the reply instead, because local servers (vLLM, Ollama) do not all support forced
-function calls - the labels and rules are ToolEval's (`parse_reply`, REPLY_FIELDS).
+ToolBench's `tooleval/eval_pass_rate.py` + `registered_cls/rtl.py`, re-implemented with our own
+prompts (tooleval_prompts/ beside this module); lib/judge/judge.py runs them, lib/judge/llm_judge.py
+sends the prompts. Pure rules, no lib imports. The rules, both aggregations and why replies are
+JSON rather than forced function calls: docs/judging.md, "ToolEval's rules".
 """
 from __future__ import annotations
 

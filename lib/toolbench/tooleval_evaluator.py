@@ -1,41 +1,9 @@
 """ToolEval's own judge prompts, read at run time from a ToolBench checkout (`judge.evaluator_dir`).
 
-`judge.evaluator_dir` names a folder `toolbench/tooleval/evaluators/<evaluator>/` of a ToolBench
-(OpenBMB/ToolBench) or StableToolBench checkout; nothing of it is copied into this project. `load`
-reads and checks its two files, `Evaluator.request` builds the chat request ToolEval sends for one
-judge function, and lib/judge/llm_judge.py sends it. Our own wording (lib/toolbench/tooleval_prompts/) stays the
-default (`evaluator_dir: null`).
-
-What ToolEval does, and so what is done here (upstream files under toolbench/tooleval/evaluators/):
-- `config.yaml`: `prompt_template` names the template file (template.txt);
-  `completions_kwargs` holds the sampling settings and, under `functions`, one JSON schema per judge
-  function (registered_cls/base.py ToolEvalEvaluator.__init__).
-- The template file holds `<function><name>NAME</name><description>TEXT</description></function>`
-  blocks; TEXT (its newlines kept) filled with str.format is the single user message - no system
-  message (registered_cls/tooleval.py, OpenAINormalizedEvaluator.__init__ and function_call).
-- The function's schema is sent with a `reason` string property added to its properties and to
-  `required` (function_call with return_reason=True, which eval_pass_rate.py passes for the answer
-  and task checks and rtl.py's select_better_answer by default), and the call is forced.
-- ToolBench calls the legacy parameters `functions=[schema]` and `function_call={"name": NAME}`
-  (openai<1's ChatCompletion.create, registered_cls/utils.py OpenaiPoolRequest) and reads
-  `choices[0].message.function_call.arguments`. StableToolBench's copy sends the same schema as
-  `tools=[{"type": "function", ...}]` with a forced `tool_choice` (openai>=1) and reads
-  `tool_calls[0].function.arguments`. We send ToolBench's legacy form (the paper's ToolEval) and
-  read either reply (lib/judge/llm_judge.py).
-- The four functions rtl.py's ReinforceToolLearningEvaluator calls must all be there, in both files
-  (`FIELDS`, with the fields each is filled with); ToolBench's `_fn` and `_normalized` evaluators
-  define other functions and are refused with the missing names.
-
-Of `completions_kwargs`, `temperature`, `max_tokens` and the other sampling keys (`SAMPLING`) are
-sent as written; judge.temperature, judge.max_tokens and judge.seed are then not used (ToolEval
-sends no seed; the repeated assessments stay distinct cache entries by their index). Two keys are
-not sent, by choice:
-- `model` (gpt-3.5-turbo-16k in ToolBench's files): judge.model is the model asked, as
-  StableToolBench lets EVAL_MODEL override it; the judge's `prompts` line says when they differ.
-- `timeout` (10): under openai<1, which ToolBench's code is written for, ChatCompletion.create pops
-  `timeout` and uses it only to bound its wait for a model warming up (HTTP 409 TryAgain); the
-  HTTP time-out stayed openai's 600 s default. judge.timeout_s is the time-out here.
-`function_call` in config.yaml is replaced, as ToolEval replaces it; any other key is refused.
+`load` reads and checks the evaluator folder's config.yaml and template, `Evaluator.request` builds
+the chat request ToolEval sends for one judge function, and lib/judge/llm_judge.py sends it; nothing
+of it is copied into this project. What ToolEval does and which of its keys are sent:
+docs/judging.md, "ToolEval's own evaluator".
 """
 from __future__ import annotations
 

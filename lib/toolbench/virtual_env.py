@@ -11,36 +11,13 @@ from lib.toolbench.http_client import RETRIES, HttpToolEnv, Reply, new_client, s
 
 
 class VirtualToolEnv(HttpToolEnv):
-    """StableToolBench's virtual API server (server/main.py there, `get_virtual_response`).
+    """StableToolBench's virtual API server (server/main.py there, `get_virtual_response`), by POST.
 
-    Request: HTTP POST to `url` (e.g. http://HOST:8080/virtual), JSON body
-    `category` (the query's category_name), `tool_name` (standardized tool name), `api_name`
-    (standardized API name, as in the function name), `tool_input` (the arguments as a JSON
-    string), `strip` (how the server shortens long responses: "truncate", "filter" or "random"),
-    `toolbench_key` (the user's ToolBench key, from an env var; may be empty for a local server),
-    the key also in a `toolbench_key` header, as the upstream client sends it.
-    Reply: a JSON object `{"error": ..., "response": ...}` (from the server's cache, the real API or
-    its LLM simulation; `response` may be text or any JSON value).
-
-    The observation is what StableToolBench's client (toolbench/inference/Downstream_tasks/
-    rapidapi.py, rapidapi_wrapper._step) makes of the reply, byte for byte:
-    - HTTP 200 with JSON: `json.dumps(reply)` (client_observation), the reply's keys in their order;
-    - HTTP status other than 200: `{"error": "request invalid, data error. status_code=<N>",
-      "response": ""}`;
-    - a body that is not JSON: `{"error": "request invalid, data error", "response": ""}`;
-    - no answer within the time-out: `{"error": "Timeout error...", "response": ""}` (upstream
-      waits forever on a /virtual url, and gives up after 15 s on others).
-    Where upstream's client stops with an exception instead, the project goes on with an
-    observation of the same shape: a refused connection (requests' ConnectionError, not caught
-    there) reads `{"error": "virtual API server unreachable (...)", "response": ""}`, and a JSON
-    reply that is not an object with an "error" field (upstream: KeyError on response["error"])
-    reads as a body it cannot use, "request invalid, data error". Unlike upstream, HTTP 429 and
-    502-504 are retried first (RETRIES, Retry-After).
-
-    The real server answers every API error (unknown tool, unparsable input) with HTTP 200 and an
-    error field, and simulates unknown tools with its LLM; an HTTP error status means the call never
-    reached an API (a wrong url path: 404/405/422; its simulator or upstream failed: 500), so any
-    HTTP error here is a transport error, as are the replies above that the client cannot use.
+    The observation is what StableToolBench's own client makes of the reply, byte for byte. Where
+    that client stops with an exception, this one returns an observation of the same shape, and any
+    HTTP error status is a transport error, since the server answers API errors with HTTP 200.
+    Unlike upstream, HTTP 429 and 502-504 are retried first (RETRIES, Retry-After). The request,
+    replies and observations: docs/formats.md, "03 inference".
     """
 
     name = "virtual"

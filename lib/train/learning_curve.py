@@ -1,15 +1,8 @@
 """Stage 02's learning curve: first-step accuracy and parse-error rate on a fixed dev split, during training.
 
-The dev split is stage 02's held-out slice of sft/ (format_check.heldout examples, seeded, never
-trained on, drawn from the training data, never from the test queries). Each held-out example's
-system message and query, without the turns after them, is a first step; at a few points of training
-(format_check.curve_points, evenly spaced, plus before the first step and after the last) the model
-completes them greedily and each completion is scored by lib/checks/first_step.py's criteria against the
-functions its own prompt lists. Lines go to learning_curve.jsonl (append-only; a resumed run forgets
-the points after its checkpoint, as train_log.jsonl does) and the figure to
-figures/learning_curve.png.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+At format_check.curve_points steps (plus before the first and after the last) the model completes
+the held-out examples' first steps greedily, scored by lib/checks/first_step.py against the functions
+each prompt lists, into learning_curve.jsonl and figures/learning_curve.png (docs/formats.md).
 """
 from __future__ import annotations
 

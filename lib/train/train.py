@@ -1,28 +1,9 @@
 """Stage 02: supervised fine-tuning with TRL's SFTTrainer, read top to bottom in `run(cfg)`.
 
 seed -> load sft/ -> tokenizer + model -> SFTTrainer (resuming from the last checkpoint) -> save
-model/ -> format check on held-out prompts -> train_summary.json + loss curve.
-
-The profile's `train:` section is SFTConfig verbatim (output_dir is set here, to
-outputs/<profile>/checkpoints); `lora:` is peft's LoraConfig verbatim (null: full fine-tuning).
-Keys of our own, because no library has them:
-  model.over_max_positions  truncate (TRL keeps the start; an example whose prompt alone fills the
-                            window has no completion left and TRL drops it) | drop (drop every
-                            example longer than the window before training).
-  format_check.heldout      examples of sft/ kept out of training to measure the format rate on
-                            (0: none kept out, the format rates are null).
-  format_check.max_new_tokens   greedy generation budget for that check.
-  format_check.curve_points evenly spaced steps at which the held-out first steps are measured
-                            during training (lib/train/learning_curve.py; 0: no learning curve).
-
-train_log.jsonl, the progress lines and the loss curve: lib/train/training_log.py.
-
-Single process: `python -m lib.train.train --profile smoke` (the notebook calls `run`).
-Several GPUs, same code: `accelerate launch --num_processes 4 -m lib.train.train --profile paper`
-(per_device_train_batch_size and gradient_accumulation_steps are per process: with 4 GPUs use
-gradient_accumulation_steps=1 to keep the paper's effective batch of 32).
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
+model/ -> format check on held-out prompts -> train_summary.json + loss curve. `train:` is SFTConfig
+and `lora:` peft's LoraConfig, verbatim; the keys of our own and the multi-GPU command:
+docs/stages.md, "02: keys of our own, several GPUs". Logging: lib/train/training_log.py.
 """
 from __future__ import annotations
 

@@ -4,8 +4,6 @@ train_log.jsonl: one line per logging step:
   step, epoch, loss, learning_rate, grad_norm, tokens_per_s (non-padding tokens since the previous
   line), num_tokens, mean_token_accuracy.
 `describe(summary)` is train_summary.json in two lines, for the notebook and the terminal.
-
-Heavy libraries are imported inside the functions that use them (lib/__init__.py says why).
 """
 from __future__ import annotations
 
