@@ -21,7 +21,6 @@ through stage 02's own trainer (lib.train.train.make_trainer), one process, meas
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import sys
 import time
@@ -60,8 +59,7 @@ def loss_and_dropout(cfg: dict, tokenizer, dataset, steps: int, peak: float) -> 
     for name, dropout, only_loss_positions in (("dropout 0.05, every position", 0.05, False),
                                                ("dropout 0, every position", 0.0, False),
                                                ("dropout 0, loss positions only", 0.0, True)):
-        run = copy.deepcopy(cfg)
-        run["lora"] = {**cfg["lora"], "lora_dropout": dropout}
+        run = config.derive(cfg, {"lora.lora_dropout": dropout})
         trl_utils._use_triton = compact if only_loss_positions else compact.original
         installer, train.score_loss_positions_only = train.score_loss_positions_only, lambda: True
         try:
@@ -97,15 +95,13 @@ def main(argv=None) -> int:
         return 0
     for adapter in ("lora", "full"):
         for precision in ("bf16", "fp32"):
-            run = copy.deepcopy(cfg)
-            run["train"]["bf16"] = precision == "bf16"
-            run["lora"] = cfg["lora"] if adapter == "lora" else None
+            run = config.derive(cfg, {"train.bf16": precision == "bf16", "lora": cfg.lora if adapter == "lora" else None})
             start = time.perf_counter()
             row = measure(f"{adapter} {precision}", run, lambda: model_lib.load_model(run, tokenizer), tokenizer,
                           dataset, "ours", args.steps, peaks[precision], cuda=False)
             row.update(adapter=adapter, wall_s=round(time.perf_counter() - start, 1),
-                       s_per_step=round(row["mean_tokens_per_seq"] * cfg["train"]["per_device_train_batch_size"]
-                                        * cfg["train"]["gradient_accumulation_steps"] / row["tokens_per_s"], 1))
+                       s_per_step=round(row["mean_tokens_per_seq"] * cfg.train["per_device_train_batch_size"]
+                                        * cfg.train["gradient_accumulation_steps"] / row["tokens_per_s"], 1))
             result["recipes"].append(row)
             print(f"{adapter:>4} {precision}: {row['tokens_per_s']:,.0f} tokens/s, {row['s_per_step']} s/step, "
                   f"MFU {row['mfu']:.3f}, padding {row['padding_fraction']:.3f}, peak RSS {row['peak_memory_gb']} GiB",

@@ -23,13 +23,13 @@ def load(cfg):
     from lib.common import config
     from lib.models import backends, model as model_lib
 
-    folder = config.path(cfg, f"{cfg['output_dir']}/model")
+    folder = config.path(cfg, f"{cfg.output_dir}/model")
     if (folder / "config.json").exists():
         backend = backends.load_hf_backend(cfg)
         return backend.model, backend.tokenizer, str(folder)
     tokenizer = model_lib.load_tokenizer(cfg)
-    tiny = dict(cfg["model"]["tiny"], vocab_size=len(tokenizer))
-    torch.manual_seed(cfg["seed"])
+    tiny = dict(cfg.model.tiny, vocab_size=len(tokenizer))
+    torch.manual_seed(cfg.seed)
     model = OPTForCausalLM(OPTConfig(**tiny, pad_token_id=tokenizer.pad_token_id,
                                      bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id))
     return model, tokenizer, "random-init tiny OPT (no trained model yet)"
@@ -40,8 +40,8 @@ def prompts(cfg, n):
     from lib.toolbench import formats
 
     out = []
-    for group in cfg["inference"]["groups"]:
-        path = config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json"
+    for group in cfg.inference.groups:
+        path = config.path(cfg, cfg.data.test_dir) / f"{group}.json"
         if path.exists():
             out += [formats.Query(r, group).start() for r in formats.load_queries(path)]
         if len(out) >= n:
@@ -72,7 +72,7 @@ def main(argv=None):
     cfg = config.load(args.profile)
     model, tokenizer, which = load(cfg)
     model.generation_config.min_new_tokens = args.max_new_tokens     # equal work in both modes
-    backend = backends.HFBackend(model, tokenizer, args.max_new_tokens, temperature=0, seed=cfg["seed"])
+    backend = backends.HFBackend(model, tokenizer, args.max_new_tokens, temperature=0, seed=cfg.seed)
     conversations = prompts(cfg, args.prompts)
     prompt_tokens = [len(backend.encode(c)[0]) for c in conversations]
     timed(backend, conversations[:1], 1)                             # warm-up

@@ -110,7 +110,7 @@ def pipeline(cfg: dict) -> dict:
             "over_max_length": summary["over_max_length"], "seconds_per_step": round(step_s, 3),
             "tokens_per_s": summary["tokens_per_s"], "final_loss": summary["final_loss"],
             "train_loss": summary.get("train_loss"), "peak_memory_gb": peak_gb(),
-            "checkpoints": sorted(p.name for p in (Path(cfg["output_dir"]) / "checkpoints").glob("checkpoint-*"))}
+            "checkpoints": sorted(p.name for p in (Path(cfg.output_dir) / "checkpoints").glob("checkpoint-*"))}
 
 
 def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float | None,
@@ -124,11 +124,11 @@ def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float |
         rows_needed = (steps + 1) * (batch or 8) * (accum or 4)
         ids = torch.randint(10, len(tokenizer), (rows_needed, length), generator=g).tolist()
         dataset = Dataset.from_dict({"input_ids": ids})
-        run_cfg = {**cfg, "train": {**cfg["train"], "max_steps": steps + 1, "save_strategy": "no",
+        run_cfg = config.derive(cfg, {"train": {"max_steps": steps + 1, "save_strategy": "no",
                                     "logging_steps": 10 ** 6, "disable_tqdm": True, "max_length": length,
                                     "completion_only_loss": False, "dataloader_num_workers": 0,
                                     **({"per_device_train_batch_size": batch} if batch else {}),
-                                    **({"gradient_accumulation_steps": accum} if accum else {})}}
+                                    **({"gradient_accumulation_steps": accum} if accum else {})}})
         args, precision = train.sft_config(run_cfg, log=lambda *_: None)
         torch.manual_seed(0)
         model = model_lib.load_model(run_cfg, tokenizer)
@@ -158,13 +158,13 @@ def inference(cfg: dict, new_tokens: int, dtypes: list[str], profile_steps: int 
               cudnn_too: bool = False) -> list[dict]:
     """Stage 03's backend on the same 8 prompts once per dtype, side by side in one run; with
     `profile_steps`, where each dtype's decode step goes (decode_profile)."""
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    test_dir = config.path(cfg, cfg.data.test_dir)
     group = sorted(test_dir.glob("*.json"))[0]
     queries = [formats.Query(r, group.stem) for r in formats.load_queries(group)[:8]]
     prompts = [q.start() for q in queries]
     rows = []
     for dtype, cudnn in [(d, c) for d in dtypes for c in ((False, True) if cudnn_too else (False,))]:
-        run_cfg = {**cfg, "inference": {**cfg["inference"], "max_new_tokens": new_tokens, "dtype": dtype}}
+        run_cfg = config.derive(cfg, {"inference": {"max_new_tokens": new_tokens, "dtype": dtype}})
         backend = backends.load_hf_backend(run_cfg)
         backend.cudnn_attention = cudnn
         backend.generate(prompts[:1])                      # warm-up
@@ -227,13 +227,13 @@ def react(cfg: dict, modes: list[str], queries: int, new_tokens: int, iterations
     from lib.toolbench import environments
     from lib.infer import inference
 
-    responses = config.path(cfg, cfg["data"]["toolenv_dir"]) / "responses.jsonl"
+    responses = config.path(cfg, cfg.data.toolenv_dir) / "responses.jsonl"
     if not responses.exists():               # nothing recorded: every call gets the env's miss answer
         responses.write_text("")
-    group = sorted(config.path(cfg, cfg["data"]["test_dir"]).glob("*.json"))[0].stem
-    run_cfg = {**cfg, "inference": {**cfg["inference"], "temperature": 0.0, "dtype": "float32",
+    group = sorted(config.path(cfg, cfg.data.test_dir).glob("*.json"))[0].stem
+    run_cfg = config.derive(cfg, {"inference": {"temperature": 0.0, "dtype": "float32",
                                     "max_new_tokens": new_tokens, "max_iterations": iterations,
-                                    "tool_env": "offline", "groups": [group]}}
+                                    "tool_env": "offline", "groups": [group]}})
     picked = inference.load_test_queries(run_cfg)[group][:queries]
     backend = backends.load_hf_backend(run_cfg)
     env = environments.make_env(run_cfg)
@@ -286,7 +286,7 @@ def main(argv=None) -> int:
     stand_in = model_lib.save_stand_in(work / "opt-350m-stand-in", texts, num_hidden_layers=args.layers)
     cfg = paper_config(args.toolbench, stand_in, work / "outputs", args.steps)
     if "pipeline" not in args.parts.split(","):       # no trained model: generate with the stand-in
-        cfg["inference"]["model_dir"] = str(stand_in)
+        cfg = config.derive(cfg, {"inference.model_dir": str(stand_in)})
     cuda = torch.cuda.is_available()
     name = torch.cuda.get_device_name() if cuda else "cpu (script check only)"
     peak = matmul_peak("cuda", torch.float16, n=8192) if cuda else matmul_peak("cpu", torch.float32, n=512)

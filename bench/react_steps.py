@@ -34,7 +34,7 @@ def backend_for(cfg, untrained: bool):
     from lib.common import config
     from lib.models import backends
 
-    trained = config.path(cfg, f"{cfg['output_dir']}/model") / "config.json"
+    trained = config.path(cfg, f"{cfg.output_dir}/model") / "config.json"
     if trained.exists() and not untrained:
         return backends.load_hf_backend(cfg), "trained (outputs/<profile>/model)"
     return backends.untrained_backend(cfg), "untrained (the base model)"
@@ -67,7 +67,7 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     from lib.infer import inference
     from lib.models.prefix_cache import PrefixCache
 
-    batch = chunk_batch if mode == "chunked" else cfg["inference"]["batch_size"]
+    batch = chunk_batch if mode == "chunked" else cfg.inference.batch_size
     backend.prefix_cache = PrefixCache(2 * batch) if mode != "recompute" else None
     backend.decode_chunk = chunk if mode == "chunked" else None
     timed = Timed(backend)
@@ -75,8 +75,8 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     for q in queries:
         q.tool_calls = []
     start = time.perf_counter()
-    counters = inference.run_group(queries, timed, env, path, "react", cfg["inference"]["max_iterations"],
-                                   batch, max_observation_length=cfg["inference"].get("max_observation_length"))
+    how = config.derive(cfg, {"inference.method": "react", "inference.batch_size": batch}).inference
+    counters = inference.run_group(queries, timed, env, path, how)
     wall = time.perf_counter() - start
     lines = trajectories.read(path, partial=True)
     encoded = backend.prefix_cache.prefilled_tokens if backend.prefix_cache else timed.prompt_tokens
@@ -159,8 +159,8 @@ def main(argv=None):
     backend, which = backend_for(cfg, args.untrained)
     env = environments.make_env(cfg)
     result = {"profile": args.profile, "model": which, "group": args.group, "threads": torch.get_num_threads(),
-              "batch_size": cfg["inference"]["batch_size"], "max_iterations": cfg["inference"]["max_iterations"],
-              "max_new_tokens": cfg["inference"]["max_new_tokens"],
+              "batch_size": cfg.inference.batch_size, "max_iterations": cfg.inference.max_iterations,
+              "max_new_tokens": cfg.inference.max_new_tokens,
               "costs": per_token_costs(backend, queries[0].start(), [int(b) for b in args.batch_sizes.split(",")])}
     if args.costs_only:
         print(json.dumps(result, indent=2))

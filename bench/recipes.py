@@ -38,7 +38,7 @@ def parse_candidate(text: str) -> tuple[str, dict]:
 
 def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     cfg = config.load(profile, {**overrides, "output_dir": str(work / name)})
-    if cfg["data"]["generate_sample"]:
+    if cfg.data.generate_sample:
         # Each candidate generates its own sample (its data.sample_* options may differ).
         sample_dir = work / name / "sample"
         cfg = config.load(profile, {**overrides, "output_dir": str(work / name),
@@ -53,7 +53,7 @@ def run_candidate(profile: str, name: str, overrides: dict, work: Path) -> dict:
     inferred = inference.run(cfg, log=quiet)
     first = first_step_report.run(cfg, untrained.first_turns(cfg))
     judge.run(cfg, log=quiet)
-    with open(Path(cfg["output_dir"]) / "pass_rate.csv") as fh:
+    with open(Path(cfg.output_dir) / "pass_rate.csv") as fh:
         rows = {(r["aggregation"], r["group"]): r for r in csv.DictReader(fh)}
     total = inferred["total"]
     steps = total["steps"]

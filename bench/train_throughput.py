@@ -87,11 +87,11 @@ class StepTimer(TrainerCallback):
 
 
 def measure(name, cfg, make_model, tokenizer, dataset, setting, steps, peak, cuda):
-    train_cfg = {**cfg["train"], "max_steps": steps + 1, "save_strategy": "no", "logging_steps": 10 ** 6,
+    train_cfg = {**cfg.train, "max_steps": steps + 1, "save_strategy": "no", "logging_steps": 10 ** 6,
                  "disable_tqdm": True, "use_cpu": not cuda, "report_to": "none", "packing": False,
                  "padding_free": False, "train_sampling_strategy":
                      "group_by_length" if setting == "ours" else "random"}
-    run_cfg = {**cfg, "train": train_cfg}
+    run_cfg = config.derive(cfg, {"train": train_cfg})
     args, precision = train.sft_config(run_cfg, log=lambda *_: None)
     torch.manual_seed(0)
     model = make_model()
@@ -148,10 +148,10 @@ def main(argv=None) -> int:
     device = "cuda" if cuda else "cpu"
     smoke = config.load("smoke")
     paper = config.load("paper")
-    dataset = train.load_data({**smoke, "format_check": {"heldout": 0}})[0]
+    dataset = train.load_data(config.derive(smoke, {"format_check.heldout": 0}))[0]
     tokenizer = model_lib.load_tokenizer(smoke)
 
-    _, precision, _ = train.precision_kwargs(paper["train"] if cuda else smoke["train"], cuda)
+    _, precision, _ = train.precision_kwargs(paper.train if cuda else smoke.train, cuda)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     peak = matmul_peak(device, dtype)
     machine = (torch.cuda.get_device_name() if cuda
@@ -170,11 +170,12 @@ def main(argv=None) -> int:
         shaped = lambda: OPTForCausalLM(OPTConfig(**OPT_350M, pad_token_id=tokenizer.pad_token_id,  # noqa: E731
                                                   bos_token_id=tokenizer.bos_token_id,
                                                   eos_token_id=tokenizer.eos_token_id))
-        opt_cfg = {**paper, "model": {**paper["model"], "name_or_path": None, "tiny": OPT_350M}}
-        opt_cfg["train"] = {**paper["train"], "max_length": args.opt_seq, "completion_only_loss": False,
-                            "dataloader_num_workers": 0}
+        opt_cfg = config.derive(paper, {"model.name_or_path": None, "model.tiny": OPT_350M,
+                                        "train.max_length": args.opt_seq, "train.completion_only_loss": False,
+                                        "train.dataloader_num_workers": 0})
         if not cuda:
-            opt_cfg["train"].update(per_device_train_batch_size=args.opt_batch, gradient_accumulation_steps=1)
+            opt_cfg = config.derive(opt_cfg, {"train.per_device_train_batch_size": args.opt_batch,
+                                              "train.gradient_accumulation_steps": 1})
         results += [measure("opt-350m-shaped", opt_cfg, shaped, tokenizer, dataset, s, args.opt_steps, peak, cuda)
                     for s in ("trl-default", "ours")]
 

@@ -92,7 +92,7 @@ def test_audit_ratio_gaps_and_readme():
 
 def test_audit_reads_our_outputs(tmp_path):
     cfg = load_cfg(tmp_path, profile="paper")
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True)
     (out / "data_stats.json").write_text(json.dumps({
         "source": "x", "records_read": 187542, "example_per": "record", "examples_written": 187542,
@@ -115,7 +115,7 @@ def paper_steps_line(tmp_path, stated=None) -> dict:
     from lib.common import paper
 
     cfg = load_cfg(tmp_path, profile="paper")
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     out.mkdir(parents=True)
     (out / "train_summary.json").write_text(json.dumps({
         "examples": 187542, "effective_batch": 32, "optimizer_steps": 5861,

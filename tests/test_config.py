@@ -1,29 +1,29 @@
 import pytest
 
-from lib.common import config
+from lib.common import config, settings
 
 
 def test_both_profiles_load_and_hold_the_papers_recipe():
     paper = config.load("paper")
-    t = paper["train"]
+    t = paper.train
     assert (t["learning_rate"], t["warmup_steps"], t["per_device_train_batch_size"],
             t["gradient_accumulation_steps"], t["max_grad_norm"], t["weight_decay"], t["num_train_epochs"],
             t["fp16"], t["gradient_checkpointing"]) == (5e-5, 100, 8, 4, 0.3, 0.01, 1, True, True)
-    assert paper["model"]["name_or_path"] == "facebook/opt-350m"
-    assert paper["inference"]["temperature"] == 0.1 and paper["inference"]["max_iterations"] == 10
-    assert paper["judge"]["evaluate_times"] >= 4
+    assert paper.model.name_or_path == "facebook/opt-350m"
+    assert paper.inference.temperature == 0.1 and paper.inference.max_iterations == 10
+    assert paper.judge.evaluate_times >= 4
     smoke = config.load("smoke")
-    assert smoke["stamp"] and smoke["model"]["name_or_path"] is None
+    assert smoke.stamp and smoke.model.name_or_path is None
     # The chat template is written once, in configs/base.yaml, which both extend.
-    base = config.load("base")["model"]["chat_template"]
-    assert "{% generation %}" in base and smoke["model"]["chat_template"] == paper["model"]["chat_template"] == base
+    base = config.load("base").model.chat_template
+    assert "{% generation %}" in base and smoke.model.chat_template == paper.model.chat_template == base
 
 
 def test_overrides_dotted_and_nested_keep_the_rest():
     cfg = config.load("smoke", {"train.max_steps": 5, "inference": {"batch_size": 2}})
-    assert cfg["train"]["max_steps"] == 5 and cfg["train"]["learning_rate"] == 4e-3
-    assert cfg["inference"]["batch_size"] == 2 and cfg["inference"]["temperature"] == 0.1
-    assert config.load("smoke", {"lora": {"r": 8}})["lora"] == {"r": 8}
+    assert cfg.train["max_steps"] == 5 and cfg.train["learning_rate"] == 4e-3
+    assert cfg.inference.batch_size == 2 and cfg.inference.temperature == 0.1
+    assert config.load("smoke", {"lora": {"r": 8}}).lora == {"r": 8}
 
 
 @pytest.mark.parametrize("overrides, message", [
@@ -112,28 +112,28 @@ def test_file_digest_changes_with_content(tmp_path):
 def test_lora_and_mini_profiles_are_smoke_with_their_own_keys():
     """lora.yaml and mini.yaml extend smoke.yaml: their own keys, smoke's for the rest."""
     smoke, lora, mini = config.load("smoke"), config.load("lora"), config.load("mini")
-    assert (lora["profile"], lora["output_dir"], lora["stamp"]) == \
+    assert (lora.profile, lora.output_dir, lora.stamp) == \
         ("lora", "outputs/lora", "lora smoke profile: not the paper's numbers")
-    assert lora["lora"] == {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "task_type": "CAUSAL_LM",
+    assert lora.lora == {"r": 16, "lora_alpha": 32, "lora_dropout": 0.05, "task_type": "CAUSAL_LM",
                             "target_modules": ["q_proj", "k_proj", "v_proj", "out_proj", "fc1", "fc2"]}
-    assert smoke["lora"] is None and lora["train"] == smoke["train"] and lora["data"] == smoke["data"]
-    assert lora["train"]["learning_rate"] == 4e-3 and lora["train"]["num_train_epochs"] == 10
-    assert lora["model"]["tiny"]["hidden_size"] == 128 and lora["inference"]["tool_env"] == "offline"
+    assert smoke.lora is None and lora.train == smoke.train and lora.data == smoke.data
+    assert lora.train["learning_rate"] == 4e-3 and lora.train["num_train_epochs"] == 10
+    assert lora.model.tiny["hidden_size"] == 128 and lora.inference.tool_env == "offline"
     # mini: the recipe measured in bench/README.md (inv50_retry20) over smoke's other keys.
-    assert mini["model"]["tiny"] == {"vocab_size": 2048, "num_hidden_layers": 4, "hidden_size": 256, "ffn_dim": 1024,
+    assert mini.model.tiny == {"vocab_size": 2048, "num_hidden_layers": 4, "hidden_size": 256, "ffn_dim": 1024,
                                      "num_attention_heads": 4, "word_embed_proj_dim": 256,
                                      "max_position_embeddings": 2048, "dropout": 0.0}
-    assert mini["model"]["tokenizer_pretokenize"] == "identifiers" and "tokenizer_pretokenize" not in smoke["model"]
-    assert (mini["train"]["num_train_epochs"], mini["train"]["learning_rate"]) == (5, 2.0e-3)
-    assert {k: v for k, v in mini["train"].items() if k not in ("num_train_epochs", "learning_rate")} == \
-        {k: v for k, v in smoke["train"].items() if k not in ("num_train_epochs", "learning_rate")}
-    assert {k: mini["data"][k] for k in ("sample_train_queries", "sample_invented_values")} == \
+    assert mini.model.tokenizer_pretokenize == "identifiers" and smoke.model.tokenizer_pretokenize is None
+    assert (mini.train["num_train_epochs"], mini.train["learning_rate"]) == (5, 2.0e-3)
+    assert {k: v for k, v in mini.train.items() if k not in ("num_train_epochs", "learning_rate")} == \
+        {k: v for k, v in smoke.train.items() if k not in ("num_train_epochs", "learning_rate")}
+    assert {k: getattr(mini.data, k) for k in ("sample_train_queries", "sample_invented_values")} == \
         {"sample_train_queries": 1000, "sample_invented_values": 0.5}
-    assert not mini["data"].get("sample_retry_share")      # inv50: retried miscopies taught miscopying
-    assert mini["data"]["sample_dir"] == "data/sample-mini" and mini["data"]["example_per"] == "conversation"
-    assert mini["data"]["train_path"].startswith("data/sample-mini/") and mini["seed"] == smoke["seed"] == 1234
-    assert mini["judge"] == smoke["judge"] and mini["lora"] is None
-    assert "extends" not in mini and mini["config_path"].endswith("mini.yaml")
+    assert not mini.data.sample_retry_share      # inv50: retried miscopies taught miscopying
+    assert mini.data.sample_dir == "data/sample-mini" and mini.data.example_per == "conversation"
+    assert mini.data.train_path.startswith("data/sample-mini/") and mini.seed == smoke.seed == 1234
+    assert mini.judge == smoke.judge and mini.lora is None
+    assert not hasattr(mini, "extends") and mini.config_path.endswith("mini.yaml")
 
 
 def _write(folder, name, text):
@@ -149,18 +149,18 @@ def test_extends_merges_the_profile_over_its_base(tmp_path):
                    "data: {num_proc: 4}\nmodel: {tiny: {hidden_size: 16}}\n"
                    "inference: {groups: [G3_instruction]}\nlora: null\n")
     cfg = config.load(child)
-    assert (cfg["profile"], cfg["seed"], cfg["stamp"]) == ("child", 1, None)        # null stays null
-    assert cfg["data"] == {"num_proc": 4, "histogram_bins": 40}                      # key by key
-    assert cfg["model"]["tiny"] == {"hidden_size": 16, "dropout": 0.1}               # nested too
-    assert cfg["inference"] == {"groups": ["G3_instruction"], "temperature": 0.1}    # a list replaces
-    assert cfg["lora"] is None and "extends" not in cfg and cfg["config_path"] == child
+    assert (cfg.profile, cfg.seed, cfg.stamp) == ("child", 1, None)        # null stays null
+    assert cfg.data == settings.Data(num_proc=4, histogram_bins=40)               # key by key
+    assert cfg.model.tiny == {"hidden_size": 16, "dropout": 0.1}               # nested too
+    assert cfg.inference == settings.Inference(groups=["G3_instruction"], temperature=0.1)    # a list replaces
+    assert cfg.lora is None and not hasattr(cfg, "extends") and cfg.config_path == child
     # Two levels: a grandchild over the child over the base; a name is a profile of configs/.
     grandchild = _write(tmp_path, "grandchild.yaml", "extends: child.yaml\nlora: {r: 8}\ndata: {max_records: 5}\n")
     cfg = config.load(grandchild, {"data.num_proc": 1})
-    assert cfg["lora"] == {"r": 8} and cfg["data"] == {"num_proc": 1, "histogram_bins": 40, "max_records": 5}
+    assert cfg.lora == {"r": 8} and cfg.data == settings.Data(num_proc=1, histogram_bins=40, max_records=5)
     mine = config.load(_write(tmp_path, "mine.yaml", "extends: smoke\nprofile: mine\ntrain: {max_steps: 3}\n"))
     smoke = config.load("smoke")
-    assert mine["train"] == {**smoke["train"], "max_steps": 3} and mine["model"] == smoke["model"]
+    assert mine.train == {**smoke.train, "max_steps": 3} and mine.model == smoke.model
 
 
 def test_extends_cycles_and_missing_bases_are_named(tmp_path):
@@ -209,7 +209,7 @@ def test_sft_config_and_lora_config_are_built_when_the_profile_loads(tmp_path):
     # Built on CPU without setting up a device: the paper's fp16 loads here, accelerate's state is untouched.
     from accelerate.state import PartialState
     before = dict(PartialState._shared_state)
-    assert config.load("paper")["train"]["fp16"] is True and config.load("lora")["lora"]["r"] == 16
+    assert config.load("paper").train["fp16"] is True and config.load("lora").lora["r"] == 16
     assert PartialState._shared_state == before
 
 
@@ -228,8 +228,8 @@ def test_parse_overrides_reads_key_equals_yaml_value():
 def test_paper_paths_follow_the_data_zip_layout():
     """`unzip data.zip -d data/toolbench` must need no path change: ToolBench's zip holds data/..."""
     from pathlib import PurePosixPath
-    data = config.load("paper")["data"]
+    data = config.load("paper").data
     root = PurePosixPath("data/toolbench")
-    assert PurePosixPath(data["train_path"]).relative_to(root) == PurePosixPath("data/toolllama_G123_dfs_train.json")
-    assert PurePosixPath(data["test_dir"]).relative_to(root) == PurePosixPath("data/test_instruction")
-    assert PurePosixPath(data["toolenv_dir"]).relative_to(root) == PurePosixPath("data/toolenv")
+    assert PurePosixPath(data.train_path).relative_to(root) == PurePosixPath("data/toolllama_G123_dfs_train.json")
+    assert PurePosixPath(data.test_dir).relative_to(root) == PurePosixPath("data/test_instruction")
+    assert PurePosixPath(data.toolenv_dir).relative_to(root) == PurePosixPath("data/toolenv")

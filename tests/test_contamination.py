@@ -113,7 +113,7 @@ def test_split_check_finds_unseen_tools_and_categories_as_toolbench_splits_them(
     tools_now = {r["group"]: r for r in contamination.split_check(cfg, contamination.test_queries(cfg), planted)}
     assert tools_now["G1_tool"]["seen_tool"] >= 1
     # Without tool documents the categories are unknown, not "0 seen".
-    cfg["data"]["toolenv_dir"] = str(tmp_path / "nowhere")
+    cfg = config.derive(cfg, {"data.toolenv_dir": str(tmp_path / "nowhere")})
     assert contamination.split_check(cfg, contamination.test_queries(cfg), train)[0]["seen_category"] == ""
 
 

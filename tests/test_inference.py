@@ -6,6 +6,7 @@ import pytest
 
 from conftest import LoopbackServer, chat_completion
 from lib.common import config
+from lib.common.settings import Inference
 from lib.toolbench import apis, environments, formats, offline_env, trajectories, virtual_env
 from lib.models import backends
 from lib.infer import inference
@@ -194,14 +195,14 @@ def test_run_group_batches_writes_and_resumes(env, tmp_path):
     for q in queries:
         q.text = f"query {q.query_id}"
     backend = Scripted(script)
-    counters = inference.run_group(queries[:3], backend, env, path, batch_size=2)
+    counters = inference.run_group(queries[:3], backend, env, path, Inference(batch_size=2))
     assert counters["ran"] == 3 and backend.batches[0] == 2
     # simulated crash: a torn last line after the three complete ones
     with open(path, "a") as fh:
         fh.write('{"query_id": 3, "group": "G1_instr')
     lines = trajectories.read(path, partial=True)
     assert [l["query_id"] for l in lines] == [0, 1, 2]
-    counters = inference.run_group(queries, backend, env, path, batch_size=8)
+    counters = inference.run_group(queries, backend, env, path, Inference(batch_size=8))
     assert counters == dict(counters, skipped=3, ran=2)
     # The torn tail was cut before the first append: query 3's line is whole and only once.
     assert path.read_text().count('{"query_id": 3, "group": "G1_instr') == 1
@@ -235,7 +236,7 @@ def test_run_groups_keeps_the_batch_full_across_groups_and_writes_each_to_its_fi
 
     backend = Scripted(script)
     paths = [tmp_path / "G1_instruction.jsonl", tmp_path / "G1_tool.jsonl"]
-    counters = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, batch_size=4)
+    counters = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, Inference(batch_size=4))
     # One queue: the first batch takes G1_tool's first query beside G1_instruction's three, and the
     # two slots the answered queries free are filled from G1_tool at once: two calls of 4, where one
     # group at a time would make four calls (3, 1, 3, 1).
@@ -245,7 +246,7 @@ def test_run_groups_keeps_the_batch_full_across_groups_and_writes_each_to_its_fi
         lines = trajectories.read(path, partial=True)
         assert sorted(l["query_id"] for l in lines) == [0, 1, 2] and {l["group"] for l in lines} == {group}
         assert {l["query_id"]: l["total_steps"] for l in lines} == {0: 2, 1: 1, 2: 1}
-    again = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, batch_size=4)
+    again = inference.run_groups([(a, paths[0]), (b, paths[1])], backend, env, Inference(batch_size=4))
     assert [c["skipped"] for c in again] == [3, 3] and backend.batches == [4, 4]
 
 
@@ -260,7 +261,7 @@ def tiny_hf():
     cfg = config.load("smoke")
     texts = [formats.system_prompt(formats.functions_for_query(QUERY)), ANSWER, GIVE_UP, step(CW, {"city": "Paris"})] * 20
     tok = model_lib.train_tokenizer(texts, 400)
-    tok.chat_template = cfg["model"]["chat_template"]
+    tok.chat_template = cfg.model.chat_template
     torch.manual_seed(0)
     model = OPTForCausalLM(OPTConfig(vocab_size=len(tok), hidden_size=64, ffn_dim=128, num_hidden_layers=2,
                                      num_attention_heads=2, word_embed_proj_dim=64, max_position_embeddings=512,
@@ -373,7 +374,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
                                 "inference.max_queries_per_group": 2})
     env = offline_env.OfflineToolEnv.__new__(offline_env.OfflineToolEnv)
     env.recordings, env.docs = {}, {}
-    backend = backends.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg["seed"])
+    backend = backends.HFBackend(model, tok, max_new_tokens=8, temperature=0.1, seed=cfg.seed)
     summary = inference.run(cfg, backend=backend, env=env, log=None)
     g = summary["groups"]["G1_instruction"]
     assert g["queries"] == 2 and g["hit_limit"] + g["gave_up"] + g["finished_with_answer"] == 2
@@ -384,7 +385,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     again = inference.run(cfg, backend=backend, env=env, log=None)
     assert again["total"]["ran_now"] == 0 and again["total"]["queries"] == 4
     # Fewer queries asked: the summary counts this selection, not every line left in the files.
-    one = inference.run(dict(cfg, inference=dict(cfg["inference"], max_queries_per_group=1)),
+    one = inference.run(config.derive(cfg, {"inference.max_queries_per_group": 1}),
                     backend=backend, env=env, log=None)
     assert one["total"]["queries"] == 2 and one["groups"]["G1_instruction"]["queries"] == 1
 
@@ -395,7 +396,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     good = (test_dir / "G1_instruction.json").read_text()
     (test_dir / "G1_instruction.json").write_text(json.dumps([dict(QUERY, query_id=0)] * 2))
     with pytest.raises(formats.QueryError, match="share query_id"):
-        inference.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=3)), backend=backend, env=env, log=None)
+        inference.run(config.derive(cfg, {"inference.max_iterations": 3}), backend=backend, env=env, log=None)
     (test_dir / "G1_instruction.json").write_text(good)
     from lib.common import store
     with store.exclusive(out / "trajectories", "stage 03 inference"):
@@ -403,7 +404,7 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
             inference.run(cfg, backend=backend, env=env, log=None)
     assert {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")} == finished
     said = []
-    inference.run(dict(cfg, inference=dict(cfg["inference"], max_iterations=1)), backend=backend, env=env,
+    inference.run(config.derive(cfg, {"inference.max_iterations": 1}), backend=backend, env=env,
               log=lambda *a, **k: said.append(a[0]))
     aside = list(out.glob("trajectories.run-*"))
     assert len(aside) == 1 and {p.name: p.read_text() for p in aside[0].glob("*.jsonl")} == finished
@@ -457,13 +458,14 @@ def test_inference_prompt_matches_the_sample_training_prompts(tmp_path):
 def test_run_group_dfsdt_writes_the_tree(env, tmp_path):
     outputs = iter([step("nope", {}), step(CW, {"city": "Paris"}), ANSWER])
     backend = Scripted(lambda conversation: next(outputs))
-    inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl", method="dfsdt", dfsdt_width=2)
+    inference.run_group([query(1)], backend, env, tmp_path / "g.jsonl",
+                        Inference(method="dfsdt", dfsdt_width=2))
     line = trajectories.read(tmp_path / "g.jsonl", partial=True)[0]
     assert line["method"] == "dfsdt" and line["finish_type"] == "give_answer"
     assert line["parse_errors"] == 1 and line["total_steps"] == 2      # the dead end counts, off the chain
     assert len(line["tree"]["children"]) == 2 and line["answer"]["method"] == "DFS_woFilter_w2"
-    with pytest.raises(ValueError, match="react or dfsdt"):
-        inference.run_group([query(2)], backend, env, tmp_path / "h.jsonl", method="bfs")
+    with pytest.raises(ValueError, match="react, dfsdt"):
+        inference.run_group([query(2)], backend, env, tmp_path / "h.jsonl", Inference(method="bfs"))
 
 
 def test_hf_backend_feeds_the_model_on_its_own_device(monkeypatch):
@@ -576,7 +578,7 @@ def test_stage_run_counts_tool_errors_and_redoes_queries_that_failed_in_transpor
         assert (q3["tool_calls"], q3["tool_transport_errors"]) == (2, 1)
         # the server is back: a rerun (also with a longer time-out: the same run) redoes query 2 only
         flaky.down = False
-        cfg["inference"]["tool_timeout_s"] = 120
+        cfg = config.derive(cfg, {"inference.tool_timeout_s": 120})
         again = inference.run(cfg, backend=Scripted(by_query(plans)), log=None)
     g = again["groups"]["G1_instruction"]
     assert (g["ran_now"], g["skipped_done"], g["queries"], g["transport_failed"]) == (1, 3, 4, 0)
@@ -609,8 +611,8 @@ def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
     with LoopbackServer(flaky) as server:
         env = virtual_env.VirtualToolEnv(server.url + "/virtual", retries=0)
         with pytest.raises(environments.EnvUnavailable) as err:
-            inference.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3, batch_size=4,
-                            max_transport_error_share=0.25)
+            inference.run_group(queries, Scripted(by_query(plans)), env, path,
+                                Inference(max_iterations=3, batch_size=4, max_transport_error_share=0.25))
         # 4 ok calls, then 4 rounds of 4 failing ones: 16 of 20 > 25 %
         message = str(err.value)
         assert "16 of 20 tool calls failed in transport" in message and server.url + "/virtual" in message
@@ -619,13 +621,13 @@ def test_run_group_stops_when_transport_errors_pass_the_share(tmp_path):
         assert [l["query_id"] for l in trajectories.read(path, partial=True)] == [0, 1, 2, 3]
         # fewer than MIN_TOOL_CALLS calls never stop, nor does a share of None
         counters = inference.run_group(queries[4:9], Scripted(by_query(plans)), env, tmp_path / "h.jsonl",
-                                   max_iterations=3, batch_size=8, max_transport_error_share=0.25)
+                                       Inference(max_iterations=3, batch_size=8, max_transport_error_share=0.25))
         assert counters["transport_failed"] == 5 and counters["tool_transport_errors"] == 15
         assert trajectories.read(tmp_path / "h.jsonl", partial=True) == []
         counters = inference.run_group(queries[4:], Scripted(by_query(plans)), env, tmp_path / "i.jsonl",
-                                   max_iterations=3, batch_size=8, max_transport_error_share=None)
+                                       Inference(max_iterations=3, batch_size=8, max_transport_error_share=None))
         assert counters["tool_transport_errors"] == 24 and counters["transport_failed"] == 8
         flaky.down = False
-        counters = inference.run_group(queries, Scripted(by_query(plans)), env, path, max_iterations=3,
-                                   batch_size=4, max_transport_error_share=0.25)
+        counters = inference.run_group(queries, Scripted(by_query(plans)), env, path,
+                                       Inference(max_iterations=3, batch_size=4, max_transport_error_share=0.25))
     assert counters["skipped"] == 4 and counters["ran"] == 8 and counters["tool_transport_errors"] == 0

@@ -28,7 +28,7 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
     qs = {"G1_instruction": [query(1), query(2), query(3)], "G3_instruction": [query(10), query(11)]}
     cfg = make_cfg(tmp_path, {"G1_instruction": g1, "G3_instruction": g3}, qs, kind="offline")
     table = judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     rows = read_csv(out / "pass_rate.csv")
     assert list(rows[0]) == pass_rates.CSV_COLUMNS
     assert {r["aggregation"] for r in rows} == {"majority", "mean"}
@@ -67,7 +67,7 @@ def test_offline_run_writes_both_aggregations_labelled_offline_and_resumes(tmp_p
 def test_a_second_stage_04_on_the_same_folder_is_refused_and_judges_nothing(tmp_path):
     cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)]}, {"G1_instruction": [query(1)]},
                    kind="offline")
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     with store.exclusive(out / "judgments", "stage 04 judge"):     # another run holds it
         with pytest.raises(store.FolderBusy, match=r"judgments is being written by another run \(pid \d+, stage 04"):
             judge.run(cfg, log=lambda *a: None)
@@ -81,8 +81,8 @@ def test_stage_04_judges_the_queries_stage_03_selects_and_leaves_the_rest(tmp_pa
     trajs = [traj(1, GOOD), traj(2, GOOD), traj(3, GOOD[:1], finish_type="max_iterations")]
     cfg = make_cfg(tmp_path, {"G1_instruction": trajs}, {"G1_instruction": [query(i) for i in (1, 2, 3)]},
                    kind="offline")
-    cfg["inference"]["max_queries_per_group"] = 1
-    out = Path(cfg["output_dir"])
+    cfg = config.derive(cfg, {"inference.max_queries_per_group": 1})
+    out = Path(cfg.output_dir)
     file_before = (out / "trajectories" / "G1_instruction.jsonl").read_bytes()
     logged = []
     judge.run(cfg, log=logged.append)
@@ -97,7 +97,7 @@ def test_stage_04_judges_the_queries_stage_03_selects_and_leaves_the_rest(tmp_pa
     assert (out / "trajectories" / "G1_instruction.jsonl").read_bytes() == file_before   # untouched
     # Two selected, one never run by stage 03: judged what there is, and said so as a warning.
     (out / "trajectories" / "G1_instruction.jsonl").write_text(json.dumps(traj(2, GOOD)) + "\n")
-    cfg["inference"]["max_queries_per_group"] = 2
+    cfg = config.derive(cfg, {"inference.max_queries_per_group": 2})
     logged.clear()
     judge.run(cfg, log=logged.append)
     assert ("WARNING: G1_instruction: 1 of the 2 selected queries have no trajectory "
@@ -109,7 +109,7 @@ def test_a_group_without_queries_is_named_not_a_silent_nan(tmp_path):
     cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)], "G2_instruction": []}, qs, kind="offline")
     logged = []
     judge.run(cfg, log=logged.append)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     assert any(line.startswith("WARNING: G2_instruction: ") and "no queries" in line for line in logged)
     assert "G2_instruction: no queries" in (out / "pass_rate.md").read_text()
     rows = read_csv(out / "pass_rate.csv")
@@ -134,7 +134,7 @@ def test_checks_without_any_call_report_no_rate_not_100(tmp_path):
     qs = {"G1_instruction": [query(1)], "G2_instruction": [query(2), query(3)]}
     cfg = make_cfg(tmp_path, {"G1_instruction": g1, "G2_instruction": g2}, qs, kind="offline")
     judge.run(cfg, log=lambda *a: None)
-    checks = {r["group"]: r for r in read_csv(Path(cfg["output_dir"]) / "checks.csv")}
+    checks = {r["group"]: r for r in read_csv(Path(cfg.output_dir) / "checks.csv")}
     none = checks["G1_instruction"]
     assert none["valid_names"] == none["valid_inputs"] == none["hallucination_rate"] == ""    # not 100
     assert (none["n_calls"], none["with_calls"]) == ("0", "0")
@@ -151,7 +151,7 @@ def test_overall_over_some_groups_names_them(tmp_path):
     cfg = make_cfg(tmp_path, {g: [traj(i, GOOD)] for i, g in enumerate(three)},
                    {g: [query(i)] for i, g in enumerate(three)}, kind="offline")
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     rows = {(r["aggregation"], r["group"]): r for r in read_csv(out / "pass_rate.csv")}
     assert rows["majority", "overall"]["covers"] == "G1_instruction+G2_instruction+G3_instruction"
     assert rows["majority", "G2_instruction"]["covers"] == "G2_instruction"
@@ -170,13 +170,13 @@ def test_llm_judge_end_to_end_votes_cache_and_no_key_on_disk(tmp_path, server, m
              traj(5, GOOD[:1], "SOLVED but never finished", finish_type="max_iterations")]
     cfg = llm_cfg(tmp_path, server, trajs, monkeypatch, max_workers=3)
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     # Requests per assessment: SOLVED 1, UNSOLVED 2 (answer, task), UNSURE 3 (answer, whole run,
     # task), NOPE 2, pre-check fail 0; four assessments each.
     assert len(server.requests) == 4 * (1 + 2 + 3 + 2 + 0)
     assert server.auth == {f"Bearer {SECRET}"}
     seeds = sorted({r["seed"] for r in server.bodies})
-    assert seeds == [cfg["judge"]["seed"] + i for i in range(4)]     # distinct samples per index
+    assert seeds == [cfg.judge.seed + i for i in range(4)]     # distinct samples per index
     assert {r["temperature"] for r in server.bodies} == {0.2}
     recs = {r["query_id"]: r for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     assert recs[1]["passed"] and recs[1]["score_mean"] == 1.0 and recs[1]["votes"]["pass"] == 4
@@ -217,7 +217,7 @@ def test_a_given_up_answer_is_asked_whether_its_task_was_solvable(tmp_path, serv
              traj(4, GOOD, "SOLVED please")]
     cfg = llm_cfg(tmp_path, server, trajs, monkeypatch)
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     recs = {r["query_id"]: r for r in store.read_jsonl(out / "judgments" / "G1_instruction.jsonl")}
     for qid in (1, 2, 3):
         assert [c["function"] for a in recs[qid]["assessments"] for c in a["calls"]] == ["check_task_solvable"] * 4
@@ -236,7 +236,7 @@ def test_the_offline_judge_fails_a_given_up_answer_and_says_toolEval_would_ask(t
     cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, give_up, finish_type="give_up_and_restart")]},
                    {"G1_instruction": [query(1)]}, kind="offline")
     judge.run(cfg, log=lambda *a: None)
-    rec = store.read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
+    rec = store.read_jsonl(Path(cfg.output_dir) / "judgments" / "G1_instruction.jsonl")[0]
     assert not rec["passed"]
     assert "ToolEval would still ask whether the task was solvable" in rec["assessments"][0]["reason"]
 
@@ -253,13 +253,13 @@ def test_stage_04_says_what_it_will_send_and_stops_at_max_calls_then_resumes(tmp
     # Three queries ask a first call in each of 4 assessments; the one without Finish asks none.
     assert said[0].startswith("12 judge calls (at most 28 ") and "0 cached" in said[0]
     assert len(server.requests) == 5
-    cfg["judge"]["max_calls"] = None
+    cfg = config.derive(cfg, {"judge.max_calls": None})
     said.clear()
     judge.run(cfg, log=said.append)
     # SOLVED 1 call, UNSOLVED 2, give-up 1 (the task), four assessments each: 16 in all, none twice.
     assert len(server.requests) == 16
     assert "cached" in said[0] and not said[0].startswith("12 ")
-    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    summary = json.loads((Path(cfg.output_dir) / "judge_summary.json").read_text())
     assert set(summary["served_models"]) == {"fake-judge"} and summary["served_model_warning"] is None
 
 
@@ -282,9 +282,9 @@ def test_the_example_is_the_first_answer_the_judge_looks_at_and_judges_as_the_st
     by_hand = {}
     for t in g1:      # as notebook 04 does for its one example, for each kind of outcome
         checks = trajectory_checks.deterministic_checks(t, query(t["query_id"]))
-        by_hand[t["query_id"]] = judgments.judge_query(t, checks, None, 4, cfg["judge"]["seed"], "G1_instruction")
+        by_hand[t["query_id"]] = judgments.judge_query(t, checks, None, 4, cfg.judge.seed, "G1_instruction")
     judge.run(cfg, log=lambda *a: None)
-    stored = judgments.read_judgments(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl",
+    stored = judgments.read_judgments(Path(cfg.output_dir) / "judgments" / "G1_instruction.jsonl",
                                       "offline judge", 4)
     assert {qid: stored[str(qid)] for qid in by_hand} == by_hand
     assert [a["coin"] for a in by_hand[3]["assessments"]] == [True] * 4     # Unsure: coins, seeded
@@ -302,9 +302,9 @@ def test_the_first_request_is_what_the_llm_judge_sends(tmp_path, server, monkeyp
     request = judge.first_request(judgments.make_judge(cfg), judge.example_trajectory(cfg)["trajectory"])
     assert not server.requests                                        # built, not sent
     assert request["messages"] == tooleval.prompt_messages("check_answer_status", request["fields"])
-    assert request["params"]["seed"] == cfg["judge"]["seed"]           # assessment 0
+    assert request["params"]["seed"] == cfg.judge.seed           # assessment 0
     judge.run(cfg, log=lambda *a: None)
-    first = [b for b in server.bodies if b["seed"] == cfg["judge"]["seed"]]
+    first = [b for b in server.bodies if b["seed"] == cfg.judge.seed]
     assert [(b["messages"], b["temperature"], b["max_tokens"]) for b in first] == [
         (request["messages"], request["params"]["temperature"], request["params"]["max_tokens"])]
 
@@ -314,6 +314,6 @@ def test_a_test_group_of_another_name_is_judged_too(tmp_path):
     cfg = make_cfg(tmp_path, {"my_group": [traj(1, GOOD)], "G1_instruction": [traj(2, GOOD)]},
                    {"my_group": [query(1)], "G1_instruction": [query(2)]}, kind="offline")
     judge.run(cfg, log=lambda *a: None)
-    rows = [r for r in read_csv(Path(cfg["output_dir"]) / "pass_rate.csv") if r["aggregation"] == "majority"]
+    rows = [r for r in read_csv(Path(cfg.output_dir) / "pass_rate.csv") if r["aggregation"] == "majority"]
     assert [r["group"] for r in rows] == ["G1_instruction", "my_group", "overall"]
     assert rows[-1]["covers"] == "G1_instruction+my_group"

@@ -29,7 +29,7 @@ def test_llm_judge_resumes_an_interrupted_run(tmp_path, server, monkeypatch):
     monkeypatch.setattr(judgments, "judge_query", crash_on_third)
     with pytest.raises(KeyboardInterrupt):
         judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     assert len((out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()) == 2
     monkeypatch.setattr(judgments, "judge_query", original)
     sent = len(server.requests)

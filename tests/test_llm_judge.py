@@ -74,9 +74,9 @@ def test_retries_on_timeout_429_and_5xx_then_succeed(tmp_path, server, monkeypat
     assert time.time() - t0 < 3
     assert len(server.requests) == 4
     assert [h["x-stainless-retry-count"] for _, h, _ in server.requests] == ["0", "1", "2", "3"]
-    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    summary = json.loads((Path(cfg.output_dir) / "judge_summary.json").read_text())
     assert summary["requests"]["retries"] == 3 and summary["requests"]["requests"] == 4
-    rec = store.read_jsonl(Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")[0]
+    rec = store.read_jsonl(Path(cfg.output_dir) / "judgments" / "G1_instruction.jsonl")[0]
     assert rec["passed"] and rec["assessments"][0]["answer_status"] == "Solved"
 
 
@@ -89,14 +89,14 @@ def test_persistent_server_errors_raise_after_max_retries(tmp_path, server, monk
     assert all(s in str(err.value) for s in (server.url, "model fake-judge", "InternalServerError",
                                              "HTTP 500", "after 3 attempts")), str(err.value)
     assert len(server.requests) == 3
-    assert not (Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl").read_text()
+    assert not (Path(cfg.output_dir) / "judgments" / "G1_instruction.jsonl").read_text()
 
 
 def direct_judge(tmp_path, server, monkeypatch, **extra):
     """An LLMJudge on the fake server whose sleeps are recorded, not slept."""
     cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED")], monkeypatch, **extra)
     slept = []
-    return llm_judge.LLMJudge(cfg["judge"], llm_judge.JudgeCache(tmp_path / "cache.jsonl"), sleep=slept.append), slept
+    return llm_judge.LLMJudge(cfg.judge, llm_judge.JudgeCache(tmp_path / "cache.jsonl"), sleep=slept.append), slept
 
 
 def ask_solved(llm):
@@ -177,7 +177,7 @@ def test_malformed_replies_are_asked_again_then_counted_unsure(tmp_path, server,
     server.script = [("content", "{not json"), ("content", '{"answer_status": "Maybe"}')]
     judge.run(cfg, log=lambda *a: None)
     recs = {r["query_id"]: r for r in store.read_jsonl(
-        Path(cfg["output_dir"]) / "judgments" / "G1_instruction.jsonl")}
+        Path(cfg.output_dir) / "judgments" / "G1_instruction.jsonl")}
     first = recs[1]["assessments"][0]
     assert first["answer_status"] == "Solved" and first["calls"][0]["attempts"] == 3
     junk = recs[2]["assessments"][0]
@@ -185,7 +185,7 @@ def test_malformed_replies_are_asked_again_then_counted_unsure(tmp_path, server,
     assert junk["label"] == "Unsure" and junk["coin"]
     # answer check (3 attempts) + whole-run check (3) + task check (3) for JUNK, 3 for SOLVED
     assert len(server.requests) == 12
-    summary = json.loads((Path(cfg["output_dir"]) / "judge_summary.json").read_text())
+    summary = json.loads((Path(cfg.output_dir) / "judge_summary.json").read_text())
     assert summary["agreement"]["overall"]["malformed_assessments"] == 1
 
 
@@ -253,7 +253,7 @@ def evaluator_judge(tmp_path, server, monkeypatch, cache="judge_cache.jsonl", **
     folder = write_evaluator(tmp_path / "evaluator")
     cfg = llm_cfg(tmp_path, server, [traj(1, GOOD, "SOLVED")], monkeypatch,
                   evaluator_dir=str(folder), **extra)
-    return llm_judge.LLMJudge(cfg["judge"], llm_judge.JudgeCache(tmp_path / cache), sleep=lambda s: None)
+    return llm_judge.LLMJudge(cfg.judge, llm_judge.JudgeCache(tmp_path / cache), sleep=lambda s: None)
 
 
 @pytest.mark.parametrize("as_tool_call", [False, True])
@@ -311,8 +311,9 @@ def test_a_relative_evaluator_dir_is_read_from_the_repository_root(tmp_path, ser
     assert llm_judge.evaluator_path("x/y") == config.ROOT / "x" / "y"
     assert llm_judge.evaluator_path(tmp_path) == tmp_path
     with pytest.raises(tooleval_evaluator.EvaluatorError, match="not a folder"):
-        llm_judge.LLMJudge({**llm_cfg(tmp_path, server, [traj(1, GOOD)], monkeypatch)["judge"],
-                            "evaluator_dir": "no/such/evaluator"}, llm_judge.JudgeCache(tmp_path / "c"))
+        cfg = llm_cfg(tmp_path, server, [traj(1, GOOD)], monkeypatch)
+        llm_judge.LLMJudge(config.derive(cfg, {"judge.evaluator_dir": "no/such/evaluator"}).judge,
+                           llm_judge.JudgeCache(tmp_path / "c"))
 
 
 # ------------------------------------------------------------------------------------------------

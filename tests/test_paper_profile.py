@@ -46,10 +46,10 @@ def lay_out_toolbench(root):
     smoke = config.load("smoke")
     from lib.data import data as data_lib
     data_lib.ensure_sample(smoke)
-    shutil.copy(config.path(smoke, smoke["data"]["train_path"]), data / "toolllama_G123_dfs_train.json")
-    for f in sorted(config.path(smoke, smoke["data"]["test_dir"]).glob("*.json")):
+    shutil.copy(config.path(smoke, smoke.data.train_path), data / "toolllama_G123_dfs_train.json")
+    for f in sorted(config.path(smoke, smoke.data.test_dir).glob("*.json")):
         shutil.copy(f, data / "test_instruction" / f.name)
-    shutil.copytree(config.path(smoke, smoke["data"]["toolenv_dir"]) / "tools", data / "toolenv" / "tools")
+    shutil.copytree(config.path(smoke, smoke.data.toolenv_dir) / "tools", data / "toolenv" / "tools")
     return list(config.GROUPS)
 
 

@@ -31,15 +31,15 @@ def test_every_stage_wrote_its_outputs(smoke_run):
 def test_data_stage_counts_match_the_sample(smoke_run):
     out, cfg = smoke_run["out"], smoke_run["cfg"]
     stats = json.loads((out / "data_stats.json").read_text())
-    manifest = json.loads((run.config.path(cfg, cfg["data"]["sample_dir"]) / "MANIFEST.json").read_text())
+    manifest = json.loads((run.config.path(cfg, cfg.data.sample_dir) / "MANIFEST.json").read_text())
     assert stats["records_used"] == manifest["train_records"] == stats["examples_per_choice"]["record"]
     assert stats["stamp"] == "smoke profile: not the paper's numbers"
 
 
 def test_one_trajectory_per_test_query_and_a_pass_rate_per_group(smoke_run):
     out, cfg = smoke_run["out"], smoke_run["cfg"]
-    test_dir = run.config.path(cfg, cfg["data"]["test_dir"])
-    groups = cfg["inference"]["groups"]
+    test_dir = run.config.path(cfg, cfg.data.test_dir)
+    groups = cfg.inference.groups
     for group in groups:
         queries = json.loads((test_dir / f"{group}.json").read_text())
         lines = (out / "trajectories" / f"{group}.jsonl").read_text().splitlines()

@@ -7,6 +7,7 @@ import torch
 import yaml
 
 from lib.common import config
+from lib.common.settings import Inference
 from lib.models import backends, model as model_lib
 from lib.models.prefix_cache import PrefixCache, common_prefix
 
@@ -82,10 +83,10 @@ def test_longest_prefix_keeps_one_token_to_run_and_capacity_drops_the_oldest():
 
 def test_profiles_say_whether_they_reuse(tokenizer):
     smoke = config.load("smoke")
-    assert smoke["inference"]["reuse_kv_cache"] is True
-    assert config.load("paper")["inference"]["reuse_kv_cache"] is False
+    assert smoke.inference.reuse_kv_cache is True
+    assert config.load("paper").inference.reuse_kv_cache is False
     backend = backends.hf_backend(smoke, tiny("opt", tokenizer), tokenizer)
-    assert backend.prefix_cache.capacity == 2 * smoke["inference"]["batch_size"]
+    assert backend.prefix_cache.capacity == 2 * smoke.inference.batch_size
 
 
 def questions() -> list[list[dict]]:
@@ -153,7 +154,7 @@ def test_run_groups_lets_a_waiting_query_in_as_soon_as_a_turn_ends(tokenizer, tm
 
         backend.advance = watched
         path = tmp_path / f"chunk-{chunk}.jsonl"
-        counters = inference.run_group(queries, backend, env, path, max_iterations=3, batch_size=3)
+        counters = inference.run_group(queries, backend, env, path, Inference(max_iterations=3, batch_size=3))
         lines[chunk] = trajectories.read(path, partial=True)
         calls[chunk] = counters["generate_calls"]
         assert any(mixed) == bool(chunk)

@@ -412,7 +412,7 @@ def test_openai_backend_endpoint(tmp_path, monkeypatch):
         cfg = paper_cfg(tmp_path, **{"inference.backend": "openai", "inference.openai_base_url": server.url + "/v1",
                                      "inference.openai_model": "other-model", "inference.openai_api_key_env": "JUDGE_KEY"})
         assert service_checks.backend_row(cfg, probe=True).status == "ok"
-        cfg["inference"]["openai_model"] = "absent"
+        cfg = config.derive(cfg, {"inference.openai_model": "absent"})
         row = service_checks.backend_row(cfg, probe=True)
         assert row.status == "warn" and row.key == "inference.openai_model"
     unset = paper_cfg(tmp_path, **{"inference.backend": "openai"})

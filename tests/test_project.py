@@ -260,7 +260,7 @@ def _known_key(section: str, key: str) -> bool:
 
 def test_notebooks_name_only_config_keys_that_exist():
     """A dotted key a notebook names (`inference.method` in prose, "judge.kind" in an override, a
-    cfg["judge"]["kind"] lookup) must be in the profile schema: a renamed key fails here, not in a
+    cfg.judge.kind lookup) must be in the profile schema: a renamed key fails here, not in a
     workshop. Names of lib modules' functions (`data.prepare`, `judge.run`) are not keys."""
     import importlib
     unknown = []

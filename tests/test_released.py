@@ -147,9 +147,9 @@ def test_stage_04_judges_released_runs_with_the_same_judge_on_our_queries(tmp_pa
         "1": converted(FINAL, ("get_weather_for_weather_hub", '{"city": "Paris"}', WEATHER), ("Finish", FINAL, "")),
         "2": converted("", ("get_weather_for_weather_hub", '{"city": "Paris"}', WEATHER)),
         "99": converted(FINAL, ("Finish", FINAL, ""))})           # not a query of our run: left out
-    cfg["judge"]["released"] = [{"name": "Baseline (released answers)", "path": str(path.parent)}]
+    cfg = config.derive(cfg, {"judge.released": [{"name": "Baseline (released answers)", "path": str(path.parent)}]})
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     rows = {(r["aggregation"], r["group"]): r
             for r in read_csv(out / "released" / "Baseline_released_answers" / "pass_rate.csv")}
     row = rows["majority", "G1_instruction"]
@@ -163,10 +163,10 @@ def test_stage_04_judges_released_runs_with_the_same_judge_on_our_queries(tmp_pa
 
 def test_a_bad_released_entry_fails_before_anything_is_judged(tmp_path):
     cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)]}, {"G1_instruction": [query(1)]}, kind="offline")
-    cfg["judge"]["released"] = [{"name": "x", "path": str(tmp_path / "nowhere")}]
+    cfg = config.derive(cfg, {"judge.released": [{"name": "x", "path": str(tmp_path / "nowhere")}]})
     with pytest.raises(config.ConfigError, match=r"judge.released\[0\]: path .*nowhere does not exist"):
         judge.run(cfg, log=lambda *a: None)
-    assert not (Path(cfg["output_dir"]) / "judgments").exists()
+    assert not (Path(cfg.output_dir) / "judgments").exists()
 
 
 def test_the_command_line_rejudges_a_file_a_group_at_a_time(tmp_path, capsys):
@@ -201,8 +201,8 @@ def test_calibration_sets_rejudged_beside_published_with_the_gap(tmp_path):
     cfg = make_cfg(tmp_path, {}, kind="offline")
     released_runs.rejudge(cfg, str(tmp_path / "answers" / "G1_instruction.json"), "G1_instruction",
                   "ChatGPT-CoT (released answers)", log=lambda *a: None)
-    paper = report.reference_series(config.path(cfg, cfg["report"]["paper_results"]), "paper")
-    readme = report.reference_series(config.path(cfg, cfg["report"]["toolbench_results"]), "readme")
+    paper = report.reference_series(config.path(cfg, cfg.report.paper_results), "paper")
+    readme = report.reference_series(config.path(cfg, cfg.report.toolbench_results), "readme")
     rows = calibration.calibration_rows(calibration.released_runs(cfg), paper, readme)
     row = next(r for r in rows if r["group"] == "G1_instruction")
     assert (row["compare_to"], row["rejudged"], row["paper"], row["readme"]) == ("ChatGPT-CoT", 100.0, 33.0, 41.5)
@@ -217,5 +217,5 @@ def test_calibration_sets_rejudged_beside_published_with_the_gap(tmp_path):
 
 def test_released_baselines_are_judged_once_not_again_for_the_untrained_model(tmp_path):
     cfg = make_cfg(tmp_path, {}, kind="offline")
-    cfg["judge"]["released"] = [{"name": "x", "path": "somewhere"}]
-    assert untrained.settings(cfg)["judge"]["released"] == [] and cfg["judge"]["released"]
+    cfg = config.derive(cfg, {"judge.released": [{"name": "x", "path": "somewhere"}]})
+    assert untrained.settings(cfg).judge.released == [] and cfg.judge.released

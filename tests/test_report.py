@@ -63,8 +63,8 @@ def smoke_run(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("report")
     extra = write_pass_rate(tmp / "other" / "pass_rate.csv", rows=[(g, n, n - p) for g, n, p in FIXED])
     cfg = load_cfg(tmp, **{"report.runs": [{"label": "Other run", "path": str(extra)}]})
-    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv")
-    write_pass_rate(Path(cfg["output_dir"]) / "untrained" / "pass_rate.csv", rows=[(g, n, 0) for g, n, _ in FIXED])
+    write_pass_rate(Path(cfg.output_dir) / "pass_rate.csv")
+    write_pass_rate(Path(cfg.output_dir) / "untrained" / "pass_rate.csv", rows=[(g, n, 0) for g, n, _ in FIXED])
     return cfg, report.run(cfg)
 
 
@@ -224,7 +224,7 @@ def test_paper_profile_without_upstream_outputs(tmp_path):
 def test_stage_04_names_majority_vote_and_offline_judge(tmp_path):
     """Stage 04 writes aggregation majority_vote / mean_score and judge "offline judge"."""
     cfg = load_cfg(tmp_path)
-    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", judge="offline judge",
+    write_pass_rate(Path(cfg.output_dir) / "pass_rate.csv", judge="offline judge",
                     aggregations=("mean_score", "majority_vote"))
     paths = report.run(cfg)
     t1 = {r["row"]: r for r in read_csv(paths["table1_csv"])}
@@ -236,7 +236,7 @@ def test_stage_04_names_majority_vote_and_offline_judge(tmp_path):
 
 def test_judge_note_absent_for_llm_judge(tmp_path):
     cfg = load_cfg(tmp_path, profile="paper")
-    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", judge="gpt-3.5-turbo-16k",
+    write_pass_rate(Path(cfg.output_dir) / "pass_rate.csv", judge="gpt-3.5-turbo-16k",
                     aggregations=("majority",))
     text = report.run(cfg)["table1_md"].read_text()
     assert OFFLINE_NOTE not in text and "gpt-3.5-turbo-16k" in text
@@ -250,7 +250,7 @@ THREE_NOTE = ("overall over 3 of 6 groups: G1_instruction, G2_instruction, G3_in
 def test_overall_over_three_groups_is_labelled(tmp_path):
     """A run over StableToolBench's three sample groups: its overall is not the paper's 77.55."""
     cfg = load_cfg(tmp_path, profile="paper")            # not "not comparable" for being a smoke run
-    write_pass_rate(Path(cfg["output_dir"]) / "pass_rate.csv", rows=[r for r in FIXED if r[0] in THREE])
+    write_pass_rate(Path(cfg.output_dir) / "pass_rate.csv", rows=[r for r in FIXED if r[0] in THREE])
     paths = report.run(cfg)
     ours = {r["row"]: r for r in read_csv(paths["table1_csv"])}["Fine-tuned (paper)"]
     assert ours["covers"] == "+".join(THREE) and THREE_NOTE in ours["figure"]

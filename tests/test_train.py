@@ -58,7 +58,7 @@ def cfg(tmp_path, records):
     Dataset.from_list(records).save_to_disk(str(tmp_path / "sft"))
     texts = [m["content"] for r in records for m in r["prompt"] + r["completion"]]
     tokenizer = model_lib.train_tokenizer(texts * 4, TINY["vocab_size"])
-    tokenizer.chat_template = cfg["model"]["chat_template"]
+    tokenizer.chat_template = cfg.model.chat_template
     tokenizer.save_pretrained(str(tmp_path / "tokenizer"))
     return cfg
 
@@ -81,7 +81,7 @@ class CrashAfter(TrainerCallback):
 def test_train_section_is_sftconfig_verbatim(cfg, tmp_path):
     from trl import SFTConfig
     args, precision = train.sft_config(cfg)
-    direct = SFTConfig(output_dir=str(tmp_path / "checkpoints"), **cfg["train"])
+    direct = SFTConfig(output_dir=str(tmp_path / "checkpoints"), **cfg.train)
     assert args.to_dict() == direct.to_dict()          # nothing renamed, dropped or added
     assert (args.learning_rate, args.per_device_train_batch_size) == (3e-3, 4)
     assert args.output_dir == str(tmp_path / "checkpoints")
@@ -185,7 +185,7 @@ def test_tiny_model_tied_to_tokenizer(cfg):
 def test_run_resume_and_determinism(cfg, tmp_path_factory):
     # Reference: an uninterrupted run.
     summary = train.run(cfg)
-    out = config.path(cfg, cfg["output_dir"])
+    out = config.path(cfg, cfg.output_dir)
     log = store.read_jsonl(out / "train_log.jsonl")
     steps = summary["optimizer_steps"]
     assert steps == trainer_steps.steps_per_epoch(24, 4, 1)["ceil"] == 6
@@ -193,11 +193,11 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
     assert summary["examples"] == 24 and summary["heldout_examples"] == 4
     assert (out / "model" / "model.safetensors").exists() and (out / "figures" / "loss_curve.png").exists()
     saved = json.loads((out / "train_summary.json").read_text())
-    assert saved["final_loss"] == log[-1]["loss"] and saved["stamp"] == cfg["stamp"]
+    assert saved["final_loss"] == log[-1]["loss"] and saved["stamp"] == cfg.stamp
     assert 0 <= saved["format_rate_trained"] <= 1 and saved["precision"] == "fp32"
     # Downstream loads model/ like any hub model.
     reloaded = AutoModelForCausalLM.from_pretrained(str(out / "model"))
-    assert AutoTokenizer.from_pretrained(str(out / "model")).chat_template == cfg["model"]["chat_template"]
+    assert AutoTokenizer.from_pretrained(str(out / "model")).chat_template == cfg.model.chat_template
     assert reloaded.config.vocab_size == len(AutoTokenizer.from_pretrained(str(out / "model")))
 
     # Same seed, another folder: the same losses, bit for bit.
@@ -229,7 +229,7 @@ def test_run_resume_and_determinism(cfg, tmp_path_factory):
 
 
 def test_training_further_resumes_and_a_second_run_is_refused(cfg):
-    out = config.path(cfg, cfg["output_dir"])
+    out = config.path(cfg, cfg.output_dir)
     four = make_cfg(out, train={**FAST_TRAIN, "max_steps": 4})
     assert train.run(four)["optimizer_steps"] == 4
     six = make_cfg(out, train={**FAST_TRAIN, "max_steps": 6})
@@ -266,7 +266,7 @@ def _train_in_another_process(cfg) -> str:
 
 
 def test_checkpoints_of_another_config_are_set_aside_not_deleted(cfg):
-    out = config.path(cfg, cfg["output_dir"])
+    out = config.path(cfg, cfg.output_dir)
     checkpoints = config.output_dir(cfg, "checkpoints")
     (checkpoints / "checkpoint-99").mkdir()
     said = []
@@ -306,7 +306,7 @@ def test_paper_profile_loads_a_local_folder(cfg, tmp_path):
     paper = config.load("paper", {"model.name_or_path": str(folder)})
     loaded_tokenizer = model_lib.load_tokenizer(paper)
     loaded = model_lib.load_model(paper, loaded_tokenizer)
-    assert loaded_tokenizer.chat_template == paper["model"]["chat_template"]
+    assert loaded_tokenizer.chat_template == paper.model.chat_template
     assert model_lib.max_positions(paper) == TINY["max_position_embeddings"]
     for (name, a), (_, b) in zip(tiny.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
@@ -318,7 +318,7 @@ def test_lora_run_saves_a_merged_model(cfg, tmp_path):
     cfg = make_cfg(tmp_path, lora=lora, train={**FAST_TRAIN, "max_steps": 2, "save_strategy": "no"},
                    format_check={"heldout": 2, "max_new_tokens": 4})
     tokenizer = model_lib.load_tokenizer(cfg)
-    torch.manual_seed(cfg["seed"])
+    torch.manual_seed(cfg.seed)
     base = model_lib.load_model(cfg, tokenizer).state_dict()
     summary = train.run(cfg)
     assert summary["lora"] and summary["optimizer_steps"] == 2
@@ -339,7 +339,7 @@ def test_half_precision_checkpoint_is_loaded_in_float32_for_mixed_precision(cfg,
                                      num_attention_heads=2, word_embed_proj_dim=16)
     assert json.loads((folder / "config.json").read_text())["dtype"] == "float16"
     paper = config.load("paper", {"model.name_or_path": str(folder)})
-    assert paper["train"]["fp16"]
+    assert paper.train["fp16"]
     loaded = model_lib.load_model(paper, model_lib.load_tokenizer(paper))
     assert {p.dtype for p in loaded.parameters()} == {torch.float32}
     # Keeping the stored half precision with fp16 training is refused, naming the key.

@@ -21,7 +21,7 @@ def test_offline_win_rate_pass_beats_fail_and_ties_apart(tmp_path):
     cfg = make_cfg(tmp_path, {"G1_instruction": ours}, {"G1_instruction": [query(i) for i in (1, 2, 3)]},
                    kind="offline", win_rate_reference=str(tmp_path / "ref"))
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     prefs = {r["query_id"]: r for r in store.read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
     assert prefs[1]["outcome"] == "win" and prefs[1]["rounds"][0]["why"] == "pass beats fail"
     assert prefs[2]["outcome"] == "tie"                       # identical runs
@@ -40,7 +40,7 @@ def test_llm_win_rate_randomises_order_and_skips_the_judge_for_pass_vs_fail(tmp_
     write_jsonl(tmp_path / "ref" / "trajectories" / "G1_instruction.jsonl", ref)
     cfg = llm_cfg(tmp_path, server, ours, monkeypatch, win_rate_reference=str(tmp_path / "ref"))
     judge.run(cfg, log=lambda *a: None)
-    out = Path(cfg["output_dir"])
+    out = Path(cfg.output_dir)
     prefs = {r["query_id"]: r for r in store.read_jsonl(out / "preferences" / "G1_instruction.jsonl")}
     assert prefs[1]["outcome"] == "win" and prefs[2]["outcome"] == "loss"
     assert prefs[3]["outcome"] == "win" and all(r["call"] is None for r in prefs[3]["rounds"])
@@ -88,7 +88,7 @@ def _win_rows(tmp_path, ours, ref, kind="offline", server=None, monkeypatch=None
     else:
         cfg = llm_cfg(tmp_path, server, ours, monkeypatch, win_rate_reference=str(ref_dir))
     judge.run(cfg, log=lambda *a: None)
-    return {r["group"]: r for r in read_csv(Path(cfg["output_dir"]) / "win_rate.csv")}
+    return {r["group"]: r for r in read_csv(Path(cfg.output_dir) / "win_rate.csv")}
 
 
 def test_a_run_against_itself_is_a_50_percent_win_rate(tmp_path, server, monkeypatch):

@@ -34,5 +34,5 @@ def format_rate(model, tokenizer, heldout, cfg: dict) -> float | None:
     """Share of held-out prompts whose greedy completion parses as a ReAct step (None: no slice)."""
     if len(heldout) == 0:
         return None
-    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg["format_check"]["max_new_tokens"])
+    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg.format_check.max_new_tokens)
     return round(sum(parses(t) for t in texts) / len(texts), 4)

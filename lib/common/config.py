@@ -1,9 +1,11 @@
 """Profiles: configs/<profile>.yaml holds every knob of a run.
 
 `load("smoke", {"train.max_steps": 5})` reads the profile (and the bases it `extends`), applies
-overrides and checks every key against the schema below, so a typo fails before stage 01. `train`
-is TRL's `SFTConfig` and `lora` peft's `LoraConfig`, checked against and built from those classes.
-How files merge: docs/profiles.md.
+overrides, checks every key against lib/common/settings.py's dataclasses, so a typo fails before
+stage 01, and returns the profile as those dataclasses (`cfg.inference.method`). `train` is TRL's
+`SFTConfig` and `lora` peft's `LoraConfig`, checked against and built from those classes. `derive`
+makes a checked copy with named changes (the untrained run's profile). How files merge:
+docs/profiles.md.
 """
 from __future__ import annotations
 
@@ -21,107 +23,27 @@ from typing import Any
 
 import yaml
 
-from lib.common import gguf_model, store
+from lib.common import gguf_model, settings, store
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
 
-ANY = None          # a leaf: any value
+ANY = settings.ANY
 MAPPING = dict      # a free-form mapping (e.g. OPTConfig keyword arguments)
+Leaf = settings.Leaf
 
-
-@dataclasses.dataclass(frozen=True)
-class Leaf:
-    """What one key's value may be: of `types` (a float key takes an int too), one of `choices`,
-    at least `low`; null (None) allowed unless `null=False`."""
-    types: tuple = ()
-    choices: tuple = ()
-    low: float | None = None
-    null: bool = True
-
-    def problem(self, value: Any) -> str | None:
-        if value is None:
-            return None if self.null else "must be set"
-        if self.choices:
-            return None if value in self.choices else f"must be one of {', '.join(map(str, self.choices))}"
-        kinds = tuple(int if t is float else t for t in self.types) + self.types
-        if self.types and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in self.types)):
-            names = " or ".join(t.__name__ for t in self.types)
-            hint = ""
-            if isinstance(value, str) and float in self.types and _is_number(value):
-                hint = " (YAML reads 1e-4 as text: write 1.0e-4)"
-            return f"must be {names}, got {type(value).__name__} {value!r}{hint}"
-        if self.low is not None and value < self.low:
-            return f"must be at least {self.low}, got {value!r}"
-        return None
-
-
-def _is_number(text: str) -> bool:
-    try:
-        float(text)
-        return True
-    except ValueError:
-        return False
-
-
-def one_of(*choices, null: bool = False) -> Leaf:
-    return Leaf(choices=choices + ((None,) if null else ()), null=null)
-
-
-STR, BOOL, LIST = Leaf((str,)), Leaf((bool,)), Leaf((list,))
-INT = Leaf((int,))
-COUNT, POSITIVE = Leaf((int,), low=0), Leaf((int,), low=1)
-SHARE = Leaf((float,), low=0)
-
-SCHEMA: dict[str, Any] = {
-    "extends": STR,         # the profile this one is merged over (read by load, not in its result)
-    "profile": STR,
-    "seed": Leaf((int,), null=False),
-    "output_dir": Leaf((str,), null=False),
-    "stamp": STR,
-    "data": {
-        "sample_dir": STR, "generate_sample": BOOL, "train_path": STR, "test_dir": STR,
-        "toolenv_dir": STR, "example_per": one_of("record", "assistant_turn", "conversation"),
-        "on_bad_record": one_of("raise", "skip"), "num_proc": POSITIVE,
-        "max_records": COUNT, "histogram_bins": POSITIVE, "sample_train_queries": COUNT,
-        "sample_queries_per_group": COUNT, "sample_invented_values": SHARE, "sample_retry_share": SHARE,
-        "answer_methods": LIST, "retried_calls_in_loss": BOOL,
-    },
-    "model": {
-        "name_or_path": STR, "tiny": MAPPING, "tokenizer_train_texts": POSITIVE, "chat_template": STR,
-        "over_max_positions": one_of("truncate", "drop", null=True), "dtype": STR,
-        "tokenizer_pretokenize": STR,
-        # A GGUF file an installed package ships (lib/common/gguf_model.py): converted once, then loaded
-        # through name_or_path like any local folder.
-        "gguf": {"package": Leaf((str,), null=False), "file": Leaf((str,), null=False)},
-    },
-    "format_check": {"heldout": COUNT, "max_new_tokens": POSITIVE, "curve_points": COUNT},
-    "train": "SFTConfig",
-    "lora": "LoraConfig",
-    "inference": {
-        "groups": LIST, "max_queries_per_group": POSITIVE, "method": one_of("react", "dfsdt"),
-        "backend": one_of("hf", "openai"), "tool_env": one_of("offline", "virtual", "rapidapi"),
-        "temperature": SHARE, "max_iterations": POSITIVE, "batch_size": POSITIVE,
-        "max_new_tokens": POSITIVE, "dfsdt_width": POSITIVE, "dfsdt_max_expansions": POSITIVE,
-        "openai_base_url": STR, "openai_model": STR, "openai_api_key_env": STR,
-        "openai_function_role": one_of("user", "function", null=True),
-        "virtual_server_url": STR, "toolbench_key_env": STR, "rapidapi_key_env": STR,
-        "model_dir": STR, "max_observation_length": POSITIVE, "dtype": STR, "untrained_run": BOOL,
-        "tool_timeout_s": Leaf((float,), low=1), "max_transport_error_share": SHARE,
-        "reuse_kv_cache": BOOL, "decode_chunk": POSITIVE,
-    },
-    "judge": {
-        "kind": one_of("offline", "llm"), "evaluate_times": POSITIVE, "base_url": STR, "model": STR,
-        "api_key_env": STR, "temperature": SHARE, "max_retries": COUNT, "timeout_s": SHARE,
-        "seed": INT, "win_rate_reference": STR, "max_tokens": POSITIVE, "retry_backoff_s": SHARE,
-        "malformed_retries": COUNT, "max_workers": POSITIVE, "max_calls": COUNT, "evaluator_dir": STR,
-        "released": LIST,
-    },
-    "report": {
-        "paper_results": STR, "toolbench_results": STR, "paper_claims": STR, "runs": LIST,
-        "contamination_ngram": POSITIVE, "contamination_threshold": SHARE,
-    },
-}
+# {section: {key: Leaf}} (or "SFTConfig"/"LoraConfig": checked against those classes), made from the
+# dataclasses of lib/common/settings.py: the one place a knob's type, default and values are written.
+SCHEMA: dict[str, Any] = {"extends": Leaf((str,))}     # the profile this one is merged over (read by load)
+for _field in dataclasses.fields(settings.Profile):
+    _name = _field.name
+    _cls = settings.section_class(_name)
+    if _cls is not None:
+        SCHEMA[_name] = settings.schema_of(_cls)
+    elif _name in ("train", "lora"):
+        SCHEMA[_name] = {"train": "SFTConfig", "lora": "LoraConfig"}[_name]
+    elif _name not in ("config_path", "root"):
+        SCHEMA[_name] = settings.leaf_of(_field, settings.HINTS[_name])
 
 GROUPS = ["G1_instruction", "G1_category", "G1_tool", "G2_instruction", "G2_category", "G3_instruction"]
 
@@ -141,25 +63,6 @@ def _library_class(name: str):
     raise KeyError(name)
 
 
-def _leaf_from_hint(hint) -> Leaf:
-    """The Leaf a dataclass field's type annotation implies (ANY where it is not a plain one)."""
-    import enum
-    import types
-    import typing
-    args = typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
-    null = type(None) in args
-    args = tuple(a for a in args if a is not type(None))
-    enums = [a for a in args if isinstance(a, type) and issubclass(a, enum.Enum)]
-    if enums:       # e.g. lr_scheduler_type: Union[SchedulerType, str] takes the enum's values
-        return one_of(*(e.value for e in enums[0]), null=null)
-    literals = [v for a in args if typing.get_origin(a) is typing.Literal for v in typing.get_args(a)]
-    if literals and len(literals) == len(args):
-        return one_of(*literals, null=null)
-    if args and all(a in (int, float, str, bool) for a in args):
-        return Leaf(args, null=null)
-    return ANY
-
-
 @functools.cache
 def _library_fields(name: str) -> dict[str, Any]:
     """{field: Leaf} of SFTConfig or LoraConfig, from their type annotations."""
@@ -169,7 +72,7 @@ def _library_fields(name: str) -> dict[str, Any]:
         hints = typing.get_type_hints(cls)
     except Exception:       # an annotation that does not resolve: check the names only
         hints = {}
-    return {f.name: _leaf_from_hint(hints.get(f.name, f.type)) for f in dataclasses.fields(cls)}
+    return {f.name: settings.leaf_from_hint(hints.get(f.name, f.type), containers=False) for f in dataclasses.fields(cls)}
 
 
 def _check(value: Any, schema: Any, where: str, source: str) -> None:
@@ -177,10 +80,6 @@ def _check(value: Any, schema: Any, where: str, source: str) -> None:
         problem = schema.problem(value)
         if problem:
             raise ConfigError(f"{source}: '{where}' {problem}")
-        return
-    if schema is ANY or schema is MAPPING:
-        if schema is MAPPING and value is not None and not isinstance(value, dict):
-            raise ConfigError(f"{source}: '{where}' must be a mapping, got {type(value).__name__}")
         return
     if value is None:
         return
@@ -344,9 +243,9 @@ def parse_overrides(items: list[str]) -> dict:
     return overrides
 
 
-def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
+def load(profile: str = "smoke", overrides: dict | None = None) -> settings.Profile:
     """Read configs/<profile>.yaml (or a YAML path) over the profiles it extends, apply overrides,
-    validate, resolve paths."""
+    validate, and return it typed (lib/common/settings.py's Profile)."""
     path = profile_path(profile)
     if not path.exists():
         raise ConfigError(f"no profile '{profile}': {path} does not exist (known: {_known()})")
@@ -372,7 +271,39 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> dict:
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     _resolve_gguf(cfg, source)
-    return cfg
+    return _typed(cfg, source)
+
+
+def _typed(cfg: dict, source: str) -> settings.Profile:
+    """The checked mapping as lib/common/settings.py's dataclasses (a missing section: its defaults)."""
+    kwargs = {}
+    for name in settings.SECTIONS:
+        if name in cfg:
+            cls = settings.section_class(name)
+            kwargs[name] = settings.build(cls, cfg[name] or {}) if cls else cfg[name]
+    kwargs["train"] = dict(cfg.get("train") or {})
+    return settings.Profile(**kwargs)
+
+
+def as_dict(cfg) -> dict:
+    """A loaded profile, or one of its sections, as plain mappings (for JSON, fingerprints, overrides)."""
+    return dataclasses.asdict(cfg)
+
+
+def derive(cfg: settings.Profile, changes: dict) -> settings.Profile:
+    """A typed copy of a loaded profile with named changes ({"output_dir": ..., "judge.released": []},
+    dotted keys or nested mappings), each checked as an override of load is."""
+    raw = as_dict(cfg)
+    meta = {key: raw.pop(key) for key in ("config_path", "root")}
+    source = f"{meta['config_path']} derived"
+    flat = _flatten(changes)
+    for dotted, value in flat.items():
+        _set_dotted(raw, dotted, value, f"{source} with {dotted}={value!r}")
+        _check(raw, SCHEMA, "", f"{source} with {dotted}={value!r}")
+    sections = tuple({k.split(".")[0] for k in flat} & {"train", "lora"})
+    if sections:
+        _check_library(raw, source, sections)
+    return _typed({**raw, **meta}, source)
 
 
 def _resolve_gguf(cfg: dict, source: str) -> None:
@@ -389,17 +320,17 @@ def _resolve_gguf(cfg: dict, source: str) -> None:
         raise ConfigError(f"{source}: {err}") from None
 
 
-def path(cfg: dict, relative: str | os.PathLike | None) -> Path | None:
+def path(cfg: settings.Profile, relative: str | os.PathLike | None) -> Path | None:
     """A path from the config, resolved against the repository root (absolute paths kept)."""
     if relative is None:
         return None
     p = Path(os.path.expanduser(str(relative)))
-    return p if p.is_absolute() else Path(cfg["root"]) / p
+    return p if p.is_absolute() else Path(cfg.root) / p
 
 
-def output_dir(cfg: dict, *folders: str) -> Path:
+def output_dir(cfg: settings.Profile, *folders: str) -> Path:
     """The folder outputs/<profile>/<folders...>, created if missing. Stages write only under it."""
-    target = path(cfg, cfg["output_dir"]).joinpath(*folders)
+    target = path(cfg, cfg.output_dir).joinpath(*folders)
     target.mkdir(parents=True, exist_ok=True)
     return target
 

@@ -155,30 +155,30 @@ def percentiles(values, qs=(50, 90, 95, 99)) -> dict:
 
 def ensure_sample(cfg: dict) -> None:
     """(Re)generate the project's own sample corpus in data.sample_dir when missing or stale."""
-    sample_dir = config.path(cfg, cfg["data"]["sample_dir"])
+    sample_dir = config.path(cfg, cfg.data.sample_dir)
     options = sample_options(cfg)
-    if cfg["data"]["generate_sample"] and not sample.is_current(sample_dir, cfg["seed"], **options):
+    if cfg.data.generate_sample and not sample.is_current(sample_dir, cfg.seed, **options):
         shutil.rmtree(sample_dir, ignore_errors=True)
-        sample.generate(sample_dir, cfg["seed"], **options)
+        sample.generate(sample_dir, cfg.seed, **options)
 
 
 def will_generate(cfg: dict, target: Path) -> bool:
     """True when stage 01 will (re)generate the project's sample corpus and `target` is part of it."""
-    if not cfg["data"].get("generate_sample"):
+    if not cfg.data.generate_sample:
         return False
-    sample_dir = config.path(cfg, cfg["data"]["sample_dir"]).resolve()
+    sample_dir = config.path(cfg, cfg.data.sample_dir).resolve()
     inside = target.resolve() == sample_dir or sample_dir in target.resolve().parents
-    return inside and not sample.is_current(sample_dir, cfg["seed"], **sample_options(cfg))
+    return inside and not sample.is_current(sample_dir, cfg.seed, **sample_options(cfg))
 
 
 def sample_options(cfg: dict) -> dict:
     """lib.toolbench.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
     data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""
-    data_cfg = cfg["data"]
-    return {"train_queries": int(data_cfg.get("sample_train_queries") or 240),
-            "queries_per_group": int(data_cfg.get("sample_queries_per_group") or 8),
-            "invented_values": float(data_cfg.get("sample_invented_values") or 0.0),
-            "retry_share": float(data_cfg.get("sample_retry_share") or 0.0)}
+    data_cfg = cfg.data
+    return {"train_queries": int(data_cfg.sample_train_queries or 240),
+            "queries_per_group": int(data_cfg.sample_queries_per_group or 8),
+            "invented_values": float(data_cfg.sample_invented_values or 0.0),
+            "retry_share": float(data_cfg.sample_retry_share or 0.0)}
 
 
 def training_records(cfg: dict, dropped: Counter | None = None, files: dict | None = None) -> Iterator[dict]:
@@ -186,14 +186,14 @@ def training_records(cfg: dict, dropped: Counter | None = None, files: dict | No
     ones raise or are counted in `dropped`, per data.on_bad_record), at most data.max_records, each
     with `extended` (whether the record after it continues it). `files` is filled with the files
     read, as records.iter_records reports them."""
-    data_cfg = cfg["data"]
-    train_path = config.path(cfg, data_cfg["train_path"])
-    max_records = data_cfg["max_records"]
+    data_cfg = cfg.data
+    train_path = config.path(cfg, data_cfg.train_path)
+    max_records = data_cfg.max_records
     dropped = Counter() if dropped is None else dropped
 
     def valid():
-        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg["on_bad_record"], dropped,
-                                                              data_cfg.get("answer_methods"), files)):
+        for n, record in enumerate(records.iter_valid_records(train_path, data_cfg.on_bad_record, dropped,
+                                                              data_cfg.answer_methods, files)):
             if max_records is not None and n >= max_records:
                 return
             yield record
@@ -244,9 +244,9 @@ def _prepare(cfg: dict) -> dict:
     from datasets import disable_progress_bars
 
     disable_progress_bars()
-    data_cfg = cfg["data"]
+    data_cfg = cfg.data
     ensure_sample(cfg)
-    train_path = config.path(cfg, data_cfg["train_path"])
+    train_path = config.path(cfg, data_cfg.train_path)
     out = config.output_dir(cfg)
     cache = config.output_dir(cfg, "cache")
 
@@ -260,12 +260,12 @@ def _prepare(cfg: dict) -> dict:
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
         raw = _read_records(flagged, train_path, work, dropped)
-        num_proc = data_cfg["num_proc"] if len(raw) >= 1000 else None
+        num_proc = data_cfg.num_proc if len(raw) >= 1000 else None
         per_choice = raw.map(_count_choices, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
         examples_per_choice = {choice: int(sum(per_choice[choice])) for choice in EXAMPLE_PER}
         sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
-                      fn_kwargs={"example_per": data_cfg["example_per"],
-                                 "retried_in_loss": data_cfg.get("retried_calls_in_loss", True) is not False})
+                      fn_kwargs={"example_per": data_cfg.example_per,
+                                 "retried_in_loss": data_cfg.retried_calls_in_loss is not False})
         tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
         sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
         # Written aside, then swapped in, so an interrupted run never leaves half a dataset behind.
@@ -284,18 +284,18 @@ def _prepare(cfg: dict) -> dict:
         "input_files": files,
         "records_read": len(raw) + sum(dropped.values()),
         "records_used": len(raw),
-        "example_per": data_cfg["example_per"],
+        "example_per": data_cfg.example_per,
         "examples_written": len(sft),
         "examples_per_choice": examples_per_choice,
         "paper_examples": paper.number("train_examples"),
         "dropped": dict(sorted(dropped.items())),
-        "on_bad_record": data_cfg["on_bad_record"],
+        "on_bad_record": data_cfg.on_bad_record,
         "max_positions": positions,
         "over_max_positions": sum(n > positions for n in lengths),
         "token_length_percentiles": percentiles(lengths),
         "completion_token_percentiles": percentiles(completion_lengths),
-        "tokenizer": cfg["model"]["name_or_path"] or f"tiny byte-level BPE ({len(tokenizer)} tokens), trained here",
-        "stamp": cfg["stamp"],
+        "tokenizer": cfg.model.name_or_path or f"tiny byte-level BPE ({len(tokenizer)} tokens), trained here",
+        "stamp": cfg.stamp,
     }
     (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     stats["histogram"] = str(plot_lengths(lengths, positions, cfg))
@@ -304,9 +304,9 @@ def _prepare(cfg: dict) -> dict:
 
 def _tokenizer_texts(cfg: dict, sft):
     """Training text for the tiny tokenizer; None for a pretrained one (it has its own)."""
-    if cfg["model"]["name_or_path"]:
+    if cfg.model.name_or_path:
         return None
-    limit = min(len(sft), cfg["model"]["tokenizer_train_texts"] or len(sft))
+    limit = min(len(sft), cfg.model.tokenizer_train_texts or len(sft))
     # Role-prefixed as the chat template renders them, so "Assistant:" and the like become whole
     # tokens: a small model then sees at once where a turn starts.
     return (f"{m['role'].capitalize()}: {m['content']}"
@@ -319,14 +319,14 @@ def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    ax.hist(lengths, bins=cfg["data"]["histogram_bins"], color="#4C72B0")
+    ax.hist(lengths, bins=cfg.data.histogram_bins, color="#4C72B0")
     ax.axvline(positions, color="#C44E52", linestyle="--", label=f"model positions ({positions})")
     ax.set_xlabel("tokens per example (prompt + completion)")
     ax.set_ylabel("examples")
     ax.set_title(f"Training example lengths, {len(lengths):,} examples")
     ax.legend()
-    fig.tight_layout(rect=(0, 0, 1, 0.92) if cfg["stamp"] else (0, 0, 1, 1))    # room for the banner
-    plots.stamp_figure(fig, cfg["stamp"], size=18)
+    fig.tight_layout(rect=(0, 0, 1, 0.92) if cfg.stamp else (0, 0, 1, 1))    # room for the banner
+    plots.stamp_figure(fig, cfg.stamp, size=18)
     path = config.output_dir(cfg, "figures") / "token_lengths.png"
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -18,7 +18,7 @@ def untrained_turns(cfg: dict, queries: list, path) -> dict:
     done = {(l["group"], str(l["query_id"])): l["text"] for l in store.read_jsonl(path)}
     todo = [q for q in queries if (q.group, str(q.query_id)) not in done]
     if todo:
-        backend, size = backends.untrained_backend(cfg), cfg["inference"]["batch_size"]
+        backend, size = backends.untrained_backend(cfg), cfg.inference.batch_size
         with store.JsonlAppender(path) as out:
             for i in range(0, len(todo), size):
                 batch = todo[i:i + size]
@@ -34,16 +34,16 @@ def run(cfg: dict, untrained_first: dict | None = None) -> dict:
     `untrained_first` ({(group, query_id): turn}, lib.infer.untrained.first_turns: the untrained run's
     own), the missing ones generated here."""
     out = config.output_dir(cfg)
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    test_dir = config.path(cfg, cfg.data.test_dir)
     lines, queries, docs = {}, [], inference.tool_docs(cfg)
-    for group in cfg["inference"]["groups"]:
+    for group in cfg.inference.groups:
         path = out / "trajectories" / f"{group}.jsonl"
         if not path.exists():
             continue
         by_id = {str(r["query_id"]): r for r in formats.load_queries(test_dir / f"{group}.json")}
         lines[group] = [(l, by_id[str(l["query_id"])]) for l in trajectories.read(path, partial=True)]
         queries += [formats.Query(q, group, docs) for _, q in lines[group]]   # stage 03's prompts
-    compare = cfg["inference"]["backend"] == "hf"
+    compare = cfg.inference.backend == "hf"
     untrained = dict(untrained_first or {}) if compare else {}
     if compare and any((q.group, str(q.query_id)) not in untrained for q in queries):
         untrained = untrained_turns(cfg, queries, out / "trajectories" / "untrained_first_turns.jsonl")
@@ -56,7 +56,7 @@ def run(cfg: dict, untrained_first: dict | None = None) -> dict:
         pooled["untrained"] += before
     report["overall"] = {"trained": rates(pooled["trained"]),
                          "untrained": rates(pooled["untrained"]) if compare else None}
-    report["stamp"] = cfg.get("stamp")
+    report["stamp"] = cfg.stamp
     (out / "first_step.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 

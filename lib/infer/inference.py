@@ -15,6 +15,7 @@ import json
 import time
 
 from lib.common import config, store
+from lib.common.settings import Inference
 from lib.toolbench import apis, environments, observations, trajectories
 from lib.models import backends
 from lib.common.progress import Progress
@@ -205,8 +206,8 @@ def probe_api(cfg: dict) -> tuple[str, str, str]:
     """The API a tool-environment probe calls: the first test query's first API (a call the virtual
     server has cached), else a placeholder."""
     try:
-        group = (cfg["inference"]["groups"] or [])[0]
-        api = load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")[0]["api_list"][0]
+        group = (cfg.inference.groups or [])[0]
+        api = load_queries(config.path(cfg, cfg.data.test_dir) / f"{group}.json")[0]["api_list"][0]
         return api["category_name"], api["tool_name"], api["api_name"]
     except (IndexError, KeyError, OSError, ValueError):
         return "Data", "preflight", "probe"
@@ -236,30 +237,23 @@ class Running:
     partial: list = dataclasses.field(default_factory=list)    # its turn's tokens so far (decode_chunk)
 
 
-def run_group(queries: list[Query], backend, env, path, method: str = "react", max_iterations: int = 10,
-              batch_size: int = 8, dfsdt_width: int = 2, dfsdt_max_expansions: int = 20,
-              max_observation_length: int | None = None, log=None, progress_log=None,
-              max_transport_error_share: float | None = None) -> dict:
+def run_group(queries: list[Query], backend, env, path, how: Inference = Inference(), log=None,
+              progress_log=None) -> dict:
     """`run_groups` for one file of queries; returns its counters."""
-    return run_groups([(queries, path)], backend, env, method, max_iterations, batch_size, dfsdt_width,
-                      dfsdt_max_expansions, max_observation_length, log, progress_log,
-                      max_transport_error_share)[0]
+    return run_groups([(queries, path)], backend, env, how, log, progress_log)[0]
 
 
-def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str = "react",
-               max_iterations: int = 10, batch_size: int = 8, dfsdt_width: int = 2,
-               dfsdt_max_expansions: int = 20, max_observation_length: int | None = None, log=None,
-               progress_log=None, max_transport_error_share: float | None = None) -> list[dict]:
-    """Run the queries of each (queries, path) pair not yet in its path, batch_size conversations
+def run_groups(work: list[tuple[list[Query], object]], backend, env, how: Inference = Inference(), log=None,
+               progress_log=None) -> list[dict]:
+    """Run the queries of each (queries, path) pair not yet in its path, `how.batch_size` conversations
     per generate call, drawn from one queue over all pairs, so a batch stays full while queries
     finish (a group's last, longest queries share the batch with the next group's first; with the
     HF backend's decode_chunk, while turns end). Each
     query's line is appended (flushed, fsynced) to its path as soon as it finishes, unless all its
     tool calls failed in transport (`transport_failed`). Stops (lib.toolbench.environments.EnvUnavailable) when more
-    than `max_transport_error_share` of a path's calls fail in transport. Returns each pair's
+    than `how.max_transport_error_share` of a path's calls fail in transport. `how` is the profile's
+    inference section (method, max_iterations, dfsdt_width, ...). Returns each pair's
     counters, in order; `wall_s` is from its first query's start to its last one's end."""
-    if method not in ("react", "dfsdt"):
-        raise ValueError(f"inference.method must be react or dfsdt, got '{method}'")
     pending, counters, started = collections.deque(), [], []
     for k, (queries, path) in enumerate(work):
         done = {str(l["query_id"]) for l in trajectories.read(path, partial=True)}
@@ -282,13 +276,14 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
         files.callback(progress.close)
         appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
         while pending or active:
-            while pending and len(active) < batch_size:
+            while pending and len(active) < how.batch_size:
                 k, q = pending.popleft()
                 q.tool_calls = []
                 started[k].append(q)
                 spans[k][0] = spans[k][0] or time.perf_counter()
-                co = (react(q, env, max_iterations, max_observation_length) if method == "react" else
-                      dfsdt(q, env, max_iterations, dfsdt_width, dfsdt_max_expansions, max_observation_length))
+                co = (react(q, env, how.max_iterations, how.max_observation_length) if how.method == "react"
+                      else dfsdt(q, env, how.max_iterations, how.dfsdt_width, how.dfsdt_max_expansions,
+                                 how.max_observation_length))
                 active.append(Running(q, co, next(co), work=k))
             if advance:
                 generations = advance([a.prompt for a in active], [a.partial for a in active])
@@ -312,7 +307,7 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                 except StopIteration as stop:
                     result = stop.value
                 mine = counters[entry.work]
-                line = trajectory_line(entry.query, method, result, entry.tokens, entry.truncated)
+                line = trajectory_line(entry.query, how.method, result, entry.tokens, entry.truncated)
                 mine["tokens"] += entry.tokens
                 mine["truncated"] += entry.truncated
                 spans[entry.work][1] = time.perf_counter()
@@ -331,7 +326,7 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, method: str
                 progress.update(finished(), f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
             active = still
             for k, (_, path) in enumerate(work):
-                counters[k].update(stop_on_transport_errors(started[k], max_transport_error_share, env, path,
+                counters[k].update(stop_on_transport_errors(started[k], how.max_transport_error_share, env, path,
                                                             counters[k]["ran"]))
     for c, (first, last) in zip(counters, spans):
         c["wall_s"] = (last - first) if first and last else 0.0
@@ -367,16 +362,16 @@ def summarize(lines: list[dict], counters: dict | None = None) -> dict:
 def tool_docs(cfg: dict) -> dict:
     """{tool: its description} from data.toolenv_dir/tools, for the system prompts of the queries."""
     return {k: d.get("tool_description", "")
-            for k, d in apis.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools").items()}
+            for k, d in apis.load_tool_docs(config.path(cfg, cfg.data.toolenv_dir) / "tools").items()}
 
 
 def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
     """{group: its queries} for inference.groups, each test file read and checked and cut to
     inference.max_queries_per_group: the queries stage 03 runs, with the prompts it gives them."""
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
-    limit = cfg["inference"]["max_queries_per_group"] or None
+    test_dir = config.path(cfg, cfg.data.test_dir)
+    limit = cfg.inference.max_queries_per_group or None
     # Every group's file is read and checked before any query is made: a bad one stops at once.
-    records = {g: load_queries(test_dir / f"{g}.json")[:limit] for g in cfg["inference"]["groups"]}
+    records = {g: load_queries(test_dir / f"{g}.json")[:limit] for g in cfg.inference.groups}
     docs = tool_docs(cfg)
     return {g: [Query(r, g, docs) for r in rs] for g, rs in records.items()}
 
@@ -392,8 +387,8 @@ def run(cfg: dict, backend=None, env=None, log=print) -> dict:
 
 
 def _run(cfg: dict, backend, env, log) -> dict:
-    inference_cfg = cfg["inference"]
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    inference_cfg = cfg.inference
+    test_dir = config.path(cfg, cfg.data.test_dir)
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
     selected = load_test_queries(cfg)
     # The tool environment next: one that does not answer stops the stage before the model loads,
@@ -405,18 +400,15 @@ def _run(cfg: dict, backend, env, log) -> dict:
     backend = backend or backends.make_backend(cfg)
     # Resume only what this model, these settings and these queries produced (the tool time-out and
     # the transport stop rule change no kept trajectory: raising them after a failed run resumes it).
-    settings = {k: v for k, v in inference_cfg.items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
+    settings = {k: v for k, v in config.as_dict(inference_cfg).items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
                                                           "max_transport_error_share")}
     out = config.resumable_dir(cfg, "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
-        "seed": cfg["seed"], "queries": config.file_digest(test_dir)}, log=log)
+        "seed": cfg.seed, "queries": config.file_digest(test_dir)}, log=log)
     groups, dropped, kept = {}, {"transport_failed": 0, "transport_failed_calls": 0}, []
     work = [(queries, out / f"{group}.jsonl") for group, queries in selected.items()]
     t0 = time.perf_counter()
-    results = run_groups(work, backend, env, inference_cfg["method"], inference_cfg["max_iterations"],
-                         inference_cfg["batch_size"], inference_cfg["dfsdt_width"], inference_cfg["dfsdt_max_expansions"],
-                         inference_cfg.get("max_observation_length"), progress_log=log,
-                         max_transport_error_share=inference_cfg.get("max_transport_error_share"))
+    results = run_groups(work, backend, env, inference_cfg, progress_log=log)
     wall = time.perf_counter() - t0
     for (group, queries), (_, path), counters in zip(selected.items(), work, results):
         for key in dropped:
@@ -437,11 +429,11 @@ def _run(cfg: dict, backend, env, log) -> dict:
     total = summarize(kept, {**dropped, "tokens": sum(c["tokens"] for c in results), "wall_s": wall})
     total["ran_now"] = sum(g["ran_now"] for g in groups.values())
     total["skipped_done"] = sum(g["skipped_done"] for g in groups.values())
-    summary = {"method": inference_cfg["method"], "backend": inference_cfg["backend"], "tool_env": inference_cfg["tool_env"],
-               "temperature": inference_cfg["temperature"], "max_iterations": inference_cfg["max_iterations"],
-               "batch_size": inference_cfg["batch_size"], "max_new_tokens": inference_cfg["max_new_tokens"],
-               "groups": groups, "total": total, "stamp": cfg.get("stamp")}
-    path = config.path(cfg, cfg["output_dir"]) / "inference_summary.json"
+    summary = {"method": inference_cfg.method, "backend": inference_cfg.backend, "tool_env": inference_cfg.tool_env,
+               "temperature": inference_cfg.temperature, "max_iterations": inference_cfg.max_iterations,
+               "batch_size": inference_cfg.batch_size, "max_new_tokens": inference_cfg.max_new_tokens,
+               "groups": groups, "total": total, "stamp": cfg.stamp}
+    path = config.path(cfg, cfg.output_dir) / "inference_summary.json"
     path.write_text(json.dumps(summary, indent=2))
     return summary
 
@@ -471,7 +463,7 @@ def render_trajectory(line: dict, width: int = 300) -> str:
 
 
 def _stage_lines(cfg: dict, groups) -> list[dict]:
-    out = config.path(cfg, cfg["output_dir"]) / "trajectories"
+    out = config.path(cfg, cfg.output_dir) / "trajectories"
     return [l for g in groups for l in trajectories.read(out / f"{g}.jsonl", partial=True)]
 
 
@@ -482,7 +474,7 @@ def trajectory(cfg: dict, query: Query) -> dict | None:
 
 def pick_trajectory(cfg: dict) -> dict | None:
     """The trajectory the notebook shows: the longest answered one, else the longest of all."""
-    lines = _stage_lines(cfg, cfg["inference"]["groups"])
+    lines = _stage_lines(cfg, cfg.inference.groups)
     if not lines:
         return None
     return max(lines, key=lambda l: (l["finish_type"] == "give_answer", l["total_steps"]))

@@ -6,7 +6,6 @@ stage 05 sets it beside the fine-tuned row (docs/formats.md).
 """
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 
@@ -20,19 +19,17 @@ FOLDER = "untrained"
 
 
 def enabled(cfg: dict) -> bool:
-    return bool(cfg["inference"].get("untrained_run")) and cfg["inference"]["backend"] == "hf"
+    return bool(cfg.inference.untrained_run) and cfg.inference.backend == "hf"
 
 
-def settings(cfg: dict) -> dict:
+def settings(cfg: dict):
     """The profile as the untrained run sees it: outputs under outputs/<profile>/untrained/."""
-    ucfg = copy.deepcopy(cfg)
-    ucfg["output_dir"] = str(Path(cfg["output_dir"]) / FOLDER)
-    ucfg["judge"]["released"] = []     # released baselines are judged once, beside the fine-tuned run
-    return ucfg
+    # Released baselines are judged once, beside the fine-tuned run.
+    return config.derive(cfg, {"output_dir": str(Path(cfg.output_dir) / FOLDER), "judge.released": []})
 
 
 def output_dir(cfg: dict) -> Path:
-    return config.path(cfg, cfg["output_dir"]) / FOLDER
+    return config.path(cfg, cfg.output_dir) / FOLDER
 
 
 def infer(cfg: dict, log=print) -> dict | None:
@@ -41,9 +38,9 @@ def infer(cfg: dict, log=print) -> dict | None:
         return None
     backend = backends.untrained_backend(cfg)
     # Resume only what this same starting model made: its settings and the tokenizer stage 01 trained.
-    tokenizer_dir = config.path(cfg, cfg["output_dir"]) / "tokenizer"
+    tokenizer_dir = config.path(cfg, cfg.output_dir) / "tokenizer"
     backend.fingerprint = "untrained " + json.dumps(
-        {"model": {k: v for k, v in cfg["model"].items() if k != "chat_template"}, "seed": cfg["seed"],
+        {"model": {k: v for k, v in config.as_dict(cfg.model).items() if k != "chat_template"}, "seed": cfg.seed,
          "tokenizer": config.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
         sort_keys=True, default=str)
     return inference.run(settings(cfg), backend=backend, log=log)
@@ -57,7 +54,7 @@ def first_turns(cfg: dict) -> dict:
     """{(group, query_id): first turn} from the untrained model's full run, when stage 03 made one:
     the same first turns its pass rate comes from (lib.infer.first_step_report.run compares them)."""
     folder = output_dir(cfg) / "trajectories"
-    paths = [folder / f"{g}.jsonl" for g in cfg["inference"]["groups"]]
+    paths = [folder / f"{g}.jsonl" for g in cfg.inference.groups]
     if not enabled(cfg) or not all(p.exists() for p in paths):
         return {}
     return {(l["group"], str(l["query_id"])): first_step.first_turn(l)

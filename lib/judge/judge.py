@@ -50,10 +50,10 @@ def selected_trajectories(cfg: dict, group: str) -> tuple[list[dict], dict[str, 
     """A group's trajectories as stage 04 judges them: trajectories/<group>.jsonl read and checked,
     those of the first inference.max_queries_per_group test queries (judgments.select); with the
     group's test queries by str(query_id) and the selection's account."""
-    out, test_dir = config.output_dir(cfg), config.path(cfg, cfg["data"]["test_dir"])
+    out, test_dir = config.output_dir(cfg), config.path(cfg, cfg.data.test_dir)
     queries = judgments.load_queries(test_dir / f"{group}.json")
     trajs, account = judgments.select(trajectories.read(out / "trajectories" / f"{group}.jsonl"),
-                                      queries, cfg["inference"]["max_queries_per_group"])
+                                      queries, cfg.inference.max_queries_per_group)
     return trajs, queries, account
 
 
@@ -63,7 +63,7 @@ def example_trajectory(cfg: dict) -> dict:
     the first selected one. {group, trajectory, query (its test query, or None)}."""
     traj_dir = config.output_dir(cfg) / "trajectories"
     found = []
-    for group in (g for g in cfg["inference"]["groups"] if (traj_dir / f"{g}.jsonl").exists()):
+    for group in (g for g in cfg.inference.groups if (traj_dir / f"{g}.jsonl").exists()):
         trajs, queries, _ = selected_trajectories(cfg, group)
         found += [{"group": group, "trajectory": t, "query": queries.get(str(t["query_id"]))} for t in trajs]
     if not found:
@@ -106,17 +106,15 @@ def run_untrained(cfg: dict, log=print):
 
 def _run(cfg: dict, log):
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
-    judge_cfg, out = cfg["judge"], config.output_dir(cfg)
-    times = int(judge_cfg["evaluate_times"])
-    if times < 1:
-        raise config.ConfigError("judge.evaluate_times must be >= 1 (the paper used >= 4)")
-    released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(judge_cfg.get("released") or [])]
+    judge_cfg, out = cfg.judge, config.output_dir(cfg)
+    times = judge_cfg.evaluate_times
+    released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(judge_cfg.released or [])]
     judge = judgments.make_judge(cfg)
     name = judge.name if judge else offline_judge.OFFLINE
 
     # Load the trajectories of every group that has some, and select what this run's settings ask.
-    traj_dir, test_dir = out / "trajectories", config.path(cfg, cfg["data"]["test_dir"])
-    groups = [g for g in cfg["inference"]["groups"] if (traj_dir / f"{g}.jsonl").exists()]
+    traj_dir, test_dir = out / "trajectories", config.path(cfg, cfg.data.test_dir)
+    groups = [g for g in cfg.inference.groups if (traj_dir / f"{g}.jsonl").exists()]
     if not groups:
         raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
     trajs, queries, selection, notes = {}, {}, {}, []
@@ -139,7 +137,7 @@ def _run(cfg: dict, log):
     rows, judged = result["rows"], result["judged"]
 
     # Win rate against a reference method, when one is configured.
-    win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if judge_cfg["win_rate_reference"]
+    win_rows = (win_rate.win_rate(cfg, judge, judged, trajs, log) if judge_cfg.win_rate_reference
                 else [])
     if win_rows:
         tables.write_csv(out / "win_rate.csv", win_rows, win_rate.WIN_COLUMNS)
@@ -152,8 +150,8 @@ def _run(cfg: dict, log):
     served_warning = judge.served_model_warning() if judge else None
     if served_warning:
         log(f"WARNING: {served_warning}")
-    summary = {"judge": name, "kind": judge_cfg["kind"], "prompts": pass_rates.prompts_used(judge),
-               "evaluate_times": times, "stamp": cfg.get("stamp"),
+    summary = {"judge": name, "kind": judge_cfg.kind, "prompts": pass_rates.prompts_used(judge),
+               "evaluate_times": times, "stamp": cfg.stamp,
                "selection": selection, "no_queries": [g for g in groups if not judged[g]],
                "notes": notes, "pass_rate": rows, "checks": result["checks"],
                "agreement": result["agreement"], "deemed_unsolvable": result["deemed_unsolvable"],
@@ -223,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     info = result["info"]
     print(f"{info['name']}, {args.group}: judge {info['judge']}, prompts {info['prompts']}, "
-          f"{cfg['judge']['evaluate_times']} assessments per query")
+          f"{cfg.judge.evaluate_times} assessments per query")
     for row in result["rows"]:
         if row["group"] == args.group:
             print(f"  {row['aggregation']:>8}: pass rate {row['pass_rate']:.1f}% of n={row['n']} "

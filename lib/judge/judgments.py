@@ -59,16 +59,16 @@ JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature
 
 
 def judgment_settings(judge_cfg: dict) -> dict:
-    return {k: judge_cfg.get(k) for k in JUDGMENT_SETTINGS}
+    return {k: getattr(judge_cfg, k) for k in JUDGMENT_SETTINGS}
 
 
 def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
     """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
-    judge_cfg = cfg["judge"]
-    if judge_cfg["kind"] == "offline":
+    judge_cfg = cfg.judge
+    if judge_cfg.kind == "offline":
         return None
-    if judge_cfg["kind"] != "llm":
-        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg['kind']!r}")
+    if judge_cfg.kind != "llm":
+        raise config.ConfigError(f"judge.kind must be 'offline' or 'llm', got {judge_cfg.kind!r}")
     return llm_judge.LLMJudge(judge_cfg, llm_judge.JudgeCache(config.output_dir(cfg) / "judge_cache.jsonl"))
 
 

@@ -76,7 +76,7 @@ def request_key(model: str, messages: list[dict], params: dict, index: int, atte
 
 def _api_key(judge_cfg: dict) -> str:
     try:
-        return keys.endpoint_key(judge_cfg["api_key_env"], judge_cfg["base_url"], "judge.kind is llm")
+        return keys.endpoint_key(judge_cfg.api_key_env, judge_cfg.base_url, "judge.kind is llm")
     except keys.MissingKey as err:
         raise JudgeRequestError(str(err)) from None
 
@@ -238,10 +238,10 @@ class LLMJudge:
         import openai           # here, not at the top: only judge.kind llm needs the client
         self.openai = openai
         self.cfg = judge_cfg
-        self.name = judge_cfg["model"]
+        self.name = judge_cfg.model
         self.cache = cache
         self.sleep = sleep
-        folder = judge_cfg.get("evaluator_dir")
+        folder = judge_cfg.evaluator_dir
         self.evaluator = (None if folder is None
                           else tooleval_evaluator.load(evaluator_path(folder)))
         if self.evaluator is None:
@@ -252,12 +252,12 @@ class LLMJudge:
             if self.evaluator.model not in (None, self.name):
                 self.prompts += (f"; asks judge.model {self.name}, not config.yaml's "
                                  f"{self.evaluator.model}")
-        max_calls = judge_cfg.get("max_calls")
+        max_calls = judge_cfg.max_calls
         self.max_calls = None if max_calls is None else int(max_calls)
         self.api_key = _api_key(judge_cfg)
-        self.client = openai.OpenAI(base_url=judge_cfg["base_url"], api_key=self.api_key,
-                                    max_retries=int(judge_cfg["max_retries"]),
-                                    timeout=float(judge_cfg["timeout_s"]))
+        self.client = openai.OpenAI(base_url=judge_cfg.base_url, api_key=self.api_key,
+                                    max_retries=judge_cfg.max_retries,
+                                    timeout=judge_cfg.timeout_s)
         self.endpoint = f"{self.client.base_url} (model {self.name})"
         # requests: HTTP requests sent, the client's retries included; retries: of those, the ones
         # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s;
@@ -317,9 +317,9 @@ class LLMJudge:
         if self.evaluator is not None:
             return self.evaluator.request(function, fields)
         messages = tooleval.prompt_messages(function, fields)
-        params = {"temperature": float(self.cfg["temperature"]),
-                  "max_tokens": int(self.cfg["max_tokens"]),
-                  "seed": int(self.cfg["seed"]) + index}
+        params = {"temperature": self.cfg.temperature,
+                  "max_tokens": self.cfg.max_tokens,
+                  "seed": self.cfg.seed + index}
         return messages, params
 
     def estimate(self, first_calls: Iterable[tuple[str, dict, int]]) -> CallPlan:
@@ -348,7 +348,7 @@ class LLMJudge:
         5xx itself; a malformed 200 is sent again here max_retries times (backoff
         retry_backoff_s * 2^n); then JudgeRequestError names the endpoint and the last failure."""
         read = call_arguments if "functions" in params else reply_content
-        retries, sent = int(self.cfg["max_retries"]), 0
+        retries, sent = self.cfg.max_retries, 0
         for attempt in range(retries + 1):
             try:
                 raw = self.client.chat.completions.with_raw_response.create(
@@ -375,7 +375,7 @@ class LLMJudge:
                         f"judge endpoint {self.endpoint} failed after {_plural(sent, 'attempt')}, "
                         f"last: {_failure(err, self.api_key)}") from None
                 self._count("retries")
-                self.sleep(float(self.cfg["retry_backoff_s"]) * 2 ** attempt)
+                self.sleep(self.cfg.retry_backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
 
     def ask(self, function: str, fields: dict, index: int) -> dict:
@@ -384,7 +384,7 @@ class LLMJudge:
         instead of sending a call past judge.max_calls."""
         messages, params = self.request(function, fields, index)
         reply, cached, model = None, True, NOT_GIVEN
-        for attempt in range(int(self.cfg["malformed_retries"]) + 1):
+        for attempt in range(self.cfg.malformed_retries + 1):
             key = request_key(self.name, messages, params, index, attempt)
             reply = self.cache.get(key)
             if reply is None:
@@ -405,5 +405,5 @@ class LLMJudge:
                         "attempts": attempt + 1, "served_model": model}
             self._count("malformed")
         return {"function": function, "reply": reply, "parsed": None, "cached": cached,
-                "attempts": int(self.cfg["malformed_retries"]) + 1, "served_model": model,
+                "attempts": self.cfg.malformed_retries + 1, "served_model": model,
                 "malformed": True}

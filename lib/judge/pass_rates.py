@@ -152,7 +152,7 @@ def judge_set(cfg: dict, judge, trajs: dict[str, list[dict]], queries: dict[str,
     """Judge one set of trajectories by group (ours, or a released run's) into paths[group] (a
     judgments JSONL each), and write folder/pass_rate.csv, pass_rate.md and checks.csv, over these
     groups and the `earlier` judgments of other groups (a released run judged a group at a time)."""
-    times, seed = int(cfg["judge"]["evaluate_times"]), int(cfg["judge"]["seed"])
+    times, seed = cfg.judge.evaluate_times, cfg.judge.seed
     name = judge.name if judge else offline_judge.OFFLINE
     if judge is not None:       # what this will cost, before any paid call
         done = {g: judgments.read_judgments(paths[g], name, times) for g in trajs}
@@ -167,7 +167,7 @@ def judge_set(cfg: dict, judge, trajs: dict[str, list[dict]], queries: dict[str,
             judged[group] = earlier[group]
             continue
         judged[group] = judgments.judge_group(trajs[group], queries.get(group, {}), paths[group], judge,
-                                              times, seed, group, int(cfg["judge"]["max_workers"]))
+                                              times, seed, group, cfg.judge.max_workers)
         log(f"{method + ': ' if method else ''}{group}: {len(judged[group])} queries judged by {name}")
     rows = pass_rate_rows(judged, name, times)
     if method:
@@ -181,7 +181,7 @@ def judge_set(cfg: dict, judge, trajs: dict[str, list[dict]], queries: dict[str,
             f"{g} {len(ids)} of {len(judged[g])}" for g, ids in unsolvable.items() if ids)
             + " (ToolEval passes those; `pass_rate_solvable` leaves them out)"]
     (folder / "pass_rate.md").write_text(
-        pass_rate_markdown(rows, name, times, cfg.get("stamp"), notes, prompts_used(judge)), encoding="utf-8")
+        pass_rate_markdown(rows, name, times, cfg.stamp, notes, prompts_used(judge)), encoding="utf-8")
     check_rows = checks_rows(judged)
     tables.write_csv(folder / "checks.csv", check_rows, CHECK_COLUMNS)
     return {"rows": rows, "checks": check_rows, "judged": judged, "agreement": agreement(judged),

@@ -24,7 +24,7 @@ def slug(name: str) -> str:
 
 def released_set(cfg: dict, entry, index: int = 0) -> dict:
     """A judge.released entry checked ({name, path[, groups][, methods]}), before anything runs."""
-    where = f"{cfg.get('config_path', 'config')}: judge.released[{index}]"
+    where = f"{cfg.config_path or 'config'}: judge.released[{index}]"
     if not isinstance(entry, dict) or not entry.get("name") or not entry.get("path"):
         raise config.ConfigError(f"{where} must be a mapping with 'name' and 'path', got {entry!r}")
     unknown = set(entry) - {"name", "path", "groups", "methods", "compare_to"}
@@ -34,17 +34,17 @@ def released_set(cfg: dict, entry, index: int = 0) -> dict:
     path = config.path(cfg, entry["path"])
     if not path.exists():
         raise config.ConfigError(f"{where}: path {path} does not exist")
-    groups = entry.get("groups") or [g for g in cfg["inference"]["groups"]
+    groups = entry.get("groups") or [g for g in cfg.inference.groups
                                      if path.is_file() and path.stem == g
                                      or (path / f"{g}.json").is_file() or (path / g).is_dir()]
     if not groups:
-        raise config.ConfigError(f"{where}: {path} holds none of {cfg['inference']['groups']} "
+        raise config.ConfigError(f"{where}: {path} holds none of {cfg.inference.groups} "
                                  f"(<group>.json or <group>/): name its group with groups: [...]")
     bad = [g for g in groups if g not in config.GROUPS]
     if bad:
         raise config.ConfigError(f"{where}: unknown group(s) {bad}; the groups are {config.GROUPS}")
     return {"name": str(entry["name"]), "path": path, "groups": list(groups),
-            "methods": entry.get("methods") or cfg["data"].get("answer_methods"),
+            "methods": entry.get("methods") or cfg.data.answer_methods,
             "compare_to": entry.get("compare_to")}
 
 
@@ -58,7 +58,7 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
     the answers of the queries this run selects when the test files share their ids (the same
     queries as ours), else the file's first inference.max_queries_per_group."""
     folder = config.output_dir(cfg, "released", slug(entry["name"]))
-    limit = cfg["inference"]["max_queries_per_group"]
+    limit = cfg.inference.max_queries_per_group
     trajs, notes, not_available, used = {}, [], {}, {}
     for g in entry["groups"]:
         answers = released.load(entry["path"], g, entry["name"], entry["methods"])
@@ -83,7 +83,7 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
     for note in notes:
         log(f"{entry['name']}: {note}")
     name = judge.name if judge else offline_judge.OFFLINE
-    key = {"judge": judgments.judgment_settings(cfg["judge"]),
+    key = {"judge": judgments.judgment_settings(cfg.judge),
            "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
            "answers": config.file_digest(entry["path"]), "methods": entry["methods"]}
     with store.exclusive(folder, f"judging {entry['name']}"):
@@ -93,7 +93,7 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
                                          {**key, "group": g}, log=log) / f"{g}.jsonl" for g in trajs}
         before = _read_info(folder)
         earlier = ({g: list(judgments.read_judgments(folder / "judgments" / g / f"{g}.jsonl", name,
-                                                     int(cfg["judge"]["evaluate_times"])).values())
+                                                     cfg.judge.evaluate_times).values())
                     for g in before.get("groups", []) if g not in trajs} if before.get("judge") == name else {})
         earlier = {g: recs for g, recs in earlier.items() if recs}
         kept = [n for n in before.get("notes", []) if n.split(":")[0] in earlier] if earlier else []
@@ -121,5 +121,5 @@ def rejudge(cfg: dict, answers: str, group: str, name: str, methods: list[str] |
     entry = released_set(cfg, {"name": name, "path": answers, "groups": [group],
                                **({"methods": methods} if methods else {}),
                                **({"compare_to": compare_to} if compare_to else {})})
-    queries = {group: judgments.load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")}
+    queries = {group: judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{group}.json")}
     return judge_released(cfg, judgments.make_judge(cfg), entry, queries, log)

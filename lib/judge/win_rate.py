@@ -67,7 +67,7 @@ def compare(out_traj: dict, out_rec: dict, ref_traj: dict, ref_rec: dict,
 
 
 def _reference_dirs(cfg: dict) -> tuple[Path, Path | None]:
-    ref = config.path(cfg, cfg["judge"]["win_rate_reference"])
+    ref = config.path(cfg, cfg.judge.win_rate_reference)
     if (ref / "trajectories").is_dir():
         return ref / "trajectories", ref / "judgments"
     return ref, None
@@ -76,8 +76,8 @@ def _reference_dirs(cfg: dict) -> tuple[Path, Path | None]:
 def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list[dict]],
              trajs: dict[str, list[dict]], log=print) -> list[dict]:
     """Win rate of this run against judge.win_rate_reference, per group and overall."""
-    judge_cfg, out = cfg["judge"], config.output_dir(cfg)
-    times, seed = int(judge_cfg["evaluate_times"]), int(judge_cfg["seed"])
+    judge_cfg, out = cfg.judge, config.output_dir(cfg)
+    times, seed = judge_cfg.evaluate_times, judge_cfg.seed
     ref_traj_dir, ref_judg_dir = _reference_dirs(cfg)
     name = judge.name if judge else offline_judge.OFFLINE
     rows, totals = [], {"n": 0, "win": 0, "loss": 0, "tie": 0}
@@ -88,14 +88,14 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
             continue
         ours = {str(t["query_id"]) for t in trajs[group]}
         ref_trajs = [t for t in trajectories.read(ref_path) if str(t["query_id"]) in ours]
-        queries = judgments.load_queries(config.path(cfg, cfg["data"]["test_dir"]) / f"{group}.json")
+        queries = judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{group}.json")
         ref_judged_path = out / "reference_judgments" / f"{group}.jsonl"
         own = None if ref_judg_dir is None else ref_judg_dir / f"{group}.jsonl"
         if own is not None and judgments.read_judgments(own, name, times):
             ref_judged_path = own
         ref_recs = {str(r["query_id"]): r for r in judgments.judge_group(
             ref_trajs, queries, ref_judged_path, judge, times, seed, group,
-            int(judge_cfg["max_workers"]))}
+            judge_cfg.max_workers)}
         ref_by_id = {str(t["query_id"]): t for t in ref_trajs}
         pref_path = config.output_dir(cfg, "preferences") / f"{group}.jsonl"
         done = {str(r["query_id"]): r for r in store.read_jsonl(pref_path)
@@ -111,11 +111,11 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
         outcomes = [done[str(t["query_id"])]["outcome"] for t in trajs[group]
                     if str(t["query_id"]) in done]
         row = {k: outcomes.count(k) for k in ("win", "loss", "tie")}
-        rows.append(_win_row(group, len(outcomes), row, name, judge_cfg["win_rate_reference"]))
+        rows.append(_win_row(group, len(outcomes), row, name, judge_cfg.win_rate_reference))
         for k in totals:
             totals[k] += len(outcomes) if k == "n" else row[k]
     if rows:
-        rows.append(_win_row("overall", totals["n"], totals, name, judge_cfg["win_rate_reference"]))
+        rows.append(_win_row("overall", totals["n"], totals, name, judge_cfg.win_rate_reference))
     return rows
 
 

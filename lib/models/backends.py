@@ -191,15 +191,15 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    inference_cfg = cfg["inference"]
-    folder = config.path(cfg, model_dir or inference_cfg.get("model_dir") or f"{cfg['output_dir']}/model")
+    inference_cfg = cfg.inference
+    folder = config.path(cfg, model_dir or inference_cfg.model_dir or f"{cfg.output_dir}/model")
     if not (folder / "config.json").exists():
         raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
-    device, dtype = inference_device(inference_cfg.get("dtype"))
+    device, dtype = inference_device(inference_cfg.dtype)
     model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
     if (folder / "tokenizer_config.json").exists():
         tokenizer = AutoTokenizer.from_pretrained(str(folder))
-        tokenizer.chat_template = cfg["model"]["chat_template"]
+        tokenizer.chat_template = cfg.model.chat_template
         if tokenizer.pad_token is None:
             tokenizer.pad_token = tokenizer.eos_token
     else:
@@ -211,11 +211,11 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
 
 def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
     """HFBackend with the profile's inference settings (the trained and the untrained model alike)."""
-    inference_cfg = cfg["inference"]
-    return HFBackend(model, tokenizer, inference_cfg["max_new_tokens"], inference_cfg["temperature"], cfg["seed"],
-                     reuse_cache=bool(inference_cfg.get("reuse_kv_cache")),
-                     cache_capacity=2 * inference_cfg["batch_size"],
-                     decode_chunk=inference_cfg.get("decode_chunk"))
+    inference_cfg = cfg.inference
+    return HFBackend(model, tokenizer, inference_cfg.max_new_tokens, inference_cfg.temperature, cfg.seed,
+                     reuse_cache=bool(inference_cfg.reuse_kv_cache),
+                     cache_capacity=2 * inference_cfg.batch_size,
+                     decode_chunk=inference_cfg.decode_chunk)
 
 
 def untrained_backend(cfg: dict):
@@ -224,11 +224,11 @@ def untrained_backend(cfg: dict):
     import torch        # heavy: only a local model needs it
     from transformers import set_seed
 
-    inference_cfg = cfg["inference"]
+    inference_cfg = cfg.inference
     tokenizer = model_lib.load_tokenizer(cfg)
-    set_seed(cfg["seed"])
+    set_seed(cfg.seed)
     model = model_lib.load_model(cfg, tokenizer)
-    device, dtype = inference_device(inference_cfg.get("dtype"))      # as stage 03 loads the trained one
+    device, dtype = inference_device(inference_cfg.dtype)      # as stage 03 loads the trained one
     model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
     return hf_backend(cfg, model, tokenizer)
 
@@ -287,17 +287,17 @@ class OpenAIBackend:
 
 
 def make_backend(cfg: dict):
-    inference_cfg = cfg["inference"]
-    if inference_cfg["backend"] == "hf":
+    inference_cfg = cfg.inference
+    if inference_cfg.backend == "hf":
         return load_hf_backend(cfg)
-    if inference_cfg["backend"] == "openai":
-        if not inference_cfg["openai_base_url"] or not inference_cfg["openai_model"]:
+    if inference_cfg.backend == "openai":
+        if not inference_cfg.openai_base_url or not inference_cfg.openai_model:
             raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
-        backend = OpenAIBackend(inference_cfg["openai_base_url"], inference_cfg["openai_model"],
-                                keys.secret(inference_cfg["openai_api_key_env"], required=False), inference_cfg["max_new_tokens"],
-                                inference_cfg["temperature"], cfg["seed"],
-                                function_role=inference_cfg.get("openai_function_role") or "user")
-        backend.fingerprint = f"{inference_cfg['openai_base_url']} {inference_cfg['openai_model']}" + (
+        backend = OpenAIBackend(inference_cfg.openai_base_url, inference_cfg.openai_model,
+                                keys.secret(inference_cfg.openai_api_key_env, required=False), inference_cfg.max_new_tokens,
+                                inference_cfg.temperature, cfg.seed,
+                                function_role=inference_cfg.openai_function_role or "user")
+        backend.fingerprint = f"{inference_cfg.openai_base_url} {inference_cfg.openai_model}" + (
             " function-role" if backend.function_role == "function" else "")
         return backend
-    raise ValueError(f"inference.backend must be hf or openai, got '{inference_cfg['backend']}'")
+    raise ValueError(f"inference.backend must be hf or openai, got '{inference_cfg.backend}'")

@@ -79,7 +79,7 @@ def resolve_model(cfg: dict, probe: bool, timeout: float):
     The loader returns the tokenizer, or None for a hub model whose file list names one."""
     from transformers import AutoConfig, AutoTokenizer
 
-    name = cfg["model"]["name_or_path"]
+    name = cfg.model.name_or_path
     folder = _local_folder(cfg, name)
     if folder is not None:
         if not (folder / "config.json").exists():

@@ -27,7 +27,7 @@ DTYPES = ("float32", "float16", "bfloat16", "auto")
 
 
 def tokenizer_dir(cfg: dict) -> Path:
-    return config.path(cfg, cfg["output_dir"]) / "tokenizer"
+    return config.path(cfg, cfg.output_dir) / "tokenizer"
 
 
 # Pre-tokenizers: GPT-2's rule (OPT's own) splits identifiers at every underscore, so a function
@@ -66,22 +66,22 @@ def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
     """
     from transformers import AutoTokenizer
 
-    name = cfg["model"]["name_or_path"]
+    name = cfg.model.name_or_path
     if name:
         tokenizer = _from_pretrained(AutoTokenizer, name)
     else:
         folder = tokenizer_dir(cfg)
         if train_texts is not None:
-            tokenizer = train_tokenizer(train_texts, cfg["model"]["tiny"]["vocab_size"],
-                                        cfg["model"].get("tokenizer_pretokenize") or "gpt2")
-            tokenizer.chat_template = cfg["model"]["chat_template"]
+            tokenizer = train_tokenizer(train_texts, cfg.model.tiny["vocab_size"],
+                                        cfg.model.tokenizer_pretokenize or "gpt2")
+            tokenizer.chat_template = cfg.model.chat_template
             tokenizer.save_pretrained(str(folder))
         elif (folder / "tokenizer.json").exists():
             tokenizer = AutoTokenizer.from_pretrained(str(folder))
         else:
             raise FileNotFoundError(
                 f"no tokenizer at {folder}: run the data stage (01) first, which trains it")
-    tokenizer.chat_template = cfg["model"]["chat_template"]
+    tokenizer.chat_template = cfg.model.chat_template
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -100,21 +100,21 @@ def _from_pretrained(auto_class, name: str, **kwargs):
 
 def max_positions(cfg: dict) -> int:
     """The model's number of position embeddings (2048 for every OPT)."""
-    if cfg["model"]["name_or_path"]:
+    if cfg.model.name_or_path:
         from transformers import AutoConfig
-        return _from_pretrained(AutoConfig, cfg["model"]["name_or_path"]).max_position_embeddings
-    return cfg["model"]["tiny"]["max_position_embeddings"]
+        return _from_pretrained(AutoConfig, cfg.model.name_or_path).max_position_embeddings
+    return cfg.model.tiny["max_position_embeddings"]
 
 
 def tiny_config(cfg: dict, tokenizer):
-    """OPTConfig for the smoke model: cfg["model"]["tiny"] sizes, OPT's defaults for everything else.
+    """OPTConfig for the smoke model: cfg.model.tiny sizes, OPT's defaults for everything else.
 
     vocab_size and the special-token ids come from the tokenizer, not from the YAML: the BPE may end
     up with fewer merges than asked for, and an id mismatch would silently train on the wrong tokens.
     """
     from transformers import OPTConfig
 
-    kwargs = dict(cfg["model"]["tiny"] or {})
+    kwargs = dict(cfg.model.tiny or {})
     kwargs.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return OPTConfig(**kwargs)
@@ -122,14 +122,14 @@ def tiny_config(cfg: dict, tokenizer):
 
 def load_dtype(cfg: dict) -> str:
     """model.dtype, checked against the training precision: fp16/bf16 training needs float32."""
-    dtype = cfg["model"].get("dtype") or "float32"
+    dtype = cfg.model.dtype or "float32"
     if dtype not in DTYPES:
-        raise ValueError(f"{cfg['config_path']}: model.dtype must be one of {', '.join(DTYPES)}, "
+        raise ValueError(f"{cfg.config_path}: model.dtype must be one of {', '.join(DTYPES)}, "
                          f"got {dtype!r}")
-    train = cfg.get("train") or {}
+    train = cfg.train or {}
     if (train.get("fp16") or train.get("bf16")) and dtype != "float32":
         raise ValueError(
-            f"{cfg['config_path']}: model.dtype={dtype} with train.fp16/bf16: mixed precision keeps "
+            f"{cfg.config_path}: model.dtype={dtype} with train.fp16/bf16: mixed precision keeps "
             "float32 master weights (a half-precision model fails at the first optimizer step with "
             "'Attempting to unscale FP16 gradients'); set model.dtype: float32")
     return dtype
@@ -144,15 +144,15 @@ def load_model(cfg: dict, tokenizer):
     """
     from transformers import AutoModelForCausalLM, OPTForCausalLM
 
-    name = cfg["model"]["name_or_path"]
+    name = cfg.model.name_or_path
     if name:
         model = _from_pretrained(AutoModelForCausalLM, name, dtype=load_dtype(cfg))
         # OPT's checkpoints carry 50272 rows for a 50265-token tokenizer; only grow, never shrink.
         if len(tokenizer) > model.get_input_embeddings().num_embeddings:
             model.resize_token_embeddings(len(tokenizer))
     else:
-        if not cfg["model"].get("tiny"):
-            raise ValueError(f"{cfg['config_path']}: model.name_or_path is null, so model.tiny must "
+        if not cfg.model.tiny:
+            raise ValueError(f"{cfg.config_path}: model.name_or_path is null, so model.tiny must "
                              "hold the OPTConfig sizes of the model to build")
         model = OPTForCausalLM(tiny_config(cfg, tokenizer))
     for target in (model.config, model.generation_config):

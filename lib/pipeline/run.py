@@ -75,14 +75,14 @@ def _oldest_mtime(paths) -> float | None:
 
 
 def done_marker(cfg: dict, stage: Stage) -> Path:
-    return config.path(cfg, cfg["output_dir"]) / "stages" / f"{stage.number}.done"
+    return config.path(cfg, cfg.output_dir) / "stages" / f"{stage.number}.done"
 
 
 def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
     """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
     included: they are in no file)."""
     keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
-    used = {k: v for k, v in cfg.items() if keys is None or k in keys}
+    used = {k: v for k, v in config.as_dict(cfg).items() if keys is None or k in keys}
     return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -93,7 +93,7 @@ def mark_done(cfg: dict, stage: Stage) -> None:
 
 
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
-    out = config.path(cfg, cfg["output_dir"])
+    out = config.path(cfg, cfg.output_dir)
     marker = done_marker(cfg, stage)
     if not marker.exists() or marker.read_text().strip() != settings_digest(cfg, stage):
         return False
@@ -103,7 +103,7 @@ def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
         return False
     # The code counts (lib's modules, the judge's prompt templates beside them), and so do the
     # shipped reference tables (data/*.csv): editing one must refresh the figures.
-    inputs = [Path(cfg["config_path"]), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.glob("*.py"),
+    inputs = [Path(cfg.config_path), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.glob("*.py"),
               *LIB_DIR.glob("*/*.txt"),
               *(config.ROOT / "data").glob("*.csv")]
     inputs += [out / o for s in previous for o in s.outputs]
@@ -155,7 +155,7 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
     stages = select(only, start)
     # One runner per output folder: a second `lib.pipeline.run` stops here, before any notebook starts or
     # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
-    with store.exclusive(config.path(cfg, cfg["output_dir"]) / "stages", f"lib.pipeline.run --profile {profile}"):
+    with store.exclusive(config.path(cfg, cfg.output_dir) / "stages", f"lib.pipeline.run --profile {profile}"):
         return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
 
 
@@ -212,7 +212,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     print(f"finished in {time.time() - t0:.1f} s")
     cfg = config.load(args.profile, overrides)
-    index = config.path(cfg, cfg["output_dir"]) / "figures" / "index.json"
+    index = config.path(cfg, cfg.output_dir) / "figures" / "index.json"
     if index.exists():
         print("tables and figures:")
         for name, where in json.loads(index.read_text()).items():

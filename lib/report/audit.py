@@ -199,12 +199,12 @@ def _read_json(path: Path) -> dict | None:
 
 def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
     """Our own outputs (where they exist) against the paper's counts."""
-    out = config.path(cfg, cfg["output_dir"])
+    out = config.path(cfg, cfg.output_dir)
     stats, summary = _read_json(out / "data_stats.json"), _read_json(out / "train_summary.json")
     examples = int(_claim(claims, "train_examples")["value"])
     stated = int(_claim(claims, "stated_steps")["value"])
     batch = int(_claim(claims, "effective_batch")["value"])
-    scope = f"not comparable (profile {cfg['profile']}: sample data)" if cfg.get("stamp") else None
+    scope = f"not comparable (profile {cfg.profile}: sample data)" if cfg.stamp else None
     na = "not available"
     lines = []
     if stats is None:
@@ -224,7 +224,7 @@ def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
         lines.append(line("ours", f"training runs {stated:,} steps", stated, "no train_summary.json", na, "exact"))
     else:
         ours = summary.get("examples"), summary.get("effective_batch"), summary.get("optimizer_steps")
-        epochs = cfg["train"].get("num_train_epochs", 1)
+        epochs = cfg.train.get("num_train_epochs", 1)
         expected = math.ceil(ours[0] / ours[1]) * math.ceil(epochs) if all(ours) else None
         lines += [
             line("ours", "our optimizer steps = ceil(examples / effective batch) x epochs", expected, ours[2],
@@ -268,7 +268,7 @@ def _paper_steps_line(steps: dict | None, stated: int, examples: int, batch: int
 
 
 def _test_count_line(cfg: dict, claims: list[dict], scope) -> dict:
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    test_dir = config.path(cfg, cfg.data.test_dir)
     claimed = int(_claim(claims, "test_queries")["value"])
     files = [test_dir / f"{g}.json" for g in GROUPS]
     if not all(f.exists() for f in files):

@@ -27,7 +27,7 @@ COLUMNS = ["system", "compare_to", "group", "judge", "n", "rejudged", "ci_low", 
 def released_runs(cfg: dict) -> list[dict]:
     """Every released run stage 04 judged for this profile: released.json plus its majority rows."""
     runs = []
-    for info_path in sorted((config.path(cfg, cfg["output_dir"]) / "released").glob("*/released.json")):
+    for info_path in sorted((config.path(cfg, cfg.output_dir) / "released").glob("*/released.json")):
         info = json.loads(info_path.read_text(encoding="utf-8"))
         rows = [r for r in read_csv(info_path.with_name("pass_rate.csv")) if is_majority(r["aggregation"])]
         runs.append({**info, "rows": rows})

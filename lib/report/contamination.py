@@ -31,10 +31,10 @@ def training_queries(cfg: dict) -> tuple[list[tuple[str, str, frozenset]], str]:
 
     From data.train_path (a JSON list or JSONL of ToolBench records, or a folder of raw answer
     files), else from outputs/<profile>/sft/ (role=user prompt messages)."""
-    train = config.path(cfg, cfg["data"]["train_path"])
-    sft = config.path(cfg, cfg["output_dir"]) / "sft"
+    train = config.path(cfg, cfg.data.train_path)
+    sft = config.path(cfg, cfg.output_dir) / "sft"
     if train is not None and train.exists():
-        return list(_file_queries(train, cfg["data"].get("answer_methods"))), str(train)
+        return list(_file_queries(train, cfg.data.answer_methods)), str(train)
     if sft.exists():
         return list(_sft_queries(sft)), str(sft)
     return [], "not available"
@@ -72,7 +72,7 @@ def _prompt_tools(system: str) -> frozenset:
 
 
 def test_queries(cfg: dict) -> dict[str, list[dict]]:
-    test_dir = config.path(cfg, cfg["data"]["test_dir"])
+    test_dir = config.path(cfg, cfg.data.test_dir)
     found = {}
     for g in GROUPS:
         f = test_dir / f"{g}.json"
@@ -175,7 +175,7 @@ def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> 
     """Per group: how many test queries use a tool, and how many a category, that training used.
     ToolBench's split wants 0 and 0 for G1-tool's tools and the *-category groups' categories.
     A training tool's category comes from the tool documents (data.toolenv_dir/tools/<category>/)."""
-    docs = apis.load_tool_docs(config.path(cfg, cfg["data"]["toolenv_dir"]) / "tools")
+    docs = apis.load_tool_docs(config.path(cfg, cfg.data.toolenv_dir) / "tools")
     train_tools = set().union(*(t[2] for t in train)) if train else set()
     train_categories = {docs[t]["category"] for t in train_tools if t in docs}
     rows = []

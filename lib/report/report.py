@@ -82,12 +82,12 @@ def run_series(cfg: dict) -> list[dict]:
     """Our runs: the profile's fine-tuned model (its pass_rate.csv, when stage 04 has run), the same
     model untrained (lib/infer/untrained.py, when run), then report.runs. The fine-tuned row comes first:
     the tables' "Fine-tuned minus row" column is measured from it."""
-    out = config.path(cfg, cfg["output_dir"])
-    wanted = [{"label": f"Fine-tuned ({cfg['profile']})", "path": out / "pass_rate.csv"},
-              {"label": f"Untrained ({cfg['profile']})", "path": untrained.pass_rate_path(cfg),
+    out = config.path(cfg, cfg.output_dir)
+    wanted = [{"label": f"Fine-tuned ({cfg.profile})", "path": out / "pass_rate.csv"},
+              {"label": f"Untrained ({cfg.profile})", "path": untrained.pass_rate_path(cfg),
                "model": out / "model"}]     # the same architecture, so the same parameter count
     wanted += [{"label": r["label"], "path": config.path(cfg, r["path"])}
-               for r in (cfg["report"].get("runs") or [])]
+               for r in (cfg.report.runs or [])]
     series = []
     for run in wanted:
         if Path(run["path"]).exists():
@@ -122,7 +122,7 @@ def table_order(paper: list[dict], readme: list[dict], runs: list[dict]) -> list
 # ----------------------------------------------------------------------------- captions
 def captions(cfg: dict, runs: list[dict]) -> list[str]:
     """Lines every table and figure carries: stamp, judge, aggregation."""
-    lines = [cfg["stamp"]] if cfg.get("stamp") else []
+    lines = [cfg.stamp] if cfg.stamp else []
     judges = {j for s in runs for j in s["judge"].split(",") if j}
     if any(map(is_offline, judges)):
         lines.append(f"Rows of our runs: {OFFLINE_NOTE} (rule-based).")
@@ -296,11 +296,11 @@ def bars(paper: list[dict], runs: list[dict], caption, stamp, folder: Path) -> t
 # Long: stage 05 top to bottom, one output after another, as the module docstring lists them.
 def run(cfg: dict) -> dict[str, Path]:
     """Stage 05, top to bottom: read, tables, figures, audit, contamination, index.json."""
-    report_cfg, stamp = cfg["report"], cfg.get("stamp")
+    report_cfg, stamp = cfg.report, cfg.stamp
     folder = config.output_dir(cfg, "figures")
-    paper = reference_series(config.path(cfg, report_cfg["paper_results"]), "paper")
-    readme = reference_series(config.path(cfg, report_cfg["toolbench_results"]), "readme")
-    claims = audit.read_claims(config.path(cfg, report_cfg["paper_claims"]))
+    paper = reference_series(config.path(cfg, report_cfg.paper_results), "paper")
+    readme = reference_series(config.path(cfg, report_cfg.toolbench_results), "readme")
+    claims = audit.read_claims(config.path(cfg, report_cfg.paper_claims))
     runs = run_series(cfg)
     primary = [s for s in runs if s.get("primary")]
     caption = captions(cfg, primary)
@@ -337,7 +337,7 @@ def run(cfg: dict) -> dict[str, Path]:
     paths["audit_csv"] = write_csv(folder / "audit.csv", lines, audit.AUDIT_COLUMNS)
     paths["audit_md"] = _write_text(folder / "audit.md", audit.audit_markdown(lines, caption, stamp))
 
-    n, threshold = int(report_cfg["contamination_ngram"]), float(report_cfg["contamination_threshold"])
+    n, threshold = report_cfg.contamination_ngram, report_cfg.contamination_threshold
     train, source = contamination.training_queries(cfg)
     rows_c, pairs = contamination.contamination(contamination.test_queries(cfg), train, n, threshold)
     for r in rows_c:
@@ -367,6 +367,6 @@ def _write_text(path: Path, text: str) -> Path:
 
 def _relative(cfg: dict, p: Path) -> str:
     try:
-        return str(Path(p).resolve().relative_to(Path(cfg["root"]).resolve()))
+        return str(Path(p).resolve().relative_to(Path(cfg.root).resolve()))
     except ValueError:
         return str(p)

@@ -29,14 +29,14 @@ def check_env(env, api: tuple = ()) -> str:
 
 def make_env(cfg: dict) -> ToolEnv:
     """The environment the profile's inference.tool_env names."""
-    inference_cfg = cfg["inference"]
-    toolenv = config.path(cfg, cfg["data"]["toolenv_dir"])
-    kind, timeout = inference_cfg["tool_env"], inference_cfg.get("tool_timeout_s") or 60
+    inference_cfg = cfg.inference
+    toolenv = config.path(cfg, cfg.data.toolenv_dir)
+    kind, timeout = inference_cfg.tool_env, inference_cfg.tool_timeout_s or 60
     if kind == "offline":
         return OfflineToolEnv(toolenv / "responses.jsonl", toolenv / "tools")
     if kind == "virtual":
-        return VirtualToolEnv(inference_cfg["virtual_server_url"], keys.secret(inference_cfg["toolbench_key_env"], required=False),
+        return VirtualToolEnv(inference_cfg.virtual_server_url, keys.secret(inference_cfg.toolbench_key_env, required=False),
                               timeout=timeout)
     if kind == "rapidapi":
-        return RapidApiToolEnv(toolenv / "tools", keys.secret(inference_cfg["rapidapi_key_env"]), timeout=timeout)
+        return RapidApiToolEnv(toolenv / "tools", keys.secret(inference_cfg.rapidapi_key_env), timeout=timeout)
     raise ValueError(f"inference.tool_env must be offline, virtual or rapidapi, got '{kind}'")

@@ -43,7 +43,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     transformers_logging.disable_progress_bar()
     t0 = time.time()
     out = config.output_dir(cfg)
-    set_seed(cfg["seed"])
+    set_seed(cfg.seed)
 
     # Data: the stage-01 dataset, minus a held-out slice for the format check.
     dataset, heldout = load_data(cfg)
@@ -58,12 +58,12 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     dataset, lengths = limit_length(dataset, tokenizer, cfg, args.max_length)
     check_not_empty(cfg, len(dataset), args.max_length, lengths)
     # The learning curve on the dev split (the held-out first steps), when there is one.
-    dev = learning_curve.dev_prompts(heldout) if cfg["format_check"].get("curve_points") else []
-    max_new = cfg["format_check"]["max_new_tokens"]
+    dev = learning_curve.dev_prompts(heldout) if cfg.format_check.curve_points else []
+    max_new = cfg.format_check.max_new_tokens
     curve = [learning_curve.LearningCurve(
         out / "learning_curve.jsonl",
         lambda m, prompts: format_check.generate(m, tokenizer, prompts, max_new), dev,
-        int(cfg["format_check"]["curve_points"]), log)] if dev else []
+        cfg.format_check.curve_points, log)] if dev else []
     trainer = make_trainer(cfg, model, tokenizer, dataset, args,
                            [training_log.JsonlLogger(out / "train_log.jsonl"), training_log.StepProgress(log),
                             *curve, *(callbacks or [])])
@@ -97,7 +97,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
 
     # Save: a LoRA run is merged, so downstream loads model/ like any full model.
     trained = trainer.model
-    if cfg.get("lora"):
+    if cfg.lora:
         trained = trained.merge_and_unload()
     if not trainer.is_world_process_zero():
         return {}
@@ -106,9 +106,9 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
     trained_rate = format_check.format_rate(trained, tokenizer, heldout, cfg)
     records = store.read_jsonl(out / "train_log.jsonl")
-    training_log.plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.get("stamp"))
+    training_log.plot_curves(records, config.output_dir(cfg, "figures") / "loss_curve.png", cfg.stamp)
     dev_curve = store.read_jsonl(out / "learning_curve.jsonl")
-    learning_curve.plot(dev_curve, config.output_dir(cfg, "figures") / "learning_curve.png", cfg.get("stamp"))
+    learning_curve.plot(dev_curve, config.output_dir(cfg, "figures") / "learning_curve.png", cfg.stamp)
     summary = {
         "examples": len(trainer.train_dataset),
         "heldout_examples": len(heldout),
@@ -131,7 +131,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         "mean_loss": round(sum(r["loss"] for r in records) / len(records), 4) if records else None,
         "max_length": args.max_length,
         **lengths,
-        "lora": bool(cfg.get("lora")),
+        "lora": bool(cfg.lora),
         "resumed_from": last,
         "paper_examples": paper.number("train_examples"),
         "paper_steps_at_batch_32": paper.epoch_steps(),
@@ -140,7 +140,7 @@ def _run(cfg: dict, callbacks: list | None, log) -> dict:
         # First-step accuracy on the dev split at a few steps (learning_curve.jsonl); [] without one.
         "learning_curve": [{k: r[k] for k in ("step", "parses", "correct", "parse_error_rate")}
                            for r in dev_curve],
-        "stamp": cfg.get("stamp"),
+        "stamp": cfg.stamp,
         "run_fingerprint": fingerprint,
     }
     (out / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -155,7 +155,7 @@ def load_data(cfg: dict):
     """outputs/<profile>/sft/ split into (train, heldout); the held-out slice is a seeded sample."""
     from datasets import DatasetDict, load_from_disk
 
-    folder = config.path(cfg, cfg["output_dir"]) / "sft"
+    folder = config.path(cfg, cfg.output_dir) / "sft"
     if not folder.exists():
         raise FileNotFoundError(f"no training data at {folder}: run the data stage (01) first")
     dataset = load_from_disk(str(folder))
@@ -165,13 +165,13 @@ def load_data(cfg: dict):
     if missing:
         raise ValueError(f"{folder}: missing column(s) {sorted(missing)}; expected TRL's "
                          "conversational prompt-completion form (docs/formats.md)")
-    n = int(cfg["format_check"]["heldout"] or 0)
+    n = int(cfg.format_check.heldout or 0)
     if n >= len(dataset):
-        raise ValueError(f"{cfg['config_path']}: format_check.heldout={n} leaves nothing to train "
+        raise ValueError(f"{cfg.config_path}: format_check.heldout={n} leaves nothing to train "
                          f"on ({len(dataset)} examples in {folder})")
     if n == 0:
         return dataset, dataset.select([])
-    split = dataset.train_test_split(test_size=n, seed=cfg["seed"], shuffle=True)
+    split = dataset.train_test_split(test_size=n, seed=cfg.seed, shuffle=True)
     return split["train"], split["test"]
 
 
@@ -181,7 +181,7 @@ def check_not_empty(cfg: dict, left: int, max_length: int, lengths: dict) -> Non
     if left > 0:
         return
     raise ValueError(
-        f"{cfg['config_path']}: no training example left: {lengths['over_max_length']} examples are "
+        f"{cfg.config_path}: no training example left: {lengths['over_max_length']} examples are "
         f"longer than train.max_length={max_length} tokens and {lengths['dropped_too_long']} were "
         f"dropped (model.over_max_positions={lengths['over_max_positions_policy']}; truncation keeps "
         "the start, so an example whose prompt fills the window keeps no completion to learn). Raise "
@@ -220,7 +220,7 @@ def tokenize_example(tokenizer, example: dict, completion_only_loss: bool,
 
 def loss_settings(cfg: dict) -> dict:
     """The profile's two loss-mask settings, as tokenize_example takes them."""
-    return {k: bool((cfg.get("train") or {}).get(k)) for k in ("completion_only_loss", "assistant_only_loss")}
+    return {k: bool((cfg.train or {}).get(k)) for k in ("completion_only_loss", "assistant_only_loss")}
 
 
 def mark_loss(tokenizer, input_ids, labels, width: int = 600) -> str:
@@ -270,10 +270,7 @@ def describe_batch(batch: dict) -> str:
 
 def limit_length(dataset, tokenizer, cfg: dict, max_length: int):
     """Count (and with over_max_positions: drop, remove) the examples longer than max_length."""
-    policy = cfg["model"].get("over_max_positions") or "truncate"
-    if policy not in ("truncate", "drop"):
-        raise ValueError(f"{cfg['config_path']}: model.over_max_positions must be 'truncate' or "
-                         f"'drop', got {policy!r}")
+    policy = cfg.model.over_max_positions or "truncate"     # null: truncate
     lengths = sequence_lengths(dataset, tokenizer)
     too_long = [i for i, n in enumerate(lengths) if n > max_length]
     stats = {"over_max_length": len(too_long), "over_max_positions_policy": policy,
@@ -311,11 +308,11 @@ def precision_kwargs(train: dict, cuda: bool) -> tuple[dict, str, str | None]:
 
 
 def sft_config(cfg: dict, log=print):
-    """SFTConfig(**cfg["train"]) with output_dir, precision and max_length fitted to the machine."""
+    """SFTConfig(**cfg.train) with output_dir, precision and max_length fitted to the machine."""
     import torch
     from trl import SFTConfig
 
-    train = dict(cfg["train"] or {})
+    train = dict(cfg.train or {})
     cuda = torch.cuda.is_available() and not train.get("use_cpu")
     mixed, precision, note = precision_kwargs(train, cuda)
     if note:
@@ -344,14 +341,15 @@ def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
     "(default)" where a profile does not set the key (SFTConfig's default then applies)."""
     def value(profile, dotted):
         section, _, key = dotted.partition(".")
-        if section in profile and profile[section] is None:
+        settings = config.as_dict(profile)
+        if settings[section] is None:
             return f"({section}: null)"         # lora: null is full fine-tuning
-        found = (profile.get(section) or {}).get(key, "(default)")
+        found = settings[section].get(key, "(default)")
         return "null" if found is None else str(found)
 
     profiles = (cfg, *others)
     width = max(map(len, keys)) + 2
-    lines = ["".join([f"{'key':<{width}}", *(f"{p['profile']:<22}" for p in profiles)]).rstrip()]
+    lines = ["".join([f"{'key':<{width}}", *(f"{p.profile:<22}" for p in profiles)]).rstrip()]
     lines += ["".join([f"{k:<{width}}", *(f"{value(p, k):<22}" for p in profiles)]).rstrip() for k in keys]
     return "\n".join(lines)
 
@@ -397,10 +395,10 @@ def score_loss_positions_only() -> bool:
 
 
 def lora_config(cfg: dict):
-    if not cfg.get("lora"):
+    if not cfg.lora:
         return None
     from peft import LoraConfig
-    return LoraConfig(**cfg["lora"])
+    return LoraConfig(**cfg.lora)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -416,9 +414,10 @@ LEFT_BY_A_RUN = ("model", "train_log.jsonl", "learning_curve.jsonl", "train_summ
 def run_fingerprint(cfg: dict) -> str:
     """What a checkpoint must share with this run to be resumed: the knobs and the data (stage
     01's saved examples; the held-out split and the length limit follow from the knobs)."""
-    keys = {k: cfg.get(k) for k in ("seed", "model", "lora", "format_check")}
-    keys["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in HOW_FAR}
-    sft = config.path(cfg, cfg["output_dir"]) / "sft"
+    settings = config.as_dict(cfg)
+    keys = {k: settings[k] for k in ("seed", "model", "lora", "format_check")}
+    keys["train"] = {k: v for k, v in (cfg.train or {}).items() if k not in HOW_FAR}
+    sft = config.path(cfg, cfg.output_dir) / "sft"
     keys["data"] = config.file_digest(*sorted(sft.glob("data-*.arrow")))
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
@@ -489,7 +488,7 @@ def last_checkpoint(folder: str) -> str | None:
 def first_turn_before_after(cfg: dict, heldout, index: int = 0) -> str:
     """Stage 02's learning curve as text for one dev query: the base model's zero-shot first turn
     (step 0) beside the fine-tuned one (the last point), as the stage generated them."""
-    records = store.read_jsonl(config.path(cfg, cfg["output_dir"]) / "learning_curve.jsonl")
+    records = store.read_jsonl(config.path(cfg, cfg.output_dir) / "learning_curve.jsonl")
     return learning_curve.side_by_side(records, learning_curve.dev_prompts(heldout), index)
 
 
