@@ -1,31 +1,18 @@
-"""How the stages keep finished work: append-only JSONL files, old runs set aside, one writer a folder.
+"""Append-only JSONL: how the stages add records to the files that hold their finished work.
 
-Every rule here exists because a run can be killed at any instant, rerun with other settings, or
-started twice by mistake, and hours of GPU work or paid judge requests sit in these files:
+Every rule here exists because a run can be killed at any instant, and hours of GPU work or paid
+judge requests sit in these files (lib/common/resume.py keeps their folders):
 - `append_jsonl` / `JsonlAppender`: the one way to add a record to a .jsonl file. A torn last line
   (the process died mid-write) is cut off before the first append, so the new record starts on its
   own line instead of being glued to a fragment and lost; each record is flushed and fsynced.
 - `read_jsonl`: the complete records of such a file; a torn last line is skipped, a bad line
   elsewhere is an error naming the file and line.
-- `set_aside`: moves a folder of another run (and the files that go with it) to
-  `<name>.<label>.<time>/` beside it. Nothing is ever deleted; the caller says in its log where the
-  old run went.
-- `exclusive`: one writer per output folder. A second run on the same folder fails at once, naming
-  the process that holds it (the OS releases the lock when that process dies, so a killed run
-  leaves no stale lock behind).
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import time
 from pathlib import Path
-
-
-class FolderBusy(RuntimeError):
-    """Another process is writing the same output folder."""
 
 
 class JsonlError(ValueError):
@@ -132,48 +119,3 @@ def rewrite_jsonl(path, records: list[dict]) -> None:
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
                    encoding="utf-8")
     os.replace(tmp, path)
-
-
-def set_aside(folder, label: str, also=()) -> Path | None:
-    """Move `folder` to `<name>.<label>.<UTC time>/` beside it, with the files or folders in `also`
-    moved into it, and return the new path; None when there was nothing to move. Never deletes."""
-    folder = Path(folder)
-    also = [Path(p) for p in also if Path(p).exists()]
-    has_files = folder.exists() and any(folder.iterdir())
-    if not has_files and not also:
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = folder.with_name(f"{folder.name}.{label}.{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = folder.with_name(f"{folder.name}.{label}.{stamp}-{n}")
-    if has_files:
-        folder.rename(target)
-    else:
-        target.mkdir(parents=True)
-    for item in also:
-        item.rename(target / item.name)
-    return target
-
-
-@contextlib.contextmanager
-def exclusive(folder, what: str):
-    """Hold `<folder>.lock` beside the output folder while writing it; FolderBusy if another holds it."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = folder.with_name(f".{folder.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise FolderBusy(f"{folder} is being written by another run ({holder}); wait for it to "
-                         f"finish or stop that process, then run again") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
-        yield folder
-    finally:
-        os.close(fd)        # releases the lock

@@ -25,7 +25,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib.common import config, paper, plots, store
+from lib.common import config, paper, plots, resume
 from lib.toolbench import formats, records, sample
 from lib.models import model
 
@@ -249,8 +249,8 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
 
 def prepare(cfg: dict) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
-    One stage-01 run at a time per profile: a second one fails at once (lib.common.store.exclusive)."""
-    with store.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
+    One stage-01 run at a time per profile: a second one fails at once (lib.common.resume.exclusive)."""
+    with resume.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
         return _prepare(cfg)
 
 

@@ -13,7 +13,7 @@ import copy
 import json
 from pathlib import Path
 
-from lib.common import config
+from lib.common import config, resume
 from lib.models import backends
 from lib.checks import first_step
 from lib.infer import inference
@@ -46,7 +46,7 @@ def infer(cfg: dict, log=print) -> dict | None:
     tokenizer_dir = config.path(cfg, cfg["output_dir"]) / "tokenizer"
     backend.fingerprint = "untrained " + json.dumps(
         {"model": {k: v for k, v in cfg["model"].items() if k != "chat_template"}, "seed": cfg["seed"],
-         "tokenizer": config.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
+         "tokenizer": resume.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
         sort_keys=True, default=str)
     return inference.run(settings(cfg), backend=backend, log=log)
 

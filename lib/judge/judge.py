@@ -43,7 +43,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib.common import config, store, tables
+from lib.common import config, resume, store, tables
 from lib.toolbench import released, tooleval
 from lib.checks import offline_judge
 from lib.infer import untrained
@@ -122,8 +122,8 @@ def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
 def run(cfg: dict, log=print):
     """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
     Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
-    a second one fails at once (lib.common.store.exclusive) instead of judging every query twice."""
-    with store.exclusive(config.output_dir(cfg) / "judgments", "stage 04 judge"):
+    a second one fails at once (lib.common.resume.exclusive) instead of judging every query twice."""
+    with resume.exclusive(config.output_dir(cfg) / "judgments", "stage 04 judge"):
         return _run(cfg, log)
 
 
@@ -162,9 +162,9 @@ def _run(cfg: dict, log):
 
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
     # only now, with the settings and every input checked, is the folder touched).
-    judgments_dir = config.resumable_dir(cfg, "judgments", {
+    judgments_dir = resume.resumable(out / "judgments", {
         "judge": judgments.judgment_settings(judge_cfg), "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
-        "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
+        "trajectories": resume.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
     result = pass_rates.judge_set(cfg, judge, trajs, queries, {g: judgments_dir / f"{g}.jsonl" for g in trajs},
                        out, notes, log)
     rows, judged = result["rows"], result["judged"]

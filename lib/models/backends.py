@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 
-from lib.common import config, keys
+from lib.common import config, keys, resume
 from lib.models import model as model_lib
 from lib.models.prefix_cache import PrefixCache
 
@@ -207,7 +207,7 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     else:
         tokenizer = model_lib.load_tokenizer(cfg)
     backend = hf_backend(cfg, model, tokenizer)
-    backend.fingerprint = config.file_digest(folder)
+    backend.fingerprint = resume.file_digest(folder)
     return backend
 
 

@@ -24,7 +24,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.common import config, store
+from lib.common import config, resume
 from lib.pipeline import checklist, preflight
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
@@ -164,7 +164,7 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
     stages = select(only, start)
     # One runner per output folder: a second `lib.pipeline.run` stops here, before any notebook starts or
     # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
-    with store.exclusive(config.path(cfg, cfg["output_dir"]) / "stages", f"lib.pipeline.run --profile {profile}"):
+    with resume.exclusive(config.path(cfg, cfg["output_dir"]) / "stages", f"lib.pipeline.run --profile {profile}"):
         return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
 
 
@@ -216,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run(args.profile, overrides, args.only, args.start, args.force,
             log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
-    except (StageFailed, config.ConfigError, store.FolderBusy) as err:
+    except (StageFailed, config.ConfigError, resume.FolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"finished in {time.time() - t0:.1f} s")

@@ -33,7 +33,7 @@ import math
 import time
 from pathlib import Path
 
-from lib.common import config, paper, store
+from lib.common import config, paper, resume, store
 from lib.checks import format_check
 from lib.train import learning_curve, training_log
 from lib.models import model as model_lib
@@ -46,8 +46,8 @@ from lib.models import model as model_lib
 
 def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
-    One training run at a time per profile: a second one fails at once (lib.common.store.exclusive)."""
-    with store.exclusive(config.output_dir(cfg) / "checkpoints", "stage 02 training"):
+    One training run at a time per profile: a second one fails at once (lib.common.resume.exclusive)."""
+    with resume.exclusive(config.output_dir(cfg) / "checkpoints", "stage 02 training"):
         return _run(cfg, callbacks, log)
 
 
@@ -438,7 +438,7 @@ def run_fingerprint(cfg: dict) -> str:
     keys = {k: cfg.get(k) for k in ("seed", "model", "lora", "format_check")}
     keys["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in HOW_FAR}
     sft = config.path(cfg, cfg["output_dir"]) / "sft"
-    keys["data"] = config.file_digest(*sorted(sft.glob("data-*.arrow")))
+    keys["data"] = resume.file_digest(*sorted(sft.glob("data-*.arrow")))
     return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
@@ -469,7 +469,7 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
     if old == fingerprint and not past:
         return False
     leftovers = [out / name for name in LEFT_BY_A_RUN if (out / name).exists()]
-    moved = store.set_aside(folder, f"run-{old or 'unkeyed'}", also=leftovers)
+    moved = resume.set_aside(folder, f"run-{old or 'unkeyed'}", also=leftovers)
     if moved:
         why = (f"its last checkpoint is past step {planned}" if old == fingerprint
                else "it was made with other settings or data")
