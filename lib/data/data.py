@@ -247,14 +247,10 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
         raise
 
 
+@resume.one_writer("stage 01 data", lambda cfg: config.output_dir(cfg) / "sft")
 def prepare(cfg: dict) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
-    One stage-01 run at a time per profile: a second one fails at once (lib.common.resume.exclusive)."""
-    with resume.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
-        return _prepare(cfg)
-
-
-def _prepare(cfg: dict) -> dict:
+    One stage-01 run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     from datasets import disable_progress_bars
 
     disable_progress_bars()

@@ -393,17 +393,13 @@ def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
     return {g: [Query(r, g, docs) for r in rs] for g, rs in records.items()}
 
 
+@resume.one_writer("stage 03 inference", lambda cfg, *_, **__: config.output_dir(cfg) / "trajectories")
 def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
     Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json.
-    One stage-03 run at a time per output folder: a second fails at once (lib.common.resume.exclusive)
+    One stage-03 run at a time per output folder: a second fails at once (lib.common.resume.one_writer)
     instead of writing every query twice."""
-    with resume.exclusive(config.output_dir(cfg) / "trajectories", "stage 03 inference"):
-        return _run(cfg, backend, env, log)
-
-
-def _run(cfg: dict, backend, env, log) -> dict:
     inference_cfg = cfg["inference"]
     test_dir = config.path(cfg, cfg["data"]["test_dir"])
     # Every group's test file is read and checked first: a bad one stops the stage before anything.

@@ -119,14 +119,6 @@ def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def run(cfg: dict, log=print):
-    """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
-    Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
-    a second one fails at once (lib.common.resume.exclusive) instead of judging every query twice."""
-    with resume.exclusive(config.output_dir(cfg) / "judgments", "stage 04 judge"):
-        return _run(cfg, log)
-
-
 def run_untrained(cfg: dict, log=print):
     """Stage 04 for the untrained model's trajectories (lib/infer/untrained.py), when stage 03 made
     them; else None."""
@@ -135,7 +127,11 @@ def run_untrained(cfg: dict, log=print):
     return run(untrained.settings(cfg), log=log)
 
 
-def _run(cfg: dict, log):
+@resume.one_writer("stage 04 judge", lambda cfg, *_, **__: config.output_dir(cfg) / "judgments")
+def run(cfg: dict, log=print):
+    """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
+    Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
+    a second one fails at once (lib.common.resume.one_writer) instead of judging every query twice."""
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
     judge_cfg, out = cfg["judge"], config.output_dir(cfg)
     times = int(judge_cfg["evaluate_times"])

@@ -44,14 +44,10 @@ from lib.models import model as model_lib
 # The stage
 
 
+@resume.one_writer("stage 02 training", lambda cfg, *_, **__: config.output_dir(cfg) / "checkpoints")
 def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
-    One training run at a time per profile: a second one fails at once (lib.common.resume.exclusive)."""
-    with resume.exclusive(config.output_dir(cfg) / "checkpoints", "stage 02 training"):
-        return _run(cfg, callbacks, log)
-
-
-def _run(cfg: dict, callbacks: list | None, log) -> dict:
+    One training run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     from transformers import set_seed
 
     import datasets
