@@ -17,7 +17,6 @@ Heavy libraries are imported inside the functions that use them (lib/__init__.py
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -91,20 +90,16 @@ def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
     """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
     included: they are in no file)."""
     keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
-    used = {k: v for k, v in cfg.items() if keys is None or k in keys}
-    return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return resume.fingerprint({k: v for k, v in cfg.items() if keys is None or k in keys})
 
 
 def mark_done(cfg: dict, stage: Stage) -> None:
-    marker = done_marker(cfg, stage)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(settings_digest(cfg, stage) + "\n")
+    resume.mark(done_marker(cfg, stage), settings_digest(cfg, stage))
 
 
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg["output_dir"])
-    marker = done_marker(cfg, stage)
-    if not marker.exists() or marker.read_text().strip() != settings_digest(cfg, stage):
+    if not resume.is_marked(done_marker(cfg, stage), settings_digest(cfg, stage)):
         return False
     outputs = [out / o for o in stage.outputs]
     oldest_output = _oldest_mtime(outputs)
@@ -139,8 +134,7 @@ def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=Non
 
     source = NOTEBOOK_DIR / stage.notebook
     executed = config.output_dir(cfg, "notebooks") / stage.notebook
-    marker = done_marker(cfg, stage)
-    marker.unlink(missing_ok=True)      # a status flag, not an output: the stage is running again
+    resume.unmark(done_marker(cfg, stage))      # a status flag, not an output: the stage is running again
     try:
         papermill.execute_notebook(
             str(source), str(executed),

@@ -27,7 +27,6 @@ Heavy libraries are imported inside the functions that use them (lib/__init__.py
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
@@ -435,7 +434,7 @@ def run_fingerprint(cfg: dict) -> str:
     keys["train"] = {k: v for k, v in (cfg.get("train") or {}).items() if k not in HOW_FAR}
     sft = config.path(cfg, cfg["output_dir"]) / "sft"
     keys["data"] = resume.file_digest(*sorted(sft.glob("data-*.arrow")))
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return resume.fingerprint(keys)
 
 
 def planned_steps(args, examples: int) -> int:
@@ -457,22 +456,11 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
     of the same settings whose last checkpoint is past `planned` (it trained further than asked
     now; resuming it would stop at once on the longer run's weights)."""
     folder, out = Path(checkpoints), Path(checkpoints).parent
-    stamp = folder / "run_fingerprint.txt"
-    fingerprint = fingerprint or run_fingerprint(cfg)
-    old = stamp.read_text().strip() if stamp.exists() else None
     last = last_checkpoint(str(folder))
     past = last is not None and planned is not None and int(last.rsplit("-", 1)[-1]) > planned
-    if old == fingerprint and not past:
-        return False
-    leftovers = [out / name for name in LEFT_BY_A_RUN if (out / name).exists()]
-    moved = resume.set_aside(folder, f"run-{old or 'unkeyed'}", also=leftovers)
-    if moved:
-        why = (f"its last checkpoint is past step {planned}" if old == fingerprint
-               else "it was made with other settings or data")
-        log(f"{folder}: the run there is set aside as {moved} ({why}); training afresh")
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
-    return True
+    return resume.restart_unless(folder, fingerprint or run_fingerprint(cfg), "run_fingerprint.txt",
+                                 also=[out / name for name in LEFT_BY_A_RUN],
+                                 why=f"its last checkpoint is past step {planned}" if past else None, log=log)
 
 
 def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
