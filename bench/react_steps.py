@@ -63,6 +63,7 @@ def run_mode(cfg, backend, queries, env, folder: Path, mode: str, chunk: int = 1
     """One pass of stage 03's loop: `recompute` (every prompt encoded whole, whole turns),
     `reuse` (inference.reuse_kv_cache, whole turns), `chunked` (reuse and inference.decode_chunk
     `chunk` at `chunk_batch` rows a call: a turn that ends makes room for a waiting query)."""
+    from lib.common import config
     from lib.toolbench import trajectories
     from lib.infer import inference
     from lib.models.prefix_cache import PrefixCache

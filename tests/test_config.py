@@ -53,30 +53,6 @@ def test_paths_resolve_against_the_repository(tmp_path):
     assert config.output_dir(cfg, "figures") == tmp_path / "o" / "figures" and (tmp_path / "o" / "figures").is_dir()
 
 
-def test_resumable_dir_resumes_the_same_run_and_sets_every_other_aside(tmp_path):
-    cfg = config.load("smoke", {"output_dir": str(tmp_path)})
-    said = []
-    folder = config.resumable_dir(cfg, "trajectories", {"model": "a"}, log=said.append)
-    (folder / "G1_instruction.jsonl").write_text("run a\n")
-    assert (config.resumable_dir(cfg, "trajectories", {"model": "a"}) / "G1_instruction.jsonl").exists()
-    # Two rotations in a row (b, then c) keep both earlier runs: no single ".previous" slot.
-    fresh = config.resumable_dir(cfg, "trajectories", {"model": "b"}, log=said.append)
-    assert not (fresh / "G1_instruction.jsonl").exists()
-    (fresh / "G1_instruction.jsonl").write_text("run b\n")
-    config.resumable_dir(cfg, "trajectories", {"model": "c"}, log=said.append)
-    kept = sorted(p.read_text() for p in tmp_path.glob("trajectories.run-*/G1_instruction.jsonl"))
-    assert kept == ["run a\n", "run b\n"]
-    assert len(said) == 2 and "set aside as" in said[0] and "trajectories.run-" in said[0]
-    assert all('"model": "a"' in p.read_text() or '"model": "b"' in p.read_text()
-               for p in tmp_path.glob("trajectories.run-*/RUN_KEY.json"))
-    # Back to the settings of run a: its folder comes back to resume, c's is set aside in turn.
-    (tmp_path / "trajectories" / "G1_instruction.jsonl").write_text("run c\n")
-    back = config.resumable_dir(cfg, "trajectories", {"model": "a"}, log=said.append)
-    assert (back / "G1_instruction.jsonl").read_text() == "run a\n" and "brought back" in said[-1]
-    kept = sorted(p.read_text() for p in tmp_path.glob("trajectories.run-*/G1_instruction.jsonl"))
-    assert kept == ["run b\n", "run c\n"]
-
-
 def test_values_are_checked_when_the_profile_loads():
     for override, says in [({"inference.method": "foo"}, "'inference.method' must be one of react, dfsdt"),
                            ({"judge.kind": "bar"}, "'judge.kind' must be one of offline, llm"),
@@ -99,14 +75,6 @@ def test_a_yaml_syntax_error_names_the_file_and_line(tmp_path):
         config.load(str(bad))
     with pytest.raises(config.ConfigError, match=r"no profile .*sub/x\.yaml does not exist"):
         config.load(str(tmp_path / "sub" / "x.yaml"))
-
-
-def test_file_digest_changes_with_content(tmp_path):
-    (tmp_path / "a.json").write_text("1")
-    before = config.file_digest(tmp_path)
-    (tmp_path / "a.json").write_text("2")
-    assert config.file_digest(tmp_path) != before
-    assert config.file_digest(tmp_path / "a.json") == config.file_digest(tmp_path)
 
 
 def test_lora_and_mini_profiles_are_smoke_with_their_own_keys():

@@ -398,9 +398,9 @@ def test_stage_run_end_to_end_on_fixtures(tiny_hf, tmp_path):
     with pytest.raises(formats.QueryError, match="share query_id"):
         inference.run(config.derive(cfg, {"inference.max_iterations": 3}), backend=backend, env=env, log=None)
     (test_dir / "G1_instruction.json").write_text(good)
-    from lib.common import store
-    with store.exclusive(out / "trajectories", "stage 03 inference"):
-        with pytest.raises(store.FolderBusy, match=r"pid \d+, stage 03 inference"):
+    from lib.common import resume
+    with resume.exclusive(out / "trajectories", "stage 03 inference"):
+        with pytest.raises(resume.FolderBusy, match=r"pid \d+, stage 03 inference"):
             inference.run(cfg, backend=backend, env=env, log=None)
     assert {p.name: p.read_text() for p in (out / "trajectories").glob("*.jsonl")} == finished
     said = []

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from lib.common import config, stats, store, tables
+from lib.common import config, resume, stats, store, tables
 from lib.toolbench import tooleval
 from lib.checks import trajectory_checks
 from lib.judge import judge, judgments, llm_judge, pass_rates
@@ -68,8 +68,8 @@ def test_a_second_stage_04_on_the_same_folder_is_refused_and_judges_nothing(tmp_
     cfg = make_cfg(tmp_path, {"G1_instruction": [traj(1, GOOD)]}, {"G1_instruction": [query(1)]},
                    kind="offline")
     out = Path(cfg.output_dir)
-    with store.exclusive(out / "judgments", "stage 04 judge"):     # another run holds it
-        with pytest.raises(store.FolderBusy, match=r"judgments is being written by another run \(pid \d+, stage 04"):
+    with resume.exclusive(out / "judgments", "stage 04 judge"):     # another run holds it
+        with pytest.raises(resume.FolderBusy, match=r"judgments is being written by another run \(pid \d+, stage 04"):
             judge.run(cfg, log=lambda *a: None)
     assert not (out / "judgments" / "G1_instruction.jsonl").exists()
     judge.run(cfg, log=lambda *a: None)

@@ -1,14 +1,13 @@
 """lib/judge/judgments.py: a judgments file resumed after an interrupted run."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
 
 from lib.judge import judge, judgments
 
-from judge_helpers import GOOD, llm_cfg, traj, write_jsonl
+from judge_helpers import GOOD, llm_cfg, traj
 
 
 # ------------------------------------------------------------------------------------------------

@@ -102,9 +102,9 @@ def test_a_bad_value_fails_in_a_second_and_touches_no_finished_work(tmp_path, ca
 
 
 def test_a_second_runner_on_the_same_profile_stops_before_any_stage(tmp_path, capsys):
-    from lib.common import store
+    from lib.common import resume
     out = tmp_path / "out"
-    with store.exclusive(out / "stages", "lib.pipeline.run --profile smoke"):
+    with resume.exclusive(out / "stages", "lib.pipeline.run --profile smoke"):
         assert run.main(["--set", f"output_dir={out}", "--skip-check"]) == 1
     err = capsys.readouterr().err
     assert f"{out / 'stages'} is being written by another run (pid " in err and "lib.pipeline.run --profile smoke" in err

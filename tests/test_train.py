@@ -10,7 +10,7 @@ import torch
 from datasets import Dataset
 from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
-from lib.common import config, store, trainer_steps
+from lib.common import config, resume, store, trainer_steps
 from lib.models import model as model_lib
 from lib.train import train, training_log
 
@@ -249,7 +249,7 @@ def test_training_further_resumes_and_a_second_run_is_refused(cfg):
     assert (out / "model" / "model.safetensors").read_bytes() == model_bytes
     assert not (out / "checkpoints" / "checkpoint-7").exists()
     # While one process trains the profile, another is refused at once, naming it.
-    with store.exclusive(out / "checkpoints", "stage 02 training"):
+    with resume.exclusive(out / "checkpoints", "stage 02 training"):
         import multiprocessing
         ctx = multiprocessing.get_context("spawn")
         with ctx.Pool(1) as pool:
@@ -260,12 +260,17 @@ def test_training_further_resumes_and_a_second_run_is_refused(cfg):
 def _train_in_another_process(cfg) -> str:
     try:
         train.run(cfg)
-    except store.FolderBusy as err:
+    except resume.FolderBusy as err:
         return str(err)
     return "not refused"
 
 
 def test_checkpoints_of_another_config_are_set_aside_not_deleted(cfg):
+    with resume.exclusive(config.output_dir(cfg, "checkpoints"), "stage 02 training"):
+        _set_aside_not_deleted(cfg)
+
+
+def _set_aside_not_deleted(cfg):
     out = config.path(cfg, cfg.output_dir)
     checkpoints = config.output_dir(cfg, "checkpoints")
     (checkpoints / "checkpoint-99").mkdir()

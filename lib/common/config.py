@@ -12,8 +12,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import functools
-import hashlib
-import json
 import os
 import re
 import tempfile
@@ -23,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lib.common import gguf_model, settings, store
+from lib.common import gguf_model, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -333,48 +331,3 @@ def output_dir(cfg: settings.Profile, *folders: str) -> Path:
     target = path(cfg, cfg.output_dir).joinpath(*folders)
     target.mkdir(parents=True, exist_ok=True)
     return target
-
-
-def file_digest(*paths) -> str:
-    """sha256 over the given files' bytes (folders: their files, sorted), to tell inputs apart."""
-    digest = hashlib.sha256()
-    for p in map(Path, paths):
-        for f in sorted(p.rglob("*")) if p.is_dir() else [p]:
-            if f.is_file():
-                digest.update(f.name.encode())
-                with open(f, "rb") as fh:
-                    while chunk := fh.read(1 << 20):
-                        digest.update(chunk)
-    return digest.hexdigest()[:16]
-
-
-def resumable_dir(cfg: dict, name: str, key: dict, log=print) -> Path:
-    """outputs/<profile>/<name>/ for an append-only, resumable stage.
-
-    `key` says what the folder's contents are made from (model, settings, inputs). A rerun with the
-    same key resumes; with another key the old folder is set aside whole as
-    <name>.run-<its key digest>.<time>/ (lib.common.store.set_aside: nothing is deleted, and the log says
-    where it went), and a folder set aside earlier with this very key is brought back to resume
-    (going back to earlier settings costs no rerun); else the stage starts afresh instead of mixing
-    results of two different runs. Call it only after every setting and input of the stage has
-    been validated, so a failing run never moves a finished one.
-    """
-    folder = output_dir(cfg) / name
-    stamp, text = folder / "RUN_KEY.json", json.dumps(key, sort_keys=True, indent=1, default=str)
-    if folder.exists() and any(folder.iterdir()) and (not stamp.exists() or stamp.read_text() != text):
-        old = hashlib.sha256(stamp.read_bytes()).hexdigest()[:8] if stamp.exists() else "unkeyed"
-        moved = store.set_aside(folder, f"run-{old}")
-        log(f"{folder} holds a run with other settings or inputs: set aside as {moved} "
-            f"(its RUN_KEY.json says what it was made from)")
-    if not folder.exists() or not any(folder.iterdir()):
-        earlier = [p for p in folder.parent.glob(f"{folder.name}.run-*")
-                   if (p / "RUN_KEY.json").exists() and (p / "RUN_KEY.json").read_text() == text]
-        if earlier:
-            back = max(earlier, key=lambda p: p.stat().st_mtime)
-            if folder.exists():
-                folder.rmdir()      # empty: nothing lost
-            back.rename(folder)
-            log(f"{back} was made with these same settings and inputs: brought back as {folder} to resume")
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(text)
-    return folder

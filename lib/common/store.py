@@ -1,23 +1,15 @@
-"""How the stages keep finished work: append-only JSONL files, old runs set aside, one writer a folder.
+"""Append-only JSONL: how the stages add records to the files that hold their finished work.
 
-A run can be killed at any instant, rerun with other settings or started twice, and hours of GPU
-work or paid judge requests sit in these files: `append_jsonl` / `JsonlAppender` cut a torn last
-line before appending, `read_jsonl` skips one, `set_aside` renames another run's folder instead of
-deleting it, and `exclusive` allows one writer per output folder (docs/stages.md, "Interrupting and
-resuming").
+A run can be killed at any instant, and hours of GPU work or paid judge requests sit in these files:
+`append_jsonl` / `JsonlAppender` cut a torn last line before appending (each record flushed and
+fsynced), and `read_jsonl` skips one. Their folders are kept by lib/common/resume.py (docs/stages.md,
+"Interrupting and resuming").
 """
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import json
 import os
-import time
 from pathlib import Path
-
-
-class FolderBusy(RuntimeError):
-    """Another process is writing the same output folder."""
 
 
 class JsonlError(ValueError):
@@ -124,48 +116,3 @@ def rewrite_jsonl(path, records: list[dict]) -> None:
     tmp.write_text("".join(json.dumps(r, ensure_ascii=False, default=str) + "\n" for r in records),
                    encoding="utf-8")
     os.replace(tmp, path)
-
-
-def set_aside(folder, label: str, also=()) -> Path | None:
-    """Move `folder` to `<name>.<label>.<UTC time>/` beside it, with the files or folders in `also`
-    moved into it, and return the new path; None when there was nothing to move. Never deletes."""
-    folder = Path(folder)
-    also = [Path(p) for p in also if Path(p).exists()]
-    has_files = folder.exists() and any(folder.iterdir())
-    if not has_files and not also:
-        return None
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
-    target = folder.with_name(f"{folder.name}.{label}.{stamp}")
-    n = 1
-    while target.exists():
-        n += 1
-        target = folder.with_name(f"{folder.name}.{label}.{stamp}-{n}")
-    if has_files:
-        folder.rename(target)
-    else:
-        target.mkdir(parents=True)
-    for item in also:
-        item.rename(target / item.name)
-    return target
-
-
-@contextlib.contextmanager
-def exclusive(folder, what: str):
-    """Hold `<folder>.lock` beside the output folder while writing it; FolderBusy if another holds it."""
-    folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    lock = folder.with_name(f".{folder.name}.lock")
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise FolderBusy(f"{folder} is being written by another run ({holder}); wait for it to "
-                         f"finish or stop that process, then run again") from None
-    try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
-        yield folder
-    finally:
-        os.close(fd)        # releases the lock

@@ -14,7 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Iterator
 
-from lib.common import config, paper, plots, store
+from lib.common import config, paper, plots, resume
 from lib.toolbench import formats, observations, records, sample
 from lib.models import model
 
@@ -233,14 +233,10 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
         raise
 
 
+@resume.one_writer("stage 01 data", lambda cfg: config.output_dir(cfg) / "sft")
 def prepare(cfg: dict) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
-    One stage-01 run at a time per profile: a second one fails at once (lib.common.store.exclusive)."""
-    with store.exclusive(config.output_dir(cfg) / "sft", "stage 01 data"):
-        return _prepare(cfg)
-
-
-def _prepare(cfg: dict) -> dict:
+    One stage-01 run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     from datasets import disable_progress_bars
 
     disable_progress_bars()

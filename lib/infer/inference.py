@@ -14,7 +14,7 @@ import dataclasses
 import json
 import time
 
-from lib.common import config, store
+from lib.common import config, resume, store
 from lib.common.settings import Inference
 from lib.toolbench import apis, environments, observations, trajectories
 from lib.models import backends
@@ -376,17 +376,13 @@ def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
     return {g: [Query(r, g, docs) for r in rs] for g, rs in records.items()}
 
 
+@resume.one_writer("stage 03 inference", lambda cfg, *_, **__: config.output_dir(cfg) / "trajectories")
 def run(cfg: dict, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
     Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json.
-    One stage-03 run at a time per output folder: a second fails at once (lib.common.store.exclusive)
+    One stage-03 run at a time per output folder: a second fails at once (lib.common.resume.one_writer)
     instead of writing every query twice."""
-    with store.exclusive(config.output_dir(cfg) / "trajectories", "stage 03 inference"):
-        return _run(cfg, backend, env, log)
-
-
-def _run(cfg: dict, backend, env, log) -> dict:
     inference_cfg = cfg.inference
     test_dir = config.path(cfg, cfg.data.test_dir)
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
@@ -402,9 +398,9 @@ def _run(cfg: dict, backend, env, log) -> dict:
     # the transport stop rule change no kept trajectory: raising them after a failed run resumes it).
     settings = {k: v for k, v in config.as_dict(inference_cfg).items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
                                                           "max_transport_error_share")}
-    out = config.resumable_dir(cfg, "trajectories", {
+    out = resume.resumable(config.output_dir(cfg) / "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
-        "seed": cfg.seed, "queries": config.file_digest(test_dir)}, log=log)
+        "seed": cfg.seed, "queries": resume.file_digest(test_dir)}, log=log)
     groups, dropped, kept = {}, {"transport_failed": 0, "transport_failed_calls": 0}, []
     work = [(queries, out / f"{group}.jsonl") for group, queries in selected.items()]
     t0 = time.perf_counter()

@@ -6,7 +6,6 @@ stage 05 sets it beside the fine-tuned row (docs/formats.md).
 """
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from lib.common import config
@@ -36,14 +35,7 @@ def infer(cfg: dict, log=print) -> dict | None:
     """Stage 03 for the untrained model; returns its inference summary (None when not enabled)."""
     if not enabled(cfg):
         return None
-    backend = backends.untrained_backend(cfg)
-    # Resume only what this same starting model made: its settings and the tokenizer stage 01 trained.
-    tokenizer_dir = config.path(cfg, cfg.output_dir) / "tokenizer"
-    backend.fingerprint = "untrained " + json.dumps(
-        {"model": {k: v for k, v in config.as_dict(cfg.model).items() if k != "chat_template"}, "seed": cfg.seed,
-         "tokenizer": config.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
-        sort_keys=True, default=str)
-    return inference.run(settings(cfg), backend=backend, log=log)
+    return inference.run(settings(cfg), backend=backends.untrained_backend(cfg), log=log)
 
 
 def pass_rate_path(cfg: dict) -> Path:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from lib.common import config, store, tables
+from lib.common import config, resume, store, tables
 from lib.toolbench import released, tooleval, trajectories
 from lib.checks import offline_judge
 from lib.infer import untrained
@@ -88,14 +88,6 @@ def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def run(cfg: dict, log=print):
-    """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
-    Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
-    a second one fails at once (lib.common.store.exclusive) instead of judging every query twice."""
-    with store.exclusive(config.output_dir(cfg) / "judgments", "stage 04 judge"):
-        return _run(cfg, log)
-
-
 def run_untrained(cfg: dict, log=print):
     """Stage 04 for the untrained model's trajectories (lib/infer/untrained.py), when stage 03 made
     them; else None."""
@@ -104,7 +96,11 @@ def run_untrained(cfg: dict, log=print):
     return run(untrained.settings(cfg), log=log)
 
 
-def _run(cfg: dict, log):
+@resume.one_writer("stage 04 judge", lambda cfg, *_, **__: config.output_dir(cfg) / "judgments")
+def run(cfg: dict, log=print):
+    """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
+    Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
+    a second one fails at once (lib.common.resume.one_writer) instead of judging every query twice."""
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
     judge_cfg, out = cfg.judge, config.output_dir(cfg)
     times = judge_cfg.evaluate_times
@@ -129,9 +125,9 @@ def _run(cfg: dict, log):
 
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
     # only now, with the settings and every input checked, is the folder touched).
-    judgments_dir = config.resumable_dir(cfg, "judgments", {
+    judgments_dir = resume.resumable(out / "judgments", {
         "judge": judgments.judgment_settings(judge_cfg), "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
-        "trajectories": config.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
+        "trajectories": resume.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
     result = pass_rates.judge_set(cfg, judge, trajs, queries, {g: judgments_dir / f"{g}.jsonl" for g in trajs},
                        out, notes, log)
     rows, judged = result["rows"], result["judged"]

@@ -11,7 +11,7 @@ import json
 import re
 from pathlib import Path
 
-from lib.common import config, store
+from lib.common import config, resume
 from lib.toolbench import released
 from lib.checks import offline_judge
 from lib.judge import judgments, pass_rates
@@ -85,12 +85,12 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
     name = judge.name if judge else offline_judge.OFFLINE
     key = {"judge": judgments.judgment_settings(cfg.judge),
            "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
-           "answers": config.file_digest(entry["path"]), "methods": entry["methods"]}
-    with store.exclusive(folder, f"judging {entry['name']}"):
+           "answers": resume.file_digest(entry["path"]), "methods": entry["methods"]}
+    with resume.exclusive(folder, f"judging {entry['name']}"):
         # One resumable folder per group: judging another group later (the command line judges one
         # at a time) keeps this one's judgments; new answers or another judge set a group's aside.
-        paths = {g: config.resumable_dir(cfg, f"released/{slug(entry['name'])}/judgments/{g}",
-                                         {**key, "group": g}, log=log) / f"{g}.jsonl" for g in trajs}
+        paths = {g: resume.resumable(folder / "judgments" / g, {**key, "group": g}, log=log) / f"{g}.jsonl"
+                 for g in trajs}
         before = _read_info(folder)
         earlier = ({g: list(judgments.read_judgments(folder / "judgments" / g / f"{g}.jsonl", name,
                                                      cfg.judge.evaluate_times).values())

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-from lib.common import config, keys
+from lib.common import config, keys, resume
 from lib.models import model as model_lib
 from lib.models.prefix_cache import PrefixCache
 
@@ -205,7 +205,7 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     else:
         tokenizer = model_lib.load_tokenizer(cfg)
     backend = hf_backend(cfg, model, tokenizer)
-    backend.fingerprint = config.file_digest(folder)
+    backend.fingerprint = resume.file_digest(folder)
     return backend
 
 
@@ -230,7 +230,14 @@ def untrained_backend(cfg: dict):
     model = model_lib.load_model(cfg, tokenizer)
     device, dtype = inference_device(inference_cfg.dtype)      # as stage 03 loads the trained one
     model = model.to(device) if dtype == "auto" else model.to(device=device, dtype=getattr(torch, dtype))
-    return hf_backend(cfg, model, tokenizer)
+    backend = hf_backend(cfg, model, tokenizer)
+    # What stage 03 resumes on: this same starting model, its settings and the tokenizer stage 01 trained.
+    tokenizer_dir = config.path(cfg, cfg.output_dir) / "tokenizer"
+    backend.fingerprint = "untrained " + json.dumps(
+        {"model": {k: v for k, v in config.as_dict(cfg.model).items() if k != "chat_template"}, "seed": cfg.seed,
+         "tokenizer": resume.file_digest(tokenizer_dir) if tokenizer_dir.exists() else None},
+        sort_keys=True, default=str)
+    return backend
 
 
 class OpenAIBackend:

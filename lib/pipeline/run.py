@@ -8,14 +8,13 @@ a failing stage stops the run, naming the notebook and the cell.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from lib.common import config, store
+from lib.common import config, resume
 from lib.pipeline import checklist, preflight
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
@@ -82,20 +81,16 @@ def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
     """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
     included: they are in no file)."""
     keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
-    used = {k: v for k, v in config.as_dict(cfg).items() if keys is None or k in keys}
-    return hashlib.sha256(json.dumps(used, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    return resume.fingerprint({k: v for k, v in config.as_dict(cfg).items() if keys is None or k in keys})
 
 
 def mark_done(cfg: dict, stage: Stage) -> None:
-    marker = done_marker(cfg, stage)
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(settings_digest(cfg, stage) + "\n")
+    resume.mark(done_marker(cfg, stage), settings_digest(cfg, stage))
 
 
 def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg.output_dir)
-    marker = done_marker(cfg, stage)
-    if not marker.exists() or marker.read_text().strip() != settings_digest(cfg, stage):
+    if not resume.is_marked(done_marker(cfg, stage), settings_digest(cfg, stage)):
         return False
     outputs = [out / o for o in stage.outputs]
     oldest_output = _oldest_mtime(outputs)
@@ -130,8 +125,7 @@ def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=Non
 
     source = NOTEBOOK_DIR / stage.notebook
     executed = config.output_dir(cfg, "notebooks") / stage.notebook
-    marker = done_marker(cfg, stage)
-    marker.unlink(missing_ok=True)      # a status flag, not an output: the stage is running again
+    resume.unmark(done_marker(cfg, stage))      # a status flag, not an output: the stage is running again
     try:
         papermill.execute_notebook(
             str(source), str(executed),
@@ -155,7 +149,7 @@ def run(profile: str = "smoke", overrides: dict | None = None, only: str | None 
     stages = select(only, start)
     # One runner per output folder: a second `lib.pipeline.run` stops here, before any notebook starts or
     # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
-    with store.exclusive(config.path(cfg, cfg.output_dir) / "stages", f"lib.pipeline.run --profile {profile}"):
+    with resume.exclusive(config.path(cfg, cfg.output_dir) / "stages", f"lib.pipeline.run --profile {profile}"):
         return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
 
 
@@ -207,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         run(args.profile, overrides, args.only, args.start, args.force,
             log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
-    except (StageFailed, config.ConfigError, store.FolderBusy) as err:
+    except (StageFailed, config.ConfigError, resume.FolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
         return 1
     print(f"finished in {time.time() - t0:.1f} s")

@@ -12,6 +12,7 @@ import random
 import re
 from pathlib import Path
 
+from lib.common import resume
 from lib.toolbench import formats, sample_world
 from lib.toolbench.apis import canonical_arguments
 from lib.toolbench.observations import observation, recorded_observation
@@ -185,9 +186,8 @@ def fingerprint(seed: int, train_queries: int = 240, queries_per_group: int = 8,
                 invented_values: float = 0.0, retry_share: float = 0.0) -> str:
     """Identifies what generate() would write: its code (this file, the world, the prompt format)
     and arguments."""
-    code = b"".join(Path(f).read_bytes() for f in (__file__, sample_world.__file__, formats.__file__))
-    options = f"|{seed}|{train_queries}|{queries_per_group}|{invented_values}|{retry_share}"
-    return hashlib.sha256(code + options.encode()).hexdigest()[:16]
+    return resume.fingerprint({"code": resume.file_digest(__file__, sample_world.__file__, formats.__file__),
+                               "options": [seed, train_queries, queries_per_group, invented_values, retry_share]})
 
 
 def is_current(out_dir: Path, seed: int, **options) -> bool:

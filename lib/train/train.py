@@ -8,13 +8,12 @@ docs/stages.md, "02: keys of our own, several GPUs". Logging: lib/train/training
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import math
 import time
 from pathlib import Path
 
-from lib.common import config, paper, store, trainer_steps
+from lib.common import config, paper, resume, store, trainer_steps
 from lib.checks import format_check
 from lib.train import learning_curve, training_log
 from lib.models import model as model_lib
@@ -25,14 +24,10 @@ from lib.models import model as model_lib
 # The stage
 
 
+@resume.one_writer("stage 02 training", lambda cfg, *_, **__: config.output_dir(cfg) / "checkpoints")
 def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
-    One training run at a time per profile: a second one fails at once (lib.common.store.exclusive)."""
-    with store.exclusive(config.output_dir(cfg) / "checkpoints", "stage 02 training"):
-        return _run(cfg, callbacks, log)
-
-
-def _run(cfg: dict, callbacks: list | None, log) -> dict:
+    One training run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     from transformers import set_seed
 
     import datasets
@@ -418,8 +413,8 @@ def run_fingerprint(cfg: dict) -> str:
     keys = {k: settings[k] for k in ("seed", "model", "lora", "format_check")}
     keys["train"] = {k: v for k, v in (cfg.train or {}).items() if k not in HOW_FAR}
     sft = config.path(cfg, cfg.output_dir) / "sft"
-    keys["data"] = config.file_digest(*sorted(sft.glob("data-*.arrow")))
-    return hashlib.sha256(json.dumps(keys, sort_keys=True, default=str).encode()).hexdigest()[:16]
+    keys["data"] = resume.file_digest(*sorted(sft.glob("data-*.arrow")))
+    return resume.fingerprint(keys)
 
 
 def planned_steps(args, examples: int) -> int:
@@ -441,22 +436,11 @@ def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=
     of the same settings whose last checkpoint is past `planned` (it trained further than asked
     now; resuming it would stop at once on the longer run's weights)."""
     folder, out = Path(checkpoints), Path(checkpoints).parent
-    stamp = folder / "run_fingerprint.txt"
-    fingerprint = fingerprint or run_fingerprint(cfg)
-    old = stamp.read_text().strip() if stamp.exists() else None
     last = last_checkpoint(str(folder))
     past = last is not None and planned is not None and int(last.rsplit("-", 1)[-1]) > planned
-    if old == fingerprint and not past:
-        return False
-    leftovers = [out / name for name in LEFT_BY_A_RUN if (out / name).exists()]
-    moved = store.set_aside(folder, f"run-{old or 'unkeyed'}", also=leftovers)
-    if moved:
-        why = (f"its last checkpoint is past step {planned}" if old == fingerprint
-               else "it was made with other settings or data")
-        log(f"{folder}: the run there is set aside as {moved} ({why}); training afresh")
-    folder.mkdir(parents=True, exist_ok=True)
-    stamp.write_text(fingerprint + "\n")
-    return True
+    return resume.restart_unless(folder, fingerprint or run_fingerprint(cfg), "run_fingerprint.txt",
+                                 also=[out / name for name in LEFT_BY_A_RUN],
+                                 why=f"its last checkpoint is past step {planned}" if past else None, log=log)
 
 
 def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
