@@ -78,7 +78,7 @@ def test_fine_tuning_taught_the_first_move_on_unseen_test_queries(smoke_run):
 def test_the_untrained_model_ran_through_stages_03_and_04_and_sits_beside_the_fine_tuned_one(smoke_run):
     out = smoke_run["out"]
     untrained = out / "untrained"
-    for group in smoke_run["cfg"]["inference"]["groups"]:
+    for group in smoke_run["cfg"].inference.groups:
         assert len((untrained / "trajectories" / f"{group}.jsonl").read_text().splitlines()) == \
             len((out / "trajectories" / f"{group}.jsonl").read_text().splitlines())
     with open(out / "figures" / "table1.csv") as fh:
@@ -108,7 +108,7 @@ def test_each_notebook_also_runs_as_a_plain_kernel_run_with_the_same_results(smo
 
     out = smoke_run["out"]
     names = ["pass_rate.csv", "figures/table2.csv",
-             *(f"trajectories/{g}.jsonl" for g in smoke_run["cfg"]["inference"]["groups"])]
+             *(f"trajectories/{g}.jsonl" for g in smoke_run["cfg"].inference.groups)]
     before = {name: (out / name).read_text() for name in names}
     for stage in run.STAGES:
         nb = nbformat.read(run.config.ROOT / "notebooks" / stage.notebook, as_version=4)
