@@ -3,7 +3,7 @@
     .venv/bin/python bench/cpu_recipes.py [--profile smollm2] [--steps 2] [--loss-only] [--json out.json]
 
 On the profile's model (smollm2: SmolLM2-135M-Instruct) and stage 01's examples (outputs/<profile>/sft),
-through stage 02's own trainer (lib.train.train.make_trainer), one process, measured now:
+through stage 02's own trainer (lib.train.recipe.make_trainer), one process, measured now:
   - LoRA (the profile's lora:) vs full fine-tuning, each with bf16 autocast and in fp32: tokens/s
     over --steps optimizer steps after one warm-up step, model FLOPs per token (6 N + attention;
     LoRA computes no weight gradients for the frozen matrices, so it does about 4 N of that work),
@@ -16,7 +16,7 @@ through stage 02's own trainer (lib.train.train.make_trainer), one process, meas
     model's attention (the largest log-prob gap of a packed row against the padded batch);
   - the profile's recipe with and without LoRA dropout (its random masks), and with TRL's fused LM
     head projecting every position (TRL's own choice where Triton does not run) against only the
-    positions the loss reads (lib/train/train.py, score_loss_positions_only), on the same batches.
+    positions the loss reads (lib/train/recipe.py, score_loss_positions_only), on the same batches.
 """
 from __future__ import annotations
 
@@ -33,7 +33,7 @@ from bench.train_throughput import matmul_peak, measure, padding_free_exact  # n
 from lib.common import config  # noqa: E402
 from lib.models import model as model_lib  # noqa: E402
 from lib.data import data  # noqa: E402
-from lib.train import train  # noqa: E402
+from lib.train import recipe, train  # noqa: E402
 
 
 def epoch_tokens(cfg: dict, tokenizer) -> dict:
@@ -53,7 +53,7 @@ def loss_and_dropout(cfg: dict, tokenizer, dataset, steps: int, peak: float) -> 
     with only the loss positions projected."""
     import trl.trainer.utils as trl_utils
 
-    train.score_loss_positions_only()
+    recipe.score_loss_positions_only()
     compact = trl_utils._use_triton
     rows = []
     for name, dropout, only_loss_positions in (("dropout 0.05, every position", 0.05, False),
@@ -61,12 +61,12 @@ def loss_and_dropout(cfg: dict, tokenizer, dataset, steps: int, peak: float) -> 
                                                ("dropout 0, loss positions only", 0.0, True)):
         run = config.derive(cfg, {"lora.lora_dropout": dropout})
         trl_utils._use_triton = compact if only_loss_positions else compact.original
-        installer, train.score_loss_positions_only = train.score_loss_positions_only, lambda: True
+        installer, recipe.score_loss_positions_only = recipe.score_loss_positions_only, lambda: True
         try:
             row = measure(name, run, lambda: model_lib.load_model(run, tokenizer), tokenizer, dataset, "ours",
                           steps, peak, cuda=False)
         finally:
-            train.score_loss_positions_only, trl_utils._use_triton = installer, compact
+            recipe.score_loss_positions_only, trl_utils._use_triton = installer, compact
         row.update(lora_dropout=dropout, loss_positions_only=only_loss_positions)
         rows.append(row)
         print(f"{name}: {row['tokens_per_s']:,.0f} tokens/s", flush=True)

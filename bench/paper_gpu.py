@@ -48,7 +48,7 @@ from lib.common import config, paper  # noqa: E402
 from lib.toolbench import formats  # noqa: E402
 from lib.models import backends, model as model_lib  # noqa: E402
 from lib.data import data  # noqa: E402
-from lib.train import train  # noqa: E402
+from lib.train import recipe, train  # noqa: E402
 from lib.pipeline import checklist, preflight  # noqa: E402
 
 # Dense fp16/bf16 tensor-core peaks from NVIDIA's datasheets (no sparsity), for the MFU column.
@@ -129,11 +129,11 @@ def sweep(cfg: dict, lengths: list[int], steps: int, peak: float, sheet: float |
                                     "completion_only_loss": False, "dataloader_num_workers": 0,
                                     **({"per_device_train_batch_size": batch} if batch else {}),
                                     **({"gradient_accumulation_steps": accum} if accum else {})}})
-        args, precision = train.sft_config(run_cfg, log=lambda *_: None)
+        args, precision = recipe.sft_config(run_cfg, log=lambda *_: None)
         torch.manual_seed(0)
         model = model_lib.load_model(run_cfg, tokenizer)
         timer = StepTimer()
-        trainer = train.make_trainer(run_cfg, model, tokenizer, dataset, args, [timer])
+        trainer = recipe.make_trainer(run_cfg, model, tokenizer, dataset, args, [timer])
         timer.trainer = trainer
         reset_peak()
         trainer.train()

@@ -34,7 +34,7 @@ from transformers import TrainerCallback
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from lib.common import config  # noqa: E402
 from lib.models import model as model_lib  # noqa: E402
-from lib.train import train  # noqa: E402
+from lib.train import recipe, train  # noqa: E402
 
 OPT_350M = dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, ffn_dim=4096,
                 word_embed_proj_dim=512, vocab_size=50272, max_position_embeddings=2048,
@@ -92,11 +92,11 @@ def measure(name, cfg, make_model, tokenizer, dataset, setting, steps, peak, cud
                  "padding_free": False, "train_sampling_strategy":
                      "group_by_length" if setting == "ours" else "random"}
     run_cfg = config.derive(cfg, {"train": train_cfg})
-    args, precision = train.sft_config(run_cfg, log=lambda *_: None)
+    args, precision = recipe.sft_config(run_cfg, log=lambda *_: None)
     torch.manual_seed(0)
     model = make_model()
     timer = StepTimer()
-    trainer = train.make_trainer(run_cfg, model, tokenizer, dataset, args, [timer])
+    trainer = recipe.make_trainer(run_cfg, model, tokenizer, dataset, args, [timer])
     timer.trainer = trainer
     pad, mean_tokens = padding_fraction(trainer, 50 * args.gradient_accumulation_steps)
     if cuda:
@@ -151,7 +151,7 @@ def main(argv=None) -> int:
     dataset = train.load_data(config.derive(smoke, {"format_check.heldout": 0}))[0]
     tokenizer = model_lib.load_tokenizer(smoke)
 
-    _, precision, _ = train.precision_kwargs(paper.train if cuda else smoke.train, cuda)
+    _, precision, _ = recipe.precision_kwargs(paper.train if cuda else smoke.train, cuda)
     dtype = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}[precision]
     peak = matmul_peak(device, dtype)
     machine = (torch.cuda.get_device_name() if cuda

@@ -42,6 +42,6 @@ def test_a_stage_stopped_by_an_error_ends_its_progress_line(tmp_path, capsys):
 
     before = len(tqdm._instances)
     with pytest.raises(KeyError) as stopped:      # a trajectory without steps; the error (and its frames) kept
-        judgments.judge_group([{"query_id": 1}], {}, tmp_path / "j.jsonl", Broken(), 1, 0, "G1_instruction",
-                              progress_log=print)
+        judgments.judge_group([{"query_id": 1}], {}, tmp_path / "j.jsonl", judgments.Judging(Broken(), 1, 0),
+                              "G1_instruction", progress_log=print)
     assert stopped.value and len(tqdm._instances) == before

@@ -128,7 +128,8 @@ def test_cut_messages_are_not_available_never_failed(tmp_path):
         "2": converted(FINAL, ("get_weather_for_weather_hub", '{"city": "Paris"}', WEATHER),
                        ("Finish", FINAL, ""))})
     cfg = make_cfg(tmp_path, {}, kind="offline")
-    result = released_runs.rejudge(cfg, str(path), "G1_instruction", "Someone (released)", log=lambda *a: None)
+    result = released_runs.rejudge(cfg, {"name": "Someone (released)", "path": str(path), "groups": ["G1_instruction"]},
+                                   log=lambda *a: None)
     recs = {r["query_id"]: r for r in result["judged"]["G1_instruction"]}
     cut, whole = recs["1"]["checks"], recs["2"]["checks"]
     assert cut["valid_inputs"] is None and cut["answer_grounded"] is None and cut["valid_names"] is True
@@ -199,8 +200,8 @@ def test_calibration_sets_rejudged_beside_published_with_the_gap(tmp_path):
         str(i): converted(FINAL, ("get_weather_for_weather_hub", '{"city": "Paris"}', WEATHER), ("Finish", FINAL, ""))
         for i in range(4)})
     cfg = make_cfg(tmp_path, {}, kind="offline")
-    released_runs.rejudge(cfg, str(tmp_path / "answers" / "G1_instruction.json"), "G1_instruction",
-                  "ChatGPT-CoT (released answers)", log=lambda *a: None)
+    released_runs.rejudge(cfg, {"name": "ChatGPT-CoT (released answers)", "groups": ["G1_instruction"],
+                                "path": str(tmp_path / "answers" / "G1_instruction.json")}, log=lambda *a: None)
     paper = report.reference_series(config.path(cfg, cfg.report.paper_results), "paper")
     readme = report.reference_series(config.path(cfg, cfg.report.toolbench_results), "readme")
     rows = calibration.calibration_rows(calibration.released_runs(cfg), paper, readme)

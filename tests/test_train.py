@@ -1,4 +1,4 @@
-"""Stage 02 (lib/train/train.py, lib/models/model.py) on hand-made tiny data: config mapping, loss mask,
+"""Stage 02 (lib/train/, lib/models/model.py) on hand-made tiny data: config mapping, loss mask,
 length limits, resume, determinism, model loading. The notebook itself runs in the pipeline test."""
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, TrainerCallback
 
 from lib.common import config, resume, store, trainer_steps
 from lib.models import model as model_lib
-from lib.train import train, training_log
+from lib.train import loss_mask, recipe, resuming, train, training_log
 
 SYSTEM = ("You are AutoGPT, you can use many tools (functions) to do the following task.\n"
           "Specifically, you have access to the following APIs: [{'name': 'get_weather_for_meteo', "
@@ -80,7 +80,7 @@ class CrashAfter(TrainerCallback):
 
 def test_train_section_is_sftconfig_verbatim(cfg, tmp_path):
     from trl import SFTConfig
-    args, precision = train.sft_config(cfg)
+    args, precision = recipe.sft_config(cfg)
     direct = SFTConfig(output_dir=str(tmp_path / "checkpoints"), **cfg.train)
     assert args.to_dict() == direct.to_dict()          # nothing renamed, dropped or added
     assert (args.learning_rate, args.per_device_train_batch_size) == (3e-3, 4)
@@ -90,7 +90,7 @@ def test_train_section_is_sftconfig_verbatim(cfg, tmp_path):
 
 def test_fp16_without_cuda_falls_back(tmp_path, cfg):
     notes = []
-    args, precision = train.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "fp16": True}), log=notes.append)
+    args, precision = recipe.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "fp16": True}), log=notes.append)
     if torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
     assert (args.fp16, precision) == (False, "fp32") and "fp16" in notes[0]
@@ -98,16 +98,16 @@ def test_fp16_without_cuda_falls_back(tmp_path, cfg):
 
 def test_max_length_capped_at_model_positions(tmp_path, cfg):
     notes = []
-    args, _ = train.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": 4096}), log=notes.append)
+    args, _ = recipe.sft_config(make_cfg(tmp_path, train={**FAST_TRAIN, "max_length": 4096}), log=notes.append)
     assert args.max_length == TINY["max_position_embeddings"] and "512 positions" in notes[0]
 
 
 def _trainer(cfg, dataset=None):
     tokenizer = model_lib.load_tokenizer(cfg)
     model = model_lib.load_model(cfg, tokenizer)
-    args, _ = train.sft_config(cfg)
+    args, _ = recipe.sft_config(cfg)
     dataset = dataset if dataset is not None else train.load_data(cfg)[0]
-    return train.make_trainer(cfg, model, tokenizer, dataset, args), tokenizer
+    return recipe.make_trainer(cfg, model, tokenizer, dataset, args), tokenizer
 
 
 @pytest.mark.parametrize("completion_only", [True, False])
@@ -134,7 +134,7 @@ def _lengths_and_limit(cfg):
     middle ones are cut inside their completion, the longest lose it all."""
     tokenizer = model_lib.load_tokenizer(cfg)
     dataset = train.load_data(cfg)[0]
-    lengths = train.sequence_lengths(dataset, tokenizer)
+    lengths = recipe.sequence_lengths(dataset, tokenizer)
     prompt_lengths = [len(tokenizer.apply_chat_template(p, add_generation_prompt=True)["input_ids"])
                       for p in dataset["prompt"]]
     return tokenizer, dataset, lengths, prompt_lengths, (min(prompt_lengths) + max(prompt_lengths)) // 2 + 5
@@ -147,11 +147,11 @@ def test_too_long_counted(tmp_path, cfg, policy):
     over = sum(n > limit for n in lengths)
     no_completion = sum(p >= limit for p in prompt_lengths)
     assert 0 < no_completion < over < len(dataset)
-    kept, stats = train.limit_length(dataset, tokenizer, cfg, limit)
+    kept, stats = recipe.limit_length(dataset, tokenizer, cfg, limit)
     assert stats["over_max_length"] == over
     if policy == "drop":
         assert (len(kept), stats["dropped_too_long"], stats["truncated"]) == (len(dataset) - over, over, 0)
-        assert max(train.sequence_lengths(kept, tokenizer)) <= limit
+        assert max(recipe.sequence_lengths(kept, tokenizer)) <= limit
     else:
         assert (len(kept), stats["truncated"], stats["dropped_too_long"]) == (len(dataset), over, 0)
         # TRL then truncates to max_length and, with the loss on completions only, drops those left
@@ -275,17 +275,17 @@ def _set_aside_not_deleted(cfg):
     checkpoints = config.output_dir(cfg, "checkpoints")
     (checkpoints / "checkpoint-99").mkdir()
     said = []
-    assert train.prepare_output(cfg, str(checkpoints), log=said.append) is True
+    assert resuming.prepare_output(cfg, str(checkpoints), log=said.append) is True
     first = [p for p in out.glob("checkpoints.run-unkeyed.*")]
     assert len(first) == 1 and (first[0] / "checkpoint-99").is_dir() and str(first[0]) in said[0]
     (checkpoints / "checkpoint-2").mkdir()
     (out / "train_log.jsonl").write_text('{"step": 2}\n')
-    assert train.prepare_output(cfg, str(checkpoints), planned=6) is False   # same run: resume
-    assert train.prepare_output(cfg, str(checkpoints), planned=8) is False   # trains further
-    assert train.prepare_output(cfg, str(checkpoints), planned=1) is True    # past it: aside
+    assert resuming.prepare_output(cfg, str(checkpoints), planned=6) is False   # same run: resume
+    assert resuming.prepare_output(cfg, str(checkpoints), planned=8) is False   # trains further
+    assert resuming.prepare_output(cfg, str(checkpoints), planned=1) is True    # past it: aside
     other = make_cfg(out, train={**FAST_TRAIN, "learning_rate": 1e-4})
     (checkpoints / "checkpoint-3").mkdir()
-    assert train.prepare_output(other, str(checkpoints)) is True
+    assert resuming.prepare_output(other, str(checkpoints)) is True
     aside = sorted(out.glob("checkpoints.run-*"))
     assert len(aside) == 3
     assert sum((p / "checkpoint-2").is_dir() for p in aside) == 1
@@ -411,9 +411,9 @@ def test_tokenize_example_is_what_trl_trains_on(tmp_path, cfg, completion_only, 
                                     "assistant_only_loss": assistant_only})
     examples = [two_turn_example("Oslo"), record(1, "Lima")]
     trainer, tokenizer = _trainer(cfg, Dataset.from_list(examples))
-    assert train.loss_settings(cfg) == {"completion_only_loss": completion_only, "assistant_only_loss": assistant_only}
+    assert loss_mask.loss_settings(cfg) == {"completion_only_loss": completion_only, "assistant_only_loss": assistant_only}
     for example, prepared in zip(examples, trainer.train_dataset):
-        ours = train.tokenize_example(tokenizer, example, completion_only, assistant_only)
+        ours = loss_mask.tokenize_example(tokenizer, example, completion_only, assistant_only)
         labels = prepared["labels"] if "labels" in prepared else [
             t if (c or not completion_only) and a else -100 for t, c, a in zip(
                 prepared["input_ids"], prepared.get("completion_mask") or [1] * len(prepared["input_ids"]),
@@ -462,14 +462,14 @@ def test_a_retried_calls_failed_try_is_context_not_target(tmp_path, cfg):
     trainer, tokenizer = _trainer(cfg, Dataset.from_list([marked]))
     render = lambda e: tokenizer.apply_chat_template(e["prompt"] + e["completion"], tokenize=False)  # noqa: E731
     assert render(marked) == render(plain)
-    ours = train.tokenize_example(tokenizer, marked, False, True)
+    ours = loss_mask.tokenize_example(tokenizer, marked, False, True)
     prepared = trainer.train_dataset[0]
     trl_labels = prepared["labels"] if "labels" in prepared else [
         t if a else -100 for t, a in zip(prepared["input_ids"], prepared["assistant_masks"])]
     assert ours["input_ids"] == prepared["input_ids"] and ours["labels"] == trl_labels
     carrying = tokenizer.decode([t for t in ours["labels"] if t != -100])
     assert carrying == call("Oslo") + tokenizer.eos_token + conversation[-1]["value"] + tokenizer.eos_token
-    every = train.tokenize_example(tokenizer, plain, False, True)
+    every = loss_mask.tokenize_example(tokenizer, plain, False, True)
     assert tokenizer.decode([t for t in every["labels"] if t != -100]).startswith(call("Olso"))
 
 
@@ -478,16 +478,16 @@ def test_mark_loss_brackets_the_loss_bearing_text(cfg):
     example = two_turn_example()
     prompt = tokenizer.apply_chat_template(example["prompt"], tokenize=False, add_generation_prompt=True)
     full = tokenizer.apply_chat_template(example["prompt"] + example["completion"], tokenize=False)
-    only = train.tokenize_example(tokenizer, example, True)
-    every = train.tokenize_example(tokenizer, example, False)
+    only = loss_mask.tokenize_example(tokenizer, example, True)
+    every = loss_mask.tokenize_example(tokenizer, example, False)
     wide = 10 * len(full)
-    assert train.mark_loss(tokenizer, only["input_ids"], only["labels"], wide) == f"{prompt}>>>{full[len(prompt):]}<<<"
-    assert train.mark_loss(tokenizer, every["input_ids"], every["labels"], wide) == f">>>{full}<<<"
+    assert loss_mask.mark_loss(tokenizer, only["input_ids"], only["labels"], wide) == f"{prompt}>>>{full[len(prompt):]}<<<"
+    assert loss_mask.mark_loss(tokenizer, every["input_ids"], every["labels"], wide) == f">>>{full}<<<"
     # A long run keeps its two ends and says how much it left out.
-    cut = train.mark_loss(tokenizer, only["input_ids"], only["labels"], 40)
+    cut = loss_mask.mark_loss(tokenizer, only["input_ids"], only["labels"], 40)
     assert cut.startswith(prompt[:20] + f"[... {len(prompt) - 40:,} characters ...]" + prompt[-20:] + ">>>")
     start = only["prompt_length"]
-    table = train.describe_tokens(tokenizer, only["input_ids"], {"mask": only["completion_mask"],
+    table = loss_mask.describe_tokens(tokenizer, only["input_ids"], {"mask": only["completion_mask"],
                                                                 "labels": only["labels"]}, start - 1, start + 1)
     assert [row.split()[-2:] for row in table.splitlines()] == [
         ["mask", "labels"], ["0", "-100"], ["1", str(only["input_ids"][start])]]
@@ -499,9 +499,9 @@ def test_describe_batch_says_which_positions_are_masked_and_why(tmp_path, cfg, c
     examples = [two_turn_example("Oslo"), record(2, "Lima")]     # a long and a short one
     trainer, tokenizer = _trainer(cfg, Dataset.from_list(examples))
     batch = trainer.data_collator([trainer.train_dataset[i] for i in range(2)])
-    tokenized = [train.tokenize_example(tokenizer, e, completion_only) for e in examples]
+    tokenized = [loss_mask.tokenize_example(tokenizer, e, completion_only) for e in examples]
     width = max(len(t["input_ids"]) for t in tokenized)
-    lines = train.describe_batch(batch).splitlines()
+    lines = loss_mask.describe_batch(batch).splitlines()
     for line, t in zip(lines, tokenized):
         n, padding = len(t["input_ids"]), width - len(t["input_ids"])
         prompt = t["prompt_length"] if completion_only else 0
@@ -511,7 +511,7 @@ def test_describe_batch_says_which_positions_are_masked_and_why(tmp_path, cfg, c
 
 def test_describe_recipe_sets_profiles_side_by_side():
     smoke, paper_cfg = config.load("smoke"), config.load("paper")
-    lines = train.describe_recipe(smoke, paper_cfg, keys=("train.completion_only_loss", "train.max_steps",
+    lines = recipe.describe_recipe(smoke, paper_cfg, keys=("train.completion_only_loss", "train.max_steps",
                                                            "model.name_or_path")).splitlines()
     assert lines[0].split() == ["key", "smoke", "paper"]
     assert lines[1].split() == ["train.completion_only_loss", "False", "True"]
@@ -523,9 +523,9 @@ def test_on_a_cpu_the_loss_projects_only_the_positions_it_reads_and_is_the_same(
     import trl.trainer.utils as trl_utils
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    assert train.score_loss_positions_only(), "TRL no longer has the hook: re-measure the CPU loss cost"
+    assert recipe.score_loss_positions_only(), "TRL no longer has the hook: re-measure the CPU loss cost"
     compact = trl_utils._use_triton
-    assert compact(torch.device("cpu")) and train.score_loss_positions_only()
+    assert compact(torch.device("cpu")) and recipe.score_loss_positions_only()
     assert trl_utils._use_triton is compact                     # installed once
     projected, kernel = [], trl_utils._ChunkedLogProbFunction
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from lib.common import store
-from lib.judge import judge, win_rate
+from lib.judge import judge, judgments, win_rate
 
 from judge_helpers import (GOOD, finish, function_of, llm_cfg, make_cfg, query, read_csv, step, traj,
                            write_jsonl)
@@ -140,9 +140,11 @@ def test_a_position_biased_judge_against_an_equal_run_is_50_percent_within_noise
     for t, text in zip(ours + ref, [t["final_answer"] for t in ours + ref]):
         t["answer"]["final_answer"] = text
     judge_ = PositionJudge()
-    forward = [win_rate.compare(o, _solved(times), r, _solved(times), judge_, times, 7, "G1_instruction")
+    forward = [win_rate.compare((o, _solved(times)), (r, _solved(times)), judgments.Judging(judge_, times, 7),
+                                "G1_instruction")
                for o, r in zip(ours, ref)]
-    backward = [win_rate.compare(r, _solved(times), o, _solved(times), judge_, times, 7, "G1_instruction")
+    backward = [win_rate.compare((r, _solved(times)), (o, _solved(times)), judgments.Judging(judge_, times, 7),
+                                 "G1_instruction")
                 for o, r in zip(ours, ref)]
     assert judge_.shown[:n] == judge_.shown[n:]              # the same pair, the same order, both ways
     rows = []

@@ -195,7 +195,7 @@ def _check_only_sft_config():
 
 
 def _check_library(cfg: dict, source: str, sections=("train", "lora")) -> None:
-    """Build TRL's SFTConfig from `train:` and peft's LoraConfig from `lora:` as lib.train.train does, so
+    """Build TRL's SFTConfig from `train:` and peft's LoraConfig from `lora:` as lib.train.recipe does, so
     what their own __post_init__ rejects (logging_steps: 0, fp16 and bf16 both true, warmup_steps
     below 0, an unknown task_type) fails on load, not in stage 02."""
     if "train" in sections:
@@ -203,8 +203,8 @@ def _check_library(cfg: dict, source: str, sections=("train", "lora")) -> None:
         # use_cpu: the check must not depend on this machine's devices (bf16 without use_cpu asks for
         # a bf16 GPU). fp16 and bf16 are kept as written, so both true fails here; transformers checks
         # no device for fp16 when building, so the paper's fp16 loads on a CPU-only machine (on one,
-        # lib.train.train.precision_kwargs trains it in fp32). output_dir: a name only, nothing is created
-        # there (lib.train.train passes outputs/<profile>/checkpoints).
+        # lib.train.recipe.precision_kwargs trains it in fp32). output_dir: a name only, nothing is created
+        # there (lib.train.recipe passes outputs/<profile>/checkpoints).
         train["use_cpu"] = True
         environ = dict(os.environ)      # torch_compile: true sets ACCELERATE_DYNAMO_* variables
         try:

@@ -256,20 +256,8 @@ def prepare(cfg: dict) -> dict:
     work = Path(tempfile.mkdtemp(dir=cache))
     try:
         raw = _read_records(flagged, train_path, work, dropped)
-        num_proc = data_cfg.num_proc if len(raw) >= 1000 else None
-        per_choice = raw.map(_count_choices, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
-        examples_per_choice = {choice: int(sum(per_choice[choice])) for choice in EXAMPLE_PER}
-        sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
-                      fn_kwargs={"example_per": data_cfg.example_per,
-                                 "retried_in_loss": data_cfg.retried_calls_in_loss is not False})
-        tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
-        sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
-        # Written aside, then swapped in, so an interrupted run never leaves half a dataset behind.
-        target, staging = out / "sft", out / "sft.partial"
-        shutil.rmtree(staging, ignore_errors=True)
-        sft.save_to_disk(str(staging))
-        shutil.rmtree(target, ignore_errors=True)
-        staging.rename(target)
+        sft, examples_per_choice, tokenizer = _to_sft(cfg, raw)
+        _save_swapped(sft, out / "sft")
         lengths, completion_lengths = sft["n_tokens"], sft["n_completion_tokens"]
     finally:
         shutil.rmtree(work, ignore_errors=True)
@@ -296,6 +284,30 @@ def prepare(cfg: dict) -> dict:
     (out / "data_stats.json").write_text(json.dumps(stats, indent=2) + "\n")
     stats["histogram"] = str(plot_lengths(lengths, positions, cfg))
     return stats
+
+
+def _to_sft(cfg: dict, raw):
+    """The records as SFT examples (data.example_per) with their token counts; how many examples
+    each choice of example_per would give; the tokenizer that counted them."""
+    data_cfg = cfg.data
+    num_proc = data_cfg.num_proc if len(raw) >= 1000 else None
+    per_choice = raw.map(_count_choices, batched=True, num_proc=num_proc, remove_columns=raw.column_names)
+    examples_per_choice = {choice: int(sum(per_choice[choice])) for choice in EXAMPLE_PER}
+    sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
+                  fn_kwargs={"example_per": data_cfg.example_per,
+                             "retried_in_loss": data_cfg.retried_calls_in_loss is not False})
+    tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
+    sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
+    return sft, examples_per_choice, tokenizer
+
+
+def _save_swapped(sft, target: Path) -> None:
+    """Written aside, then swapped in, so an interrupted run never leaves half a dataset behind."""
+    staging = target.parent / f"{target.name}.partial"
+    shutil.rmtree(staging, ignore_errors=True)
+    sft.save_to_disk(str(staging))
+    shutil.rmtree(target, ignore_errors=True)
+    staging.rename(target)
 
 
 def _tokenizer_texts(cfg: dict, sft):

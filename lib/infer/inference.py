@@ -237,10 +237,9 @@ class Running:
     partial: list = dataclasses.field(default_factory=list)    # its turn's tokens so far (decode_chunk)
 
 
-def run_group(queries: list[Query], backend, env, path, how: Inference = Inference(), log=None,
-              progress_log=None) -> dict:
+def run_group(queries: list[Query], backend, env, path, how: Inference = Inference(), log=None) -> dict:
     """`run_groups` for one file of queries; returns its counters."""
-    return run_groups([(queries, path)], backend, env, how, log, progress_log)[0]
+    return run_groups([(queries, path)], backend, env, how, log)[0]
 
 
 def run_groups(work: list[tuple[list[Query], object]], backend, env, how: Inference = Inference(), log=None,
@@ -254,83 +253,113 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, how: Infere
     than `how.max_transport_error_share` of a path's calls fail in transport. `how` is the profile's
     inference section (method, max_iterations, dfsdt_width, ...). Returns each pair's
     counters, in order; `wall_s` is from its first query's start to its last one's end."""
-    pending, counters, started = collections.deque(), [], []
-    for k, (queries, path) in enumerate(work):
-        done = {str(l["query_id"]) for l in trajectories.read(path, partial=True)}
-        todo = [q for q in queries if str(q.query_id) not in done]
-        pending.extend((k, q) for q in todo)
-        counters.append({"skipped": len(queries) - len(todo), "ran": 0, "tokens": 0, "truncated": 0,
-                         "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0, "transport_failed_calls": 0})
-        started.append([])
-    active: list[Running] = []
-    # A backend that can hand back unfinished turns (HFBackend with decode_chunk) is driven a chunk
-    # at a time, so a query waiting in `pending` joins as soon as any turn in the batch ends.
-    advance = getattr(backend, "advance", None)
-    t0 = time.perf_counter()
-    spans = [[None, None] for _ in work]
-    total = sum(len(queries) for queries, _ in work)
-    progress = Progress("03 queries", total, log=progress_log or (lambda *a, **k: None),
-                        start_at=sum(c["skipped"] for c in counters))
-    finished = lambda: sum(c["skipped"] + c["ran"] + c["transport_failed"] for c in counters)
+    batch = Batch(work, env, how, log, progress_log)
     with contextlib.ExitStack() as files:
-        files.callback(progress.close)
-        appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
-        while pending or active:
-            while pending and len(active) < how.batch_size:
-                k, q = pending.popleft()
-                q.tool_calls = []
-                started[k].append(q)
-                spans[k][0] = spans[k][0] or time.perf_counter()
-                co = (react(q, env, how.max_iterations, how.max_observation_length) if how.method == "react"
-                      else dfsdt(q, env, how.max_iterations, how.dfsdt_width, how.dfsdt_max_expansions,
-                                 how.max_observation_length))
-                active.append(Running(q, co, next(co), work=k))
-            if advance:
-                generations = advance([a.prompt for a in active], [a.partial for a in active])
-            else:
-                generations = backend.generate([a.prompt for a in active])
-            for k in {a.work for a in active}:
-                counters[k]["generate_calls"] += 1
-            still = []
-            for entry, gen in zip(active, generations):
-                if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
-                    entry.partial = gen
-                    still.append(entry)
-                    continue
-                entry.partial = []
-                entry.tokens += gen.tokens
-                entry.truncated += int(gen.truncated)
-                try:
-                    entry.prompt = entry.loop.send(gen.text)
-                    still.append(entry)
-                    continue
-                except StopIteration as stop:
-                    result = stop.value
-                mine = counters[entry.work]
-                line = trajectory_line(entry.query, how.method, result, entry.tokens, entry.truncated)
-                mine["tokens"] += entry.tokens
-                mine["truncated"] += entry.truncated
-                spans[entry.work][1] = time.perf_counter()
-                if transport_failed(line):
-                    mine["transport_failed"] += 1
-                    mine["transport_failed_calls"] += line["tool_calls"]
-                    (log or progress.log)(f"{line['group']} {line['query_id']}: not kept, all "
-                                          f"{line['tool_calls']} tool calls failed in transport; "
-                                          "a rerun redoes it")
-                else:
-                    appenders[entry.work].write(line)
-                    mine["ran"] += 1
-                    if log:
-                        log(f"{entry.query.group} {entry.query.query_id}: {result['finish_type']}")
-                tokens = sum(c["tokens"] for c in counters)
-                progress.update(finished(), f"{tokens / max(time.perf_counter() - t0, 1e-9):,.0f} tokens/s")
-            active = still
-            for k, (_, path) in enumerate(work):
-                counters[k].update(stop_on_transport_errors(started[k], how.max_transport_error_share, env, path,
-                                                            counters[k]["ran"]))
-    for c, (first, last) in zip(counters, spans):
-        c["wall_s"] = (last - first) if first and last else 0.0
-    return counters
+        files.callback(batch.progress.close)
+        batch.appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
+        while batch.pending or batch.active:
+            batch.fill()
+            batch.generate(backend)
+            batch.stop_on_transport_errors()
+    return batch.counted()
+
+
+class Batch:
+    """run_groups' queue: the queries waiting over all pairs, those in the batch, each pair's
+    counters, the span of its queries and the file its lines are appended to."""
+
+    def __init__(self, work: list[tuple[list[Query], object]], env, how: Inference, log, progress_log):
+        self.work, self.env, self.how, self.log = work, env, how, log
+        self.pending, self.counters, self.started = collections.deque(), [], []
+        for k, (queries, path) in enumerate(work):
+            done = {str(l["query_id"]) for l in trajectories.read(path, partial=True)}
+            todo = [q for q in queries if str(q.query_id) not in done]
+            self.pending.extend((k, q) for q in todo)
+            self.counters.append({"skipped": len(queries) - len(todo), "ran": 0, "tokens": 0, "truncated": 0,
+                                  "generate_calls": 0, "wall_s": 0.0, "transport_failed": 0,
+                                  "transport_failed_calls": 0})
+            self.started.append([])
+        self.active: list[Running] = []
+        self.appenders = []
+        self.t0 = time.perf_counter()
+        self.spans = [[None, None] for _ in work]
+        total = sum(len(queries) for queries, _ in work)
+        self.progress = Progress("03 queries", total, log=progress_log or (lambda *a, **k: None),
+                                 start_at=sum(c["skipped"] for c in self.counters))
+
+    def fill(self) -> None:
+        """Start waiting queries until the batch is full."""
+        how = self.how
+        while self.pending and len(self.active) < how.batch_size:
+            k, q = self.pending.popleft()
+            q.tool_calls = []
+            self.started[k].append(q)
+            self.spans[k][0] = self.spans[k][0] or time.perf_counter()
+            co = (react(q, self.env, how.max_iterations, how.max_observation_length) if how.method == "react"
+                  else dfsdt(q, self.env, how.max_iterations, how.dfsdt_width, how.dfsdt_max_expansions,
+                             how.max_observation_length))
+            self.active.append(Running(q, co, next(co), work=k))
+
+    def generate(self, backend) -> None:
+        """One generate call for the batch; each turn goes back to its query's loop."""
+        # A backend that can hand back unfinished turns (HFBackend with decode_chunk) is driven a chunk
+        # at a time, so a query waiting in `pending` joins as soon as any turn in the batch ends.
+        advance = getattr(backend, "advance", None)
+        if advance:
+            generations = advance([a.prompt for a in self.active], [a.partial for a in self.active])
+        else:
+            generations = backend.generate([a.prompt for a in self.active])
+        for k in {a.work for a in self.active}:
+            self.counters[k]["generate_calls"] += 1
+        still = []
+        for entry, gen in zip(self.active, generations):
+            if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
+                entry.partial = gen
+                still.append(entry)
+                continue
+            entry.partial = []
+            entry.tokens += gen.tokens
+            entry.truncated += int(gen.truncated)
+            try:
+                entry.prompt = entry.loop.send(gen.text)
+                still.append(entry)
+                continue
+            except StopIteration as stop:
+                self.finish(entry, stop.value)
+        self.active = still
+
+    def finish(self, entry: Running, result: dict) -> None:
+        """A finished query: its line appended, unless all its tool calls failed in transport."""
+        mine = self.counters[entry.work]
+        line = trajectory_line(entry.query, self.how.method, result, entry.tokens, entry.truncated)
+        mine["tokens"] += entry.tokens
+        mine["truncated"] += entry.truncated
+        self.spans[entry.work][1] = time.perf_counter()
+        if transport_failed(line):
+            mine["transport_failed"] += 1
+            mine["transport_failed_calls"] += line["tool_calls"]
+            (self.log or self.progress.log)(f"{line['group']} {line['query_id']}: not kept, all "
+                                            f"{line['tool_calls']} tool calls failed in transport; "
+                                            "a rerun redoes it")
+        else:
+            self.appenders[entry.work].write(line)
+            mine["ran"] += 1
+            if self.log:
+                self.log(f"{entry.query.group} {entry.query.query_id}: {result['finish_type']}")
+        tokens = sum(c["tokens"] for c in self.counters)
+        finished = sum(c["skipped"] + c["ran"] + c["transport_failed"] for c in self.counters)
+        self.progress.update(finished, f"{tokens / max(time.perf_counter() - self.t0, 1e-9):,.0f} tokens/s")
+
+    def stop_on_transport_errors(self) -> None:
+        for k, (_, path) in enumerate(self.work):
+            self.counters[k].update(stop_on_transport_errors(self.started[k], self.how.max_transport_error_share,
+                                                             self.env, path, self.counters[k]["ran"]))
+
+    def counted(self) -> list[dict]:
+        """Each pair's counters, with its wall time."""
+        for c, (first, last) in zip(self.counters, self.spans):
+            c["wall_s"] = (last - first) if first and last else 0.0
+        return self.counters
 
 
 def summarize(lines: list[dict], counters: dict | None = None) -> dict:

@@ -85,6 +85,25 @@ def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
     return {"function": function, "fields": fields, "messages": messages, "params": params}
 
 
+def select_all(cfg: dict, log) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict], list[str]]:
+    """The trajectories of every group that has some, selected as this run's settings ask: by
+    group, the trajectories, the test queries and the selection's account; and the notes on it."""
+    traj_dir, test_dir = config.output_dir(cfg) / "trajectories", config.path(cfg, cfg.data.test_dir)
+    groups = [g for g in cfg.inference.groups if (traj_dir / f"{g}.jsonl").exists()]
+    if not groups:
+        raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
+    trajs, queries, selection, notes = {}, {}, {}, []
+    for g in groups:
+        trajs[g], queries[g], selection[g] = selected_trajectories(cfg, g)
+        for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
+            log(f"{'WARNING: ' if warning else ''}{g}: {note}")
+            notes.append(f"{g}: {note}")
+    if not any(trajs.values()):
+        raise judgments.JudgeInputError(f"no trajectories to judge in {traj_dir} for the selected "
+                                        f"queries ({'; '.join(notes)}): run notebook 03 first")
+    return trajs, queries, selection, notes
+
+
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
@@ -108,28 +127,16 @@ def run(cfg: dict, log=print):
     judge = judgments.make_judge(cfg)
     name = judge.name if judge else offline_judge.OFFLINE
 
-    # Load the trajectories of every group that has some, and select what this run's settings ask.
-    traj_dir, test_dir = out / "trajectories", config.path(cfg, cfg.data.test_dir)
-    groups = [g for g in cfg.inference.groups if (traj_dir / f"{g}.jsonl").exists()]
-    if not groups:
-        raise FileNotFoundError(f"no trajectories in {traj_dir}: run notebook 03 first")
-    trajs, queries, selection, notes = {}, {}, {}, []
-    for g in groups:
-        trajs[g], queries[g], selection[g] = selected_trajectories(cfg, g)
-        for note, warning in selection_notes(selection[g], test_dir / f"{g}.json"):
-            log(f"{'WARNING: ' if warning else ''}{g}: {note}")
-            notes.append(f"{g}: {note}")
-    if not any(trajs.values()):
-        raise judgments.JudgeInputError(f"no trajectories to judge in {traj_dir} for the selected "
-                                        f"queries ({'; '.join(notes)}): run notebook 03 first")
+    trajs, queries, selection, notes = select_all(cfg, log)
+    traj_dir, groups = out / "trajectories", list(trajs)
 
     # Judge (resuming from judgments/<group>.jsonl while the judge and the trajectories are the same;
     # only now, with the settings and every input checked, is the folder touched).
     judgments_dir = resume.resumable(out / "judgments", {
         "judge": judgments.judgment_settings(judge_cfg), "offline_rule": offline_judge.OFFLINE_RULE if judge is None else None,
         "trajectories": resume.file_digest(*(traj_dir / f"{g}.jsonl" for g in groups))}, log=log)
-    result = pass_rates.judge_set(cfg, judge, trajs, queries, {g: judgments_dir / f"{g}.jsonl" for g in trajs},
-                       out, notes, log)
+    result = pass_rates.judge_set(cfg, judge, pass_rates.TrajectorySet(
+        trajs, queries, {g: judgments_dir / f"{g}.jsonl" for g in trajs}, out, notes), log)
     rows, judged = result["rows"], result["judged"]
 
     # Win rate against a reference method, when one is configured.
@@ -209,8 +216,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         cfg = config.load(args.profile, config.parse_overrides(args.set))
-        result = released_runs.rejudge(cfg, args.answers, args.group, args.name, args.methods, args.compare_to,
-                         log=lambda *a: print(*a, file=sys.stderr))
+        answers = {"name": args.name, "path": args.answers, "groups": [args.group],
+                   **({"methods": args.methods} if args.methods else {}),
+                   **({"compare_to": args.compare_to} if args.compare_to else {})}
+        result = released_runs.rejudge(cfg, answers, log=lambda *a: print(*a, file=sys.stderr))
     except (config.ConfigError, released.ReleasedFormatError, judgments.JudgeInputError,
             llm_judge.JudgeRequestError, FileNotFoundError) as err:
         print(f"error: {err}", file=sys.stderr)

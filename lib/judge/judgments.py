@@ -6,9 +6,10 @@ skipping query ids already judged by the same judge with the same evaluate_times
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from lib.common import config, store
+from lib.common import config, settings, store
 from lib.toolbench import formats, tooleval
 from lib.checks import offline_judge, trajectory_checks
 from lib.judge import llm_judge
@@ -60,6 +61,24 @@ JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature
 
 def judgment_settings(judge_cfg: dict) -> dict:
     return {k: getattr(judge_cfg, k) for k in JUDGMENT_SETTINGS}
+
+
+@dataclass(frozen=True)
+class Judging:
+    """Who judges and how: the LLM judge (None: the offline rule), assessments per query, the seed of
+    the votes' coins, and how many queries are judged at once (an LLM judge only)."""
+    judge: llm_judge.LLMJudge | None
+    times: int
+    seed: int
+    workers: int | None = 1
+
+    @classmethod
+    def of(cls, judge: llm_judge.LLMJudge | None, judge_cfg: settings.Judge) -> "Judging":
+        return cls(judge, judge_cfg.evaluate_times, judge_cfg.seed, judge_cfg.max_workers)
+
+    @property
+    def name(self) -> str:
+        return self.judge.name if self.judge else offline_judge.OFFLINE
 
 
 def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
@@ -129,12 +148,12 @@ def read_judgments(path: Path, judge_name: str, times: int) -> dict[str, dict]:
             if rec.get("judge") == judge_name and rec.get("evaluate_times") == times}
 
 
-def judge_group(trajs: list[dict], queries: dict, out_path: Path, judge: llm_judge.LLMJudge | None,
-                times: int, seed: int, group: str, workers: int = 1, progress_log=print) -> list[dict]:
+def judge_group(trajs: list[dict], queries: dict, out_path: Path, judging: Judging, group: str,
+                progress_log=print) -> list[dict]:
     """Judge every trajectory not yet in out_path (append-only); returns all, in input order.
     Progress (queries judged of the group, rate, ETA) goes to `progress_log` (lib.common.progress)."""
-    name = judge.name if judge else offline_judge.OFFLINE
-    done = read_judgments(out_path, name, times)
+    judge, times, seed, workers = judging.judge, judging.times, judging.seed, judging.workers
+    done = read_judgments(out_path, judging.name, times)
     todo = [t for t in trajs if str(t["query_id"]) not in done]
     progress = Progress(f"04 {group} judged", len(trajs), log=progress_log, start_at=len(trajs) - len(todo),
                         unit="query")

@@ -1,10 +1,12 @@
 """Stage 04's tables of a judged set (ours, or a released run's): pass rates per group and overall
 for both aggregations with Wilson intervals and the rate on the queries the judge deems solvable
 (pass_rate.csv / .md), the deterministic checks (checks.csv), the agreement of repeated assessments,
-and `judge_set`, which judges a set group by group (lib/judge/judgments.py) and writes those tables.
+and `judge_set`, which judges a `TrajectorySet` group by group (lib/judge/judgments.py) and writes
+those tables.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.common import config, stats, tables
@@ -146,43 +148,74 @@ def prompts_used(judge) -> str:
     return getattr(judge, "prompts", "ours (lib/toolbench/tooleval_prompts/)")
 
 
-def judge_set(cfg: dict, judge, trajs: dict[str, list[dict]], queries: dict[str, dict],
-              paths: dict[str, Path], folder: Path, notes: list[str], log, method: str | None = None,
-              earlier: dict[str, list[dict]] | None = None) -> dict:
-    """Judge one set of trajectories by group (ours, or a released run's) into paths[group] (a
-    judgments JSONL each), and write folder/pass_rate.csv, pass_rate.md and checks.csv, over these
-    groups and the `earlier` judgments of other groups (a released run judged a group at a time)."""
-    times, seed = cfg.judge.evaluate_times, cfg.judge.seed
-    name = judge.name if judge else offline_judge.OFFLINE
+@dataclass(frozen=True)
+class TrajectorySet:
+    """A set of trajectories to judge by group (ours, or a released run's), and where it goes."""
+    trajs: dict[str, list[dict]]
+    queries: dict[str, dict]            # each group's test queries by str(query_id)
+    paths: dict[str, Path]              # each group's judgments JSONL
+    folder: Path                        # pass_rate.csv, pass_rate.md, checks.csv
+    notes: list[str]                    # what was judged, for pass_rate.md
+    method: str | None = None           # a released run's name: the tables' method, the log's prefix
+    # Other groups' judgments, judged before (a released run judged a group at a time).
+    earlier: dict[str, list[dict]] = field(default_factory=dict)
+
+    def said(self, line: str) -> str:
+        return f"{self.method + ': ' if self.method else ''}{line}"
+
+
+def judge_set(cfg: dict, judge, todo: TrajectorySet, log) -> dict:
+    """Judge `todo` group by group into its judgments files and write its folder's pass_rate.csv,
+    pass_rate.md and checks.csv, over these groups and the earlier ones."""
+    judging = judgments.Judging.of(judge, cfg.judge)
     if judge is not None:       # what this will cost, before any paid call
-        done = {g: judgments.read_judgments(paths[g], name, times) for g in trajs}
-        plan = judge.estimate((*call, index) for g in trajs for t in trajs[g] if str(t["query_id"]) not in done[g]
-                              for index in range(times) if (call := tooleval.first_call(t)) is not None)
-        log(f"{method + ': ' if method else ''}{plan.line()}")
+        log(todo.said(cost_estimate(judging, todo).line()))
+    judged = judge_groups(judging, todo, log)
+    return write_tables(cfg, judging, todo, judged)
+
+
+def cost_estimate(judging: judgments.Judging, todo: TrajectorySet):
+    """The LLM judge's estimate of the calls the queries not yet judged will make."""
+    times = judging.times
+    done = {g: judgments.read_judgments(todo.paths[g], judging.name, times) for g in todo.trajs}
+    return judging.judge.estimate((*call, index) for g in todo.trajs for t in todo.trajs[g]
+                                  if str(t["query_id"]) not in done[g] for index in range(times)
+                                  if (call := tooleval.first_call(t)) is not None)
+
+
+def judge_groups(judging: judgments.Judging, todo: TrajectorySet, log) -> dict[str, list[dict]]:
+    """Every group's judgments, in ToolBench's group order (a group of another name, a user's own
+    test file, keeps its place after); an earlier group's as they were."""
     judged = {}
-    # ToolBench's group order; a group of another name (a user's own test file) keeps its place after.
-    groups = [*trajs, *(g for g in earlier or {} if g not in trajs)]
+    groups = [*todo.trajs, *(g for g in todo.earlier if g not in todo.trajs)]
     for group in sorted(groups, key=lambda g: config.GROUPS.index(g) if g in config.GROUPS else len(config.GROUPS)):
-        if group not in trajs:
-            judged[group] = earlier[group]
+        if group not in todo.trajs:
+            judged[group] = todo.earlier[group]
             continue
-        judged[group] = judgments.judge_group(trajs[group], queries.get(group, {}), paths[group], judge,
-                                              times, seed, group, cfg.judge.max_workers)
-        log(f"{method + ': ' if method else ''}{group}: {len(judged[group])} queries judged by {name}")
+        judged[group] = judgments.judge_group(todo.trajs[group], todo.queries.get(group, {}), todo.paths[group],
+                                              judging, group)
+        log(todo.said(f"{group}: {len(judged[group])} queries judged by {judging.name}"))
+    return judged
+
+
+def write_tables(cfg: dict, judging: judgments.Judging, todo: TrajectorySet, judged: dict[str, list[dict]]) -> dict:
+    """pass_rate.csv, pass_rate.md and checks.csv of the judged set; returns what they hold, with the
+    judgments, their agreement and the queries deemed unsolvable."""
+    name, times, notes = judging.name, judging.times, todo.notes
     rows = pass_rate_rows(judged, name, times)
-    if method:
+    if todo.method:
         for row in rows:
-            row["method"] = method
-    tables.write_csv(folder / "pass_rate.csv", rows, CSV_COLUMNS)
+            row["method"] = todo.method
+    tables.write_csv(todo.folder / "pass_rate.csv", rows, CSV_COLUMNS)
     unsolvable = {g: [str(r["query_id"]) for r in judged[g] if not judgments.deemed_solvable(r)]
                   for g in judged}
     if any(unsolvable.values()):
         notes = [*notes, "the judge deemed unsolvable: " + "; ".join(
             f"{g} {len(ids)} of {len(judged[g])}" for g, ids in unsolvable.items() if ids)
             + " (ToolEval passes those; `pass_rate_solvable` leaves them out)"]
-    (folder / "pass_rate.md").write_text(
-        pass_rate_markdown(rows, name, times, cfg.stamp, notes, prompts_used(judge)), encoding="utf-8")
+    (todo.folder / "pass_rate.md").write_text(
+        pass_rate_markdown(rows, name, times, cfg.stamp, notes, prompts_used(judging.judge)), encoding="utf-8")
     check_rows = checks_rows(judged)
-    tables.write_csv(folder / "checks.csv", check_rows, CHECK_COLUMNS)
+    tables.write_csv(todo.folder / "checks.csv", check_rows, CHECK_COLUMNS)
     return {"rows": rows, "checks": check_rows, "judged": judged, "agreement": agreement(judged),
             "deemed_unsolvable": unsolvable}

@@ -97,8 +97,8 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
                     for g in before.get("groups", []) if g not in trajs} if before.get("judge") == name else {})
         earlier = {g: recs for g, recs in earlier.items() if recs}
         kept = [n for n in before.get("notes", []) if n.split(":")[0] in earlier] if earlier else []
-        result = pass_rates.judge_set(cfg, judge, trajs, used, paths,
-                           folder, kept + notes, log, method=entry["name"], earlier=earlier)
+        result = pass_rates.judge_set(cfg, judge, pass_rates.TrajectorySet(
+            trajs, used, paths, folder, kept + notes, method=entry["name"], earlier=earlier), log)
     info = {"name": entry["name"], "compare_to": entry.get("compare_to"),
             "sources": {**{g: src for g, src in before.get("sources", {}).items() if g in earlier},
                         **{g: str(entry["path"]) for g in trajs}},
@@ -111,15 +111,13 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
     return {**result, "info": info, "folder": folder}
 
 
-def rejudge(cfg: dict, answers: str, group: str, name: str, methods: list[str] | None = None,
-            compare_to: str | None = None, log=print) -> dict:
-    """Judge one converted-answer file or raw answer folder for `group` with the profile's judge,
-    into outputs/<profile>/released/<name>/ (beside the groups judged there before); returns
+def rejudge(cfg: dict, answers: dict, log=print) -> dict:
+    """Judge one converted-answer file or raw answer folder with the profile's judge, `answers` a
+    `judge.released` entry (name, path, groups; methods, compare_to), into
+    outputs/<profile>/released/<name>/ (beside the groups judged there before); returns
     judge_released's result."""
-    if not config.path(cfg, answers).exists():
-        raise released.ReleasedFormatError(f"--answers {answers}: no such file or folder")
-    entry = released_set(cfg, {"name": name, "path": answers, "groups": [group],
-                               **({"methods": methods} if methods else {}),
-                               **({"compare_to": compare_to} if compare_to else {})})
-    queries = {group: judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{group}.json")}
+    if not config.path(cfg, answers["path"]).exists():
+        raise released.ReleasedFormatError(f"--answers {answers['path']}: no such file or folder")
+    entry = released_set(cfg, answers)
+    queries = {g: judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{g}.json") for g in entry["groups"]}
     return judge_released(cfg, judgments.make_judge(cfg), entry, queries, log)

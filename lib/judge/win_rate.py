@@ -21,9 +21,12 @@ def _answer_for_comparison(traj: dict) -> dict:
                                   "total_steps": traj.get("total_steps"), "steps": traj["steps"]}
 
 
-def compare(out_traj: dict, out_rec: dict, ref_traj: dict, ref_rec: dict,
-            judge: llm_judge.LLMJudge | None, times: int, seed: int, group: str) -> dict:
-    """One query: per round, a vote for 'output', 'reference' or 'equal'; then win/loss/tie."""
+def compare(output: tuple[dict, dict], reference: tuple[dict, dict], judging: judgments.Judging,
+            group: str) -> dict:
+    """One query, output and reference each a (trajectory, judgment): per round, a vote for
+    'output', 'reference' or 'equal'; then win/loss/tie."""
+    (out_traj, out_rec), (ref_traj, ref_rec) = output, reference
+    judge, times, seed = judging.judge, judging.times, judging.seed
     rounds = []
     for index in range(times):
         call = None
@@ -60,8 +63,7 @@ def compare(out_traj: dict, out_rec: dict, ref_traj: dict, ref_rec: dict,
     outcome = ("win" if w.count("output") > w.count("reference")
                else "loss" if w.count("output") < w.count("reference") else "tie")
     return {"query_id": out_traj["query_id"], "group": group,
-            "judge": judge.name if judge else offline_judge.OFFLINE, "evaluate_times": times,
-            "rounds": rounds,
+            "judge": judging.name, "evaluate_times": times, "rounds": rounds,
             "votes": {"output": w.count("output"), "reference": w.count("reference")},
             "outcome": outcome}
 
@@ -77,9 +79,9 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
              trajs: dict[str, list[dict]], log=print) -> list[dict]:
     """Win rate of this run against judge.win_rate_reference, per group and overall."""
     judge_cfg, out = cfg.judge, config.output_dir(cfg)
-    times, seed = judge_cfg.evaluate_times, judge_cfg.seed
+    judging = judgments.Judging.of(judge, judge_cfg)
+    times, name = judging.times, judging.name
     ref_traj_dir, ref_judg_dir = _reference_dirs(cfg)
-    name = judge.name if judge else offline_judge.OFFLINE
     rows, totals = [], {"n": 0, "win": 0, "loss": 0, "tie": 0}
     for group in (g for g in judged if judged[g]):        # a group without queries has no rate
         ref_path = ref_traj_dir / f"{group}.jsonl"
@@ -94,8 +96,7 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
         if own is not None and judgments.read_judgments(own, name, times):
             ref_judged_path = own
         ref_recs = {str(r["query_id"]): r for r in judgments.judge_group(
-            ref_trajs, queries, ref_judged_path, judge, times, seed, group,
-            judge_cfg.max_workers)}
+            ref_trajs, queries, ref_judged_path, judging, group)}
         ref_by_id = {str(t["query_id"]): t for t in ref_trajs}
         pref_path = config.output_dir(cfg, "preferences") / f"{group}.jsonl"
         done = {str(r["query_id"]): r for r in store.read_jsonl(pref_path)
@@ -105,8 +106,7 @@ def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list
                 qid = str(traj["query_id"])
                 if qid in done or qid not in ref_by_id:
                     continue
-                done[qid] = compare(traj, rec, ref_by_id[qid], ref_recs[qid], judge, times, seed,
-                                    group)
+                done[qid] = compare((traj, rec), (ref_by_id[qid], ref_recs[qid]), judging, group)
                 prefs.write(done[qid])
         outcomes = [done[str(t["query_id"])]["outcome"] for t in trajs[group]
                     if str(t["query_id"]) in done]

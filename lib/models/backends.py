@@ -60,6 +60,7 @@ class HFBackend:
     the same tokens either way; sampling draws other random numbers.
     """
 
+    # Each knob is one of generate's or the prefix cache's; tests and bench build one without a profile.
     def __init__(self, model, tokenizer, max_new_tokens: int, temperature: float, seed: int,
                  max_positions: int | None = None, reuse_cache: bool = False, cache_capacity: int = 16,
                  decode_chunk: int | None = None):
@@ -252,6 +253,7 @@ class OpenAIBackend:
     config names and is never stored.
     """
 
+    # The OpenAI client's and the chat request's own knobs; tests build one with a fake client, no profile.
     def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
                  seed: int | None = None, client=None, function_role: str = "user"):
         import openai

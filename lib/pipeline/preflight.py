@@ -273,7 +273,7 @@ def cuda_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
         if est["total"] > 1.25 * total:
             return Row(item, "missing", detail, knobs)
         return Row(item, "warn" if est["total"] > free else "ok", detail, knobs)
-    # fp16 falls back to fp32 on a CPU (lib.train.train.precision_kwargs); bf16 runs under CPU autocast,
+    # fp16 falls back to fp32 on a CPU (lib.train.recipe.precision_kwargs); bf16 runs under CPU autocast,
     # faster than fp32 where the CPU multiplies bfloat16 natively (bench/README.md), slowly elsewhere.
     bf16 = bool(_train(cfg, "bf16"))
     est = _estimate(cfg, shape, bf16) if shape else None

@@ -142,32 +142,30 @@ def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=Non
     return executed
 
 
-def run(profile: str = "smoke", overrides: dict | None = None, only: str | None = None,
-        start: str | None = None, force: bool = False, log=print, stdout=None) -> list[Path]:
+def run(profile: str = "smoke", overrides: dict | None = None, stages: list[Stage] | None = None,
+        force: bool = False, log=print, stdout=None) -> list[Path]:
+    """Run `stages` (select(...); default: all) in order, skipping those up to date unless `force`;
+    returns the executed copies."""
     overrides = overrides or {}
     cfg = config.load(profile, overrides)
-    stages = select(only, start)
+    stages = select() if stages is None else stages
+    executed = []
     # One runner per output folder: a second `lib.pipeline.run` stops here, before any notebook starts or
     # any stage's done marker is touched (the stages lock their own folders too, for Jupyter).
     with resume.exclusive(config.path(cfg, cfg.output_dir) / "stages", f"lib.pipeline.run --profile {profile}"):
-        return _run_stages(cfg, stages, profile, overrides, force, log, stdout)
-
-
-def _run_stages(cfg, stages, profile, overrides, force, log, stdout) -> list[Path]:
-    executed = []
-    for stage in stages:
-        previous = [s for s in STAGES if s.number < stage.number]
-        if not force and is_up_to_date(cfg, stage, previous):
-            log(f"[{stage.number}] {stage.notebook}: up to date, skipped (--force reruns it)")
-            continue
-        if not (NOTEBOOK_DIR / stage.notebook).exists():
-            log(f"[{stage.number}] {stage.notebook}: no such notebook yet, stopping here")
-            break
-        log(f"[{stage.number}] {stage.notebook}: running on profile '{profile}' ...", flush=True)
-        t0 = time.time()
-        executed.append(run_stage(cfg, stage, profile, overrides, stdout))
-        log(f"[{stage.number}] {stage.notebook}: done in {time.time() - t0:.1f} s -> {executed[-1]}",
-            flush=True)
+        for stage in stages:
+            previous = [s for s in STAGES if s.number < stage.number]
+            if not force and is_up_to_date(cfg, stage, previous):
+                log(f"[{stage.number}] {stage.notebook}: up to date, skipped (--force reruns it)")
+                continue
+            if not (NOTEBOOK_DIR / stage.notebook).exists():
+                log(f"[{stage.number}] {stage.notebook}: no such notebook yet, stopping here")
+                break
+            log(f"[{stage.number}] {stage.notebook}: running on profile '{profile}' ...", flush=True)
+            t0 = time.time()
+            executed.append(run_stage(cfg, stage, profile, overrides, stdout))
+            log(f"[{stage.number}] {stage.notebook}: done in {time.time() - t0:.1f} s -> {executed[-1]}",
+                flush=True)
     return executed
 
 
@@ -199,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             print("error: the pre-flight check found missing inputs (above); set the keys it names, "
                   "or pass --skip-check to run anyway", file=sys.stderr)
             return 1
-        run(args.profile, overrides, args.only, args.start, args.force,
+        run(args.profile, overrides, select(args.only, args.start), args.force,
             log=lambda *a, **k: print(*a, **k), stdout=sys.stdout)
     except (StageFailed, config.ConfigError, resume.FolderBusy) as err:
         print(f"error: {err}", file=sys.stderr)
