@@ -6,6 +6,7 @@ path, and the share that ToolBench's step parser accepts is the format rate in t
 """
 from __future__ import annotations
 
+from lib.common.settings import Profile
 from lib.toolbench import formats
 from lib.models import backends
 
@@ -30,7 +31,7 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
         tokenizer.padding_side = side     # training pads on its own side
 
 
-def format_rate(model, tokenizer, heldout, cfg: dict) -> float | None:
+def format_rate(model, tokenizer, heldout, cfg: Profile) -> float | None:
     """Share of held-out prompts whose greedy completion parses as a ReAct step (None: no slice)."""
     if len(heldout) == 0:
         return None

@@ -226,6 +226,21 @@ def _check_library(cfg: dict, source: str, sections=("train", "lora")) -> None:
             raise ConfigError(f"{source}: 'lora' is refused by peft's LoraConfig: {err}") from None
 
 
+def add_arguments(parser, example: str = "train.max_steps=5") -> None:
+    """--profile and --set, as every command line of the project takes them."""
+    parser.add_argument("--profile", default="smoke", help="configs/<profile>.yaml or a .yaml path (default: smoke)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help=f"override a config key, value parsed as YAML (e.g. {example})")
+
+
+def overrides_of(parser, args) -> dict:
+    """The --set arguments as overrides; a malformed one ends the command with argparse's usage error."""
+    try:
+        return parse_overrides(args.set)
+    except ConfigError as err:
+        parser.error(str(err))
+
+
 def parse_overrides(items: list[str]) -> dict:
     """`--set KEY=VALUE` arguments as overrides for `load`: {KEY: VALUE read as YAML}."""
     overrides = {}

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lib.common import config, paper, plots, resume
+from lib.common.settings import Profile
 from lib.toolbench import formats, observations, records, sample
 from lib.models import model
 
@@ -153,7 +154,7 @@ def percentiles(values, qs=(50, 90, 95, 99)) -> dict:
 
 # ---------------------------------------------------------------- the stage
 
-def ensure_sample(cfg: dict) -> None:
+def ensure_sample(cfg: Profile) -> None:
     """(Re)generate the project's own sample corpus in data.sample_dir when missing or stale."""
     sample_dir = config.path(cfg, cfg.data.sample_dir)
     options = sample_options(cfg)
@@ -162,7 +163,7 @@ def ensure_sample(cfg: dict) -> None:
         sample.generate(sample_dir, cfg.seed, **options)
 
 
-def will_generate(cfg: dict, target: Path) -> bool:
+def will_generate(cfg: Profile, target: Path) -> bool:
     """True when stage 01 will (re)generate the project's sample corpus and `target` is part of it."""
     if not cfg.data.generate_sample:
         return False
@@ -171,7 +172,7 @@ def will_generate(cfg: dict, target: Path) -> bool:
     return inside and not sample.is_current(sample_dir, cfg.seed, **sample_options(cfg))
 
 
-def sample_options(cfg: dict) -> dict:
+def sample_options(cfg: Profile) -> dict:
     """lib.toolbench.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
     data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""
     data_cfg = cfg.data
@@ -181,7 +182,7 @@ def sample_options(cfg: dict) -> dict:
             "retry_share": float(data_cfg.sample_retry_share or 0.0)}
 
 
-def training_records(cfg: dict, dropped: Counter | None = None, files: dict | None = None) -> Iterator[dict]:
+def training_records(cfg: Profile, dropped: Counter | None = None, files: dict | None = None) -> Iterator[dict]:
     """Stage 01's records, as a stream: read from data.train_path (records.iter_valid_records: bad
     ones raise or are counted in `dropped`, per data.on_bad_record), at most data.max_records, each
     with `extended` (whether the record after it continues it). `files` is filled with the files
@@ -201,7 +202,7 @@ def training_records(cfg: dict, dropped: Counter | None = None, files: dict | No
     yield from with_extension_flags(valid())
 
 
-def first_query(cfg: dict) -> list[dict]:
+def first_query(cfg: Profile) -> list[dict]:
     """The records of the training data's first query, as stage 01 reads them: the first record
     and those that continue it, up to the first one that no later record extends (ToolBench writes
     a query's steps as growing prefixes, so that one holds the whole conversation)."""
@@ -234,7 +235,7 @@ def _read_records(generate, train_path: Path, work: Path, dropped: Counter):
 
 
 @resume.one_writer("stage 01 data", lambda cfg: config.output_dir(cfg) / "sft")
-def prepare(cfg: dict) -> dict:
+def prepare(cfg: Profile) -> dict:
     """Stage 01: read, check, transform, tokenize-count, save. Returns data_stats.
     One stage-01 run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     from datasets import disable_progress_bars
@@ -286,7 +287,7 @@ def prepare(cfg: dict) -> dict:
     return stats
 
 
-def _to_sft(cfg: dict, raw):
+def _to_sft(cfg: Profile, raw):
     """The records as SFT examples (data.example_per) with their token counts; how many examples
     each choice of example_per would give; the tokenizer that counted them."""
     data_cfg = cfg.data
@@ -310,7 +311,7 @@ def _save_swapped(sft, target: Path) -> None:
     staging.rename(target)
 
 
-def _tokenizer_texts(cfg: dict, sft):
+def _tokenizer_texts(cfg: Profile, sft):
     """Training text for the tiny tokenizer; None for a pretrained one (it has its own)."""
     if cfg.model.name_or_path:
         return None
@@ -321,7 +322,7 @@ def _tokenizer_texts(cfg: dict, sft):
             for row in sft.select(range(limit)) for m in row["prompt"] + row["completion"])
 
 
-def plot_lengths(lengths, positions: int, cfg: dict) -> Path:
+def plot_lengths(lengths, positions: int, cfg: Profile) -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

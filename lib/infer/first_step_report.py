@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 
 from lib.common import config, store
+from lib.common.settings import Profile
 from lib.toolbench import formats, trajectories
 from lib.models import backends
 from lib.checks.first_step import CRITERIA, check, first_turn, rates
 from lib.infer import inference
 
 
-def untrained_turns(cfg: dict, queries: list, path) -> dict:
+def untrained_turns(cfg: Profile, queries: list, path) -> dict:
     """{(group, query_id): first turn} of the untrained model, appended to `path` as they are made
     and read back on a rerun (only the missing ones are generated)."""
     done = {(l["group"], str(l["query_id"])): l["text"] for l in store.read_jsonl(path)}
@@ -28,7 +29,7 @@ def untrained_turns(cfg: dict, queries: list, path) -> dict:
     return done
 
 
-def run(cfg: dict, untrained_first: dict | None = None) -> dict:
+def run(cfg: Profile, untrained_first: dict | None = None) -> dict:
     """first_step.json: per group and overall, the criteria's rates for the fine-tuned model (first
     turn of each trajectory) and, with the hf backend, for the untrained one on the same queries:
     `untrained_first` ({(group, query_id): turn}, lib.infer.untrained.first_turns: the untrained run's

@@ -15,7 +15,7 @@ import json
 import time
 
 from lib.common import config, resume, store
-from lib.common.settings import Inference
+from lib.common.settings import Inference, Profile
 from lib.toolbench import apis, environments, observations, trajectories
 from lib.models import backends
 from lib.common.progress import Progress
@@ -202,7 +202,7 @@ def stop_on_transport_errors(queries: list, share, env, path, kept: int) -> dict
         "a rerun redoes the rest.")
 
 
-def probe_api(cfg: dict) -> tuple[str, str, str]:
+def probe_api(cfg: Profile) -> tuple[str, str, str]:
     """The API a tool-environment probe calls: the first test query's first API (a call the virtual
     server has cached), else a placeholder."""
     try:
@@ -388,13 +388,13 @@ def summarize(lines: list[dict], counters: dict | None = None) -> dict:
     }
 
 
-def tool_docs(cfg: dict) -> dict:
+def tool_docs(cfg: Profile) -> dict:
     """{tool: its description} from data.toolenv_dir/tools, for the system prompts of the queries."""
     return {k: d.get("tool_description", "")
             for k, d in apis.load_tool_docs(config.path(cfg, cfg.data.toolenv_dir) / "tools").items()}
 
 
-def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
+def load_test_queries(cfg: Profile) -> dict[str, list[Query]]:
     """{group: its queries} for inference.groups, each test file read and checked and cut to
     inference.max_queries_per_group: the queries stage 03 runs, with the prompts it gives them."""
     test_dir = config.path(cfg, cfg.data.test_dir)
@@ -406,7 +406,7 @@ def load_test_queries(cfg: dict) -> dict[str, list[Query]]:
 
 
 @resume.one_writer("stage 03 inference", lambda cfg, *_, **__: config.output_dir(cfg) / "trajectories")
-def run(cfg: dict, backend=None, env=None, log=print) -> dict:
+def run(cfg: Profile, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
     Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json.
@@ -487,17 +487,17 @@ def render_trajectory(line: dict, width: int = 300) -> str:
     return "\n".join(out)
 
 
-def _stage_lines(cfg: dict, groups) -> list[dict]:
+def _stage_lines(cfg: Profile, groups) -> list[dict]:
     out = config.path(cfg, cfg.output_dir) / "trajectories"
     return [l for g in groups for l in trajectories.read(out / f"{g}.jsonl", partial=True)]
 
 
-def trajectory(cfg: dict, query: Query) -> dict | None:
+def trajectory(cfg: Profile, query: Query) -> dict | None:
     """The stage's trajectory line for this query (None when it has not run it)."""
     return next((l for l in _stage_lines(cfg, [query.group]) if str(l["query_id"]) == str(query.query_id)), None)
 
 
-def pick_trajectory(cfg: dict) -> dict | None:
+def pick_trajectory(cfg: Profile) -> dict | None:
     """The trajectory the notebook shows: the longest answered one, else the longest of all."""
     lines = _stage_lines(cfg, cfg.inference.groups)
     if not lines:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from lib.common import config
+from lib.common.settings import Profile
 from lib.toolbench import trajectories
 from lib.models import backends
 from lib.checks import first_step
@@ -17,32 +18,32 @@ from lib.infer import inference
 FOLDER = "untrained"
 
 
-def enabled(cfg: dict) -> bool:
+def enabled(cfg: Profile) -> bool:
     return bool(cfg.inference.untrained_run) and cfg.inference.backend == "hf"
 
 
-def settings(cfg: dict):
+def settings(cfg: Profile):
     """The profile as the untrained run sees it: outputs under outputs/<profile>/untrained/."""
     # Released baselines are judged once, beside the fine-tuned run.
     return config.derive(cfg, {"output_dir": str(Path(cfg.output_dir) / FOLDER), "judge.released": []})
 
 
-def output_dir(cfg: dict) -> Path:
+def output_dir(cfg: Profile) -> Path:
     return config.path(cfg, cfg.output_dir) / FOLDER
 
 
-def infer(cfg: dict, log=print) -> dict | None:
+def infer(cfg: Profile, log=print) -> dict | None:
     """Stage 03 for the untrained model; returns its inference summary (None when not enabled)."""
     if not enabled(cfg):
         return None
     return inference.run(settings(cfg), backend=backends.untrained_backend(cfg), log=log)
 
 
-def pass_rate_path(cfg: dict) -> Path:
+def pass_rate_path(cfg: Profile) -> Path:
     return output_dir(cfg) / "pass_rate.csv"
 
 
-def first_turns(cfg: dict) -> dict:
+def first_turns(cfg: Profile) -> dict:
     """{(group, query_id): first turn} from the untrained model's full run, when stage 03 made one:
     the same first turns its pass rate comes from (lib.infer.first_step_report.run compares them)."""
     folder = output_dir(cfg) / "trajectories"

@@ -13,6 +13,7 @@ import json
 from pathlib import Path
 
 from lib.common import config, resume, store, tables
+from lib.common.settings import Profile
 from lib.toolbench import released, tooleval, trajectories
 from lib.checks import offline_judge
 from lib.infer import untrained
@@ -46,7 +47,7 @@ def selection_notes(account: dict, test_file: Path) -> list[tuple[str, bool]]:
 # --------------------------------------------------------------------------------------------
 # One group's trajectories, as the stage judges them
 # --------------------------------------------------------------------------------------------
-def selected_trajectories(cfg: dict, group: str) -> tuple[list[dict], dict[str, dict], dict]:
+def selected_trajectories(cfg: Profile, group: str) -> tuple[list[dict], dict[str, dict], dict]:
     """A group's trajectories as stage 04 judges them: trajectories/<group>.jsonl read and checked,
     those of the first inference.max_queries_per_group test queries (judgments.select); with the
     group's test queries by str(query_id) and the selection's account."""
@@ -57,7 +58,7 @@ def selected_trajectories(cfg: dict, group: str) -> tuple[list[dict], dict[str, 
     return trajs, queries, account
 
 
-def example_trajectory(cfg: dict) -> dict:
+def example_trajectory(cfg: Profile) -> dict:
     """One trajectory to follow through stage 04 by hand (notebook 04): the first, in group order,
     whose answer the judge must look at (it ends with a Finish answer no pre-check decides), else
     the first selected one. {group, trajectory, query (its test query, or None)}."""
@@ -85,7 +86,7 @@ def first_request(judge: llm_judge.LLMJudge | None, traj: dict) -> dict | None:
     return {"function": function, "fields": fields, "messages": messages, "params": params}
 
 
-def select_all(cfg: dict, log) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict], list[str]]:
+def select_all(cfg: Profile, log) -> tuple[dict[str, list[dict]], dict[str, dict], dict[str, dict], list[str]]:
     """The trajectories of every group that has some, selected as this run's settings ask: by
     group, the trajectories, the test queries and the selection's account; and the notes on it."""
     traj_dir, test_dir = config.output_dir(cfg) / "trajectories", config.path(cfg, cfg.data.test_dir)
@@ -107,7 +108,7 @@ def select_all(cfg: dict, log) -> tuple[dict[str, list[dict]], dict[str, dict], 
 # --------------------------------------------------------------------------------------------
 # The stage
 # --------------------------------------------------------------------------------------------
-def run_untrained(cfg: dict, log=print):
+def run_untrained(cfg: Profile, log=print):
     """Stage 04 for the untrained model's trajectories (lib/infer/untrained.py), when stage 03 made
     them; else None."""
     if not untrained.enabled(cfg) or not (untrained.output_dir(cfg) / "trajectories").exists():
@@ -116,7 +117,7 @@ def run_untrained(cfg: dict, log=print):
 
 
 @resume.one_writer("stage 04 judge", lambda cfg, *_, **__: config.output_dir(cfg) / "judgments")
-def run(cfg: dict, log=print):
+def run(cfg: Profile, log=print):
     """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
     Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
     a second one fails at once (lib.common.resume.one_writer) instead of judging every query twice."""
@@ -167,11 +168,11 @@ def run(cfg: dict, log=print):
 
 
 # Small readers for the notebook.
-def summary(cfg: dict) -> dict:
+def summary(cfg: Profile) -> dict:
     return json.loads((config.output_dir(cfg) / "judge_summary.json").read_text(encoding="utf-8"))
 
 
-def examples(cfg: dict, k: int = 3) -> list[dict]:
+def examples(cfg: Profile, k: int = 3) -> list[dict]:
     """A few judged queries (a pass, a fail, a judge-asked one when present), shortened."""
     recs = [r for p in sorted((config.output_dir(cfg) / "judgments").glob("*.jsonl"))
             for r in store.read_jsonl(p)]
@@ -204,18 +205,17 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m lib.judge.judge", description="Re-judge released answers (a ToolEval converted-answer "
         "file or a raw answer folder) with a profile's judge; stage 04 itself runs from notebook 04 "
         "or `python -m lib.pipeline.run --only 04`.")
-    parser.add_argument("--profile", default="smoke")
+    config.add_arguments(parser, example="judge.evaluate_times=2")
     parser.add_argument("--answers", required=True, help="converted-answer file (<group>.json) or raw answer folder")
     parser.add_argument("--group", required=True, choices=config.GROUPS)
     parser.add_argument("--name", required=True, help='the run\'s name, e.g. "ChatGPT-CoT (released)"')
     parser.add_argument("--methods", nargs="*", help="raw answer folders: only these methods (e.g. CoT@1)")
     parser.add_argument("--compare-to", help="the published row to compare with in stage 05 (a paper "
                         "label such as ChatGPT-CoT); default: the label the name starts with")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, value parsed as YAML (e.g. judge.evaluate_times=2)")
     args = parser.parse_args(argv)
+    overrides = config.overrides_of(parser, args)
     try:
-        cfg = config.load(args.profile, config.parse_overrides(args.set))
+        cfg = config.load(args.profile, overrides)
         answers = {"name": args.name, "path": args.answers, "groups": [args.group],
                    **({"methods": args.methods} if args.methods else {}),
                    **({"compare_to": args.compare_to} if args.compare_to else {})}

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.common import config, settings, store
+from lib.common.settings import Judge, Profile
 from lib.toolbench import formats, tooleval
 from lib.checks import offline_judge, trajectory_checks
 from lib.judge import llm_judge
@@ -59,7 +60,7 @@ JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature
                      "malformed_retries", "evaluator_dir")
 
 
-def judgment_settings(judge_cfg: dict) -> dict:
+def judgment_settings(judge_cfg: Judge) -> dict:
     return {k: getattr(judge_cfg, k) for k in JUDGMENT_SETTINGS}
 
 
@@ -81,7 +82,7 @@ class Judging:
         return self.judge.name if self.judge else offline_judge.OFFLINE
 
 
-def make_judge(cfg: dict) -> llm_judge.LLMJudge | None:
+def make_judge(cfg: Profile) -> llm_judge.LLMJudge | None:
     """The judge judge.kind names: an LLMJudge with the run's cache, or None for the offline judge."""
     judge_cfg = cfg.judge
     if judge_cfg.kind == "offline":

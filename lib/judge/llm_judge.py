@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable
 
 from lib.common import config, keys, store
+from lib.common.settings import Judge
 from lib.toolbench import tooleval, tooleval_evaluator
 
 
@@ -74,7 +75,7 @@ def request_key(model: str, messages: list[dict], params: dict, index: int, atte
     return hashlib.sha256(blob.encode("utf-8")).hexdigest()
 
 
-def _api_key(judge_cfg: dict) -> str:
+def _api_key(judge_cfg: Judge) -> str:
     try:
         return keys.endpoint_key(judge_cfg.api_key_env, judge_cfg.base_url, "judge.kind is llm")
     except keys.MissingKey as err:
@@ -234,7 +235,7 @@ class LLMJudge:
     bad_responses, malformed, calls: judge calls sent), `served_models` ({model id: calls},
     cached calls included), `max_calls` (judge.max_calls or None)."""
 
-    def __init__(self, judge_cfg: dict, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
+    def __init__(self, judge_cfg: Judge, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
         import openai           # here, not at the top: only judge.kind llm needs the client
         self.openai = openai
         self.cfg = judge_cfg

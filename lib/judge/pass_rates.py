@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from lib.common import config, stats, tables
+from lib.common.settings import Profile
 from lib.toolbench import tooleval
 from lib.checks import offline_judge
 from lib.judge import judgments
@@ -164,7 +165,7 @@ class TrajectorySet:
         return f"{self.method + ': ' if self.method else ''}{line}"
 
 
-def judge_set(cfg: dict, judge, todo: TrajectorySet, log) -> dict:
+def judge_set(cfg: Profile, judge, todo: TrajectorySet, log) -> dict:
     """Judge `todo` group by group into its judgments files and write its folder's pass_rate.csv,
     pass_rate.md and checks.csv, over these groups and the earlier ones."""
     judging = judgments.Judging.of(judge, cfg.judge)
@@ -198,7 +199,7 @@ def judge_groups(judging: judgments.Judging, todo: TrajectorySet, log) -> dict[s
     return judged
 
 
-def write_tables(cfg: dict, judging: judgments.Judging, todo: TrajectorySet, judged: dict[str, list[dict]]) -> dict:
+def write_tables(cfg: Profile, judging: judgments.Judging, todo: TrajectorySet, judged: dict[str, list[dict]]) -> dict:
     """pass_rate.csv, pass_rate.md and checks.csv of the judged set; returns what they hold, with the
     judgments, their agreement and the queries deemed unsolvable."""
     name, times, notes = judging.name, judging.times, todo.notes

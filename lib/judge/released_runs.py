@@ -12,6 +12,7 @@ import re
 from pathlib import Path
 
 from lib.common import config, resume
+from lib.common.settings import Profile
 from lib.toolbench import released
 from lib.checks import offline_judge
 from lib.judge import judgments, pass_rates
@@ -22,7 +23,7 @@ def slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_.") or "released"
 
 
-def released_set(cfg: dict, entry, index: int = 0) -> dict:
+def released_set(cfg: Profile, entry, index: int = 0) -> dict:
     """A judge.released entry checked ({name, path[, groups][, methods]}), before anything runs."""
     where = f"{cfg.config_path or 'config'}: judge.released[{index}]"
     if not isinstance(entry, dict) or not entry.get("name") or not entry.get("path"):
@@ -53,7 +54,7 @@ def _read_info(folder: Path) -> dict:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else {}
 
 
-def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=print) -> dict:
+def judge_released(cfg: Profile, judge, entry: dict, queries: dict[str, dict], log=print) -> dict:
     """Judge one released run (entry from released_set) under outputs/<profile>/released/<slug>/:
     the answers of the queries this run selects when the test files share their ids (the same
     queries as ours), else the file's first inference.max_queries_per_group."""
@@ -111,7 +112,7 @@ def judge_released(cfg: dict, judge, entry: dict, queries: dict[str, dict], log=
     return {**result, "info": info, "folder": folder}
 
 
-def rejudge(cfg: dict, answers: dict, log=print) -> dict:
+def rejudge(cfg: Profile, answers: dict, log=print) -> dict:
     """Judge one converted-answer file or raw answer folder with the profile's judge, `answers` a
     `judge.released` entry (name, path, groups; methods, compare_to), into
     outputs/<profile>/released/<name>/ (beside the groups judged there before); returns

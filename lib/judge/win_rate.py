@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 
 from lib.common import config, stats, store
+from lib.common.settings import Profile
 from lib.toolbench import tooleval, trajectories
 from lib.checks import offline_judge
 from lib.judge import judgments, llm_judge
@@ -68,14 +69,14 @@ def compare(output: tuple[dict, dict], reference: tuple[dict, dict], judging: ju
             "outcome": outcome}
 
 
-def _reference_dirs(cfg: dict) -> tuple[Path, Path | None]:
+def _reference_dirs(cfg: Profile) -> tuple[Path, Path | None]:
     ref = config.path(cfg, cfg.judge.win_rate_reference)
     if (ref / "trajectories").is_dir():
         return ref / "trajectories", ref / "judgments"
     return ref, None
 
 
-def win_rate(cfg: dict, judge: llm_judge.LLMJudge | None, judged: dict[str, list[dict]],
+def win_rate(cfg: Profile, judge: llm_judge.LLMJudge | None, judged: dict[str, list[dict]],
              trajs: dict[str, list[dict]], log=print) -> list[dict]:
     """Win rate of this run against judge.win_rate_reference, per group and overall."""
     judge_cfg, out = cfg.judge, config.output_dir(cfg)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 
 from lib.common import config, keys, resume
+from lib.common.settings import Profile
 from lib.models import model as model_lib
 from lib.models.prefix_cache import PrefixCache
 
@@ -188,7 +189,7 @@ def cpu_has_bf16() -> bool:
         torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
-def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
+def load_hf_backend(cfg: Profile, model_dir=None) -> HFBackend:
     """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -210,7 +211,7 @@ def load_hf_backend(cfg: dict, model_dir=None) -> HFBackend:
     return backend
 
 
-def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
+def hf_backend(cfg: Profile, model, tokenizer) -> HFBackend:
     """HFBackend with the profile's inference settings (the trained and the untrained model alike)."""
     inference_cfg = cfg.inference
     return HFBackend(model, tokenizer, inference_cfg.max_new_tokens, inference_cfg.temperature, cfg.seed,
@@ -219,7 +220,7 @@ def hf_backend(cfg: dict, model, tokenizer) -> HFBackend:
                      decode_chunk=inference_cfg.decode_chunk)
 
 
-def untrained_backend(cfg: dict):
+def untrained_backend(cfg: Profile):
     """Stage 03's HF backend around the model as stage 02 started from: the hub/local base model,
     or the tiny OPT initialised from the same seed (stage 02 seeds, then builds it)."""
     import torch        # heavy: only a local model needs it
@@ -295,7 +296,7 @@ class OpenAIBackend:
         return results
 
 
-def make_backend(cfg: dict):
+def make_backend(cfg: Profile):
     inference_cfg = cfg.inference
     if inference_cfg.backend == "hf":
         return load_hf_backend(cfg)

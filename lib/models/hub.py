@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from lib.common import config
+from lib.common.settings import Profile
 
 TOKENIZER_FILES = {"tokenizer.json", "tokenizer_config.json", "vocab.json", "tokenizer.model"}
 
@@ -23,7 +24,7 @@ class Unresolved(Exception):
         self.skipped = skipped
 
 
-def _local_folder(cfg: dict, name: str) -> Path | None:
+def _local_folder(cfg: Profile, name: str) -> Path | None:
     for candidate in (Path(name).expanduser(), config.path(cfg, name)):
         if candidate.exists():
             return candidate
@@ -74,7 +75,7 @@ def _download_hint(name: str) -> str:
             f"/path/{name.split('/')[-1]}`) and set model.name_or_path to that folder")
 
 
-def resolve_model(cfg: dict, probe: bool, timeout: float):
+def resolve_model(cfg: Profile, probe: bool, timeout: float):
     """(hf_config, where it was found, tokenizer loader) of model.name_or_path; raises Unresolved.
     The loader returns the tokenizer, or None for a hub model whose file list names one."""
     from transformers import AutoConfig, AutoTokenizer

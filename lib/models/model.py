@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lib.common import config
+from lib.common.settings import Profile
 
 # OPT's own special tokens: <s> (bos, also used as OPT's pad), </s> eos, <unk>, <pad>.
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -26,7 +27,7 @@ OPT_350M = dict(num_hidden_layers=24, hidden_size=1024, num_attention_heads=16, 
 DTYPES = ("float32", "float16", "bfloat16", "auto")
 
 
-def tokenizer_dir(cfg: dict) -> Path:
+def tokenizer_dir(cfg: Profile) -> Path:
     return config.path(cfg, cfg.output_dir) / "tokenizer"
 
 
@@ -57,7 +58,7 @@ def train_tokenizer(texts: Iterable[str], vocab_size: int, pretokenize: str = "g
                                    unk_token="<unk>", pad_token="<pad>")
 
 
-def load_tokenizer(cfg: dict, train_texts: Iterable[str] | None = None):
+def load_tokenizer(cfg: Profile, train_texts: Iterable[str] | None = None):
     """The profile's tokenizer with the profile's chat template.
 
     Tiny model: given `train_texts` (the data stage does this), train it on them and save it to
@@ -98,7 +99,7 @@ def _from_pretrained(auto_class, name: str, **kwargs):
             "in your profile to that folder.") from err
 
 
-def max_positions(cfg: dict) -> int:
+def max_positions(cfg: Profile) -> int:
     """The model's number of position embeddings (2048 for every OPT)."""
     if cfg.model.name_or_path:
         from transformers import AutoConfig
@@ -106,7 +107,7 @@ def max_positions(cfg: dict) -> int:
     return cfg.model.tiny["max_position_embeddings"]
 
 
-def tiny_config(cfg: dict, tokenizer):
+def tiny_config(cfg: Profile, tokenizer):
     """OPTConfig for the smoke model: cfg.model.tiny sizes, OPT's defaults for everything else.
 
     vocab_size and the special-token ids come from the tokenizer, not from the YAML: the BPE may end
@@ -120,7 +121,7 @@ def tiny_config(cfg: dict, tokenizer):
     return OPTConfig(**kwargs)
 
 
-def load_dtype(cfg: dict) -> str:
+def load_dtype(cfg: Profile) -> str:
     """model.dtype, checked against the training precision: fp16/bf16 training needs float32."""
     dtype = cfg.model.dtype or "float32"
     if dtype not in DTYPES:
@@ -135,7 +136,7 @@ def load_dtype(cfg: dict) -> str:
     return dtype
 
 
-def load_model(cfg: dict, tokenizer):
+def load_model(cfg: Profile, tokenizer):
     """The profile's causal LM: the hub/local model by name, or a freshly initialised tiny OPT.
 
     A hub/local model is loaded in model.dtype (float32 unless set: the hub's opt-350m is stored in

@@ -13,6 +13,7 @@ import shutil
 from pathlib import Path
 
 from lib.common import config, gguf_model, paper
+from lib.common.settings import Profile
 from lib.toolbench import formats, records
 from lib.models import backends, hub, memory, model as model_lib
 from lib.data import data
@@ -38,7 +39,7 @@ def _size(n: float) -> str:
     return f"{n / 2 ** 20:,.0f} MiB" if n >= 2 ** 20 else f"{n / 2 ** 10:,.0f} KiB"
 
 
-def _train(cfg: dict, key: str):
+def _train(cfg: Profile, key: str):
     """A train.* value, or SFTConfig's default where the profile leaves it out (what TRL will use)."""
     train = cfg.train or {}
     if key in train:
@@ -67,7 +68,7 @@ def count_records(path: Path, answer_methods=None) -> tuple[int, int]:
     return found, skipped
 
 
-def training_file_row(cfg: dict) -> Row:
+def training_file_row(cfg: Profile) -> Row:
     item, key = "training file", "data.train_path"
     path = config.path(cfg, cfg.data.train_path)
     if path is None:
@@ -98,7 +99,7 @@ def _known_counts(group: str, n: int) -> str:
     return f"{which} (ToolBench {full}, StableToolBench solvable {stable})"
 
 
-def query_group_rows(cfg: dict) -> list[Row]:
+def query_group_rows(cfg: Profile) -> list[Row]:
     test_dir = config.path(cfg, cfg.data.test_dir)
     cap = cfg.inference.max_queries_per_group
     rows = []
@@ -122,7 +123,7 @@ def query_group_rows(cfg: dict) -> list[Row]:
     return rows
 
 
-def toolenv_row(cfg: dict) -> Row:
+def toolenv_row(cfg: Profile) -> Row:
     item, key = "tool documents", "data.toolenv_dir"
     tools_dir = config.path(cfg, cfg.data.toolenv_dir) / "tools"
     if data.will_generate(cfg, tools_dir):
@@ -140,7 +141,7 @@ def toolenv_row(cfg: dict) -> Row:
 # Model and tokenizer rows
 
 
-def _positions_row(cfg: dict, shape: memory.ModelShape, base: str) -> Row:
+def _positions_row(cfg: Profile, shape: memory.ModelShape, base: str) -> Row:
     """The model row: its sizes, warned when train.max_length is beyond its positions."""
     max_length = _train(cfg, "max_length")
     try:
@@ -156,7 +157,7 @@ def _positions_row(cfg: dict, shape: memory.ModelShape, base: str) -> Row:
     return Row("model", "ok", detail, "model.name_or_path")
 
 
-def template_problem(cfg: dict) -> str | None:
+def template_problem(cfg: Profile) -> str | None:
     """Why model.chat_template cannot serve training, or None."""
     import re
 
@@ -177,7 +178,7 @@ def template_problem(cfg: dict) -> str | None:
     return None
 
 
-def model_rows(cfg: dict, probe: bool) -> tuple[list[Row], memory.ModelShape | None]:
+def model_rows(cfg: Profile, probe: bool) -> tuple[list[Row], memory.ModelShape | None]:
     """The model and tokenizer rows, and the model's shape for the GPU and disk rows."""
     problem = template_problem(cfg)
     name = cfg.model.name_or_path
@@ -220,7 +221,7 @@ def _unresolved_rows(name: str, row: Row) -> tuple[list[Row], memory.ModelShape 
     return [row, tok], shape
 
 
-def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], memory.ModelShape | None]:
+def _tiny_rows(cfg: Profile, problem: str | None) -> tuple[list[Row], memory.ModelShape | None]:
     from transformers import OPTConfig
 
     tiny = cfg.model.tiny
@@ -242,20 +243,20 @@ def _tiny_rows(cfg: dict, problem: str | None) -> tuple[list[Row], memory.ModelS
 # Machine rows
 
 
-def _estimate(cfg: dict, shape: memory.ModelShape, mixed: bool) -> dict:
+def _estimate(cfg: Profile, shape: memory.ModelShape, mixed: bool) -> dict:
     seq = min(_train(cfg, "max_length") or shape.positions, shape.positions)
     return memory.training_memory(shape, _train(cfg, "per_device_train_batch_size"), seq, mixed_precision=mixed,
                            gradient_checkpointing=bool(_train(cfg, "gradient_checkpointing")),
                            lora=bool(cfg.lora))
 
 
-def _estimate_text(cfg: dict, est: dict) -> str:
+def _estimate_text(cfg: Profile, est: dict) -> str:
     return (f"training needs ~{_gib(est['total'])} (estimate at batch "
             f"{_train(cfg, 'per_device_train_batch_size')} x {_train(cfg, 'max_length')} tokens, "
             f"gradient checkpointing {'on' if _train(cfg, 'gradient_checkpointing') else 'off'})")
 
 
-def cuda_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
+def cuda_row(cfg: Profile, shape: memory.ModelShape | None) -> Row:
     import torch
 
     item, knobs = "CUDA GPU", "train.per_device_train_batch_size / train.max_length / train.gradient_checkpointing"
@@ -296,7 +297,7 @@ def _existing_ancestor(path: Path) -> Path:
     return path
 
 
-def disk_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
+def disk_row(cfg: Profile, shape: memory.ModelShape | None) -> Row:
     item, key = "disk", "output_dir (or train.save_total_limit)"
     out = config.path(cfg, cfg.output_dir)
     where = _existing_ancestor(out)
@@ -325,7 +326,7 @@ def disk_row(cfg: dict, shape: memory.ModelShape | None) -> Row:
 # The check and its table
 
 
-def check(cfg: dict, probe: bool = True) -> list[Row]:
+def check(cfg: Profile, probe: bool = True) -> list[Row]:
     """Every input the profile needs, one Row each (see the module docstring). Read-only."""
     rows = checklist.guard("training file", "data.train_path", training_file_row, cfg)
     rows += checklist.guard("test groups", "data.test_dir", query_group_rows, cfg)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lib.common import config, resume
+from lib.common.settings import Profile
 from lib.pipeline import checklist, preflight
 
 NOTEBOOK_DIR = config.ROOT / "notebooks"
@@ -73,22 +74,22 @@ def _oldest_mtime(paths) -> float | None:
     return oldest
 
 
-def done_marker(cfg: dict, stage: Stage) -> Path:
+def done_marker(cfg: Profile, stage: Stage) -> Path:
     return config.path(cfg, cfg.output_dir) / "stages" / f"{stage.number}.done"
 
 
-def settings_digest(cfg: dict, stage: Stage | None = None) -> str:
+def settings_digest(cfg: Profile, stage: Stage | None = None) -> str:
     """What a stage ran with: the profile's sections it reads, as resolved (--set overrides
     included: they are in no file)."""
     keys = None if stage is None or stage.settings is None else set(EVERY_STAGE + stage.settings)
     return resume.fingerprint({k: v for k, v in config.as_dict(cfg).items() if keys is None or k in keys})
 
 
-def mark_done(cfg: dict, stage: Stage) -> None:
+def mark_done(cfg: Profile, stage: Stage) -> None:
     resume.mark(done_marker(cfg, stage), settings_digest(cfg, stage))
 
 
-def is_up_to_date(cfg: dict, stage: Stage, previous: list[Stage]) -> bool:
+def is_up_to_date(cfg: Profile, stage: Stage, previous: list[Stage]) -> bool:
     out = config.path(cfg, cfg.output_dir)
     if not resume.is_marked(done_marker(cfg, stage), settings_digest(cfg, stage)):
         return False
@@ -119,7 +120,7 @@ def _shown(path: Path) -> Path:
     return path.relative_to(config.ROOT) if path.is_relative_to(config.ROOT) else path
 
 
-def run_stage(cfg: dict, stage: Stage, profile: str, overrides: dict, stdout=None) -> Path:
+def run_stage(cfg: Profile, stage: Stage, profile: str, overrides: dict, stdout=None) -> Path:
     """Execute the stage's notebook; `stdout` (e.g. sys.stdout) receives what its cells print."""
     import papermill
 
@@ -171,7 +172,7 @@ def run(profile: str = "smoke", overrides: dict | None = None, stages: list[Stag
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.pipeline.run", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke", help="configs/<profile>.yaml (default: smoke)")
+    config.add_arguments(parser)
     parser.add_argument("--from", dest="start", help="first stage to run, e.g. 02")
     parser.add_argument("--only", help="run this stage alone, e.g. 01")
     parser.add_argument("--force", action="store_true", help="rerun stages that are up to date")
@@ -179,13 +180,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="only the pre-flight check: is every input of the profile there?")
     parser.add_argument("--skip-check", action="store_true",
                         help="run the stages even when the pre-flight check finds something missing")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
     args = parser.parse_args(argv)
-    try:
-        overrides = config.parse_overrides(args.set)
-    except config.ConfigError as err:
-        parser.error(str(err))
+    overrides = config.overrides_of(parser, args)
     t0 = time.time()
     try:
         # Before hours are spent: is every input there? (lib/pipeline/preflight.py; read-only, seconds)

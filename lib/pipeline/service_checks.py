@@ -5,6 +5,7 @@ checklist.PROBE_TIMEOUT seconds, and a key is never shown.
 from __future__ import annotations
 
 from lib.common import config, keys
+from lib.common.settings import Profile
 from lib.toolbench import virtual_env
 from lib.data import data
 from lib.infer import inference
@@ -12,12 +13,12 @@ from lib.pipeline import checklist
 from lib.pipeline.checklist import Row
 
 
-def _probe_api(cfg: dict) -> tuple[str, str, str]:
+def _probe_api(cfg: Profile) -> tuple[str, str, str]:
     """The API the probe calls (lib.infer.inference.probe_api)."""
     return inference.probe_api(cfg)
 
 
-def probe_virtual_server(cfg: dict) -> Row:
+def probe_virtual_server(cfg: Profile) -> Row:
     """One StableToolBench call through the project's own client (lib.toolbench.virtual_env.VirtualToolEnv.probe,
     which stage 03 also runs before its first query)."""
     inference_cfg = cfg.inference
@@ -29,7 +30,7 @@ def probe_virtual_server(cfg: dict) -> Row:
     return Row("tool environment", status, detail, "inference.virtual_server_url")
 
 
-def tool_env_row(cfg: dict, probe: bool) -> Row:
+def tool_env_row(cfg: Profile, probe: bool) -> Row:
     inference_cfg, item = cfg.inference, "tool environment"
     kind = inference_cfg.tool_env
     if kind == "offline":
@@ -101,7 +102,7 @@ def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) 
     return row
 
 
-def backend_row(cfg: dict, probe: bool) -> Row:
+def backend_row(cfg: Profile, probe: bool) -> Row:
     inference_cfg, item = cfg.inference, "inference backend"
     if inference_cfg.backend == "openai":
         return endpoint_row(item, inference_cfg.openai_base_url, inference_cfg.openai_model,
@@ -118,7 +119,7 @@ def backend_row(cfg: dict, probe: bool) -> Row:
     return Row(item, "ok", f"hf: {folder} ({found})", "inference.model_dir")
 
 
-def judge_row(cfg: dict, probe: bool) -> Row:
+def judge_row(cfg: Profile, probe: bool) -> Row:
     j, item = cfg.judge, "judge"
     if j.kind == "offline":
         return Row(item, "ok", "offline judge (rule-based, labelled so; not ToolEval)", "judge.kind")

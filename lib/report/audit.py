@@ -14,6 +14,7 @@ from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 
 from lib.common import config
+from lib.common.settings import Profile
 from lib.report.series import OFFLINE_NOTE, covered_groups, is_offline, overall_note
 from lib.common.tables import fmt, group_label, markdown_table, read_csv
 
@@ -197,7 +198,7 @@ def _read_json(path: Path) -> dict | None:
     return json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
 
 
-def audit_ours(cfg: dict, claims: list[dict], runs: list[dict]) -> list[dict]:
+def audit_ours(cfg: Profile, claims: list[dict], runs: list[dict]) -> list[dict]:
     """Our own outputs (where they exist) against the paper's counts."""
     out = config.path(cfg, cfg.output_dir)
     stats, summary = _read_json(out / "data_stats.json"), _read_json(out / "train_summary.json")
@@ -267,7 +268,7 @@ def _paper_steps_line(steps: dict | None, stated: int, examples: int, batch: int
                  note or f"neither floor {floor:,} (older Trainers) nor ceil {ceil:,} (today's Trainer)")
 
 
-def _test_count_line(cfg: dict, claims: list[dict], scope) -> dict:
+def _test_count_line(cfg: Profile, claims: list[dict], scope) -> dict:
     test_dir = config.path(cfg, cfg.data.test_dir)
     claimed = int(_claim(claims, "test_queries")["value"])
     files = [test_dir / f"{g}.json" for g in GROUPS]

@@ -14,6 +14,7 @@ from pathlib import Path
 from matplotlib.figure import Figure
 
 from lib.common import config
+from lib.common.settings import Profile
 from lib.common.plots import stamp_figure
 from lib.report.series import OFFLINE_NOTE, is_majority, is_offline, weighted_mean
 from lib.common.tables import fmt, markdown_table, read_csv
@@ -24,7 +25,7 @@ COLUMNS = ["system", "compare_to", "group", "judge", "n", "rejudged", "ci_low", 
 # that the argument and response checks could not be computed for them.
 
 
-def released_runs(cfg: dict) -> list[dict]:
+def released_runs(cfg: Profile) -> list[dict]:
     """Every released run stage 04 judged for this profile: released.json plus its majority rows."""
     runs = []
     for info_path in sorted((config.path(cfg, cfg.output_dir) / "released").glob("*/released.json")):

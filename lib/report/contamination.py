@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import NamedTuple
 
 from lib.common import config
+from lib.common.settings import Profile
 from lib.toolbench import apis, formats, records
 from lib.common.tables import group_label, markdown_table
 
@@ -25,7 +26,7 @@ def _user_query(value: str) -> str:
     return re.sub(r"\s*Begin!\s*$", "", value.strip()).strip()
 
 
-def training_queries(cfg: dict) -> tuple[list[tuple[str, str, frozenset]], str]:
+def training_queries(cfg: Profile) -> tuple[list[tuple[str, str, frozenset]], str]:
     """(record id, user query, tools its functions belong to) of every training record, and where
     they came from.
 
@@ -71,7 +72,7 @@ def _prompt_tools(system: str) -> frozenset:
                      if "_for_" in name)
 
 
-def test_queries(cfg: dict) -> dict[str, list[dict]]:
+def test_queries(cfg: Profile) -> dict[str, list[dict]]:
     test_dir = config.path(cfg, cfg.data.test_dir)
     found = {}
     for g in GROUPS:
@@ -171,7 +172,7 @@ PAIR_COLUMNS = ["group", "query_id", "kind", "jaccard", "overlap", "train_id", "
 SPLIT_COLUMNS = ["group", "n_test", "seen_tool", "seen_category", "train_tools", "train_categories"]
 
 
-def split_check(cfg: dict, tests: dict[str, list[dict]], train: list[tuple]) -> list[dict]:
+def split_check(cfg: Profile, tests: dict[str, list[dict]], train: list[tuple]) -> list[dict]:
     """Per group: how many test queries use a tool, and how many a category, that training used.
     ToolBench's split wants 0 and 0 for G1-tool's tools and the *-category groups' categories.
     A training tool's category comes from the tool documents (data.toolenv_dir/tools/<category>/)."""

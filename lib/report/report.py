@@ -17,6 +17,7 @@ import matplotlib
 from matplotlib.figure import Figure
 
 from lib.common import config, stats
+from lib.common.settings import Profile
 from lib.infer import untrained
 from lib.report import audit, calibration, contamination
 from lib.common.plots import stamp_figure
@@ -78,7 +79,7 @@ def _run_series(rows, label, method, agg, primary, path, several_methods) -> dic
     return s
 
 
-def run_series(cfg: dict) -> list[dict]:
+def run_series(cfg: Profile) -> list[dict]:
     """Our runs: the profile's fine-tuned model (its pass_rate.csv, when stage 04 has run), the same
     model untrained (lib/infer/untrained.py, when run), then report.runs. The fine-tuned row comes first:
     the tables' "Fine-tuned minus row" column is measured from it."""
@@ -120,7 +121,7 @@ def table_order(paper: list[dict], readme: list[dict], runs: list[dict]) -> list
 
 
 # ----------------------------------------------------------------------------- captions
-def captions(cfg: dict, runs: list[dict]) -> list[str]:
+def captions(cfg: Profile, runs: list[dict]) -> list[str]:
     """Lines every table and figure carries: stamp, judge, aggregation."""
     lines = [cfg.stamp] if cfg.stamp else []
     judges = {j for s in runs for j in s["judge"].split(",") if j}
@@ -294,7 +295,7 @@ def bars(paper: list[dict], runs: list[dict], caption, stamp, folder: Path) -> t
 
 # ----------------------------------------------------------------------------- the stage
 # Long: stage 05 top to bottom, one output after another, as the module docstring lists them.
-def run(cfg: dict) -> dict[str, Path]:
+def run(cfg: Profile) -> dict[str, Path]:
     """Stage 05, top to bottom: read, tables, figures, audit, contamination, index.json."""
     report_cfg, stamp = cfg.report, cfg.stamp
     folder = config.output_dir(cfg, "figures")
@@ -365,7 +366,7 @@ def _write_text(path: Path, text: str) -> Path:
     return path
 
 
-def _relative(cfg: dict, p: Path) -> str:
+def _relative(cfg: Profile, p: Path) -> str:
     try:
         return str(Path(p).resolve().relative_to(Path(cfg.root).resolve()))
     except ValueError:

@@ -7,6 +7,7 @@ environment (`check_env`) before its first query.
 from __future__ import annotations
 
 from lib.common import config, keys
+from lib.common.settings import Profile
 from lib.toolbench.tool_env import ToolEnv
 from lib.toolbench.offline_env import OfflineToolEnv
 from lib.toolbench.virtual_env import VirtualToolEnv
@@ -27,7 +28,7 @@ def check_env(env, api: tuple = ()) -> str:
     return detail
 
 
-def make_env(cfg: dict) -> ToolEnv:
+def make_env(cfg: Profile) -> ToolEnv:
     """The environment the profile's inference.tool_env names."""
     inference_cfg = cfg.inference
     toolenv = config.path(cfg, cfg.data.toolenv_dir)

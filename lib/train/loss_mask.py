@@ -3,8 +3,10 @@ tokenized with its labels, the loss-bearing text bracketed, a table of positions
 """
 from __future__ import annotations
 
+from lib.common.settings import Profile
 
-def loss_settings(cfg: dict) -> dict:
+
+def loss_settings(cfg: Profile) -> dict:
     """The profile's two loss-mask settings, as tokenize_example takes them."""
     return {k: bool((cfg.train or {}).get(k)) for k in ("completion_only_loss", "assistant_only_loss")}
 

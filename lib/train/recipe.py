@@ -4,6 +4,7 @@ peft's LoraConfig from `lora:`, the length limit on the examples, and the SFTTra
 from __future__ import annotations
 
 from lib.common import config
+from lib.common.settings import Profile
 from lib.models import model as model_lib
 
 
@@ -25,7 +26,7 @@ def precision_kwargs(train: dict, cuda: bool) -> tuple[dict, str, str | None]:
     return {"fp16": fp16, "bf16": bf16}, used, note
 
 
-def sft_config(cfg: dict, log=print):
+def sft_config(cfg: Profile, log=print):
     """SFTConfig(**cfg.train) with output_dir, precision and max_length fitted to the machine."""
     import torch
     from trl import SFTConfig
@@ -54,7 +55,7 @@ RECIPE = ("model.name_or_path", "data.example_per", "train.completion_only_loss"
           "train.max_length", "lora.r", "lora.lora_dropout")
 
 
-def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
+def describe_recipe(cfg: Profile, *others: dict, keys=RECIPE) -> str:
     """A table of `keys` (dotted) with their values in `cfg` and in each profile of `others`;
     "(default)" where a profile does not set the key (SFTConfig's default then applies)."""
     def value(profile, dotted):
@@ -72,14 +73,14 @@ def describe_recipe(cfg: dict, *others: dict, keys=RECIPE) -> str:
     return "\n".join(lines)
 
 
-def lora_config(cfg: dict):
+def lora_config(cfg: Profile):
     if not cfg.lora:
         return None
     from peft import LoraConfig
     return LoraConfig(**cfg.lora)
 
 
-def make_trainer(cfg: dict, model, tokenizer, dataset, args, callbacks=()):
+def make_trainer(cfg: Profile, model, tokenizer, dataset, args, callbacks=()):
     """TRL's SFTTrainer; it tokenizes with the tokenizer's chat template and builds the labels."""
     import datasets
     from transformers.trainer_callback import PrinterCallback
@@ -125,7 +126,7 @@ def sequence_lengths(dataset, tokenizer) -> list[int]:
             for p, c in zip(dataset["prompt"], dataset["completion"])]
 
 
-def limit_length(dataset, tokenizer, cfg: dict, max_length: int):
+def limit_length(dataset, tokenizer, cfg: Profile, max_length: int):
     """Count (and with over_max_positions: drop, remove) the examples longer than max_length."""
     policy = cfg.model.over_max_positions or "truncate"     # null: truncate
     lengths = sequence_lengths(dataset, tokenizer)
@@ -142,7 +143,7 @@ def limit_length(dataset, tokenizer, cfg: dict, max_length: int):
     return dataset, stats
 
 
-def check_not_empty(cfg: dict, left: int, max_length: int, lengths: dict) -> None:
+def check_not_empty(cfg: Profile, left: int, max_length: int, lengths: dict) -> None:
     """Stop with the reason when the length limit left nothing to train on (TRL would only fail
     later with 'num_samples=0')."""
     if left > 0:

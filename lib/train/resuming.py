@@ -8,6 +8,7 @@ import math
 from pathlib import Path
 
 from lib.common import config, resume, store, trainer_steps
+from lib.common.settings import Profile
 
 
 # Settings that only say how far to train: raising them continues the same run from its last
@@ -16,7 +17,7 @@ HOW_FAR = ("max_steps", "num_train_epochs")
 LEFT_BY_A_RUN = ("model", "train_log.jsonl", "learning_curve.jsonl", "train_summary.json")
 
 
-def run_fingerprint(cfg: dict) -> str:
+def run_fingerprint(cfg: Profile) -> str:
     """What a checkpoint must share with this run to be resumed: the knobs and the data (stage
     01's saved examples; the held-out split and the length limit follow from the knobs)."""
     settings = config.as_dict(cfg)
@@ -36,7 +37,7 @@ def planned_steps(args, examples: int) -> int:
     return math.ceil(per_epoch * args.num_train_epochs)
 
 
-def prepare_output(cfg: dict, checkpoints: str, planned: int | None = None, log=print,
+def prepare_output(cfg: Profile, checkpoints: str, planned: int | None = None, log=print,
                    fingerprint: str | None = None) -> bool:
     """Keep the checkpoints of this same run (to resume; also when it now trains further) and
     return False; otherwise set that run aside whole and return True (a fresh start).

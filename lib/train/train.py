@@ -13,6 +13,7 @@ import time
 from dataclasses import dataclass
 
 from lib.common import config, paper, resume, store, trainer_steps
+from lib.common.settings import Profile
 from lib.checks import format_check
 from lib.train import learning_curve, recipe, resuming, training_log
 from lib.models import model as model_lib
@@ -23,7 +24,7 @@ from lib.models import model as model_lib
 
 
 @resume.one_writer("stage 02 training", lambda cfg, *_, **__: config.output_dir(cfg) / "checkpoints")
-def run(cfg: dict, callbacks: list | None = None, log=print) -> dict:
+def run(cfg: Profile, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
     One training run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
     quiet_progress_bars()
@@ -85,7 +86,7 @@ class Setup:
     started: float                  # time.time() when the stage began
 
 
-def set_up(cfg: dict, callbacks: list | None, log) -> Setup:
+def set_up(cfg: Profile, callbacks: list | None, log) -> Setup:
     """Data, tokenizer, model and trainer, with the untrained model's format rate."""
     from transformers import set_seed
 
@@ -111,7 +112,7 @@ def set_up(cfg: dict, callbacks: list | None, log) -> Setup:
                  resuming.planned_steps(args, len(trainer.train_dataset)), resuming.run_fingerprint(cfg), started)
 
 
-def stage_callbacks(cfg: dict, tokenizer, heldout, log) -> list:
+def stage_callbacks(cfg: Profile, tokenizer, heldout, log) -> list:
     """train_log.jsonl, the progress lines, and the learning curve on the dev split (the held-out
     first steps), when there is one."""
     out = config.output_dir(cfg)
@@ -133,7 +134,7 @@ def count_what_trl_dropped(lengths: dict, given: int, train_dataset) -> None:
         lengths["padding_free_tokens"] = sum(map(len, train_dataset["input_ids"]))
 
 
-def plot_curves(cfg: dict) -> tuple[list[dict], list[dict]]:
+def plot_curves(cfg: Profile) -> tuple[list[dict], list[dict]]:
     """The loss curve and the learning curve as figures; returns their records."""
     out = config.output_dir(cfg)
     records = store.read_jsonl(out / "train_log.jsonl")
@@ -143,7 +144,7 @@ def plot_curves(cfg: dict) -> tuple[list[dict], list[dict]]:
     return records, dev_curve
 
 
-def summarise(cfg: dict, setup: Setup, result, resumed_from: str | None, records: list[dict]) -> dict:
+def summarise(cfg: Profile, setup: Setup, result, resumed_from: str | None, records: list[dict]) -> dict:
     """train_summary.json up to the format rates: the data, the run's steps, speed and losses."""
     trainer, args = setup.trainer, setup.args
     return {
@@ -187,7 +188,7 @@ def trained_tokens(epoch_tokens: int, steps: int, examples: int, args) -> float:
 # Data
 
 
-def load_data(cfg: dict):
+def load_data(cfg: Profile):
     """outputs/<profile>/sft/ split into (train, heldout); the held-out slice is a seeded sample."""
     from datasets import DatasetDict, load_from_disk
 
@@ -215,7 +216,7 @@ def load_data(cfg: dict):
 # Held-out samples for the notebook
 
 
-def first_turn_before_after(cfg: dict, heldout, index: int = 0) -> str:
+def first_turn_before_after(cfg: Profile, heldout, index: int = 0) -> str:
     """Stage 02's learning curve as text for one dev query: the base model's zero-shot first turn
     (step 0) beside the fine-tuned one (the last point), as the stage generated them."""
     records = store.read_jsonl(config.path(cfg, cfg.output_dir) / "learning_curve.jsonl")
@@ -224,15 +225,9 @@ def first_turn_before_after(cfg: dict, heldout, index: int = 0) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m lib.train.train", description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="smoke")
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a config key, value parsed as YAML (e.g. train.max_steps=5)")
+    config.add_arguments(parser)
     args = parser.parse_args(argv)
-    try:
-        overrides = config.parse_overrides(args.set)
-    except config.ConfigError as err:
-        parser.error(str(err))
-    summary = run(config.load(args.profile, overrides))
+    summary = run(config.load(args.profile, config.overrides_of(parser, args)))
     print(json.dumps(summary, indent=2))
     return 0
 
