@@ -143,7 +143,7 @@ def test_all_five_notebooks_ran_on_the_paper_profile(paper_run):
 
 
 def test_only_size_and_location_keys_differ_from_the_paper_profile(paper_run):
-    paper, used = config.load("paper"), paper_run["cfg"]
+    paper, used = config.as_dict(config.load("paper")), config.as_dict(paper_run["cfg"])
     changed = {f"{section}.{k}" for section in ("data", "model", "train", "inference", "judge")
                for k in set(paper[section]) | set(used[section]) if paper[section].get(k) != used[section].get(k)}
     allowed = set(SIZE) | {"model.name_or_path", "data.train_path", "data.test_dir", "data.toolenv_dir",
