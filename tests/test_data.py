@@ -206,14 +206,14 @@ def test_sample_options_come_from_the_profile(tmp_path):
     from lib.toolbench import sample
     from lib.data import data
     smoke = config.load("smoke")
-    assert data.sample_options(smoke)["train_queries"] == 240
-    assert data.sample_options(smoke)["queries_per_group"] == 8
+    assert data.sample_options(smoke.data)["train_queries"] == 240
+    assert data.sample_options(smoke.data)["queries_per_group"] == 8
     cfg = config.load("smoke", {"data.sample_dir": str(tmp_path / "s"), "data.sample_train_queries": 6,
                                 "data.sample_queries_per_group": 1})
     data.ensure_sample(cfg)
     manifest = json.loads((tmp_path / "s" / "MANIFEST.json").read_text())
     assert manifest["test_queries"] == dict.fromkeys(config.GROUPS, 1)
-    assert sample.is_current(tmp_path / "s", cfg.seed, **data.sample_options(cfg))
+    assert sample.is_current(tmp_path / "s", cfg.seed, **data.sample_options(cfg.data))
     assert not sample.is_current(tmp_path / "s", cfg.seed)
 
 

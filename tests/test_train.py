@@ -300,7 +300,7 @@ def test_hub_model_unreachable_says_how_to_point_at_a_local_copy(monkeypatch):
     with pytest.raises(OSError, match="set model.name_or_path"):
         model_lib.load_tokenizer(cfg)
     with pytest.raises(OSError, match="local-dir"):
-        model_lib.max_positions(cfg)
+        model_lib.max_positions(cfg.model)
 
 
 def test_paper_profile_loads_a_local_folder(cfg, tmp_path):
@@ -312,7 +312,7 @@ def test_paper_profile_loads_a_local_folder(cfg, tmp_path):
     loaded_tokenizer = model_lib.load_tokenizer(paper)
     loaded = model_lib.load_model(paper, loaded_tokenizer)
     assert loaded_tokenizer.chat_template == paper.model.chat_template
-    assert model_lib.max_positions(paper) == TINY["max_position_embeddings"]
+    assert model_lib.max_positions(paper.model) == TINY["max_position_embeddings"]
     for (name, a), (_, b) in zip(tiny.state_dict().items(), loaded.state_dict().items()):
         assert torch.equal(a, b), name
 

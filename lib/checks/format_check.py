@@ -6,7 +6,7 @@ path, and the share that ToolBench's step parser accepts is the format rate in t
 """
 from __future__ import annotations
 
-from lib.common.settings import Profile
+from lib.common.settings import FormatCheck
 from lib.toolbench import formats
 from lib.models import backends
 
@@ -31,9 +31,9 @@ def generate(model, tokenizer, prompts: list[list[dict]], max_new_tokens: int,
         tokenizer.padding_side = side     # training pads on its own side
 
 
-def format_rate(model, tokenizer, heldout, cfg: Profile) -> float | None:
+def format_rate(model, tokenizer, heldout, format_cfg: FormatCheck) -> float | None:
     """Share of held-out prompts whose greedy completion parses as a ReAct step (None: no slice)."""
     if len(heldout) == 0:
         return None
-    texts = generate(model, tokenizer, list(heldout["prompt"]), cfg.format_check.max_new_tokens)
+    texts = generate(model, tokenizer, list(heldout["prompt"]), format_cfg.max_new_tokens)
     return round(sum(parses(t) for t in texts) / len(texts), 4)

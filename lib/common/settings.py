@@ -127,11 +127,12 @@ class Data(Section):
     num_proc: int | None = knob(None, low=1)
     max_records: int | None = knob(None, low=0)
     histogram_bins: int | None = knob(40, low=1)
-    # The generated sample's size and make-up (null: lib/toolbench/sample.py's defaults).
-    sample_train_queries: int | None = knob(None, low=0)
-    sample_queries_per_group: int | None = knob(None, low=0)
-    sample_invented_values: float | None = knob(None, low=0)
-    sample_retry_share: float | None = knob(None, low=0)
+    # The generated sample's size and make-up: training queries, test queries per group, the share
+    # of queries whose values no test query has, the share with a failed call made again.
+    sample_train_queries: int = knob(240, low=0, null=False)
+    sample_queries_per_group: int = knob(8, low=0, null=False)
+    sample_invented_values: float = knob(0.0, low=0, null=False)
+    sample_retry_share: float = knob(0.0, low=0, null=False)
     answer_methods: list | None = None  # raw answer folders: read only these methods' files
     retried_calls_in_loss: bool = True  # a call that failed and was retried is a training target too
 

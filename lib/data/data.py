@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Iterator
 
 from lib.common import config, paper, plots, resume
-from lib.common.settings import Profile
+from lib.common.settings import Data, Model, Profile
 from lib.toolbench import formats, observations, records, sample
 from lib.models import model
 
@@ -157,7 +157,7 @@ def percentiles(values, qs=(50, 90, 95, 99)) -> dict:
 def ensure_sample(cfg: Profile) -> None:
     """(Re)generate the project's own sample corpus in data.sample_dir when missing or stale."""
     sample_dir = config.path(cfg, cfg.data.sample_dir)
-    options = sample_options(cfg)
+    options = sample_options(cfg.data)
     if cfg.data.generate_sample and not sample.is_current(sample_dir, cfg.seed, **options):
         shutil.rmtree(sample_dir, ignore_errors=True)
         sample.generate(sample_dir, cfg.seed, **options)
@@ -169,17 +169,13 @@ def will_generate(cfg: Profile, target: Path) -> bool:
         return False
     sample_dir = config.path(cfg, cfg.data.sample_dir).resolve()
     inside = target.resolve() == sample_dir or sample_dir in target.resolve().parents
-    return inside and not sample.is_current(sample_dir, cfg.seed, **sample_options(cfg))
+    return inside and not sample.is_current(sample_dir, cfg.seed, **sample_options(cfg.data))
 
 
-def sample_options(cfg: Profile) -> dict:
-    """lib.toolbench.sample.generate's options from the profile: data.sample_train_queries (240 unless set),
-    data.sample_queries_per_group (8), data.sample_invented_values (0), data.sample_retry_share (0)."""
-    data_cfg = cfg.data
-    return {"train_queries": int(data_cfg.sample_train_queries or 240),
-            "queries_per_group": int(data_cfg.sample_queries_per_group or 8),
-            "invented_values": float(data_cfg.sample_invented_values or 0.0),
-            "retry_share": float(data_cfg.sample_retry_share or 0.0)}
+def sample_options(data_cfg: Data) -> dict:
+    """lib.toolbench.sample.generate's options from the profile's data.sample_* knobs."""
+    return {"train_queries": data_cfg.sample_train_queries, "queries_per_group": data_cfg.sample_queries_per_group,
+            "invented_values": data_cfg.sample_invented_values, "retry_share": data_cfg.sample_retry_share}
 
 
 def training_records(cfg: Profile, dropped: Counter | None = None, files: dict | None = None) -> Iterator[dict]:
@@ -263,7 +259,7 @@ def prepare(cfg: Profile) -> dict:
     finally:
         shutil.rmtree(work, ignore_errors=True)
 
-    positions = model.max_positions(cfg)
+    positions = model.max_positions(cfg.model)
     stats = {
         "source": str(train_path),
         "input_files": files,
@@ -297,7 +293,7 @@ def _to_sft(cfg: Profile, raw):
     sft = raw.map(_to_examples, batched=True, num_proc=num_proc, remove_columns=raw.column_names,
                   fn_kwargs={"example_per": data_cfg.example_per,
                              "retried_in_loss": data_cfg.retried_calls_in_loss is not False})
-    tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg, sft))
+    tokenizer = model.load_tokenizer(cfg, _tokenizer_texts(cfg.model, sft))
     sft = sft.map(_count_tokens, batched=True, num_proc=num_proc, fn_kwargs={"tokenizer": tokenizer})
     return sft, examples_per_choice, tokenizer
 
@@ -311,11 +307,11 @@ def _save_swapped(sft, target: Path) -> None:
     staging.rename(target)
 
 
-def _tokenizer_texts(cfg: Profile, sft):
+def _tokenizer_texts(model_cfg: Model, sft):
     """Training text for the tiny tokenizer; None for a pretrained one (it has its own)."""
-    if cfg.model.name_or_path:
+    if model_cfg.name_or_path:
         return None
-    limit = min(len(sft), cfg.model.tokenizer_train_texts or len(sft))
+    limit = min(len(sft), model_cfg.tokenizer_train_texts or len(sft))
     # Role-prefixed as the chat template renders them, so "Assistant:" and the like become whole
     # tokens: a small model then sees at once where a turn starts.
     return (f"{m['role'].capitalize()}: {m['content']}"

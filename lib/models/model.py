@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Iterable
 
 from lib.common import config
-from lib.common.settings import Profile
+from lib.common.settings import Model, Profile
 
 # OPT's own special tokens: <s> (bos, also used as OPT's pad), </s> eos, <unk>, <pad>.
 SPECIAL_TOKENS = ["<s>", "<pad>", "</s>", "<unk>"]
@@ -99,23 +99,23 @@ def _from_pretrained(auto_class, name: str, **kwargs):
             "in your profile to that folder.") from err
 
 
-def max_positions(cfg: Profile) -> int:
+def max_positions(model_cfg: Model) -> int:
     """The model's number of position embeddings (2048 for every OPT)."""
-    if cfg.model.name_or_path:
+    if model_cfg.name_or_path:
         from transformers import AutoConfig
-        return _from_pretrained(AutoConfig, cfg.model.name_or_path).max_position_embeddings
-    return cfg.model.tiny["max_position_embeddings"]
+        return _from_pretrained(AutoConfig, model_cfg.name_or_path).max_position_embeddings
+    return model_cfg.tiny["max_position_embeddings"]
 
 
-def tiny_config(cfg: Profile, tokenizer):
-    """OPTConfig for the smoke model: cfg.model.tiny sizes, OPT's defaults for everything else.
+def tiny_config(model_cfg: Model, tokenizer):
+    """OPTConfig for the smoke model: model.tiny sizes, OPT's defaults for everything else.
 
     vocab_size and the special-token ids come from the tokenizer, not from the YAML: the BPE may end
     up with fewer merges than asked for, and an id mismatch would silently train on the wrong tokens.
     """
     from transformers import OPTConfig
 
-    kwargs = dict(cfg.model.tiny or {})
+    kwargs = dict(model_cfg.tiny or {})
     kwargs.update(vocab_size=len(tokenizer), bos_token_id=tokenizer.bos_token_id,
                   eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
     return OPTConfig(**kwargs)
@@ -155,7 +155,7 @@ def load_model(cfg: Profile, tokenizer):
         if not cfg.model.tiny:
             raise ValueError(f"{cfg.config_path}: model.name_or_path is null, so model.tiny must "
                              "hold the OPTConfig sizes of the model to build")
-        model = OPTForCausalLM(tiny_config(cfg, tokenizer))
+        model = OPTForCausalLM(tiny_config(cfg.model, tokenizer))
     for target in (model.config, model.generation_config):
         target.bos_token_id = tokenizer.bos_token_id
         target.eos_token_id = tokenizer.eos_token_id

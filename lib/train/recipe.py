@@ -37,7 +37,7 @@ def sft_config(cfg: Profile, log=print):
     if note:
         log(note)
     train.update(mixed)
-    limit = model_lib.max_positions(cfg)
+    limit = model_lib.max_positions(cfg.model)
     if train.get("max_length") is None or train["max_length"] > limit:
         log(f"train.max_length={train.get('max_length')} exceeds the model's {limit} positions: "
             f"using {limit}")

@@ -47,7 +47,7 @@ def run(cfg: Profile, callbacks: list | None = None, log=print) -> dict:
     model_lib.save(trained, setup.tokenizer, config.output_dir(cfg) / "model")
 
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
-    trained_rate = format_check.format_rate(trained, setup.tokenizer, setup.heldout, cfg)
+    trained_rate = format_check.format_rate(trained, setup.tokenizer, setup.heldout, cfg.format_check)
     records, dev_curve = plot_curves(cfg)
     summary = {**summarise(cfg, setup, result, last, records),
                "format_rate_trained": trained_rate,
@@ -98,7 +98,7 @@ def set_up(cfg: Profile, callbacks: list | None, log) -> Setup:
     # Tokenizer and model (the tiny one is initialised from the seed just set).
     tokenizer = model_lib.load_tokenizer(cfg)
     model = model_lib.load_model(cfg, tokenizer)
-    untrained_rate = format_check.format_rate(model, tokenizer, heldout, cfg)
+    untrained_rate = format_check.format_rate(model, tokenizer, heldout, cfg.format_check)
 
     # Training arguments: the profile's SFTConfig, with what this machine can do.
     args, precision = recipe.sft_config(cfg, log=log)
