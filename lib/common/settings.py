@@ -255,7 +255,7 @@ class Profile:
     root: str | None = None             # the repository root its relative paths are taken from
 
 
-SECTIONS = {f.name: f.type for f in dataclasses.fields(Profile)}
+SECTIONS = tuple(f.name for f in dataclasses.fields(Profile))      # in the order a profile writes them
 HINTS = typing.get_type_hints(Profile)
 
 
