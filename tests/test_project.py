@@ -111,7 +111,7 @@ def test_a_second_runner_on_the_same_profile_stops_before_any_stage(tmp_path, ca
     assert not (out / "notebooks").exists()
 
 
-def test_up_to_date_check_follows_mtimes(tmp_path):
+def test_up_to_date_check_follows_mtimes(tmp_path, monkeypatch):
     import os
     import shutil
     profile = tmp_path / "profile.yaml"
@@ -122,7 +122,7 @@ def test_up_to_date_check_follows_mtimes(tmp_path):
     (tmp_path / "out" / "sft").mkdir(parents=True)
     (tmp_path / "out" / "sft" / "data.arrow").write_text("x")
     (tmp_path / "out" / "data_stats.json").write_text("{}")
-    newest_input = max(p.stat().st_mtime for p in [profile, *run.LIB_DIR.glob("*.py"),
+    newest_input = max(p.stat().st_mtime for p in [profile, *run.LIB_DIR.rglob("*.py"), *run.LIB_DIR.rglob("*.txt"),
                                                     run.NOTEBOOK_DIR / stage.notebook])
     for output in (tmp_path / "out" / "sft" / "data.arrow", tmp_path / "out" / "data_stats.json"):
         os.utime(output, (newest_input + 5, newest_input + 5))
@@ -138,6 +138,16 @@ def test_up_to_date_check_follows_mtimes(tmp_path):
     for later in run.STAGES[3:]:
         assert run.settings_digest(judged, later) != run.settings_digest(cfg, later)
     assert run.settings_digest(judged, run.STAGES[2]) == run.settings_digest(cfg, run.STAGES[2])
+    # A module edited in a package (lib/<package>/<module>.py), or a prompt file deeper down, counts.
+    for edited in ("data/data.py", "toolbench/tooleval_prompts/template.txt"):
+        lib = tmp_path / f"lib-{edited.count('/')}"
+        (lib / edited).parent.mkdir(parents=True)
+        (lib / edited).write_text("x")
+        os.utime(lib / edited, (newest_input + 10, newest_input + 10))
+        monkeypatch.setattr(run, "LIB_DIR", lib)
+        assert not run.is_up_to_date(cfg, stage, []), edited
+    monkeypatch.undo()
+    assert run.is_up_to_date(cfg, stage, [])
     os.utime(profile, (newest_input + 10, newest_input + 10))
     assert not run.is_up_to_date(cfg, stage, [])
 
@@ -247,7 +257,7 @@ def test_bench_scripts_import_and_name_only_what_lib_has(path):
         importlib.import_module(f"bench.{path.stem}")
 
 
-SECTIONS = ("data", "model", "format_check", "train", "lora", "inference", "judge", "report")
+SECTIONS = ("data", "model", "format_check", "train", "lora", "inference", "bfcl", "judge", "report")
 # Not after "lib." or "/": lib.judge.judge and lib/train/train.py name modules, not keys.
 DOTTED = re.compile(r"(?<![\w./])(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
 

@@ -99,8 +99,8 @@ def is_up_to_date(cfg: Profile, stage: Stage, previous: list[Stage]) -> bool:
         return False
     # The code counts (lib's modules, the judge's prompt templates beside them), and so do the
     # shipped reference tables (data/*.csv): editing one must refresh the figures.
-    inputs = [Path(cfg.config_path), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.glob("*.py"),
-              *LIB_DIR.glob("*/*.txt"),
+    inputs = [Path(cfg.config_path), NOTEBOOK_DIR / stage.notebook, *LIB_DIR.rglob("*.py"),
+              *LIB_DIR.rglob("*.txt"),
               *(config.ROOT / "data").glob("*.csv")]
     inputs += [out / o for s in previous for o in s.outputs]
     return _newest_mtime(inputs) < oldest_output
