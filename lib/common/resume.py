@@ -155,7 +155,7 @@ def resumable(folder, key: dict, log=print) -> Path:
     <name>.run-<its key digest>.<time>/, and a folder set aside earlier with this very key is
     brought back to resume (going back to earlier settings costs no rerun); else the stage starts
     afresh instead of mixing results of two different runs."""
-    folder = Path(folder)
+    folder, log = Path(folder), log or (lambda *a, **k: None)
     _check_held(folder)
     stamp, text = folder / RUN_KEY, json.dumps(key, sort_keys=True, indent=1, default=str)
     if folder.exists() and any(folder.iterdir()) and (not stamp.exists() or stamp.read_text() != text):
