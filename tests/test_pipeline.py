@@ -89,6 +89,22 @@ def test_the_untrained_model_ran_through_stages_03_and_04_and_sits_beside_the_fi
     assert not (out / "trajectories" / "untrained_first_turns.jsonl").exists()
 
 
+def test_bfcl_was_asked_scored_and_tabled_for_both_models(smoke_run):
+    out, cfg = smoke_run["out"], smoke_run["cfg"]
+    k, categories = cfg.bfcl.questions_per_category, cfg.bfcl.categories
+    for folder in (out, out / "untrained"):
+        with open(folder / "bfcl_scores.csv") as fh:
+            rows = {r["category"]: r for r in csv.DictReader(fh)}
+        assert list(rows) == [*categories, "all (pooled)"]
+        assert all(int(rows[c]["n"]) == k for c in categories) and int(rows["all (pooled)"]["n"]) == k * len(categories)
+        verdicts = [json.loads(l) for l in (folder / "bfcl_verdicts.jsonl").read_text().splitlines()]
+        assert len(verdicts) == k * len(categories) and all(v["correct"] or v["reason"] for v in verdicts)
+    with open(out / "figures" / "bfcl.csv") as fh:
+        table = list(csv.DictReader(fh))
+    assert [r["category"] for r in table] == [*categories, "all (pooled)"] and all(r["untrained"] != "" for r in table)
+    assert "bfcl_md" in json.loads((out / "figures" / "index.json").read_text())
+
+
 def test_stage_02_drew_a_learning_curve_on_the_dev_split(smoke_run):
     out = smoke_run["out"]
     curve = [json.loads(l) for l in (out / "learning_curve.jsonl").read_text().splitlines()]
@@ -107,7 +123,7 @@ def test_each_notebook_also_runs_as_a_plain_kernel_run_with_the_same_results(smo
     from nbclient import NotebookClient
 
     out = smoke_run["out"]
-    names = ["pass_rate.csv", "figures/table2.csv",
+    names = ["pass_rate.csv", "figures/table2.csv", "bfcl_scores.csv",
              *(f"trajectories/{g}.jsonl" for g in smoke_run["cfg"].inference.groups)]
     before = {name: (out / name).read_text() for name in names}
     for stage in run.STAGES:

@@ -10,14 +10,16 @@ package data, never imported for its code. File layout as read from bfcl_eval/ut
 from __future__ import annotations
 
 import json
+import random
 from dataclasses import dataclass
+
+from lib.common.settings import BFCL_CATEGORIES
 
 PACKAGE = "bfcl_eval"
 DISTRIBUTION = "bfcl-eval"
 VERSION = "2026.3.23"        # the version whose files and rules lib/checks/bfcl_rules.py was written against
 PREFIX = "BFCL_v4"
-CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
-              "live_simple", "live_multiple", "irrelevance", "live_irrelevance")
+CATEGORIES = BFCL_CATEGORIES      # the single-turn, Python-typed ones (a profile's bfcl.categories)
 INSTALL = f"pip install --no-deps {DISTRIBUTION}=={VERSION}"
 
 
@@ -99,3 +101,14 @@ def read(category: str, root=None) -> list[Question]:
         truth = answers[row["id"]]["ground_truth"] if has_answers(category) else None
         out.append(Question(row["id"], category, row["question"], row["function"], truth))
     return out
+
+
+def sample(questions: list[Question], k: int | None, seed: int) -> list[Question]:
+    """The first `k` of a seeded shuffle of a category's questions, in file order (None: all).
+    The shuffle depends on the seed and the category only, so a larger sample holds a smaller one
+    and a run asked for more questions resumes the answers it has."""
+    if k is None or k >= len(questions):
+        return list(questions)
+    order = list(range(len(questions)))
+    random.Random(f"bfcl {seed} {questions[0].category}").shuffle(order)
+    return [questions[i] for i in sorted(order[:k])]

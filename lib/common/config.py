@@ -281,6 +281,11 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> settings.Prof
     if inference.get("decode_chunk") and not inference.get("reuse_kv_cache"):
         raise ConfigError(f"{source}: inference.decode_chunk continues each turn from its cached keys "
                           "and values: set inference.reuse_kv_cache: true, or decode_chunk: null")
+    unknown = [c for c in (cfg.get("bfcl") or {}).get("categories") or []
+               if c not in settings.BFCL_CATEGORIES]
+    if unknown:
+        raise ConfigError(f"{source}: bfcl.categories: unknown {', '.join(map(repr, unknown))} "
+                          f"(known: {', '.join(settings.BFCL_CATEGORIES)})")
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     _resolve_gguf(cfg, source)

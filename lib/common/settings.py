@@ -200,6 +200,36 @@ class Inference(Section):
     decode_chunk: int | None = knob(None, low=1)
 
 
+# BFCL v4's single-turn categories whose answers are Python-typed calls (lib/checks/bfcl_questions.py).
+BFCL_CATEGORIES = ("simple_python", "multiple", "parallel", "parallel_multiple",
+                   "live_simple", "live_multiple", "irrelevance", "live_irrelevance")
+
+
+@dataclass(frozen=True)
+class Bfcl(Section):
+    """Beside stages 03 and 04: the Berkeley Function Calling Leaderboard's questions asked in
+    ToolBench's format and scored by BFCL's rules, the fine-tuned model and the untrained one alike."""
+    name: typing.ClassVar[str] = "bfcl"
+    categories: list | None = knob(list(BFCL_CATEGORIES))
+    # Questions asked per category: a fixed seeded sample, each larger one holding the smaller;
+    # null: all of them (4,435 questions); 0: BFCL is not run.
+    questions_per_category: int | None = knob(10, low=0)
+    # The parallel categories' answer is every call before Finish: at most this many steps
+    # (BFCL's longest answer has 8 calls).
+    max_steps: int = knob(10, low=1, null=False)
+
+    def __post_init__(self):
+        super().__post_init__()
+        unknown = [c for c in self.categories or [] if c not in BFCL_CATEGORIES]
+        if unknown:
+            raise ValueError(f"bfcl.categories: unknown {', '.join(map(repr, unknown))}; "
+                             f"known: {', '.join(BFCL_CATEGORIES)}")
+
+    @property
+    def enabled(self) -> bool:
+        return self.questions_per_category != 0 and bool(self.categories)
+
+
 @dataclass(frozen=True)
 class Judge(Section):
     """Stage 04: the judge (offline rule or an LLM endpoint), its votes, and what else it judges."""
@@ -249,6 +279,7 @@ class Profile:
     train: dict = field(default_factory=dict)       # TRL SFTConfig fields, verbatim
     lora: dict | None = None                        # peft LoraConfig fields, verbatim; null: full model
     inference: Inference = field(default_factory=Inference)
+    bfcl: Bfcl = field(default_factory=Bfcl)
     judge: Judge = field(default_factory=Judge)
     report: Report = field(default_factory=Report)
     config_path: str | None = None      # the profile file it was read from

@@ -16,6 +16,7 @@ from lib.common import config, gguf_model, paper
 from lib.common.settings import Profile
 from lib.toolbench import formats, records
 from lib.models import backends, hub, memory, model as model_lib
+from lib.checks import bfcl_questions
 from lib.data import data
 from lib.pipeline import checklist, service_checks
 from lib.pipeline.checklist import Row
@@ -135,6 +136,21 @@ def toolenv_row(cfg: Profile) -> Row:
     documents = sum(1 for _ in tools_dir.glob("*/*.json"))
     status = "ok" if documents else "missing"
     return Row(item, status, f"{tools_dir}: {categories:,} categories, {documents:,} tools", key)
+
+
+def bfcl_row(cfg: Profile) -> Row:
+    """BFCL's questions (bfcl-eval's data), when the profile asks any: every file of the
+    configured categories there, of the version its rules were written for."""
+    item, key = "BFCL questions", "bfcl.questions_per_category"
+    if not cfg.bfcl.enabled:
+        return Row(item, "skip", "bfcl.questions_per_category is 0: BFCL is not run", key)
+    try:
+        bfcl_questions.check_installed(cfg.bfcl.categories)
+    except bfcl_questions.BfclDataError as err:
+        return Row(item, "missing", str(err), key)
+    k = cfg.bfcl.questions_per_category
+    each = "all" if k is None else f"{k} per category"
+    return Row(item, "ok", f"bfcl-eval {bfcl_questions.VERSION}: {len(cfg.bfcl.categories)} categories, {each}", key)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -331,6 +347,7 @@ def check(cfg: Profile, probe: bool = True) -> list[Row]:
     rows = checklist.guard("training file", "data.train_path", training_file_row, cfg)
     rows += checklist.guard("test groups", "data.test_dir", query_group_rows, cfg)
     rows += checklist.guard("tool documents", "data.toolenv_dir", toolenv_row, cfg)
+    rows += checklist.guard("BFCL questions", "bfcl.questions_per_category", bfcl_row, cfg)
     try:          # the model's shape feeds the GPU and disk rows
         found, shape = model_rows(cfg, probe)
     except Exception as err:     # noqa: BLE001 - as in _guard

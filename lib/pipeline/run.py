@@ -38,9 +38,9 @@ STAGES = (
     Stage("02", "02_train.ipynb", ("model", "train_summary.json"),
           ("data", "model", "format_check", "train", "lora")),
     Stage("03", "03_inference.ipynb", ("trajectories", "inference_summary.json", "first_step.json"),
-          ("data", "model", "format_check", "train", "lora", "inference")),
+          ("data", "model", "format_check", "train", "lora", "inference", "bfcl")),
     Stage("04", "04_judge.ipynb", ("judgments", "pass_rate.csv"),
-          ("data", "model", "format_check", "train", "lora", "inference", "judge")),
+          ("data", "model", "format_check", "train", "lora", "inference", "bfcl", "judge")),
     # figures/ also holds stage 02's curves; index.json is what stage 05 writes last.
     Stage("05", "05_figures.ipynb", ("figures/index.json",), None),
 )

@@ -13,20 +13,18 @@ import struct
 import textwrap
 from pathlib import Path
 
-import matplotlib
 from matplotlib.figure import Figure
 
 from lib.common import config, stats
 from lib.common.settings import Profile
 from lib.infer import untrained
-from lib.report import audit, calibration, contamination
-from lib.common.plots import stamp_figure
+from lib.report import audit, bfcl_report, calibration, contamination
+from lib.common.plots import save_png_svg, stamp_figure
 from lib.report.series import (OFFLINE_NOTE, covered_groups, is_majority, is_offline, overall, overall_note,
                         weighted_mean)
 from lib.common.tables import fmt, group_label, markdown_table, read_csv, write_csv
 
 GROUPS = config.GROUPS
-SVG_SALT = "toolsft-repro"
 
 
 # ----------------------------------------------------------------------------- row sets
@@ -212,15 +210,6 @@ def _stamp_and_caption(fig: Figure, caption: list[str], stamp: str | None) -> No
     stamp_figure(fig, stamp)
 
 
-def _save(fig: Figure, folder: Path, stem: str) -> tuple[Path, Path]:
-    png, svg = folder / f"{stem}.png", folder / f"{stem}.svg"
-    # Text stays text in the SVG (searchable stamp and captions); the salt fixes its ids.
-    with matplotlib.rc_context({"svg.hashsalt": SVG_SALT, "svg.fonttype": "none"}):
-        fig.savefig(png, dpi=110)
-        fig.savefig(svg, metadata={"Date": None})
-    return png, svg
-
-
 def radar(series: list[dict], caption: list[str], stamp, folder: Path) -> tuple[Path, Path]:
     """Figure 1: the paper's five models and our runs over the six groups."""
     fig = Figure(figsize=(10, 7.5))
@@ -242,7 +231,7 @@ def radar(series: list[dict], caption: list[str], stamp, folder: Path) -> tuple[
     fig.legend(*ax.get_legend_handles_labels(), loc="center left", bbox_to_anchor=(0.64, 0.52),
                fontsize=8.5, frameon=False)
     _stamp_and_caption(fig, caption, stamp)
-    return _save(fig, folder, "radar")
+    return save_png_svg(fig, folder, "radar")
 
 
 def _legend(s: dict) -> str:
@@ -290,7 +279,7 @@ def bars(paper: list[dict], runs: list[dict], caption, stamp, folder: Path) -> t
     fig.legend(*ax.get_legend_handles_labels(), loc="upper center", bbox_to_anchor=(0.5, 0.285),
                fontsize=8, frameon=False, ncol=3)
     _stamp_and_caption(fig, caption, stamp)
-    return _save(fig, folder, "paper_vs_reproduced")
+    return save_png_svg(fig, folder, "paper_vs_reproduced")
 
 
 # ----------------------------------------------------------------------------- the stage
@@ -330,6 +319,9 @@ def run(cfg: Profile) -> dict[str, Path]:
         calibrated, released, caption, stamp))
     if calibrated:
         paths["calibration_png"], paths["calibration_svg"] = calibration.figure(calibrated, caption, stamp, folder)
+
+    # BFCL: an independent check of what fine-tuning taught, scored by BFCL's rules in stage 04.
+    paths.update(bfcl_report.write(cfg, folder))
 
     lines = (audit.audit_training(claims) + audit.audit_tables(paper, claims)
              + audit.audit_text(paper, readme, claims) + audit.audit_readme(paper, readme)
