@@ -121,6 +121,7 @@ def test_answers_scored_by_bfcl_rules_resumed_and_grown(tmp_path):
     # Irrelevance: Finish is no call, and so is a step that does not parse (BFCL's rule).
     assert rows["irrelevance"]["correct"] == 2
     assert (rows[bfcl_scores.POOLED]["n"], rows[bfcl_scores.POOLED]["correct"]) == (6, 4)
+    assert (rows["simple_python"]["parsed"], rows["irrelevance"]["parsed"]) == (1, 1)
     assert rows["simple_python"]["accuracy"] == 50.0 and rows["simple_python"]["ci_low"] < 50 < rows["simple_python"]["ci_high"]
     verdicts = bfcl_scores.read_verdicts(config.output_dir(cfg))
     unparsed = [v for v in verdicts if v["category"] == "simple_python" and not v["correct"]]
@@ -200,5 +201,5 @@ def test_stage_05_table_sets_fine_tuned_beside_untrained(tmp_path):
     assert table["irrelevance"]["difference"] == 0.0
     paths = bfcl_report.write(cfg, folder)
     assert paths["bfcl_png"].stat().st_size > 0 and cfg.stamp in paths["bfcl_svg"].read_text()
-    assert "+50.0" in paths["bfcl_md"].read_text()
+    assert "| +50.0 | 1 / 0 |" in paths["bfcl_md"].read_text()
     assert [r["category"] for r in tables.read_csv(paths["bfcl_csv"])][-1] == bfcl_scores.POOLED

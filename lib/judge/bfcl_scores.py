@@ -22,7 +22,7 @@ from lib.infer import bfcl_answers, untrained
 VERDICTS = "bfcl_verdicts.jsonl"
 SCORES = "bfcl_scores.csv"
 POOLED = "all (pooled)"
-COLUMNS = ["category", "n", "correct", "accuracy", "ci_low", "ci_high", "unanswered"]
+COLUMNS = ["category", "n", "correct", "accuracy", "ci_low", "ci_high", "parsed", "unanswered"]
 
 
 def verdict(question, line: dict) -> dict:
@@ -47,7 +47,9 @@ def score_row(category: str, verdicts: list[dict], unanswered: int) -> dict:
     low, high = stats.wilson(correct, n)
     return {"category": category, "n": n, "correct": correct,
             "accuracy": stats.percent(correct / n) if n else float("nan"),
-            "ci_low": stats.percent(low), "ci_high": stats.percent(high), "unanswered": unanswered}
+            "ci_low": stats.percent(low), "ci_high": stats.percent(high),
+            # Answers whose every step parses (what fine-tuning on the format teaches first).
+            "parsed": sum(v["parse_error"] is None for v in verdicts), "unanswered": unanswered}
 
 
 def score(cfg: Profile, log=print) -> list[dict] | None:

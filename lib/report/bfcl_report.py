@@ -20,7 +20,7 @@ from lib.infer import bfcl_answers, untrained
 from lib.judge import bfcl_scores
 
 COLUMNS = ["category", "n", "fine_tuned", "fine_tuned_low", "fine_tuned_high", "untrained",
-           "untrained_low", "untrained_high", "difference"]
+           "untrained_low", "untrained_high", "difference", "fine_tuned_parsed", "untrained_parsed"]
 
 
 def _read(path: Path) -> dict[str, dict]:
@@ -43,6 +43,8 @@ def rows(cfg: Profile) -> list[dict]:
         for name, source in (("fine_tuned", r), ("untrained", u)):
             row[name], row[f"{name}_low"], row[f"{name}_high"] = (
                 _number(source.get("accuracy")), _number(source.get("ci_low")), _number(source.get("ci_high")))
+        for name, source in (("fine_tuned", r), ("untrained", u)):
+            row[f"{name}_parsed"] = int(source["parsed"]) if source.get("parsed") not in (None, "") else None
         both = row["fine_tuned"] is not None and row["untrained"] is not None
         row["difference"] = round(row["fine_tuned"] - row["untrained"], 2) if both else None
         table.append(row)
@@ -60,6 +62,8 @@ def caption(cfg: Profile) -> list[str]:
                "functions) and scored by BFCL's AST rules (lib/checks/bfcl_rules.py; bench/bfcl_agreement.py: "
                "the same verdicts as BFCL's checker). Accuracy % with Wilson 95% intervals; the pooled row "
                "counts every question asked once.",
+             "An answer parses when every step the model wrote is a ToolBench step (Thought, Action, "
+             "Action Input as JSON) or Finish.",
              "In the irrelevance categories no call is right, and a turn that does not parse counts as no "
              "call (BFCL's rule): a model that writes no usable step scores 100 there.",
              "Not a BFCL leaderboard score: the leaderboard prompts each model in its own format and "
@@ -75,10 +79,13 @@ def _cell(value, low, high) -> str:
 
 
 def markdown(table: list[dict], caption_lines: list[str], stamp, label: str) -> str:
-    header = ["Category", "Questions", f"Fine-tuned ({label})", f"Untrained ({label})", "Difference (points)"]
+    header = ["Category", "Questions", f"Fine-tuned ({label})", f"Untrained ({label})", "Difference (points)",
+              "Answers that parse (fine-tuned / untrained)"]
     body = [[r["category"], str(r["n"]), _cell(r["fine_tuned"], r["fine_tuned_low"], r["fine_tuned_high"]),
              _cell(r["untrained"], r["untrained_low"], r["untrained_high"]),
-             "" if r["difference"] is None else f"{r['difference']:+.1f}"] for r in table]
+             "" if r["difference"] is None else f"{r['difference']:+.1f}",
+             " / ".join("-" if p is None else str(p) for p in (r["fine_tuned_parsed"], r["untrained_parsed"]))]
+            for r in table]
     return tables.markdown_table(header, body, "BFCL: accuracy % by category (BFCL's rules, no judge)",
                                  caption_lines, stamp)
 
