@@ -104,33 +104,17 @@ def answer_all(work: list[tuple[list, object]], backend, batch_size: int, max_st
                             log=progress_log or (lambda *a, **k: None), start_at=counts["skipped"])
         files.callback(progress.close)
         active: list[Asking] = []
-        advance = getattr(backend, "advance", None)
         while pending or active:
             while pending and len(active) < batch_size:
                 question, out = pending.popleft()
                 loop = ask(question, max_steps)
                 active.append(Asking(question, loop, next(loop), out))
-            prompts = [a.prompt for a in active]
-            generations = advance(prompts, [a.partial for a in active]) if advance else backend.generate(prompts)
-            still = []
-            for asking, gen in zip(active, generations):
-                if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
-                    asking.partial = gen
-                    still.append(asking)
-                    continue
-                asking.partial = []
-                asking.tokens += gen.tokens
-                asking.truncated += int(gen.truncated)
-                try:
-                    asking.prompt = asking.loop.send(gen.text)
-                    still.append(asking)
-                except StopIteration as stop:
-                    texts, ended = stop.value
-                    asking.out.write(answer_line(asking.question, texts, ended, asking.tokens, asking.truncated))
-                    counts["ran"] += 1
-                    counts["tokens"] += asking.tokens
-                    progress.update(counts["ran"] + counts["skipped"])
-            active = still
+            active, ended = backends.advance_batch(backend, active)
+            for asking, (texts, why_ended) in ended:
+                asking.out.write(answer_line(asking.question, texts, why_ended, asking.tokens, asking.truncated))
+                counts["ran"] += 1
+                counts["tokens"] += asking.tokens
+                progress.update(counts["ran"] + counts["skipped"])
     return counts
 
 

@@ -302,31 +302,12 @@ class Batch:
 
     def generate(self, backend) -> None:
         """One generate call for the batch; each turn goes back to its query's loop."""
-        # A backend that can hand back unfinished turns (HFBackend with decode_chunk) is driven a chunk
-        # at a time, so a query waiting in `pending` joins as soon as any turn in the batch ends.
-        advance = getattr(backend, "advance", None)
-        if advance:
-            generations = advance([a.prompt for a in self.active], [a.partial for a in self.active])
-        else:
-            generations = backend.generate([a.prompt for a in self.active])
+        going, ended = backends.advance_batch(backend, self.active)
         for k in {a.work for a in self.active}:
             self.counters[k]["generate_calls"] += 1
-        still = []
-        for entry, gen in zip(self.active, generations):
-            if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
-                entry.partial = gen
-                still.append(entry)
-                continue
-            entry.partial = []
-            entry.tokens += gen.tokens
-            entry.truncated += int(gen.truncated)
-            try:
-                entry.prompt = entry.loop.send(gen.text)
-                still.append(entry)
-                continue
-            except StopIteration as stop:
-                self.finish(entry, stop.value)
-        self.active = still
+        for entry, result in ended:
+            self.finish(entry, result)
+        self.active = going
 
     def finish(self, entry: Running, result: dict) -> None:
         """A finished query: its line appended, unless all its tool calls failed in transport."""

@@ -296,6 +296,34 @@ class OpenAIBackend:
         return results
 
 
+def advance_batch(backend, entries: list) -> tuple[list, list]:
+    """One generate call for a batch of conversations each driven by a coroutine. An entry holds
+    `loop` (a generator that yields the conversation needing the next assistant turn and receives
+    its text), `prompt` (what it yielded last), `partial` (its turn's tokens so far), `tokens` and
+    `truncated`. Returns (the entries still going, in order; [(entry, its loop's return value)] for
+    those whose loop ended). A backend that can hand back unfinished turns (HFBackend with
+    decode_chunk) is driven a chunk at a time, so a waiting conversation can join as soon as any
+    turn in the batch ends."""
+    advance = getattr(backend, "advance", None)
+    prompts = [e.prompt for e in entries]
+    generations = advance(prompts, [e.partial for e in entries]) if advance else backend.generate(prompts)
+    going, ended = [], []
+    for entry, gen in zip(entries, generations):
+        if isinstance(gen, list):       # a turn not ended at decode_chunk keeps its place
+            entry.partial = gen
+            going.append(entry)
+            continue
+        entry.partial = []
+        entry.tokens += gen.tokens
+        entry.truncated += int(gen.truncated)
+        try:
+            entry.prompt = entry.loop.send(gen.text)
+            going.append(entry)
+        except StopIteration as stop:
+            ended.append((entry, stop.value))
+    return going, ended
+
+
 def make_backend(cfg: Profile):
     inference_cfg = cfg.inference
     if inference_cfg.backend == "hf":
