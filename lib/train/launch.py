@@ -64,7 +64,7 @@ def run(cmd: list[str], env: dict, log) -> None:
     """Run `cmd`, passing its output on to `log` line by line; LaunchFailed with its last lines
     when it fails. Interrupted (a notebook's stop button), it stops the processes first."""
     process = subprocess.Popen(cmd, env=env, cwd=config.ROOT, stdout=subprocess.PIPE,
-                               stderr=subprocess.STDOUT, preexec_fn=_end_with_parent)
+                               stderr=subprocess.STDOUT, preexec_fn=_ending_with_parent())
     last = collections.deque(maxlen=30)
     try:
         for line in relay(process.stdout):
@@ -97,11 +97,13 @@ def relay(pipe):
         yield pending
 
 
-def _end_with_parent() -> None:
-    """In the launched process, before it starts: have the kernel stop it when this process dies
-    (Linux's PR_SET_PDEATHSIG), so a killed kernel leaves no run writing without the lock."""
+def _ending_with_parent():
+    """What the launched process runs before it starts: have the kernel stop it when this process
+    dies (Linux's PR_SET_PDEATHSIG), so a killed kernel leaves no run writing without the lock.
+    Resolved here, in the parent: between fork and exec the child should only call, not import."""
     if not sys.platform.startswith("linux"):
-        return
+        return None
     import ctypes
 
-    ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)     # 1: PR_SET_PDEATHSIG
+    prctl = ctypes.CDLL(None, use_errno=True).prctl
+    return lambda: prctl(1, signal.SIGTERM)        # 1: PR_SET_PDEATHSIG
