@@ -257,7 +257,7 @@ def test_bench_scripts_import_and_name_only_what_lib_has(path):
         importlib.import_module(f"bench.{path.stem}")
 
 
-SECTIONS = ("data", "model", "format_check", "train", "lora", "inference", "bfcl", "judge", "report")
+SECTIONS = ("data", "model", "format_check", "train", "lora", "accelerate", "inference", "bfcl", "judge", "report")
 # Not after "lib." or "/": lib.judge.judge and lib/train/train.py name modules, not keys.
 DOTTED = re.compile(r"(?<![\w./])(" + "|".join(SECTIONS) + r")\.([a-z_][a-z0-9_]*)\b")
 

@@ -103,3 +103,23 @@ def _hold_forever(folder):
     import time
     with resume.exclusive(folder, "held forever"):
         time.sleep(600)
+
+
+def test_a_held_lock_is_handed_down_to_rank_0_of_the_processes_started_for_it(tmp_path):
+    """Stage 02's launcher holds the lock while accelerate launch's processes write: their rank 0
+    takes it up, no other rank and no other process does, and the lock still names the launcher."""
+    import os
+    folder = tmp_path / "checkpoints"
+    ctx = multiprocessing.get_context("spawn")
+    with resume.exclusive(folder, "stage 02 training, accelerate launch of 2 processes"):
+        for env, expected in [({**resume.handed_down(), "RANK": "0"}, "got it"),
+                              ({**resume.handed_down(), "RANK": "1"}, "is being written by another run"),
+                              ({resume.HOLDER_ENV: "1"}, "is being written by another run")]:
+            with ctx.Pool(1, initializer=_set_environment, initargs=(env,)) as pool:
+                assert expected in pool.apply(_try_lock, (folder,))
+        assert (tmp_path / ".checkpoints.lock").read_text().startswith(f"pid {os.getpid()}, stage 02 training")
+
+
+def _set_environment(env):
+    import os
+    os.environ.update(env)

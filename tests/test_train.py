@@ -2,8 +2,11 @@
 length limits, resume, determinism, model loading. The notebook itself runs in the pipeline test."""
 from __future__ import annotations
 
+import collections
 import json
+import os
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -555,3 +558,150 @@ def test_on_a_cpu_the_loss_projects_only_the_positions_it_reads_and_is_the_same(
     assert projected == [2 * 23, 2 * 8]                         # shifted: 23 positions a row, 8 of them read
     assert torch.allclose(every, kept, atol=1e-6)
     assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(every_grads, kept_grads))
+
+
+# ---------------------------------------------------------------------------------------------
+# Several processes: accelerate launch, on this CPU over gloo (docs/stages.md, "02: keys of our own,
+# several GPUs")
+
+# Its sitecustomize.py, on the launched processes' PYTHONPATH: which process writes which file, and
+# rank 0 killed at a chosen write.
+WRITE_AUDIT = Path(__file__).parent / "write_audit"
+# Two processes of 2 x 1 make the global batch of one process of 2 x 2. Random order: the Trainer's
+# group_by_length sorts within windows of per-device batch x accumulation, which differ between the two.
+SHARED_BATCH = {**FAST_TRAIN, "per_device_train_batch_size": 2, "gradient_accumulation_steps": 2,
+                "train_sampling_strategy": "random", "max_steps": 6}
+WHOLE_FILES = ("model/config.json", "train_summary.json", "figures/loss_curve.png", "figures/learning_curve.png")
+
+
+def test_the_profiles_batch_is_the_global_batch_whatever_the_processes():
+    from lib.common import global_batch
+    for processes, share in [(1, (8, 4)), (2, (8, 2)), (4, (8, 1)), (8, (4, 1)), (32, (1, 1))]:
+        assert global_batch.per_process(8, 4, processes) == share      # the paper's 8 x 4 = 32 each time
+    with pytest.raises(config.ConfigError, match=r"train.per_device_train_batch_size x "
+                       r"train.gradient_accumulation_steps = 8 x 4 = 32 .* do not divide among 3 processes"):
+        config.load("paper", {"accelerate.num_processes": 3})
+    assert config.load("paper", {"accelerate.num_processes": 4}).train["gradient_accumulation_steps"] == 4
+    with pytest.raises(config.ConfigError, match="'accelerate.config_file' nowhere.yaml does not exist"):
+        config.load("smoke", {"accelerate.num_processes": 2, "accelerate.config_file": "nowhere.yaml"})
+
+
+def test_the_shipped_accelerate_configs_are_what_accelerate_reads():
+    """configs/accelerate/: one GPU, DDP and FSDP as accelerate launch reads them; the multi-process
+    ones leave the count to --num_processes (the profile's accelerate.num_processes)."""
+    from accelerate.commands.config.config_args import load_config_from_file
+    from transformers.models.opt import modeling_opt
+    read = {p.stem: load_config_from_file(str(p)) for p in (config.CONFIG_DIR / "accelerate").glob("*.yaml")}
+    assert {name: (c.distributed_type.value, c.num_processes, c.mixed_precision) for name, c in read.items()} == {
+        "one_gpu": ("NO", 1, "no"), "multi_gpu": ("MULTI_GPU", -1, "no"), "fsdp": ("FSDP", -1, "no")}
+    assert hasattr(modeling_opt, read["fsdp"].fsdp_config["fsdp_transformer_layer_cls_to_wrap"])
+    assert read["fsdp"].fsdp_config["fsdp_state_dict_type"] == "FULL_STATE_DICT"
+    assert config.load("smoke").accelerate.config_file == "configs/accelerate/multi_gpu.yaml"
+
+
+def test_the_launch_rebuilds_the_same_profile_and_relays_progress_lines():
+    import argparse
+    import io
+    from lib.train import launch
+    cfg = config.derive(config.load("smoke", {"train.learning_rate": 1e-5, "model": {"tiny": TINY}}),
+                        {"format_check.heldout": 0, "model.chat_template": "{{ 'a\nb' }} 'x'",
+                         "accelerate.num_processes": 2})
+    command = launch.command(cfg)
+    assert command[command.index("--num_processes") + 1] == "2" and command[-len(config.launch_arguments(cfg)) - 1] == "lib.train.train"
+    parser = argparse.ArgumentParser()
+    config.add_arguments(parser)
+    args = parser.parse_args(config.launch_arguments(cfg))
+    assert config.load(args.profile, config.overrides_of(parser, args)) == cfg
+    # tqdm redraws its line with carriage returns: each state arrives as a line of its own.
+    stream = io.BufferedReader(io.BytesIO("a\r[02] 1/6\r[02] 2/6 é\nlast".encode()), buffer_size=3)
+    assert list(launch.relay(stream)) == ["a", "[02] 1/6", "[02] 2/6 é", "last"]
+
+
+def _audited(audit, root, monkeypatch, kill_at=None):
+    """The launched processes' writes under `root` go to `audit` (tests/write_audit/sitecustomize.py)."""
+    audit.mkdir()
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(WRITE_AUDIT), str(config.ROOT)]))
+    monkeypatch.setenv("WRITE_AUDIT_DIR", str(audit))
+    monkeypatch.setenv("WRITE_AUDIT_ROOT", str(root))
+    if kill_at:
+        monkeypatch.setenv("KILL_AT", kill_at)
+    else:
+        monkeypatch.delenv("KILL_AT", raising=False)
+
+
+def _writes(audit) -> list[dict]:
+    return [r for f in sorted(audit.glob("*.jsonl")) for r in store.read_jsonl(f)]
+
+
+@pytest.mark.slow
+def test_two_processes_train_as_one_write_once_and_resume_after_a_kill(cfg, tmp_path_factory, monkeypatch):
+    """A real 2-process run (accelerate launch, gloo): the loss curve of one process at the same
+    global batch, every file written by rank 0 alone, and after rank 0 is SIGKILLed mid-run the
+    launch resumes from its last checkpoint. About 45 s on 2 cores."""
+    from lib.train import launch
+    out = config.path(cfg, cfg.output_dir)
+    reference = train.run(make_cfg(out, train=SHARED_BATCH))
+    one = store.read_jsonl(out / "train_log.jsonl")
+    assert (reference["processes"], reference["per_process_batch"], reference["effective_batch"]) == (1, [2, 2], 4)
+
+    two_dir = tmp_path_factory.mktemp("two")
+    for name in ("sft", "tokenizer"):
+        shutil.copytree(out / name, two_dir / name)
+    two = make_cfg(two_dir, train=SHARED_BATCH, accelerate={"num_processes": 2})
+    # Killed as rank 0 opens train_log.jsonl for its third line: step 3 done, checkpoint-2 saved.
+    _audited(tmp_path_factory.mktemp("audit") / "killed", two_dir, monkeypatch, kill_at="train_log.jsonl:3")
+    said = []
+    with pytest.raises(launch.LaunchFailed, match=r"(?s)exit code .*SIGKILL"):
+        train.run(two, log=said.append)
+    assert said[0].startswith("launching: accelerate launch --config_file ") and "--num_processes 2" in said[0]
+    assert [r["step"] for r in store.read_jsonl(two_dir / "train_log.jsonl")] == [1, 2]
+    assert sorted(p.name for p in (two_dir / "checkpoints").glob("checkpoint-*")) == ["checkpoint-2"]
+    assert {p.name for p in (two_dir / "checkpoints" / "checkpoint-2").glob("rng_state_*")} == {
+        "rng_state_0.pth", "rng_state_1.pth"}
+
+    # Launched again: the lock went with the killed run, and the 2 processes resume from checkpoint-2.
+    audit = tmp_path_factory.mktemp("audit") / "resumed"
+    _audited(audit, two_dir, monkeypatch)
+    summary = train.run(two, log=said.append)
+    assert any(line.startswith("resuming from") and line.endswith("checkpoint-2 (training to step 6)") for line in said)
+    assert summary["resumed_from"].endswith("checkpoint-2") and summary["optimizer_steps"] == 6
+    assert (summary["processes"], summary["per_process_batch"], summary["effective_batch"]) == (2, [2, 1], 4)
+    assert json.loads((two_dir / "train_summary.json").read_text()) == summary
+    log = store.read_jsonl(two_dir / "train_log.jsonl")
+    assert [r["step"] for r in log] == [1, 2, 3, 4, 5, 6]                     # each step once
+    # The same loss curve as one process (docs/stages.md: measured equal to the last bit; the tolerance
+    # leaves room for another summation order of the gradients' all-reduce).
+    assert [r["loss"] for r in log] == pytest.approx([r["loss"] for r in one], rel=1e-5)
+    curve = [r["step"] for r in store.read_jsonl(two_dir / "learning_curve.jsonl")]
+    assert curve == [r["step"] for r in store.read_jsonl(out / "learning_curve.jsonl")]
+
+    # Who wrote what in the resumed launch: rank 0 alone (the others only make sure checkpoint
+    # folders exist, for their RNG states, which torch writes below Python's reach), each whole
+    # file once, each log line once.
+    writes = _writes(audit)
+    assert {r["event"] for r in writes if r["rank"] != 0} <= {"os.mkdir"}
+    opened = collections.Counter(r["path"] for r in writes if r["event"] == "open")
+    assert all(opened[name] == 1 for name in WHOLE_FILES), opened
+    assert opened["train_log.jsonl"] == 4 and opened["checkpoints/run_fingerprint.txt"] == 0     # lines 3-6
+
+
+@pytest.mark.slow
+def test_a_second_launch_on_a_busy_profile_stops_at_once_in_every_process(cfg):
+    """Through lib: refused before any process starts. By hand (accelerate launch without the lib's
+    launcher): rank 0 finds the lock held and every rank stops with the same error, none left waiting."""
+    import subprocess
+    import time
+    from lib.train import launch
+    out = config.path(cfg, cfg.output_dir)
+    two = make_cfg(out, train=SHARED_BATCH, accelerate={"num_processes": 2})
+    with resume.exclusive(out / "checkpoints", "stage 02 training"):
+        started = time.time()
+        with pytest.raises(resume.FolderBusy, match=f"pid {os.getpid()}, stage 02 training"):
+            train.run(two)
+        assert time.time() - started < 5
+        done = subprocess.run(launch.command(two), cwd=config.ROOT, capture_output=True, text=True, timeout=300,
+                              env={**os.environ, "PYTHONPATH": str(config.ROOT)})
+    said = done.stdout + done.stderr
+    assert done.returncode != 0 and not (out / "train_log.jsonl").exists()
+    # Both ranks raised FolderBusy themselves: rank 1 was told, not left waiting until torchrun ended it.
+    assert said.count(f"FolderBusy: {out / 'checkpoints'} is being written by another run (pid {os.getpid()}") == 2

@@ -21,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from lib.common import gguf_model, settings
+from lib.common import global_batch, gguf_model, settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CONFIG_DIR = ROOT / "configs"
@@ -40,7 +40,7 @@ for _field in dataclasses.fields(settings.Profile):
         SCHEMA[_name] = settings.schema_of(_cls)
     elif _name in ("train", "lora"):
         SCHEMA[_name] = {"train": "SFTConfig", "lora": "LoraConfig"}[_name]
-    elif _name not in ("config_path", "root"):
+    elif _name not in ("config_path", "root", "overrides"):
         SCHEMA[_name] = settings.leaf_of(_field, settings.HINTS[_name])
 
 GROUPS = ["G1_instruction", "G1_category", "G1_tool", "G2_instruction", "G2_category", "G3_instruction"]
@@ -286,8 +286,10 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> settings.Prof
     if unknown:
         raise ConfigError(f"{source}: bfcl.categories: unknown {', '.join(map(repr, unknown))} "
                           f"(known: {', '.join(settings.BFCL_CATEGORIES)})")
+    _check_processes(cfg, source)
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
+    cfg["overrides"] = flat
     _resolve_gguf(cfg, source)
     return _typed(cfg, source)
 
@@ -312,7 +314,7 @@ def derive(cfg: settings.Profile, changes: dict) -> settings.Profile:
     """A typed copy of a loaded profile with named changes ({"output_dir": ..., "judge.released": []},
     dotted keys or nested mappings), each checked as an override of load is."""
     raw = as_dict(cfg)
-    meta = {key: raw.pop(key) for key in ("config_path", "root")}
+    meta = {key: raw.pop(key) for key in ("config_path", "root", "overrides")}
     source = f"{meta['config_path']} derived"
     flat = _flatten(changes)
     for dotted, value in flat.items():
@@ -321,7 +323,44 @@ def derive(cfg: settings.Profile, changes: dict) -> settings.Profile:
     sections = tuple({k.split(".")[0] for k in flat} & {"train", "lora"})
     if sections:
         _check_library(raw, source, sections)
+    _check_processes(raw, source)
+    meta["overrides"] = {**(meta["overrides"] or {}), **flat}
     return _typed({**raw, **meta}, source)
+
+
+def _check_processes(cfg: dict, source: str) -> None:
+    """accelerate.num_processes > 1: the global batch divides among the processes, and the accelerate
+    config file the launch reads is there."""
+    launch = cfg.get("accelerate") or {}
+    processes = launch.get("num_processes") or 1
+    if processes == 1:
+        return
+    train = cfg.get("train") or {}
+    try:
+        global_batch.per_process(train.get("per_device_train_batch_size", 8),
+                                 train.get("gradient_accumulation_steps", 1), processes)
+    except ValueError as err:
+        raise ConfigError(f"{source}: {err}") from None
+    file = launch.get("config_file") or settings.Accelerate.config_file
+    if not (ROOT / os.path.expanduser(file)).is_file():
+        raise ConfigError(f"{source}: 'accelerate.config_file' {file} does not exist (configs/accelerate/ "
+                          "holds one_gpu.yaml, multi_gpu.yaml and fsdp.yaml)")
+
+
+def launch_arguments(cfg: settings.Profile) -> list[str]:
+    """`--profile ... --set ...` that rebuild `cfg` in another process (stage 02's launched ones).
+    Each value is written as YAML, which --set reads back to the same value (1e-05 too)."""
+    path = Path(cfg.config_path)
+    profile = path.stem if path.parent == CONFIG_DIR else str(path)
+    out = ["--profile", profile]
+    for dotted, value in (cfg.overrides or {}).items():
+        out += ["--set", f"{dotted}={_as_yaml(value)}"]
+    return out
+
+
+def _as_yaml(value) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=float("inf"))
+    return text.removesuffix("\n...\n").strip()        # a scalar's end-of-document marker
 
 
 def _resolve_gguf(cfg: dict, source: str) -> None:

@@ -4,7 +4,8 @@ A run can be killed at any instant, rerun with other settings, or started twice 
 hours of GPU work or paid judge requests sit in its folders. So every stage keeps them one way:
 - `one_writer` / `exclusive`: a stage holds its output folder's lock for its whole run; a second run
   on the same folder fails at once, naming the process that holds it (the OS releases the lock when
-  that process dies, so a killed run leaves no stale lock behind).
+  that process dies, so a killed run leaves no stale lock behind). A process that holds a lock and
+  starts others to do the writing (stage 02's `accelerate launch`) hands it down (`handed_down`).
 - `fingerprint` / `file_digest`: the short name of what a folder is made from (settings, inputs).
 - `mark`, `mark_of`, `is_marked`, `unmark`: a small file holding a fingerprint: a done marker
   (outputs/<profile>/stages/NN.done) or the stamp of a folder (checkpoints/run_fingerprint.txt).
@@ -27,6 +28,8 @@ import time
 from pathlib import Path
 
 RUN_KEY = "RUN_KEY.json"
+# The pid of a process that holds folder locks for the processes it starts (handed_down).
+HOLDER_ENV = "TOOLSFT_LOCK_HOLDER"
 
 # Folders this process holds the lock of: stamping one that is not held is a bug (two writers).
 _held: set[Path] = set()
@@ -81,22 +84,27 @@ def unmark(path) -> None:
 
 @contextlib.contextmanager
 def exclusive(folder, what: str):
-    """Hold `.<folder>.lock` beside the output folder while writing it; FolderBusy if another holds it."""
+    """Hold `.<folder>.lock` beside the output folder while writing it; FolderBusy if another holds
+    it, unless that is the process that started this one to write it (handed_down)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     lock = folder.with_name(f".{folder.name}.lock")
     fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    inherited = False
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "unknown"
-        os.close(fd)
-        raise FolderBusy(f"{folder} is being written by another run ({holder}); wait for it to "
-                         f"finish or stop that process, then run again") from None
+        inherited = _holder_is_ours(holder)
+        if not inherited:
+            os.close(fd)
+            raise FolderBusy(f"{folder} is being written by another run ({holder}); wait for it to "
+                             f"finish or stop that process, then run again") from None
     held = folder.resolve()
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
+        if not inherited:       # the holder's line stays: it names the run
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"pid {os.getpid()}, {what}, since {time.strftime('%H:%M:%S')}\n".encode(), 0)
         _held.add(held)
         yield folder
     finally:
@@ -113,6 +121,20 @@ def one_writer(what: str, folder_of):
                 return stage(*args, **kwargs)
         return locked
     return decorate
+
+
+def handed_down() -> dict[str, str]:
+    """The environment for processes this one starts to write the folders whose locks it holds:
+    there, `exclusive` on such a folder finds the lock held by this process and goes ahead
+    (accelerate launch's processes cannot inherit the lock itself: it goes with an open file)."""
+    return {HOLDER_ENV: str(os.getpid())}
+
+
+def _holder_is_ours(holder: str) -> bool:
+    """Is the lock's holder the process that started this one for it (handed_down)? Among several
+    started processes only the one of rank 0 (RANK, as torchrun numbers them) may take it up."""
+    pid = os.environ.get(HOLDER_ENV)
+    return bool(pid) and holder.startswith(f"pid {pid},") and os.environ.get("RANK", "0") == "0"
 
 
 def _check_held(folder: Path) -> None:

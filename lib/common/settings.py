@@ -169,6 +169,16 @@ class FormatCheck(Section):
 
 
 @dataclass(frozen=True)
+class Accelerate(Section):
+    """How many processes stage 02 trains in, as `accelerate launch` names its options. More than
+    one: `lib.train.train.run` starts `accelerate launch` of `python -m lib.train.train` itself
+    (lib/train/launch.py), and the profile's batch stays the global batch (lib/common/global_batch.py)."""
+    name: typing.ClassVar[str] = "accelerate"
+    num_processes: int = knob(1, low=1, null=False)
+    config_file: str = knob("configs/accelerate/multi_gpu.yaml", null=False)     # relative to the repository
+
+
+@dataclass(frozen=True)
 class Inference(Section):
     """Stage 03: how test queries are run (method, backend, tool environment, generation)."""
     name: typing.ClassVar[str] = "inference"
@@ -278,12 +288,16 @@ class Profile:
     format_check: FormatCheck = field(default_factory=FormatCheck)
     train: dict = field(default_factory=dict)       # TRL SFTConfig fields, verbatim
     lora: dict | None = None                        # peft LoraConfig fields, verbatim; null: full model
+    accelerate: Accelerate = field(default_factory=Accelerate)
     inference: Inference = field(default_factory=Inference)
     bfcl: Bfcl = field(default_factory=Bfcl)
     judge: Judge = field(default_factory=Judge)
     report: Report = field(default_factory=Report)
     config_path: str | None = None      # the profile file it was read from
     root: str | None = None             # the repository root its relative paths are taken from
+    # The overrides applied over config_path ({dotted key: value}, load's and derive's): with the
+    # file they rebuild this profile in another process (stage 02's launched ones).
+    overrides: dict | None = None
 
 
 SECTIONS = tuple(f.name for f in dataclasses.fields(Profile))      # in the order a profile writes them

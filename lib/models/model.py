@@ -163,11 +163,12 @@ def load_model(cfg: Profile, tokenizer):
     return model
 
 
-def save(model, tokenizer, folder) -> Path:
-    """save_pretrained model (safetensors) and tokenizer side by side, loadable by the Auto classes."""
+def save(model, tokenizer, folder, state_dict: dict | None = None) -> Path:
+    """save_pretrained model (safetensors) and tokenizer side by side, loadable by the Auto classes;
+    `state_dict`: the weights, when the model holds only a shard of them (FSDP)."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(str(folder))
+    model.save_pretrained(str(folder), state_dict=state_dict)
     tokenizer.save_pretrained(str(folder))
     if not (folder / "model.safetensors").exists() and not list(folder.glob("model-*.safetensors")):
         raise RuntimeError(f"save_pretrained wrote no safetensors file in {folder}")

@@ -3,7 +3,7 @@ peft's LoraConfig from `lora:`, the length limit on the examples, and the SFTTra
 """
 from __future__ import annotations
 
-from lib.common import config
+from lib.common import config, global_batch
 from lib.common.settings import Profile
 from lib.models import model as model_lib
 
@@ -27,7 +27,9 @@ def precision_kwargs(train: dict, cuda: bool) -> tuple[dict, str, str | None]:
 
 
 def sft_config(cfg: Profile, log=print):
-    """SFTConfig(**cfg.train) with output_dir, precision and max_length fitted to the machine."""
+    """SFTConfig(**cfg.train) with output_dir, precision and max_length fitted to the machine, and,
+    in one of several processes, per_device_train_batch_size and gradient_accumulation_steps that
+    are its share of the profile's batch (lib/common/global_batch.py)."""
     import torch
     from trl import SFTConfig
 
@@ -43,6 +45,14 @@ def sft_config(cfg: Profile, log=print):
             f"using {limit}")
         train["max_length"] = limit
     args = SFTConfig(output_dir=str(config.output_dir(cfg, "checkpoints")), **train)
+    if args.world_size > 1:     # known once the SFTConfig has joined the process group
+        try:
+            share = global_batch.per_process(args.per_device_train_batch_size, args.gradient_accumulation_steps,
+                                             args.world_size)
+        except ValueError as err:
+            raise ValueError(f"{cfg.config_path}: {err}") from None
+        train["per_device_train_batch_size"], train["gradient_accumulation_steps"] = share
+        args = SFTConfig(output_dir=args.output_dir, **train)
     return args, precision
 
 
@@ -94,6 +104,16 @@ def make_trainer(cfg: Profile, model, tokenizer, dataset, args, callbacks=()):
     # lines (lib/train/training_log.py) already say the same, readably.
     trainer.remove_callback(PrinterCallback)
     return trainer
+
+
+def check_sharding(cfg: Profile, trainer) -> None:
+    """FSDP (configs/accelerate/fsdp.yaml) leaves each process a shard of the model: the format
+    check and learning curve, greedy generation in the main process alone, would wait forever for
+    the others, and a LoRA merge needs the whole weights. Refused before the first step."""
+    if getattr(trainer, "is_fsdp_enabled", False) and (cfg.format_check.heldout or cfg.lora):
+        raise ValueError(f"{cfg.config_path}: accelerate.config_file {cfg.accelerate.config_file} shards the "
+                         "model (FSDP): set format_check.heldout: 0 and lora: null (the paper profile's), or "
+                         "train with configs/accelerate/multi_gpu.yaml (DDP)")
 
 
 def score_loss_positions_only() -> bool:

@@ -12,10 +12,10 @@ import json
 import time
 from dataclasses import dataclass
 
-from lib.common import config, paper, resume, store, trainer_steps
+from lib.common import config, paper, store, trainer_steps
 from lib.common.settings import Profile
 from lib.checks import format_check
-from lib.train import learning_curve, recipe, resuming, training_log
+from lib.train import launch, learning_curve, ranks, recipe, resuming, training_log
 from lib.models import model as model_lib
 
 
@@ -23,28 +23,50 @@ from lib.models import model as model_lib
 # The stage
 
 
-@resume.one_writer("stage 02 training", lambda cfg, *_, **__: config.output_dir(cfg) / "checkpoints")
 def run(cfg: Profile, callbacks: list | None = None, log=print) -> dict:
     """Train the profile's model on outputs/<profile>/sft/ and write the stage's outputs.
-    One training run at a time per profile: a second one fails at once (lib.common.resume.one_writer)."""
+    One training run at a time per profile: a second one fails at once (lib.common.resume.exclusive,
+    held by the main process when there are several: lib/train/ranks.py). With
+    accelerate.num_processes above 1, the stage runs in that many processes (lib/train/launch.py)."""
+    if launch.wanted(cfg):
+        if callbacks:
+            raise ValueError("callbacks live in this process and cannot follow stage 02 into the processes "
+                             f"accelerate launch starts (accelerate.num_processes={cfg.accelerate.num_processes})")
+        return launch.train(cfg, log)
     quiet_progress_bars()
-    setup = set_up(cfg, callbacks, log)
+    notes = []
+    args, precision = recipe.sft_config(cfg, log=notes.append)      # this process's share of the batch
+    log = log if ranks.is_main(args) else silent
+    for note in notes:
+        log(note)
+    with ranks.one_writer(args, config.output_dir(cfg) / "checkpoints", "stage 02 training"):
+        return train_here(cfg, args, precision, callbacks, log)
+
+
+def train_here(cfg: Profile, args, precision: str, callbacks: list | None, log) -> dict:
+    """Stage 02 in this process, one of args.world_size: all train, the main one alone writes."""
+    setup = set_up(cfg, args, precision, callbacks, log)
 
     # Only now, with every setting and input checked, touch the folders: resume this same run from
     # its last checkpoint, or set another run's checkpoints, model and logs aside (never delete).
-    finished, last = resuming.resume_or_restart(cfg, setup.args.output_dir, setup.planned,
-                                                setup.fingerprint, log)
+    # The main process decides; the others learn what it found.
+    finished, last = ranks.from_main(args, lambda: resuming.resume_or_restart(
+        cfg, args.output_dir, setup.planned, setup.fingerprint, log))
     if finished:
-        return finished
+        return finished if ranks.is_main(args) else {}
     result = setup.trainer.train(resume_from_checkpoint=last)
+    # Under FSDP each process holds a shard of the weights: gathering them takes every process, as
+    # in the Trainer's own save_model. Elsewhere the main process has them whole.
+    trainer = setup.trainer
+    weights = trainer.accelerator.get_state_dict(trainer.model) if trainer.is_fsdp_enabled else None
+    if not ranks.is_main(args):
+        return {}
 
     # Save: a LoRA run is merged, so downstream loads model/ like any full model.
-    trained = setup.trainer.model
+    trained = trainer.accelerator.unwrap_model(trainer.model)
     if cfg.lora:
         trained = trained.merge_and_unload()
-    if not setup.trainer.is_world_process_zero():
-        return {}
-    model_lib.save(trained, setup.tokenizer, config.output_dir(cfg) / "model")
+    model_lib.save(trained, setup.tokenizer, config.output_dir(cfg) / "model", weights)
 
     # Evaluate: does greedy output now follow Thought / Action / Action Input?
     trained_rate = format_check.format_rate(trained, setup.tokenizer, setup.heldout, cfg.format_check)
@@ -59,6 +81,10 @@ def run(cfg: Profile, callbacks: list | None = None, log=print) -> dict:
                "run_fingerprint": setup.fingerprint}
     (config.output_dir(cfg) / "train_summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def silent(*_, **__) -> None:
+    """The log of a process that is not the main one: its lines would repeat the main one's."""
 
 
 def quiet_progress_bars() -> None:
@@ -82,34 +108,39 @@ class Setup:
     lengths: dict                   # recipe.limit_length's counts, with what TRL dropped
     untrained_rate: float | None    # the format check before training
     planned: int                    # the optimizer step it trains to
-    fingerprint: str                # resuming.run_fingerprint: a digest of sft/'s data files, computed once
+    fingerprint: str                # resuming.run_fingerprint, a digest of sft/'s data files (main process; '' elsewhere)
     started: float                  # time.time() when the stage began
 
 
-def set_up(cfg: Profile, callbacks: list | None, log) -> Setup:
-    """Data, tokenizer, model and trainer, with the untrained model's format rate."""
+def set_up(cfg: Profile, args, precision: str, callbacks: list | None, log) -> Setup:
+    """Data, tokenizer, model and trainer, with the untrained model's format rate (main process)."""
     from transformers import set_seed
 
     started = time.time()
     set_seed(cfg.seed)
-    # Data: the stage-01 dataset, minus a held-out slice for the format check.
-    dataset, heldout = load_data(cfg)
+    main = ranks.is_main(args)
+    # Data: the stage-01 dataset, minus a held-out slice for the format check. The split and the
+    # length limit write index files into sft/: the main process first, the others read them.
+    with args.main_process_first(desc="stage 02's data"):
+        dataset, heldout = load_data(cfg)
 
     # Tokenizer and model (the tiny one is initialised from the seed just set).
     tokenizer = model_lib.load_tokenizer(cfg)
     model = model_lib.load_model(cfg, tokenizer)
-    untrained_rate = format_check.format_rate(model, tokenizer, heldout, cfg.format_check)
+    untrained_rate = format_check.format_rate(model, tokenizer, heldout, cfg.format_check) if main else None
 
-    # Training arguments: the profile's SFTConfig, with what this machine can do.
-    args, precision = recipe.sft_config(cfg, log=log)
-    dataset, lengths = recipe.limit_length(dataset, tokenizer, cfg, args.max_length)
+    # The examples longer than the SFTConfig's max_length (fitted to the model's positions).
+    with args.main_process_first(desc="stage 02's length limit"):
+        dataset, lengths = recipe.limit_length(dataset, tokenizer, cfg, args.max_length)
     recipe.check_not_empty(cfg, len(dataset), args.max_length, lengths)
     trainer = recipe.make_trainer(cfg, model, tokenizer, dataset, args,
                                   [*stage_callbacks(cfg, tokenizer, heldout, log), *(callbacks or [])])
+    recipe.check_sharding(cfg, trainer)
     count_what_trl_dropped(lengths, len(dataset), trainer.train_dataset)
     recipe.check_not_empty(cfg, len(trainer.train_dataset), args.max_length, lengths)
     return Setup(trainer, tokenizer, heldout, args, precision, lengths, untrained_rate,
-                 resuming.planned_steps(args, len(trainer.train_dataset)), resuming.run_fingerprint(cfg), started)
+                 resuming.planned_steps(args, len(trainer.train_dataset)),
+                 resuming.run_fingerprint(cfg) if main else "", started)
 
 
 def stage_callbacks(cfg: Profile, tokenizer, heldout, log) -> list:
@@ -153,6 +184,9 @@ def summarise(cfg: Profile, setup: Setup, result, resumed_from: str | None, reco
         "optimizer_steps": trainer.state.global_step,
         "effective_batch": args.per_device_train_batch_size * args.gradient_accumulation_steps
         * args.world_size,
+        # Processes and each one's share of that batch (lib/common/global_batch.py).
+        "processes": args.world_size,
+        "per_process_batch": [args.per_device_train_batch_size, args.gradient_accumulation_steps],
         "precision": setup.precision,
         "device": str(args.device),
         "wall_time_s": round(time.time() - setup.started, 1),
@@ -228,7 +262,8 @@ def main(argv: list[str] | None = None) -> int:
     config.add_arguments(parser)
     args = parser.parse_args(argv)
     summary = run(config.load(args.profile, config.overrides_of(parser, args)))
-    print(json.dumps(summary, indent=2))
+    if summary:         # the main process's; the others of a launch return none
+        print(json.dumps(summary, indent=2))
     return 0
 
 

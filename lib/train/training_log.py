@@ -57,8 +57,9 @@ class StepProgress(TrainerCallback):
         self.log, self.every_s, self.progress, self.loss = log, every_s, None, None
 
     def on_train_begin(self, args, state, control, **kwargs):
-        self.progress = Progress("02 train step", state.max_steps, self.every_s, self.log,
-                                 start_at=state.global_step)
+        if state.is_world_process_zero:     # one line, not one per process
+            self.progress = Progress("02 train step", state.max_steps, self.every_s, self.log,
+                                     start_at=state.global_step)
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         if logs and "loss" in logs:
