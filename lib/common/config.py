@@ -281,6 +281,9 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> settings.Prof
     if inference.get("decode_chunk") and not inference.get("reuse_kv_cache"):
         raise ConfigError(f"{source}: inference.decode_chunk continues each turn from its cached keys "
                           "and values: set inference.reuse_kv_cache: true, or decode_chunk: null")
+    if inference.get("serve") and inference.get("backend") != "openai":
+        raise ConfigError(f"{source}: inference.serve starts an OpenAI-compatible server for the openai "
+                          "backend: set inference.backend: openai, or serve: null")
     unknown = [c for c in (cfg.get("bfcl") or {}).get("categories") or []
                if c not in settings.BFCL_CATEGORIES]
     if unknown:

@@ -197,6 +197,12 @@ class Inference(Section):
     openai_model: str | None = None
     openai_api_key_env: str | None = "OPENAI_API_KEY"
     openai_function_role: Literal["user", "function"] | None = "user"
+    openai_timeout_s: float | None = knob(600, low=1)      # per request; the client then retries twice
+    # Stage 03 starts the server itself on the model folder (lib/models/served.py): transformers serve
+    # (a CPU) or vLLM (a GPU); null: the user runs it at openai_base_url.
+    serve: Literal["transformers", "vllm"] | None = None
+    serve_args: list | None = knob([])                      # more of the server's command-line arguments
+    serve_timeout_s: float | None = knob(600, low=1)       # to load the model and answer /health
     virtual_server_url: str | None = None
     toolbench_key_env: str | None = "TOOLBENCH_KEY"
     rapidapi_key_env: str | None = "RAPIDAPI_KEY"

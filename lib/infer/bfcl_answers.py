@@ -134,7 +134,15 @@ def run(cfg: Profile, backend=None, log=print) -> dict | None:
         return None
     # BFCL's files are checked before the model loads and before the folder is touched.
     questions = selected(cfg)
-    backend = backend or backends.make_backend(cfg)
+    if backend is not None:
+        return ask_selected(cfg, questions, backend, log)
+    # A backend made here is closed here: a model server it started (inference.serve) stops with it.
+    with backends.closing(backends.make_backend(cfg)) as made:
+        return ask_selected(cfg, questions, made, log)
+
+
+def ask_selected(cfg: Profile, questions: dict, backend, log=print) -> dict:
+    """`run` once BFCL's files are read and checked."""
     generation = {k: v for k, v in config.as_dict(cfg.inference).items() if k in GENERATION_KEYS}
     folder = resume.resumable(config.output_dir(cfg) / FOLDER, {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": generation,

@@ -250,7 +250,9 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, how: Infere
     HF backend's decode_chunk, while turns end). Each
     query's line is appended (flushed, fsynced) to its path as soon as it finishes, unless all its
     tool calls failed in transport (`transport_failed`). Stops (lib.toolbench.environments.EnvUnavailable) when more
-    than `how.max_transport_error_share` of a path's calls fail in transport. `how` is the profile's
+    than `how.max_transport_error_share` of a path's calls fail in transport, and
+    (lib.models.backends.EndpointUnavailable) when the model's endpoint stops answering; the queries
+    in the batch then are not kept, and a rerun redoes them. `how` is the profile's
     inference section (method, max_iterations, dfsdt_width, ...). Returns each pair's
     counters, in order; `wall_s` is from its first query's start to its last one's end."""
     batch = Batch(work, env, how, log, progress_log)
@@ -259,7 +261,14 @@ def run_groups(work: list[tuple[list[Query], object]], backend, env, how: Infere
         batch.appenders = [files.enter_context(store.JsonlAppender(path)) for _, path in work]
         while batch.pending or batch.active:
             batch.fill()
-            batch.generate(backend)
+            try:
+                batch.generate(backend)
+            except backends.EndpointUnavailable as err:
+                kept = sum(c["ran"] for c in batch.counters)
+                paths = ", ".join(str(path) for _, path in work)
+                raise backends.EndpointUnavailable(
+                    f"{err}\nStopped: the queries finished before ({kept} in this run) are kept in {paths}; "
+                    "once the model answers, a rerun continues from them.") from err
             batch.stop_on_transport_errors()
     return batch.counted()
 
@@ -386,15 +395,20 @@ def load_test_queries(cfg: Profile) -> dict[str, list[Query]]:
     return {g: [Query(r, g, docs) for r in rs] for g, rs in records.items()}
 
 
+# Keys of the inference section no kept trajectory depends on: raising a time-out or the transport stop
+# rule after a failed run resumes it, and how the server is started is in the served backend's fingerprint.
+NOT_IN_RUN_KEY = ("groups", "max_queries_per_group", "tool_timeout_s", "max_transport_error_share", "openai_timeout_s",
+                  "serve", "serve_args", "serve_timeout_s")
+
+
 @resume.one_writer("stage 03 inference", lambda cfg, *_, **__: config.output_dir(cfg) / "trajectories")
 def run(cfg: Profile, backend=None, env=None, log=print) -> dict:
     """Stage 03: every configured group's queries through the model and the tool environment.
 
     Writes outputs/<profile>/trajectories/<group>.jsonl (resumable) and inference_summary.json.
     One stage-03 run at a time per output folder: a second fails at once (lib.common.resume.one_writer)
-    instead of writing every query twice."""
-    inference_cfg = cfg.inference
-    test_dir = config.path(cfg, cfg.data.test_dir)
+    instead of writing every query twice. A backend made here (none given) is closed here, so a model
+    server it started (inference.serve) stops with the stage, however the stage ends."""
     # Every group's test file is read and checked first: a bad one stops the stage before anything.
     selected = load_test_queries(cfg)
     # The tool environment next: one that does not answer stops the stage before the model loads,
@@ -403,11 +417,18 @@ def run(cfg: Profile, backend=None, env=None, log=print) -> dict:
     found = environments.check_env(env, probe_api(cfg))
     if log:
         log(f"[03] tool environment: {found}")
-    backend = backend or backends.make_backend(cfg)
-    # Resume only what this model, these settings and these queries produced (the tool time-out and
-    # the transport stop rule change no kept trajectory: raising them after a failed run resumes it).
-    settings = {k: v for k, v in config.as_dict(inference_cfg).items() if k not in ("groups", "max_queries_per_group", "tool_timeout_s",
-                                                          "max_transport_error_share")}
+    if backend is not None:
+        return run_selected(cfg, selected, backend, env, log)
+    with backends.closing(backends.make_backend(cfg)) as made:
+        return run_selected(cfg, selected, made, env, log)
+
+
+def run_selected(cfg: Profile, selected: dict[str, list[Query]], backend, env, log=print) -> dict:
+    """`run` once its queries are read and its tool environment answers."""
+    inference_cfg = cfg.inference
+    test_dir = config.path(cfg, cfg.data.test_dir)
+    # Resume only what this model, these settings and these queries produced.
+    settings = {k: v for k, v in config.as_dict(inference_cfg).items() if k not in NOT_IN_RUN_KEY}
     out = resume.resumable(config.output_dir(cfg) / "trajectories", {
         "model": getattr(backend, "fingerprint", type(backend).__name__), "inference": settings,
         "seed": cfg.seed, "queries": resume.file_digest(test_dir)}, log=log)

@@ -1,8 +1,10 @@
 """Generation backends: `generate(conversations) -> [Generation]` for a batch of conversations.
 
 `HFBackend` runs a local causal LM (the model stage 02 trained, or the untrained one) with batched,
-left-padded generation; `OpenAIBackend` asks any OpenAI-compatible chat endpoint. `make_backend`
-picks the one `inference.backend` names.
+left-padded generation; `OpenAIBackend` asks any OpenAI-compatible chat endpoint; `ServedBackend`
+asks the model trained here behind a server stage 03 started itself (`inference.serve`,
+lib/models/served.py). `make_backend` picks the one `inference.backend` names; `closing` stops what a
+backend started.
 """
 from __future__ import annotations
 
@@ -11,6 +13,7 @@ import json
 from lib.common import config, keys, resume
 from lib.common.settings import Profile
 from lib.models import model as model_lib
+from lib.models import served
 from lib.models.prefix_cache import PrefixCache
 
 class Generation:
@@ -82,6 +85,9 @@ class HFBackend:
         self.decode_chunk = decode_chunk
         self.cudnn_attention = False
         tokenizer.padding_side = "left"
+
+    def close(self) -> None:
+        """Nothing to stop: the model is in this process."""
 
     def render(self, conversation: list[dict]) -> str:
         """The prompt as text: the conversation in the chat template, ending with the generation
@@ -189,14 +195,20 @@ def cpu_has_bf16() -> bool:
         torch.ops.mkldnn._is_mkldnn_bf16_supported()
 
 
+def model_folder(cfg: Profile, model_dir=None):
+    """The model trained in stage 02: outputs/<profile>/model/ unless inference.model_dir is set."""
+    folder = config.path(cfg, model_dir or cfg.inference.model_dir or f"{cfg.output_dir}/model")
+    if not (folder / "config.json").exists():
+        raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
+    return folder
+
+
 def load_hf_backend(cfg: Profile, model_dir=None) -> HFBackend:
-    """The model trained in stage 02 (outputs/<profile>/model/ unless inference.model_dir is set)."""
+    """The model trained in stage 02 (`model_folder`), in this process."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     inference_cfg = cfg.inference
-    folder = config.path(cfg, model_dir or inference_cfg.model_dir or f"{cfg.output_dir}/model")
-    if not (folder / "config.json").exists():
-        raise FileNotFoundError(f"no model at {folder}: run the training stage (02) first or set inference.model_dir")
+    folder = model_folder(cfg, model_dir)
     device, dtype = inference_device(inference_cfg.dtype)
     model = AutoModelForCausalLM.from_pretrained(str(folder), use_safetensors=True, dtype=dtype).to(device)
     if (folder / "tokenizer_config.json").exists():
@@ -242,6 +254,12 @@ def untrained_backend(cfg: Profile):
     return backend
 
 
+class EndpointUnavailable(RuntimeError):
+    """The OpenAI-compatible endpoint stage 03 generates through does not answer (refused, timed out
+    or an HTTP 5xx, still after the client's retries): the stage stops, keeping every finished query,
+    as lib.toolbench.environments.EnvUnavailable stops it for the tool environment."""
+
+
 class OpenAIBackend:
     """Any OpenAI-compatible chat endpoint through the `openai` client.
 
@@ -250,18 +268,21 @@ class OpenAIBackend:
     chat endpoints have no function role without native function calling), or with their own
     `function` role (`function`: a server that applies this project's chat template to a model
     trained here, such as `transformers serve` on `outputs/<profile>/model`, then sees the turns
-    exactly as training and the in-process backend render them). The key comes from the env var the
-    config names and is never stored.
+    exactly as training and the in-process backend render them). A batch's conversations are sent
+    at once, each on a thread of its own, so a server that batches (vLLM) gets them together. The
+    key comes from the env var the config names and is never stored.
     """
 
     # The OpenAI client's and the chat request's own knobs; tests build one with a fake client, no profile.
     def __init__(self, base_url: str, model: str, api_key: str, max_new_tokens: int, temperature: float,
-                 seed: int | None = None, client=None, function_role: str = "user"):
+                 seed: int | None = None, client=None, function_role: str = "user", timeout: float = 600):
         import openai
 
         if function_role not in ("user", "function"):
             raise ValueError(f"inference.openai_function_role must be user or function, got {function_role!r}")
-        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2)
+        self.base_url = base_url
+        self.client = client or openai.OpenAI(base_url=base_url, api_key=api_key or "none", max_retries=2,
+                                              timeout=timeout)
         self.model, self.max_new_tokens, self.temperature, self.seed = model, max_new_tokens, temperature, seed
         self.function_role = function_role
         # The endpoint's model, its positions and its tokenizer are the server's: unknown here.
@@ -283,17 +304,130 @@ class OpenAIBackend:
         """Unknown before sending: the endpoint counts the prompt with its own tokenizer."""
         return None
 
+    def request(self, conversation: list[dict]) -> dict:
+        """The chat request's arguments for one conversation (ServedBackend adds the server's own)."""
+        return dict(model=self.model, messages=self.chat_messages(conversation, self.function_role),
+                    temperature=self.temperature, max_tokens=self.max_new_tokens, seed=self.seed)
+
+    def ask(self, conversation: list[dict]) -> Generation:
+        import openai
+
+        try:
+            reply = self.client.chat.completions.create(**self.request(conversation))
+        except (openai.APIConnectionError, openai.InternalServerError) as err:
+            raise EndpointUnavailable(self.unavailable(err)) from err
+        usage = getattr(reply, "usage", None)
+        return Generation(reply.choices[0].message.content or "", getattr(usage, "completion_tokens", 0) or 0)
+
+    def unavailable(self, err: Exception) -> str:
+        """What EndpointUnavailable says: the endpoint and the client's last error."""
+        return f"the endpoint {self.base_url} does not answer ({type(err).__name__}: {err})"
+
     def generate(self, conversations: list[list[dict]]) -> list[Generation]:
-        results = []
-        for conversation in conversations:
-            reply = self.client.chat.completions.create(
-                model=self.model, messages=self.chat_messages(conversation, self.function_role),
-                temperature=self.temperature,
-                max_tokens=self.max_new_tokens, seed=self.seed)
-            usage = getattr(reply, "usage", None)
-            results.append(Generation(reply.choices[0].message.content or "",
-                                      getattr(usage, "completion_tokens", 0) or 0))
-        return results
+        if len(conversations) <= 1:
+            return [self.ask(c) for c in conversations]
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(max_workers=len(conversations), thread_name_prefix="openai") as pool:
+            return list(pool.map(self.ask, conversations))
+
+    def close(self) -> None:
+        """Nothing to stop: the endpoint is the user's."""
+
+
+class ServedBackend(OpenAIBackend):
+    """The model trained here, behind the server stage 03 started on its folder (`inference.serve`:
+    lib.models.served), asked so that its turns are the in-process HFBackend's at temperature 0:
+
+    - the server applies the profile's chat template (its serving folder carries it), and each
+      observation goes in its own `function` role, as training and HFBackend render it;
+    - a prompt longer than the model's positions minus max_new_tokens keeps its last tokens, as
+      HFBackend.encode does: the server cuts it (transformers serve: the serving folder's tokenizer
+      truncates on the left, asked through chat_template_kwargs; vLLM: truncate_prompt_tokens), and
+      the tokenizer here counts it, so `truncated` is HFBackend's;
+    - generation stops at eos or after max_tokens, the server decodes without special tokens and
+      strips nothing, and a turn that runs on into the next is cut there (`cut_at_next_turn`);
+    - above temperature 0, transformers serve samples only if asked (its default is the folder's
+      generation config: greedy), so it is asked to as HFBackend does (top_k 0, top_p 1). Samples
+      are not HFBackend's: each request is seeded alone, not each batch.
+    """
+
+    # The server, the tokenizer here, and the knobs OpenAIBackend takes.
+    def __init__(self, server, tokenizer, max_positions: int, max_new_tokens: int, temperature: float,
+                 seed: int | None = None, kind: str = "transformers", timeout: float = 600, client=None):
+        super().__init__(server.base_url, server.model, "", max_new_tokens, temperature, seed, client=client,
+                         function_role="function", timeout=timeout)
+        self.server, self.tokenizer, self.kind = server, tokenizer, kind
+        self.max_positions, self.max_prompt = max_positions, max_positions - max_new_tokens
+        if self.max_prompt <= 0:
+            raise ValueError(f"max_new_tokens {max_new_tokens} leaves no room in {max_positions} positions")
+
+    def render(self, conversation: list[dict]) -> str:
+        """The prompt as the server renders it: the profile's chat template, with the generation prompt."""
+        return self.tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+
+    def prompt_tokens(self, conversation: list[dict]) -> int:
+        """The rendered prompt's length in tokens, before the server cuts it to `max_prompt`."""
+        return len(self.tokenizer(self.render(conversation), add_special_tokens=False)["input_ids"])
+
+    def request(self, conversation: list[dict]) -> dict:
+        args = super().request(conversation)
+        if self.kind == "vllm":
+            extra = {"truncate_prompt_tokens": self.max_prompt}
+        else:
+            extra = {"chat_template_kwargs": {"truncation": True, "max_length": self.max_prompt}}
+            if self.temperature and self.temperature > 0:
+                extra["generation_config"] = json.dumps({"do_sample": True, "top_k": 0, "top_p": 1.0})
+        return {**args, "extra_body": extra}
+
+    def ask(self, conversation: list[dict]) -> Generation:
+        reply = super().ask(conversation)
+        return Generation(cut_at_next_turn(reply.text), reply.tokens,
+                          self.prompt_tokens(conversation) > self.max_prompt)
+
+    def unavailable(self, err: Exception) -> str:
+        return (f"the model server {self.server.name} at {self.server.url} does not answer "
+                f"({type(err).__name__}: {err}); it is {self.server.state()}. {self.server.log_lines()}")
+
+    def close(self) -> None:
+        """This backend no longer needs the server: the last one to close stops it."""
+        if self.server is not None:
+            served.release(self.server)
+            self.server = None
+
+
+def served_backend(cfg: Profile, model_dir=None) -> ServedBackend:
+    """ServedBackend on the model trained in stage 02 (`model_folder`), served by inference.serve on
+    the device and dtype HFBackend would take; the server's output goes to
+    outputs/<profile>/served-<kind>.log."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    inference_cfg = cfg.inference
+    folder, kind = model_folder(cfg, model_dir), inference_cfg.serve
+    device, dtype = inference_device(inference_cfg.dtype)
+    server = served.shared(kind, folder, cfg.model.chat_template, config.path(cfg, cfg.output_dir) / f"served-{kind}.log",
+                           device=device, dtype=dtype, seed=cfg.seed, extra=inference_cfg.serve_args,
+                           timeout_s=inference_cfg.serve_timeout_s or 600)
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(server.model)    # the serving folder's: the server's own
+        positions = AutoConfig.from_pretrained(server.model).get_text_config().max_position_embeddings
+        backend = ServedBackend(server, tokenizer, positions, inference_cfg.max_new_tokens, inference_cfg.temperature,
+                                cfg.seed, kind, timeout=inference_cfg.openai_timeout_s or 600)
+    except BaseException:
+        served.release(server)
+        raise
+    # What stage 03 resumes on: the weights and tokenizer, and how they are served (not the port).
+    backend.fingerprint = f"served by {kind} {' '.join(map(str, inference_cfg.serve_args or []))} " + \
+        resume.file_digest(folder)
+    return backend
+
+
+def closing(backend):
+    """`with closing(backend):` stops what the backend started (ServedBackend: its model server) on
+    every way out of the block, KeyboardInterrupt included."""
+    import contextlib
+
+    return contextlib.closing(backend) if hasattr(backend, "close") else contextlib.nullcontext(backend)
 
 
 def advance_batch(backend, entries: list) -> tuple[list, list]:
@@ -328,13 +462,17 @@ def make_backend(cfg: Profile):
     inference_cfg = cfg.inference
     if inference_cfg.backend == "hf":
         return load_hf_backend(cfg)
+    if inference_cfg.backend == "openai" and inference_cfg.serve:
+        return served_backend(cfg)
     if inference_cfg.backend == "openai":
         if not inference_cfg.openai_base_url or not inference_cfg.openai_model:
-            raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model")
+            raise ValueError("inference.backend openai needs inference.openai_base_url and inference.openai_model "
+                             "(or inference.serve, to start a server on the model trained here)")
         backend = OpenAIBackend(inference_cfg.openai_base_url, inference_cfg.openai_model,
                                 keys.secret(inference_cfg.openai_api_key_env, required=False), inference_cfg.max_new_tokens,
                                 inference_cfg.temperature, cfg.seed,
-                                function_role=inference_cfg.openai_function_role or "user")
+                                function_role=inference_cfg.openai_function_role or "user",
+                                timeout=inference_cfg.openai_timeout_s or 600)
         backend.fingerprint = f"{inference_cfg.openai_base_url} {inference_cfg.openai_model}" + (
             " function-role" if backend.function_role == "function" else "")
         return backend

@@ -7,6 +7,7 @@ from __future__ import annotations
 from lib.common import config, keys
 from lib.common.settings import Profile
 from lib.toolbench import virtual_env
+from lib.models import served
 from lib.data import data
 from lib.infer import inference
 from lib.pipeline import checklist
@@ -102,8 +103,32 @@ def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) 
     return row
 
 
+def served_row(cfg: Profile) -> Row:
+    """inference.serve: the model folder, and the server's command and libraries installed (the
+    server itself starts with stage 03, not here)."""
+    inference_cfg, item, kind = cfg.inference, "inference backend", cfg.inference.serve
+    folder = config.path(cfg, inference_cfg.model_dir or f"{cfg.output_dir}/model")
+    if inference_cfg.model_dir and not (folder / "config.json").exists():
+        return Row(item, "missing", f"{kind} serve: no model (config.json) at {folder}", "inference.model_dir")
+    try:
+        served.executable(kind)
+    except served.ServerFailed as err:
+        return Row(item, "missing", str(err), "inference.serve")
+    if kind == "transformers":
+        import importlib.util
+        absent = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+        if absent:
+            return Row(item, "missing", f"transformers serve needs {' and '.join(absent)}: "
+                       "pip install 'transformers[serving]'", "inference.serve")
+    found = "found" if (folder / "config.json").exists() else "trained by stage 02"
+    return Row(item, "ok", f"{kind} serve on {folder} ({found}), started by stage 03 on a loopback port",
+               "inference.serve")
+
+
 def backend_row(cfg: Profile, probe: bool) -> Row:
     inference_cfg, item = cfg.inference, "inference backend"
+    if inference_cfg.backend == "openai" and inference_cfg.serve:
+        return served_row(cfg)
     if inference_cfg.backend == "openai":
         return endpoint_row(item, inference_cfg.openai_base_url, inference_cfg.openai_model,
                             inference_cfg.openai_api_key_env, "inference.openai_", probe)
