@@ -308,8 +308,8 @@ def test_each_judge_says_which_prompts_it_uses_and_they_never_share_a_cache_key(
 
 def test_a_relative_evaluator_dir_is_read_from_the_repository_root(tmp_path, server, monkeypatch):
     from lib.common import config
-    assert llm_judge.evaluator_path("x/y") == config.ROOT / "x" / "y"
-    assert llm_judge.evaluator_path(tmp_path) == tmp_path
+    assert llm_judge.repo_path("x/y") == config.ROOT / "x" / "y"
+    assert llm_judge.repo_path(tmp_path) == tmp_path
     with pytest.raises(tooleval_evaluator.EvaluatorError, match="not a folder"):
         cfg = llm_cfg(tmp_path, server, [traj(1, GOOD)], monkeypatch)
         llm_judge.LLMJudge(config.derive(cfg, {"judge.evaluator_dir": "no/such/evaluator"}).judge,

@@ -290,6 +290,7 @@ def load(profile: str = "smoke", overrides: dict | None = None) -> settings.Prof
         raise ConfigError(f"{source}: bfcl.categories: unknown {', '.join(map(repr, unknown))} "
                           f"(known: {', '.join(settings.BFCL_CATEGORIES)})")
     _check_processes(cfg, source)
+    _check_judge_server(cfg, source)
     cfg["config_path"] = str(path)
     cfg["root"] = str(ROOT)
     cfg["overrides"] = flat
@@ -327,6 +328,7 @@ def derive(cfg: settings.Profile, changes: dict) -> settings.Profile:
     if sections:
         _check_library(raw, source, sections)
     _check_processes(raw, source)
+    _check_judge_server(raw, source)
     meta["overrides"] = {**(meta["overrides"] or {}), **flat}
     return _typed({**raw, **meta}, source)
 
@@ -366,18 +368,41 @@ def _as_yaml(value) -> str:
     return text.removesuffix("\n...\n").strip()        # a scalar's end-of-document marker
 
 
+# A GGUF key and the folder key it fills: the model trained, and the model the judge's server serves.
+GGUF_KEYS = (("model", "gguf", "name_or_path"), ("judge", "serve_gguf", "serve_model"))
+
+
 def _resolve_gguf(cfg: dict, source: str) -> None:
-    """model.gguf: point model.name_or_path at the converted folder (converting it on first use)."""
-    gguf = (cfg.get("model") or {}).get("gguf")
-    if not gguf:
+    """model.gguf (judge.serve_gguf): point model.name_or_path (judge.serve_model) at the converted
+    folder, converting it on first use."""
+    for section, gguf_key, folder_key in GGUF_KEYS:
+        gguf = (cfg.get(section) or {}).get(gguf_key)
+        if not gguf:
+            continue
+        if cfg[section].get(folder_key):
+            raise ConfigError(f"{source}: set {section}.{gguf_key} or {section}.{folder_key}, not both "
+                              f"({section}.{gguf_key}: null loads {section}.{folder_key} "
+                              f"{cfg[section][folder_key]!r})")
+        try:
+            cfg[section][folder_key] = str(gguf_model.converted(gguf["package"], gguf["file"]))
+        except gguf_model.GGUFSourceError as err:
+            raise ConfigError(f"{source}: {err}") from None
+
+
+def _check_judge_server(cfg: dict, source: str) -> None:
+    """judge.serve: an LLM judge, a model to serve, and no other endpoint named."""
+    judge = cfg.get("judge") or {}
+    if not judge.get("serve"):
         return
-    if cfg["model"].get("name_or_path"):
-        raise ConfigError(f"{source}: set model.gguf or model.name_or_path, not both (model.gguf: null "
-                          f"loads model.name_or_path {cfg['model']['name_or_path']!r})")
-    try:
-        cfg["model"]["name_or_path"] = str(gguf_model.converted(gguf["package"], gguf["file"]))
-    except gguf_model.GGUFSourceError as err:
-        raise ConfigError(f"{source}: {err}") from None
+    if judge.get("kind") != "llm":
+        raise ConfigError(f"{source}: judge.serve starts a server for the LLM judge: set judge.kind: llm, "
+                          "or serve: null")
+    if not (judge.get("serve_model") or judge.get("serve_gguf")):
+        raise ConfigError(f"{source}: judge.serve needs the model to serve: judge.serve_model (a model "
+                          "folder) or judge.serve_gguf ({package, file})")
+    if judge.get("base_url"):
+        raise ConfigError(f"{source}: judge.serve starts the judge's own server, so judge.base_url "
+                          f"({judge['base_url']!r}) would not be asked: set one of them to null")
 
 
 def path(cfg: settings.Profile, relative: str | os.PathLike | None) -> Path | None:

@@ -267,6 +267,14 @@ class Judge(Section):
     max_calls: int | None = knob(None, low=0)
     evaluator_dir: str | None = None
     released: list | None = knob([])
+    # Stage 04 starts the judge's server itself (lib/models/served.py) on serve_model, a model folder,
+    # or on serve_gguf's converted one; judge.model is then only the judge's name. null: the user runs it.
+    serve: Literal["transformers", "vllm"] | None = None
+    serve_model: str | None = None
+    serve_gguf: GGUF | None = None
+    serve_dtype: str | None = None                          # null: as the folder stores it
+    serve_args: list | None = knob([])                      # more of the server's command-line arguments
+    serve_timeout_s: float | None = knob(600, low=1)       # to load the model and answer /health
 
 
 @dataclass(frozen=True)

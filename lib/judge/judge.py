@@ -121,11 +121,20 @@ def run(cfg: Profile, log=print):
     """Judge every group's trajectories; write judgments, pass_rate.csv/.md, checks, summary.
     Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
     a second one fails at once (lib.common.resume.one_writer) instead of judging every query twice."""
+    released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(cfg.judge.released or [])]
+    judge = judgments.make_judge(cfg)
+    try:
+        return _judge_all(cfg, judge, released_sets, log)
+    finally:
+        if judge is not None:
+            judge.close()       # a server judge.serve started
+
+
+def _judge_all(cfg: Profile, judge: llm_judge.LLMJudge | None, released_sets: list[dict], log):
+    """Stage 04's work once the judge is made (`run`)."""
     import pandas as pd         # here, not at the top: a heavy import only the returned table needs
     judge_cfg, out = cfg.judge, config.output_dir(cfg)
     times = judge_cfg.evaluate_times
-    released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(judge_cfg.released or [])]
-    judge = judgments.make_judge(cfg)
     name = judge.name if judge else offline_judge.OFFLINE
 
     trajs, queries, selection, notes = select_all(cfg, log)

@@ -5,6 +5,7 @@ skipping query ids already judged by the same judge with the same evaluate_times
 """
 from __future__ import annotations
 
+import dataclasses
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,11 +58,13 @@ def select(trajs: list[dict], queries: dict[str, dict],
 # The judge settings a judgment depends on; the others (time-outs, retries, workers, max_calls, the
 # released list) may change between a run and its resumption without setting judgments aside.
 JUDGMENT_SETTINGS = ("kind", "evaluate_times", "base_url", "model", "temperature", "max_tokens", "seed",
-                     "malformed_retries", "evaluator_dir")
+                     "malformed_retries", "evaluator_dir", "serve", "serve_model", "serve_gguf", "serve_dtype",
+                     "serve_args")
 
 
 def judgment_settings(judge_cfg: Judge) -> dict:
-    return {k: getattr(judge_cfg, k) for k in JUDGMENT_SETTINGS}
+    values = {k: getattr(judge_cfg, k) for k in JUDGMENT_SETTINGS}
+    return {k: config.as_dict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
 
 
 @dataclass(frozen=True)

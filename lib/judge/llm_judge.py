@@ -5,7 +5,8 @@ Requests go through the `openai` client (`judge.base_url`, `judge.model`, the ke
 `judge.api_key_env` names, never printed or written), are cached in `judge_cache.jsonl` by a hash of
 everything sent (`request_key`), and stop at `judge.max_calls`. Transport failures are left to the
 client's own retries (`max_retries`); a 200 that is not a chat completion is sent again here.
-docs/judging.md, "The LLM judge", has the details.
+With `judge.serve` the endpoint is a model server the judge starts itself (lib/models/served.py) on
+`judge.serve_model`, at its first call not in the cache. docs/judging.md, "The LLM judge", has the details.
 """
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from typing import Any, Callable, Iterable
 from lib.common import config, keys, store
 from lib.common.settings import Judge
 from lib.toolbench import tooleval, tooleval_evaluator
+from lib.models import backends, served
 
 
 class JudgeRequestError(RuntimeError):
@@ -150,6 +152,18 @@ def prompts_sha256(folder: Path = tooleval.PROMPT_DIR) -> str:
     return hashlib.sha256(listing.encode("utf-8")).hexdigest()
 
 
+# A re-ask of a malformed reply changes the seed by this much per attempt: a server that honours the
+# seed (transformers serve does, OpenAI tries to) would otherwise send the same malformed reply again.
+RESEED = 1000
+
+
+def reasked(params: dict, attempt: int) -> dict:
+    """The parameters of re-ask number `attempt` (0: the first ask, unchanged): another seed."""
+    if not attempt or params.get("seed") is None:
+        return params
+    return {**params, "seed": params["seed"] + RESEED * attempt}
+
+
 # The most judge calls an assessment makes from the call it starts with (lib/toolbench/tooleval.py's
 # llm_assessment: the answer, whole-run and task checks; lib/judge/win_rate.py: one preference), re-asks
 # of a malformed reply not counted.
@@ -214,9 +228,9 @@ def _parse(raw: Any) -> Any:
         raise MalformedResponse(f"HTTP 200 whose body is not JSON ({err.msg})") from None
 
 
-def evaluator_path(folder: str | os.PathLike) -> Path:
-    """judge.evaluator_dir as a path: absolute as written, else from the repository root (as
-    config.path resolves the profile's paths)."""
+def repo_path(folder: str | os.PathLike) -> Path:
+    """judge.evaluator_dir or judge.serve_model as a path: absolute as written, else from the
+    repository root (as config.path resolves the profile's paths)."""
     path = Path(os.path.expanduser(str(folder)))
     return path if path.is_absolute() else config.ROOT / path
 
@@ -233,18 +247,21 @@ class LLMJudge:
     Attributes the stage reads: `prompts` (one line: which prompts), `evaluator` (the
     tooleval_evaluator.Evaluator, or None for our wording), `counts` (requests, cache_hits, retries,
     bad_responses, malformed, calls: judge calls sent), `served_models` ({model id: calls},
-    cached calls included), `max_calls` (judge.max_calls or None)."""
+    cached calls included), `max_calls` (judge.max_calls or None), `server` (judge.serve's model
+    server once started, else None). `close()` stops that server."""
 
     def __init__(self, judge_cfg: Judge, cache: JudgeCache, sleep: Callable[[float], None] = time.sleep):
         import openai           # here, not at the top: only judge.kind llm needs the client
         self.openai = openai
         self.cfg = judge_cfg
-        self.name = judge_cfg.model
+        # The judge's name, in the cache's keys and the tables: judge.model; a served judge without
+        # one is named by its folder (a converted GGUF's names the file, its version and digest).
+        self.name = judge_cfg.model or (Path(judge_cfg.serve_model).name if judge_cfg.serve else None)
         self.cache = cache
         self.sleep = sleep
         folder = judge_cfg.evaluator_dir
         self.evaluator = (None if folder is None
-                          else tooleval_evaluator.load(evaluator_path(folder)))
+                          else tooleval_evaluator.load(repo_path(folder)))
         if self.evaluator is None:
             self.prompts = (f"our wording of ToolEval's prompts, lib/toolbench/tooleval_prompts "
                             f"(sha256 {prompts_sha256()})")
@@ -255,11 +272,15 @@ class LLMJudge:
                                  f"{self.evaluator.model}")
         max_calls = judge_cfg.max_calls
         self.max_calls = None if max_calls is None else int(max_calls)
-        self.api_key = _api_key(judge_cfg)
-        self.client = openai.OpenAI(base_url=judge_cfg.base_url, api_key=self.api_key,
-                                    max_retries=judge_cfg.max_retries,
-                                    timeout=judge_cfg.timeout_s)
-        self.endpoint = f"{self.client.base_url} (model {self.name})"
+        self.server = None
+        self.start_lock = threading.Lock()      # judged in threads: one of them starts the server
+        if judge_cfg.serve:
+            self.api_key, self.client = "", None        # connected at the first call sent (`_client`)
+            self.endpoint = f"{judge_cfg.serve} serve on {judge_cfg.serve_model} (model {self.name})"
+        else:
+            self.api_key = _api_key(judge_cfg)
+            self.client = self._new_client(judge_cfg.base_url, self.api_key)
+            self.endpoint = f"{self.client.base_url} (model {self.name})"
         # requests: HTTP requests sent, the client's retries included; retries: of those, the ones
         # sent again (by the client, or here after a malformed 200); bad_responses: malformed 200s;
         # calls: judge calls sent (not from the cache), what judge.max_calls limits.
@@ -267,6 +288,45 @@ class LLMJudge:
                        "malformed": 0, "calls": 0}
         self.served_models: dict[str, int] = {}
         self.lock = threading.Lock()
+
+    def _new_client(self, base_url: str | None, api_key: str):
+        return self.openai.OpenAI(base_url=base_url, api_key=api_key, max_retries=self.cfg.max_retries,
+                                  timeout=self.cfg.timeout_s)
+
+    def _client(self):
+        """The client; with judge.serve, the judge's server is started here, at the first call sent
+        (a run whose every reply is cached starts none). Its log: served-judge-<kind>.log beside the
+        cache."""
+        with self.start_lock:
+            if self.client is None:
+                j = self.cfg
+                device, dtype = backends.inference_device(j.serve_dtype)
+                self.server = served.shared(j.serve, repo_path(j.serve_model), None,
+                                            self.cache.path.parent / f"served-judge-{j.serve}.log",
+                                            device=device, dtype=dtype, seed=j.seed, extra=j.serve_args,
+                                            timeout_s=j.serve_timeout_s or 600)
+                self.client = self._new_client(self.server.base_url, "not-needed")
+                self.endpoint = f"{self.server.name} at {self.server.url} on {j.serve_model} (model {self.name})"
+        return self.client
+
+    def _model(self) -> str:
+        """The model id requests name: judge.model, or the served folder its server knows it by."""
+        return self.server.model if self.server is not None else self.name
+
+    def _server_state(self) -> str:
+        """For an error: how the judge's own server is, and its last log lines ("" without one)."""
+        if self.server is None:
+            return ""
+        return f"; the judge's server is {self.server.state()}. {self.server.log_lines()}"
+
+    def close(self) -> None:
+        """Stop the judge's server, when it started one (the last user stops a shared one)."""
+        with self.start_lock:
+            if self.server is not None:
+                served.release(self.server)
+            self.server = None
+            if self.cfg.serve:
+                self.client = None
 
     def _count(self, what: str, n: int = 1) -> None:
         with self.lock:
@@ -321,6 +381,9 @@ class LLMJudge:
         params = {"temperature": self.cfg.temperature,
                   "max_tokens": self.cfg.max_tokens,
                   "seed": self.cfg.seed + index}
+        sampling = served.sampling_body(self.cfg.serve, self.cfg.temperature) if self.cfg.serve else {}
+        if sampling:
+            params["extra_body"] = sampling
         return messages, params
 
     def estimate(self, first_calls: Iterable[tuple[str, dict, int]]) -> CallPlan:
@@ -352,8 +415,8 @@ class LLMJudge:
         retries, sent = self.cfg.max_retries, 0
         for attempt in range(retries + 1):
             try:
-                raw = self.client.chat.completions.with_raw_response.create(
-                    model=self.name, messages=messages, **params)
+                raw = self._client().chat.completions.with_raw_response.create(
+                    model=self._model(), messages=messages, **params)
             except self.openai.APIError as err:      # the client's retries are spent (or none apply)
                 n = _attempts(err)
                 sent += n
@@ -362,19 +425,21 @@ class LLMJudge:
                 raise JudgeRequestError(
                     f"judge endpoint {self.endpoint} failed after {_plural(sent, 'attempt')} (the "
                     f"openai client's max_retries={retries}), last: {_failure(err, self.api_key)}"
-                ) from None
+                    f"{self._server_state()}") from None
             sent += raw.retries_taken + 1
             self._count("requests", raw.retries_taken + 1)
             self._count("retries", raw.retries_taken)
             try:
                 resp = _parse(raw)
-                return read(resp), served_model(resp)
+                model = served_model(resp)
+                return read(resp), (self.name if self.server is not None and model == self.server.model
+                                    else model)
             except MalformedResponse as err:
                 self._count("bad_responses")
                 if attempt == retries:
                     raise JudgeRequestError(
                         f"judge endpoint {self.endpoint} failed after {_plural(sent, 'attempt')}, "
-                        f"last: {_failure(err, self.api_key)}") from None
+                        f"last: {_failure(err, self.api_key)}{self._server_state()}") from None
                 self._count("retries")
                 self.sleep(self.cfg.retry_backoff_s * 2 ** attempt)
         raise AssertionError("unreachable")
@@ -383,9 +448,10 @@ class LLMJudge:
         """One judge call (cached); returns {function, reply, parsed, cached, attempts,
         served_model[, malformed]} (served_model: of the last attempt). Raises JudgeBudgetExceeded
         instead of sending a call past judge.max_calls."""
-        messages, params = self.request(function, fields, index)
+        messages, first = self.request(function, fields, index)
         reply, cached, model = None, True, NOT_GIVEN
         for attempt in range(self.cfg.malformed_retries + 1):
+            params = reasked(first, attempt)
             key = request_key(self.name, messages, params, index, attempt)
             reply = self.cache.get(key)
             if reply is None:

@@ -121,4 +121,9 @@ def rejudge(cfg: Profile, answers: dict, log=print) -> dict:
         raise released.ReleasedFormatError(f"--answers {answers['path']}: no such file or folder")
     entry = released_set(cfg, answers)
     queries = {g: judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{g}.json") for g in entry["groups"]}
-    return judge_released(cfg, judgments.make_judge(cfg), entry, queries, log)
+    judge = judgments.make_judge(cfg)
+    try:
+        return judge_released(cfg, judge, entry, queries, log)
+    finally:
+        if judge is not None:
+            judge.close()       # a server judge.serve started

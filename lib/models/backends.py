@@ -376,9 +376,7 @@ class ServedBackend(OpenAIBackend):
             extra = {"truncate_prompt_tokens": self.max_prompt}
         else:
             extra = {"chat_template_kwargs": {"truncation": True, "max_length": self.max_prompt}}
-            if self.temperature and self.temperature > 0:
-                extra["generation_config"] = json.dumps({"do_sample": True, "top_k": 0, "top_p": 1.0})
-        return {**args, "extra_body": extra}
+        return {**args, "extra_body": {**extra, **served.sampling_body(self.kind, self.temperature)}}
 
     def ask(self, conversation: list[dict]) -> Generation:
         reply = super().ask(conversation)

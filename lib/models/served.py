@@ -80,6 +80,15 @@ def command(kind: str, folder, port: int, device: str = "auto", dtype: str = "au
     return cmd + [str(a) for a in extra or []]
 
 
+def sampling_body(kind: str, temperature: float | None) -> dict:
+    """What a request adds (`extra_body`) so that the server samples as OpenAI's API does at
+    `temperature` (top_k off, top_p 1): transformers serve otherwise decodes as the folder's
+    generation config says (greedy, for most); vLLM needs nothing (`--generation-config vllm`)."""
+    if kind == "transformers" and temperature and temperature > 0:
+        return {"generation_config": json.dumps({"do_sample": True, "top_k": 0, "top_p": 1.0})}
+    return {}
+
+
 def serving_folder(model_dir, chat_template: str | None, into) -> Path:
     """`into`, made a view of `model_dir` the server loads: every file linked, except the tokenizer's
     config, copied with truncation_side left (the server cuts a too-long prompt as HFBackend does,

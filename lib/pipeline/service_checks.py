@@ -103,6 +103,20 @@ def endpoint_row(item: str, base_url, model, key_env, prefix: str, probe: bool) 
     return row
 
 
+def server_missing(kind: str) -> str | None:
+    """Why the server `kind` (inference.serve, judge.serve) cannot start here, else None."""
+    try:
+        served.executable(kind)
+    except served.ServerFailed as err:
+        return str(err)
+    if kind == "transformers":
+        import importlib.util
+        absent = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
+        if absent:
+            return f"transformers serve needs {' and '.join(absent)}: pip install 'transformers[serving]'"
+    return None
+
+
 def served_row(cfg: Profile) -> Row:
     """inference.serve: the model folder, and the server's command and libraries installed (the
     server itself starts with stage 03, not here)."""
@@ -110,19 +124,26 @@ def served_row(cfg: Profile) -> Row:
     folder = config.path(cfg, inference_cfg.model_dir or f"{cfg.output_dir}/model")
     if inference_cfg.model_dir and not (folder / "config.json").exists():
         return Row(item, "missing", f"{kind} serve: no model (config.json) at {folder}", "inference.model_dir")
-    try:
-        served.executable(kind)
-    except served.ServerFailed as err:
-        return Row(item, "missing", str(err), "inference.serve")
-    if kind == "transformers":
-        import importlib.util
-        absent = [m for m in ("fastapi", "uvicorn") if importlib.util.find_spec(m) is None]
-        if absent:
-            return Row(item, "missing", f"transformers serve needs {' and '.join(absent)}: "
-                       "pip install 'transformers[serving]'", "inference.serve")
+    missing = server_missing(kind)
+    if missing:
+        return Row(item, "missing", missing, "inference.serve")
     found = "found" if (folder / "config.json").exists() else "trained by stage 02"
     return Row(item, "ok", f"{kind} serve on {folder} ({found}), started by stage 03 on a loopback port",
                "inference.serve")
+
+
+def served_judge_row(cfg: Profile) -> Row:
+    """judge.serve: the judge's model folder, and the server's command and libraries installed (the
+    server starts with stage 04's first call not in the cache, not here)."""
+    j, item = cfg.judge, "judge"
+    folder = config.path(cfg, j.serve_model)
+    if not (folder / "config.json").exists():
+        return Row(item, "missing", f"{j.serve} serve: no model (config.json) at {folder}", "judge.serve_model")
+    missing = server_missing(j.serve)
+    if missing:
+        return Row(item, "missing", missing, "judge.serve")
+    return Row(item, "ok", f"LLM judge {j.model or folder.name}: {j.serve} serve on {folder}, started by "
+               "stage 04 on a loopback port", "judge.serve")
 
 
 def backend_row(cfg: Profile, probe: bool) -> Row:
@@ -150,4 +171,6 @@ def judge_row(cfg: Profile, probe: bool) -> Row:
         return Row(item, "ok", "offline judge (rule-based, labelled so; not ToolEval)", "judge.kind")
     if j.kind != "llm":
         return Row(item, "missing", f"unknown judge {j.kind!r} (offline | llm)", "judge.kind")
+    if j.serve:
+        return served_judge_row(cfg)
     return endpoint_row(item, j.base_url, j.model, j.api_key_env, "judge.", probe)
