@@ -7,8 +7,9 @@ import os
 
 import pytest
 
+from judge_helpers import GOOD, make_cfg, query, traj
 from lib.common import config, gguf_model
-from lib.judge import judgments, llm_judge
+from lib.judge import judge as stage, judgments, llm_judge
 from lib.toolbench import tooleval
 
 
@@ -74,7 +75,7 @@ def test_the_preflight_row_checks_the_judge_model_and_the_server_command(tmp_pat
 # A real server on a tiny model.
 # ---------------------------------------------------------------------------------------------
 
-FIELDS = {"query": "What is the weather in Paris?", "answer": "It is 18 C and sunny in Paris."}
+FIELDS = tooleval.answer_fields(traj(1, GOOD))      # what check_answer_status asks of the helpers' runs
 REPLIES = ['{"reason": "It gives the weather.", "answer_status": "Solved"}',
            '{"reason": "It does not say.", "answer_status": "Unsolved"}',
            "The answer is solved I think", "Solved."]
@@ -162,3 +163,36 @@ def test_a_judge_server_that_dies_is_named_with_its_state_and_log(judge_model, t
     assert str(config.output_dir(cfg) / "served-judge-transformers.log") in message
     judge.close()
     assert len(cached_lines(cfg)) >= 1      # the reply received before is kept
+
+
+def test_stage_04_with_a_served_judge_stops_at_its_budget_resumes_and_reruns_from_the_cache(judge_model, tmp_path):
+    from lib.models import served as served_lib
+
+    trajs = [traj(qid, GOOD, f"What is the weather in Paris? ({qid})") for qid in (1, 2, 3)]
+    cfg = make_cfg(tmp_path, {"G1_instruction": trajs}, {"G1_instruction": [query(t["query_id"]) for t in trajs]},
+                   kind="llm", serve="transformers", serve_model=str(judge_model), model="tiny judge",
+                   base_url=None, evaluate_times=2, temperature=1.0, max_tokens=24, malformed_retries=1,
+                   max_workers=2, max_calls=3, timeout_s=120)
+    out = config.output_dir(cfg)
+    with pytest.raises(llm_judge.JudgeBudgetExceeded):
+        stage.run(cfg, log=lambda *a: None)
+    assert not served_lib._SHARED       # stopped on the way out of the failed stage
+    first = len(cached_lines(cfg))
+    assert first == 3
+    cfg = config.derive(cfg, {"judge.max_calls": None})
+    stage.run(cfg, log=lambda *a: None)
+    summary = json.loads((out / "judge_summary.json").read_text())
+    assert summary["judge"] == "tiny judge" and list(summary["served_models"]) == ["tiny judge"]
+    assert summary["requests"]["calls"] == len(cached_lines(cfg)) - first       # nothing sent twice
+    judged = [json.loads(line) for line in (out / "judgments" / "G1_instruction.jsonl").read_text().splitlines()]
+    assert sorted(r["query_id"] for r in judged) == [1, 2, 3] and all(len(r["assessments"]) == 2 for r in judged)
+    replies = [c["reply"] for r in judged for a in r["assessments"] for c in a["calls"]]
+    assert replies and all(isinstance(text, str) and text for text in replies)
+    # Judged again (the judgments moved away): every reply from the cache, no call sent, no server
+    # started, the same verdicts.
+    (out / "pass_rate.csv").rename(out / "pass_rate.before.csv")
+    (out / "judgments").rename(out / "judgments.before")
+    stage.run(cfg, log=lambda *a: None)
+    again = json.loads((out / "judge_summary.json").read_text())
+    assert again["requests"]["calls"] == 0 and again["requests"]["cache_hits"] > 0 and not served_lib._SHARED
+    assert (out / "pass_rate.csv").read_text() == (out / "pass_rate.before.csv").read_text()
