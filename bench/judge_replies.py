@@ -9,7 +9,8 @@ parse_answer_status, check_task_solvable):
   - replies: every reply received; parsed: those ToolEval's rule reads a valid label from
     (lib.toolbench.tooleval.parse_reply); as JSON: those that are a JSON object at all;
   - asks: the calls the stage made, and how many of them ended with a label after the re-asks
-    (judge.malformed_retries) against how many stayed malformed (counted Unsure);
+    (judge.malformed_retries) against how many stayed malformed (counted Unsure); how many were
+    re-asked, and in how many the re-ask's reply differed from the first (another seed, same prompt);
   - the labels given, and a few replies that did not parse, as written.
 Then the assessments' answer labels, the votes, and, with --against, the per-query pass/fail of the
 two judges side by side (the same trajectories: the folders' trajectory files must be identical).
@@ -19,6 +20,7 @@ from __future__ import annotations
 import argparse
 import collections
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -45,9 +47,25 @@ def reply_figures(cache: list[dict]) -> dict:
             "as_json": sum(tooleval.json_object(r["reply"].strip()) is not None for r in recs),
             "first_attempt_parsed": sum(tooleval.parse_reply(function, a[0]["reply"]) is not None for a in mine),
             "asks": len(mine), "asks_parsed": ended, "asks_malformed": len(mine) - ended,
+            "reasked": sum(len(a) > 1 for a in mine),
+            "reask_differed": sum(len({r["reply"] for r in a}) > 1 for a in mine if len(a) > 1),
             "labels": dict(collections.Counter(str(p[field]) for p in parsed if p is not None)),
-            "unparsed_examples": [r["reply"][:160] for r, p in zip(recs, parsed) if p is None][:3]}
+            "unparsed_kinds": dict(collections.Counter(unparsed_kind(function, r["reply"])
+                                                       for r, p in zip(recs, parsed) if p is None)),
+            "unparsed_examples": list(dict.fromkeys(r["reply"][:160] for r, p in zip(recs, parsed) if p is None))[:3]}
     return out
+
+
+def unparsed_kind(function: str, text: str) -> str:
+    """What a reply that does not parse is: empty, a JSON object without a valid label, prose that
+    names exactly one of the labels (a lenient reader would take it; ToolEval's does not), or other."""
+    if not text.strip():
+        return "empty"
+    if tooleval.json_object(text.strip()) is not None:
+        return "JSON, no valid label"
+    allowed = tooleval.REPLY_FIELDS[function][1]
+    named = {a for a in allowed if re.search(rf"\b{re.escape(str(a))}\b", text, re.IGNORECASE)}
+    return "prose naming one label" if len(named) == 1 else "other prose"
 
 
 def verdicts(folder: Path) -> dict[tuple, dict]:
@@ -81,17 +99,20 @@ def main(argv=None) -> int:
     figures = {"folder": str(folder), "judge": cache[0]["model"], "served_models":
                dict(collections.Counter(r.get("served_model") for r in cache)), "functions": reply_figures(cache)}
     print(f"{folder}: judge {figures['judge']}, {len(cache)} replies")
-    print(f"{'function':22}{'replies':>8}{'parsed':>8}{'JSON':>6}{'asks':>6}{'1st ok':>8}{'ended ok':>9}{'Unsure':>8}  labels")
+    print(f"{'function':22}{'replies':>8}{'parsed':>8}{'JSON':>6}{'asks':>6}{'1st ok':>8}{'ended ok':>9}{'malformed':>10}{'re-asked':>9}{'differed':>9}  labels")
     for function, f in figures["functions"].items():
         print(f"{function:22}{f['replies']:>8}{f['parsed']:>8}{f['as_json']:>6}{f['asks']:>6}"
-              f"{f['first_attempt_parsed']:>8}{f['asks_parsed']:>9}{f['asks_malformed']:>8}  {f['labels']}")
+              f"{f['first_attempt_parsed']:>8}{f['asks_parsed']:>9}{f['asks_malformed']:>10}{f['reasked']:>9}"
+              f"{f['reask_differed']:>9}  {f['labels']}")
     for function, f in figures["functions"].items():
+        print(f"  {function}, replies that do not parse: {f['unparsed_kinds']}")
         for text in f["unparsed_examples"]:
             print(f"  {function}, not parsed: {text!r}")
     mine = verdicts(folder)
     labels = collections.Counter(a["answer_status"] for rec in mine.values() for a in rec["assessments"]
                                  if not rec["precheck"])
-    votes = collections.Counter(v for rec in mine.values() if not rec["precheck"] for v in rec["votes"])
+    votes = collections.Counter(a["vote"] + (" (coin)" if a.get("coin") else "")
+                                for rec in mine.values() if not rec["precheck"] for a in rec["assessments"])
     figures["answer_labels_where_asked"], figures["votes_where_asked"] = dict(labels), dict(votes)
     figures["passed"] = sum(rec["passed"] for rec in mine.values())
     figures["queries"] = len(mine)
