@@ -138,7 +138,7 @@ def test_extends_cycles_and_missing_bases_are_named(tmp_path):
         config.load(a)
     with pytest.raises(config.ConfigError, match="makes a cycle"):
         config.load(_write(tmp_path, "self.yaml", "extends: self.yaml\n"))
-    known = r"\(known: lora, mini, paper, smoke, smollm2\)"        # configs/base.yaml is no profile
+    known = r"\(known: lora, mini, paper, smoke, smollm2, smollm2_weak_judge\)"        # configs/base.yaml is no profile
     with pytest.raises(config.ConfigError, match=r"'extends: smok': .*smok\.yaml does not exist " + known):
         config.load(_write(tmp_path, "c.yaml", "extends: smok\n"))
 
