@@ -15,6 +15,7 @@ from pathlib import Path
 from lib.common import config, resume, store, tables
 from lib.common.settings import Profile
 from lib.toolbench import released, tooleval, trajectories
+from lib.models import backends
 from lib.checks import offline_judge
 from lib.infer import untrained
 from lib.judge import judgments, llm_judge, pass_rates, released_runs, win_rate
@@ -122,12 +123,8 @@ def run(cfg: Profile, log=print):
     Returns the pass-rate table (a pandas DataFrame). One stage-04 run at a time per output folder:
     a second one fails at once (lib.common.resume.one_writer) instead of judging every query twice."""
     released_sets = [released_runs.released_set(cfg, entry, i) for i, entry in enumerate(cfg.judge.released or [])]
-    judge = judgments.make_judge(cfg)
-    try:
+    with backends.closing(judgments.make_judge(cfg)) as judge:     # stops a server judge.serve started
         return _judge_all(cfg, judge, released_sets, log)
-    finally:
-        if judge is not None:
-            judge.close()       # a server judge.serve started
 
 
 def _judge_all(cfg: Profile, judge: llm_judge.LLMJudge | None, released_sets: list[dict], log):

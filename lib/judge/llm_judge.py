@@ -381,7 +381,7 @@ class LLMJudge:
         params = {"temperature": self.cfg.temperature,
                   "max_tokens": self.cfg.max_tokens,
                   "seed": self.cfg.seed + index}
-        sampling = served.sampling_body(self.cfg.serve, self.cfg.temperature) if self.cfg.serve else {}
+        sampling = served.sampling_body(self.cfg.serve, self.cfg.temperature)     # {} unless served
         if sampling:
             params["extra_body"] = sampling
         return messages, params

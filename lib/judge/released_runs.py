@@ -14,6 +14,7 @@ from pathlib import Path
 from lib.common import config, resume
 from lib.common.settings import Profile
 from lib.toolbench import released
+from lib.models import backends
 from lib.checks import offline_judge
 from lib.judge import judgments, pass_rates
 
@@ -121,9 +122,5 @@ def rejudge(cfg: Profile, answers: dict, log=print) -> dict:
         raise released.ReleasedFormatError(f"--answers {answers['path']}: no such file or folder")
     entry = released_set(cfg, answers)
     queries = {g: judgments.load_queries(config.path(cfg, cfg.data.test_dir) / f"{g}.json") for g in entry["groups"]}
-    judge = judgments.make_judge(cfg)
-    try:
+    with backends.closing(judgments.make_judge(cfg)) as judge:     # stops a server judge.serve started
         return judge_released(cfg, judge, entry, queries, log)
-    finally:
-        if judge is not None:
-            judge.close()       # a server judge.serve started

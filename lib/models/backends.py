@@ -421,8 +421,9 @@ def served_backend(cfg: Profile, model_dir=None) -> ServedBackend:
 
 
 def closing(backend):
-    """`with closing(backend):` stops what the backend started (ServedBackend: its model server) on
-    every way out of the block, KeyboardInterrupt included."""
+    """`with closing(backend):` stops what the backend started (ServedBackend: its model server; an
+    LLM judge's too, lib.judge.llm_judge) on every way out of the block, KeyboardInterrupt included.
+    A backend without `close` (None: the offline judge) passes through."""
     import contextlib
 
     return contextlib.closing(backend) if hasattr(backend, "close") else contextlib.nullcontext(backend)
